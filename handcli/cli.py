@@ -1,0 +1,75 @@
+"""Root Typer app. Stage commands live in ``handcli.commands.*``.
+
+Command modules import only typer at import time, so ``handcli --help`` and every
+``handcli <stage> --help`` answer without importing torch or numpy.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from handcli import __version__
+from handcli.commands import cache_cmd, hand_cmd, inspect_cmd, preprocess_cmd, synth_cmd
+
+app = typer.Typer(
+    name="handcli",
+    help="Neural rendering and reconstruction of human hands and hand-object scenes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"handcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for input errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    _state["debug"] = debug
+
+
+app.add_typer(synth_cmd.app, name="synth")
+app.add_typer(preprocess_cmd.app, name="preprocess")
+app.add_typer(cache_cmd.app, name="cache")
+app.add_typer(hand_cmd.mano_app, name="mano")
+app.add_typer(hand_cmd.hand_app, name="hand")
+app.command("inspect")(inspect_cmd.inspect)
+
+
+def main() -> None:
+    """Console-script entry: map input errors to exit 2 and bugs to exit 1."""
+    from handcli.errors import InputError
+
+    try:
+        app(standalone_mode=True)
+    except InputError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # a bug, not bad input
+        if _state["debug"]:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        print(f"internal error (a bug, please report): {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""``handcli cache``: operations on caches (merge shards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+app = typer.Typer(help="Operations on HDF5 caches.", no_args_is_help=True)
+
+
+@app.command("merge")
+def merge(
+    shards: List[Path] = typer.Argument(..., help="Shard caches, in shard order."),
+    out: Path = typer.Option(..., "-o", "--out", help="Merged cache to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Join shard caches written with --shard i/N into one cache (same order as an unsharded run)."""
+    import shlex
+    import sys
+
+    from handcli.data.cache import merge_caches
+    from handcli.outputs import atomic_path
+    from handcli.progress import log
+
+    with atomic_path(out, force=force) as tmp:
+        res = merge_caches(list(shards), tmp, command=" ".join(shlex.quote(a) for a in sys.argv))
+    log(f"merged {len(shards)} caches: {res['frames']} frames")
+    print(out)

@@ -1,0 +1,1 @@
+"""Dataset readers (one per dataset), the HDF5 cache, and ray batches."""

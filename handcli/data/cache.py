@@ -1,0 +1,363 @@
+"""The HDF5 cache that every later stage reads (schema ``handcli.cache/1``, docs/cache.md).
+
+Layout (N frames, M views = images, C cameras, P pixels over all views)::
+
+    /  attrs: schema, handcli_version, dataset, scale, config (JSON), inputs (JSON), command
+    /cameras/{name, capture, K (C,3,3) at cache resolution, world_to_cam (C,4,4) metres, width, height}
+    /frames/{key, split, capture, seq, frame_idx}                     (N,)
+    /frames/{right,left}/{present (N,), joints (N,21,3) world m, joint_valid (N,21),
+                          mano_valid (N,), mano_pose (N,48), mano_shape (N,10), mano_trans (N,3),
+                          vertices (N,V,3) posed mesh world m, box (N,2,3) mesh AABB}
+    /hand_model/{right,left}/{faces (F,3), weights (V,16), parents (16,)}  attrs: kind, flat_hand_mean, ...
+    /views/{frame (M,), camera (M,), offset (M,), height (M,), width (M,), near_far (M,2), box2d (M,4),
+            fg_pixels (M,)}
+    /views/rgb (P,3) uint8, /views/label (P,) uint8   all views' pixels, row-major, concatenated
+
+Labels: 0 background, 1 right hand, 2 left hand, 3 object (nearer surface wins).
+Views of variable size (portrait and landscape cameras) share the flat pixel buffers;
+``offset`` says where each view's pixels start. Everything is appended frame by frame,
+so the writer holds one frame at a time whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from handcli import __version__
+from handcli.errors import InputError
+
+SCHEMA = "handcli.cache/1"
+LABELS = {"background": 0, "right": 1, "left": 2, "object": 3}
+SIDES = ("right", "left")
+_STR = h5py.string_dtype()
+
+
+@dataclass
+class HandRecord:
+    joints: np.ndarray  # (21, 3) world metres
+    joint_valid: np.ndarray  # (21,) bool
+    mano: dict | None  # {pose (48,), shape (10,), trans (3,)} or None
+    vertices: np.ndarray | None  # (V, 3) posed mesh, world metres
+    box: np.ndarray | None = None  # (2, 3) AABB of the mesh
+
+
+@dataclass
+class FrameRecord:
+    key: str
+    split: str
+    capture: int
+    seq: str
+    frame_idx: int
+    hands: dict[str, HandRecord] = field(default_factory=dict)
+
+
+@dataclass
+class ViewRecord:
+    camera: int  # index into /cameras
+    rgb: np.ndarray  # (H, W, 3) uint8
+    label: np.ndarray  # (H, W) uint8
+    near_far: np.ndarray  # (2,) metres
+    box2d: np.ndarray  # (4,) x0, y0, x1, y1 pixels
+
+
+def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
+    n = ds.shape[0]
+    ds.resize(n + len(values), axis=0)
+    ds[n:] = values
+
+
+class CacheWriter:
+    """Append frames and their views to a new cache file."""
+
+    def __init__(self, path: str | Path, *, dataset: str, scale: float, config: dict, inputs: dict,
+                 hand_models: dict[str, dict], command: str = ""):
+        self.path = Path(path)
+        self.f = h5py.File(self.path, "w")
+        a = self.f.attrs
+        a["schema"] = SCHEMA
+        a["handcli_version"] = __version__
+        a["dataset"] = dataset
+        a["scale"] = float(scale)
+        a["config"] = json.dumps(config, default=str)
+        a["inputs"] = json.dumps(inputs, default=str)
+        a["command"] = command
+        self.num_verts = {}
+        for side, hm in hand_models.items():
+            g = self.f.create_group(f"hand_model/{side}")
+            for k in ("faces", "weights", "parents"):
+                g.create_dataset(k, data=np.asarray(hm[k]))
+            for k, v in hm.items():
+                if k not in ("faces", "weights", "parents"):
+                    g.attrs[k] = v
+            self.num_verts[side] = int(np.asarray(hm["weights"]).shape[0])
+        c = self.f.create_group("cameras")
+        c.create_dataset("name", (0,), maxshape=(None,), dtype=_STR)
+        c.create_dataset("capture", (0,), maxshape=(None,), dtype="i4")
+        c.create_dataset("K", (0, 3, 3), maxshape=(None, 3, 3), dtype="f8")
+        c.create_dataset("world_to_cam", (0, 4, 4), maxshape=(None, 4, 4), dtype="f8")
+        c.create_dataset("width", (0,), maxshape=(None,), dtype="i4")
+        c.create_dataset("height", (0,), maxshape=(None,), dtype="i4")
+        fr = self.f.create_group("frames")
+        for k, dt in (("key", _STR), ("split", _STR), ("seq", _STR), ("capture", "i4"), ("frame_idx", "i8")):
+            fr.create_dataset(k, (0,), maxshape=(None,), dtype=dt, chunks=(1024,))
+        for side in SIDES:
+            V = self.num_verts.get(side, 0)
+            g = fr.create_group(side)
+            for k, shape, dt in (("present", (), "b1"), ("joints", (21, 3), "f4"), ("joint_valid", (21,), "b1"),
+                                 ("mano_valid", (), "b1"), ("mano_pose", (48,), "f4"), ("mano_shape", (10,), "f4"),
+                                 ("mano_trans", (3,), "f4"), ("vertices", (V, 3), "f4"), ("box", (2, 3), "f4")):
+                g.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(64,) + shape)
+        v = self.f.create_group("views")
+        for k, shape, dt in (("frame", (), "i4"), ("camera", (), "i4"), ("offset", (), "i8"), ("height", (), "i4"),
+                             ("width", (), "i4"), ("near_far", (2,), "f4"), ("box2d", (4,), "f4"),
+                             ("fg_pixels", (), "i4")):
+            v.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(1024,) + shape)
+        v.create_dataset("rgb", (0, 3), maxshape=(None, 3), dtype="u1", chunks=(1 << 16, 3))
+        v.create_dataset("label", (0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,))
+        self._cam_index: dict[tuple[int, str], int] = {}
+        self._num_pixels = 0
+
+    def add_camera(self, name: str, capture: int, K: np.ndarray, world_to_cam: np.ndarray, width: int,
+                   height: int) -> int:
+        """Register a camera (once per (capture, name)); returns its index."""
+        key = (int(capture), str(name))
+        if key in self._cam_index:
+            return self._cam_index[key]
+        c = self.f["cameras"]
+        _append(c["name"], np.array([name], dtype=object))
+        _append(c["capture"], np.array([capture]))
+        _append(c["K"], np.asarray(K, dtype=np.float64)[None])
+        _append(c["world_to_cam"], np.asarray(world_to_cam, dtype=np.float64)[None])
+        _append(c["width"], np.array([width]))
+        _append(c["height"], np.array([height]))
+        self._cam_index[key] = len(self._cam_index)
+        return self._cam_index[key]
+
+    def add_frame(self, rec: FrameRecord, views: list[ViewRecord]) -> None:
+        """Append one frame and all its views."""
+        fr = self.f["frames"]
+        index = fr["key"].shape[0]
+        _append(fr["key"], np.array([rec.key], dtype=object))
+        _append(fr["split"], np.array([rec.split], dtype=object))
+        _append(fr["seq"], np.array([rec.seq], dtype=object))
+        _append(fr["capture"], np.array([rec.capture]))
+        _append(fr["frame_idx"], np.array([rec.frame_idx]))
+        for side in SIDES:
+            g = fr[side]
+            h = rec.hands.get(side)
+            V = self.num_verts.get(side, 0)
+            present = h is not None
+            mano = h.mano if present else None
+            verts = h.vertices if present and h.vertices is not None else None
+            if verts is not None and verts.shape != (V, 3):
+                raise ValueError(f"{side} vertices {verts.shape} do not match the hand model ({V}, 3)")
+            _append(g["present"], np.array([present]))
+            _append(g["joints"], (h.joints if present else np.zeros((21, 3)))[None])
+            _append(g["joint_valid"], (h.joint_valid if present else np.zeros(21, bool))[None])
+            _append(g["mano_valid"], np.array([mano is not None]))
+            for k, n in (("pose", 48), ("shape", 10), ("trans", 3)):
+                _append(g[f"mano_{k}"], (np.asarray(mano[k]) if mano is not None else np.zeros(n))[None])
+            _append(g["vertices"], (verts if verts is not None else np.zeros((V, 3)))[None])
+            box = h.box if present and h.box is not None else np.zeros((2, 3))
+            _append(g["box"], np.asarray(box)[None])
+        v = self.f["views"]
+        offsets, rgbs, labels = [], [], []
+        for vr in views:
+            H, W = vr.label.shape
+            offsets.append(self._num_pixels)
+            self._num_pixels += H * W
+            rgbs.append(vr.rgb.reshape(-1, 3))
+            labels.append(vr.label.reshape(-1))
+        if views:
+            _append(v["frame"], np.full(len(views), index))
+            _append(v["camera"], np.array([vr.camera for vr in views]))
+            _append(v["offset"], np.array(offsets))
+            _append(v["height"], np.array([vr.label.shape[0] for vr in views]))
+            _append(v["width"], np.array([vr.label.shape[1] for vr in views]))
+            _append(v["near_far"], np.stack([vr.near_far for vr in views]))
+            _append(v["box2d"], np.stack([vr.box2d for vr in views]))
+            _append(v["fg_pixels"], np.array([int((vr.label > 0).sum()) for vr in views]))
+            _append(v["rgb"], np.concatenate(rgbs))
+            _append(v["label"], np.concatenate(labels))
+
+    def close(self) -> None:
+        self.f.attrs["num_frames"] = self.f["frames/key"].shape[0]
+        self.f.attrs["num_views"] = self.f["views/frame"].shape[0]
+        self.f.close()
+
+
+def _s(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+class Cache:
+    """Read access to a cache file (opened read-only; use as a context manager)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("cache file not found", path=self.path)
+        try:
+            self.f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise InputError(f"not a readable HDF5 file ({e})", path=self.path) from None
+        schema = self.f.attrs.get("schema")
+        if _s(schema) != SCHEMA if schema is not None else True:
+            self.f.close()
+            raise InputError(f"not a handcli cache (schema {schema!r}, expected {SCHEMA!r})", path=self.path,
+                             field="schema")
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.f.close()
+
+    @property
+    def attrs(self) -> dict:
+        a = dict(self.f.attrs)
+        return {k: (_s(v) if isinstance(v, (bytes, str)) else v) for k, v in a.items()}
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.f["frames/key"].shape[0])
+
+    @property
+    def num_views(self) -> int:
+        return int(self.f["views/frame"].shape[0])
+
+    def cameras(self) -> list[dict]:
+        c = self.f["cameras"]
+        return [
+            {"name": _s(c["name"][i]), "capture": int(c["capture"][i]), "width": int(c["width"][i]),
+             "height": int(c["height"][i]), "K": c["K"][i], "world_to_cam": c["world_to_cam"][i]}
+            for i in range(c["name"].shape[0])
+        ]
+
+    def hand_model(self, side: str) -> dict | None:
+        if f"hand_model/{side}" not in self.f:
+            return None
+        g = self.f[f"hand_model/{side}"]
+        out = {k: g[k][()] for k in g}
+        out.update({k: (_s(v) if isinstance(v, (bytes, str)) else v) for k, v in g.attrs.items()})
+        return out
+
+    def frame(self, i: int) -> FrameRecord:
+        fr = self.f["frames"]
+        rec = FrameRecord(_s(fr["key"][i]), _s(fr["split"][i]), int(fr["capture"][i]), _s(fr["seq"][i]),
+                          int(fr["frame_idx"][i]))
+        for side in SIDES:
+            g = fr[side]
+            if not g["present"][i]:
+                continue
+            mano = None
+            if g["mano_valid"][i]:
+                mano = {k: g[f"mano_{k}"][i].astype(np.float64) for k in ("pose", "shape", "trans")}
+            verts = g["vertices"][i] if g["vertices"].shape[1] else None
+            rec.hands[side] = HandRecord(g["joints"][i], g["joint_valid"][i], mano, verts, g["box"][i])
+        return rec
+
+    def view_table(self) -> dict[str, np.ndarray]:
+        """All per-view metadata arrays (small), keyed by dataset name."""
+        v = self.f["views"]
+        return {k: v[k][()] for k in ("frame", "camera", "offset", "height", "width", "near_far", "box2d",
+                                      "fg_pixels")}
+
+    def view(self, j: int) -> dict:
+        """One view: rgb (H,W,3) uint8, label (H,W) uint8 and its metadata."""
+        v = self.f["views"]
+        off, H, W = int(v["offset"][j]), int(v["height"][j]), int(v["width"][j])
+        return {
+            "frame": int(v["frame"][j]), "camera": int(v["camera"][j]),
+            "rgb": v["rgb"][off:off + H * W].reshape(H, W, 3),
+            "label": v["label"][off:off + H * W].reshape(H, W),
+            "near_far": v["near_far"][j], "box2d": v["box2d"][j],
+        }
+
+    def views_of_frame(self, i: int) -> list[int]:
+        return [int(j) for j in np.nonzero(self.f["views/frame"][()] == i)[0]]
+
+    def summary(self, all_frames: bool = False) -> dict:
+        """The JSON summary of ``handcli inspect cache.h5 --json`` (DESIGN.md)."""
+        a = self.attrs
+        cams = [{"name": c["name"], "capture": c["capture"], "width": c["width"], "height": c["height"],
+                 "K": np.round(c["K"], 6).tolist(), "world_to_cam": np.round(c["world_to_cam"], 9).tolist()}
+                for c in self.cameras()]
+        n = self.num_frames if all_frames else min(self.num_frames, 100)
+        frames = []
+        for i in range(n):
+            rec = self.frame(i)
+            hands = {}
+            for side, h in rec.hands.items():
+                mano = None
+                if h.mano is not None:
+                    mano = {k: np.round(v, 7).tolist() for k, v in h.mano.items()}
+                hands[side] = {"joints": np.round(h.joints.astype(np.float64), 6).tolist(), "mano": mano}
+            frames.append({"id": rec.key, "capture": rec.capture, "seq": rec.seq, "frame_idx": rec.frame_idx,
+                           "hands": hands, "views": len(self.views_of_frame(i))})
+        hm = {}
+        for side in SIDES:
+            m = self.hand_model(side)
+            if m is not None:
+                hm[side] = {k: v for k, v in m.items() if k not in ("faces", "weights", "parents")}
+                hm[side]["num_vertices"] = int(m["weights"].shape[0])
+                hm[side]["num_faces"] = int(m["faces"].shape[0])
+        return {
+            "schema": a.get("schema"), "handcli_version": a.get("handcli_version"), "dataset": a.get("dataset"),
+            "path": str(self.path), "scale": float(a.get("scale", 1.0)), "num_frames": self.num_frames,
+            "num_views": self.num_views, "num_cameras": len(cams), "cameras": cams, "hand_model": hm,
+            "frames_truncated": n < self.num_frames, "frames": frames,
+            "config": json.loads(a.get("config", "{}")), "inputs": json.loads(a.get("inputs", "{}")),
+        }
+
+
+def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
+    """Concatenate shard caches (in the given order) into ``out_path``; returns a small summary."""
+    if not paths:
+        raise InputError("no input caches given")
+    first = Cache(paths[0])
+    a0 = first.attrs
+    hand_models = {s: first.hand_model(s) for s in SIDES if first.hand_model(s) is not None}
+    first.close()
+    inputs = {"merged_from": [str(p) for p in paths]}
+    w = CacheWriter(out_path, dataset=a0["dataset"], scale=a0["scale"], config=json.loads(a0["config"]),
+                    inputs=inputs, hand_models=hand_models, command=command)
+    try:
+        total = 0
+        for p in paths:
+            with Cache(p) as c:
+                a = c.attrs
+                for k in ("dataset", "scale"):
+                    if a[k] != a0[k]:
+                        raise InputError(f"differs from {paths[0]} ({a[k]!r} vs {a0[k]!r})", path=p, field=k)
+                for s in SIDES:
+                    m = c.hand_model(s)
+                    if (m is None) != (s not in hand_models) or (
+                            m is not None and not np.array_equal(m["faces"], hand_models[s]["faces"])):
+                        raise InputError("hand model differs from the first shard's", path=p,
+                                         field=f"hand_model/{s}")
+                cams = c.cameras()
+                remap = [w.add_camera(cm["name"], cm["capture"], cm["K"], cm["world_to_cam"], cm["width"],
+                                      cm["height"]) for cm in cams]
+                vt = c.view_table()
+                for i in range(c.num_frames):
+                    views = []
+                    for j in np.nonzero(vt["frame"] == i)[0]:
+                        v = c.view(int(j))
+                        views.append(ViewRecord(remap[v["camera"]], v["rgb"], v["label"], v["near_far"],
+                                                v["box2d"]))
+                    w.add_frame(c.frame(i), views)
+                    total += 1
+        w.close()
+    except BaseException:
+        w.f.close()
+        raise
+    return {"frames": total}

@@ -1,0 +1,246 @@
+"""``handcli preprocess interhand``: InterHand2.6M root -> HDF5 cache.
+
+Per frame: posed hand meshes (MANO parameters as-is, or the hand model fitted to the 3D
+joints when only the open hand model is available for real data); per view: the JPEG
+decoded and optionally downscaled, a foreground label map rendered from the posed meshes
+(InterHand has no masks; the nearer hand wins), near/far bounds of the padded mesh box
+along the camera's rays, and the box's projected 2D rectangle.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ViewRecord
+from handcli.data.camera import camera_center, project, scale_intrinsics, transform
+from handcli.data.interhand import IHCamera, IHFrame, InterHandReader, parse_selection
+from handcli.data.pipeline import CameraSpec, FrameResult, parse_shard, run_pipeline, shard_items
+from handcli.errors import InputError
+from handcli.outputs import atomic_path
+from handcli.progress import log
+
+BOX_PADDING = 0.05  # metres, as HandNeRF (Guo) pads the posed-mesh AABB
+BLACK_LEVEL = 10  # an image whose brightest pixel is below this is a failed (all-black) capture
+LABEL = {"right": 1, "left": 2}
+
+
+@dataclass(frozen=True)
+class MeshSource:
+    """How posed hand meshes are obtained for a cache."""
+
+    mode: str  # "params": dataset MANO parameters drive the model; "joints": fit the model to 3D joints
+    model_dir: str | None  # None: the open hand model
+    kind: str  # "mano" or "open-hand/1"
+
+
+@dataclass
+class WorkItem:
+    frame: IHFrame
+    cameras: dict[str, IHCamera]
+    scale: float
+    mesh: MeshSource
+
+
+_MODELS: dict = {}
+
+
+def _models(model_dir: str | None):
+    if model_dir not in _MODELS:
+        from handcli.hand.model import load_hand_models
+
+        _MODELS[model_dir] = load_hand_models("interhand", model_dir)
+    return _MODELS[model_dir]
+
+
+def pose_hands(frame: IHFrame, mesh: MeshSource) -> dict[str, np.ndarray] | str:
+    """Posed world vertices (V, 3) per present hand, or a drop reason."""
+    import torch
+
+    models = _models(mesh.model_dir)
+    out = {}
+    for side in frame.sides:
+        m = models[side]
+        if mesh.mode == "params":
+            p = frame.mano[side]
+            if p is None:
+                return "missing MANO parameters"
+            with torch.no_grad():
+                res = m(torch.as_tensor(p["pose"][None]), torch.as_tensor(p["shape"][None]),
+                        torch.as_tensor(p["trans"][None]))
+            out[side] = res.vertices[0].double().numpy()
+        else:
+            from handcli.hand.fit import fit_to_joints
+
+            valid = frame.joint_valid[side]
+            if valid.sum() < 6:
+                return "too few valid joints to fit the hand model"
+            pose, shape, trans, _ = fit_to_joints(m, torch.as_tensor(frame.joints[side][None], dtype=torch.float32),
+                                                  torch.as_tensor(valid[None]))
+            with torch.no_grad():
+                out[side] = m(pose, shape, trans).vertices[0].double().numpy()
+    return out
+
+
+def box_near_far(box_min: np.ndarray, box_max: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """(2,) distance from ``center`` to the box (0 inside) and to its farthest corner."""
+    near = np.linalg.norm(center - np.clip(center, box_min, box_max))
+    corners = np.array([[x, y, z] for x in (box_min[0], box_max[0]) for y in (box_min[1], box_max[1])
+                        for z in (box_min[2], box_max[2])])
+    far = np.linalg.norm(corners - center, axis=1).max()
+    return np.array([near, far], dtype=np.float32)
+
+
+def box_2d(box_min: np.ndarray, box_max: np.ndarray, world_to_cam: np.ndarray, K: np.ndarray, width: int,
+           height: int) -> np.ndarray:
+    """(4,) x0, y0, x1, y1 of the projected box corners, clipped to the image."""
+    corners = np.array([[x, y, z] for x in (box_min[0], box_max[0]) for y in (box_min[1], box_max[1])
+                        for z in (box_min[2], box_max[2])])
+    cam = transform(world_to_cam, corners)
+    cam[:, 2] = np.maximum(cam[:, 2], 1e-3)
+    uv = project(cam, K)
+    lo = np.clip(uv.min(0), 0, [width - 1, height - 1])
+    hi = np.clip(uv.max(0), 0, [width - 1, height - 1])
+    return np.concatenate([lo, hi]).astype(np.float32)
+
+
+def process_frame(item: WorkItem) -> FrameResult:
+    """Worker: one frame -> its record and views (or a drop reason)."""
+    from handcli.render.raster import rasterize_meshes
+
+    frame = item.frame
+    verts = pose_hands(frame, item.mesh)
+    if isinstance(verts, str):
+        return FrameResult(None, drop_reason=verts)
+    if not verts:
+        return FrameResult(None, drop_reason="no valid hand")
+    hands = {}
+    for side, v in verts.items():
+        hands[side] = HandRecord(frame.joints[side].astype(np.float32), frame.joint_valid[side], frame.mano[side],
+                                 v.astype(np.float32), np.stack([v.min(0), v.max(0)]).astype(np.float32))
+    all_v = np.concatenate(list(verts.values()))
+    bmin, bmax = all_v.min(0) - BOX_PADDING, all_v.max(0) + BOX_PADDING
+    record = FrameRecord(frame.key, frame.split, frame.capture, frame.seq, frame.frame_idx, hands)
+    res = FrameResult(record)
+    sides = list(verts)
+    for view in frame.views:
+        img = cv2.imread(str(view.path), cv2.IMREAD_COLOR)
+        if img is None:
+            if not view.path.is_file():
+                raise InputError("image file missing", path=view.path)
+            raise InputError("image does not decode", path=view.path)
+        if img.shape[:2] != (view.height, view.width):
+            raise InputError(f"image is {img.shape[1]}x{img.shape[0]} but data.json says "
+                             f"{view.width}x{view.height}", path=view.path)
+        if int(img.max()) < BLACK_LEVEL:
+            res.dropped_views["all-black image"] = res.dropped_views.get("all-black image", 0) + 1
+            continue
+        cam = item.cameras[view.cam_id]
+        K = cam.K
+        W, H = view.width, view.height
+        if item.scale != 1.0:
+            W2, H2 = max(1, round(W * item.scale)), max(1, round(H * item.scale))
+            img = cv2.resize(img, (W2, H2), interpolation=cv2.INTER_AREA)
+            K = scale_intrinsics(K, W2 / W, H2 / H)
+            W, H = W2, H2
+        rgb = np.ascontiguousarray(img[:, :, ::-1])
+        meshes = [(transform(cam.world_to_cam, verts[s]), _models(item.mesh.model_dir)[s].faces) for s in sides]
+        ras = rasterize_meshes(meshes, K, H, W)
+        label = np.zeros((H, W), np.uint8)
+        for i, s in enumerate(sides):
+            label[ras.mesh_id == i] = LABEL[s]
+        spec = CameraSpec(cam.cam_id, cam.capture, K, cam.world_to_cam, W, H)
+        nf = box_near_far(bmin, bmax, camera_center(cam.world_to_cam))
+        res.views.append((spec, ViewRecord(-1, rgb, label, nf, box_2d(bmin, bmax, cam.world_to_cam, K, W, H))))
+    if not res.views:
+        return FrameResult(None, dropped_views=res.dropped_views,
+                           drop_reason="all-black frame" if res.dropped_views else "no views")
+    return res
+
+
+def choose_mesh_source(root: Path, mano_dir: str | None, mesh_from: str) -> MeshSource:
+    """Which model drives the meshes, and whether the dataset's MANO parameters apply to it.
+
+    Dataset MANO parameters only make sense for the real MANO model; for a synthetic dataset made by
+    ``handcli synth`` (``handcli_synth.json``) they are the open hand model's own parameters.
+    """
+    synth = root / "handcli_synth.json"
+    synth_open = False
+    if synth.is_file():
+        try:
+            synth_open = json.loads(synth.read_text()).get("mano_model") == "open-hand/1"
+        except json.JSONDecodeError:
+            raise InputError("malformed JSON", path=synth) from None
+    if mano_dir is not None:
+        kind = "mano"
+        mode = "params" if mesh_from in ("auto", "params") else "joints"
+    else:
+        kind = "open-hand/1"
+        if mesh_from == "auto":
+            mode = "params" if synth_open else "joints"
+        else:
+            mode = mesh_from
+    return MeshSource(mode, mano_dir, kind)
+
+
+def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "train", captures: str | None = None,
+                         seqs: str | None = None, cameras: str | None = None, frames: str | None = None,
+                         scale: float = 1.0, keep_mono: bool = False, workers: int = 1, shard: str | None = None,
+                         mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False) -> dict:
+    """Read an InterHand2.6M root and write the cache at ``out`` atomically. Returns run statistics."""
+    root = Path(root)
+    if not 0.0 < scale <= 1.0:
+        raise InputError(f"--scale must be in (0, 1], got {scale}", field="scale")
+    if mesh_from not in ("auto", "params", "joints"):
+        raise InputError("--mesh-from must be auto, params or joints", field="mesh-from")
+    try:
+        shard_ij = parse_shard(shard)
+    except ValueError as e:
+        raise InputError(str(e), field="shard") from None
+    reader = InterHandReader(root, split)
+    sel = {
+        "captures": parse_selection(captures),
+        "seqs": set(seqs.split(",")) if seqs else None,
+        "cameras": set(c.strip().removeprefix("cam") for c in cameras.split(",")) if cameras else None,
+        "frames": parse_selection(frames),
+    }
+    all_frames = reader.frames(sel["captures"], sel["seqs"], sel["cameras"], sel["frames"], keep_mono)
+    if not all_frames:
+        raise InputError("no frames match the selection", path=reader.files["data"])
+    mesh = choose_mesh_source(root, mano_dir, mesh_from)
+    if mesh.kind != "mano" and mesh.mode == "joints":
+        log("[yellow]no MANO files given: fitting the open hand model to the 3D joints (approximate masks; "
+            "pass --mano-dir for the real model)[/yellow]")
+    items = []
+    for fr in shard_items(all_frames, shard_ij):
+        cams = {v.cam_id: reader.camera(fr.capture, v.cam_id, v.width, v.height) for v in fr.views}
+        items.append(WorkItem(fr, cams, scale, mesh))
+    models = _models(mesh.model_dir)
+    hand_models = {}
+    for side, m in models.items():
+        hand_models[side] = {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
+                             "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
+                             "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
+                             "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)),
+                             "model_path": str(m.source or "")}
+    config = {"dataset": "interhand2.6m", "split": split, "selection": {k: (sorted(v) if v else None)
+                                                                       for k, v in sel.items()},
+              "scale": scale, "keep_mono": keep_mono, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/"
+              f"{shard_ij[1]}", "mesh": asdict(mesh)}
+    inputs = {"root": str(root.resolve()), "files": {k: str(v) for k, v in reader.files.items()}}
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    with atomic_path(out, force=force) as tmp:
+        writer = CacheWriter(tmp, dataset="interhand2.6m", scale=scale, config=config, inputs=inputs,
+                             hand_models=hand_models, command=command)
+        try:
+            stats = run_pipeline(items, process_frame, writer, workers=workers, description="preprocess interhand")
+        finally:
+            writer.close()
+    stats["selected_frames"] = len(items)
+    return stats

@@ -1,0 +1,1 @@
+"""Synthetic datasets written in each real dataset's exact on-disk layout."""

@@ -1,0 +1,32 @@
+"""Shared fixtures: one tiny synthetic InterHand dataset and its cache per test session (per xdist worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+TINY = dict(frames=4, cameras=4, mono_cameras=1, seqs=("right", "interacting"), seed=3)
+
+
+@pytest.fixture(scope="session")
+def synth_ih(tmp_path_factory) -> Path:
+    """A tiny synthetic InterHand2.6M root: 2 sequences x 4 frames x (3 portrait + 1 landscape + 1 mono)."""
+    from handcli.synth.interhand import InterHandSynthConfig, write_interhand
+
+    root = tmp_path_factory.mktemp("synth") / "ih"
+    write_interhand(root, InterHandSynthConfig(**TINY))
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_cache(synth_ih, tmp_path_factory) -> Path:
+    """The tiny dataset preprocessed at full resolution."""
+    from handcli.data.interhand_preprocess import preprocess_interhand
+
+    out = tmp_path_factory.mktemp("cache") / "cache.h5"
+    preprocess_interhand(synth_ih, out)
+    return out
