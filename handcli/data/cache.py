@@ -195,6 +195,17 @@ def _s(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
+def _py(v):
+    """HDF5 attribute -> plain Python (JSON-serialisable) value."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
 class Cache:
     """Read access to a cache file (opened read-only; use as a context manager)."""
 
@@ -223,8 +234,7 @@ class Cache:
 
     @property
     def attrs(self) -> dict:
-        a = dict(self.f.attrs)
-        return {k: (_s(v) if isinstance(v, (bytes, str)) else v) for k, v in a.items()}
+        return {k: _py(v) for k, v in self.f.attrs.items()}
 
     @property
     def num_frames(self) -> int:
@@ -247,7 +257,7 @@ class Cache:
             return None
         g = self.f[f"hand_model/{side}"]
         out = {k: g[k][()] for k in g}
-        out.update({k: (_s(v) if isinstance(v, (bytes, str)) else v) for k, v in g.attrs.items()})
+        out.update({k: _py(v) for k, v in g.attrs.items()})
         return out
 
     def frame(self, i: int) -> FrameRecord:

@@ -79,10 +79,13 @@ def run_pipeline(items: list[Any], process: Callable[[Any], FrameResult], writer
     stats = {"frames": 0, "views": 0, "dropped_frames": {}, "dropped_views": {}, "seconds": 0.0}
     t0 = time.perf_counter()
     decoded = 0
+    first: list[float] = []  # (time, images) when the first frame arrived: excludes worker start-up
 
     def consume(res: FrameResult) -> None:
         nonlocal decoded
         decoded += len(res.views) + sum(res.dropped_views.values())
+        if not first:
+            first.extend([time.perf_counter(), decoded])
         for k, v in res.dropped_views.items():
             stats["dropped_views"][k] = stats["dropped_views"].get(k, 0) + v
         if res.record is None:
@@ -116,6 +119,10 @@ def run_pipeline(items: list[Any], process: Callable[[Any], FrameResult], writer
                 while pending:
                     consume(pending.popleft().result())
                     bar.advance(task)
-    stats["seconds"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    stats["seconds"] = t1 - t0
+    stats["images"] = decoded
     stats["images_per_s"] = decoded / max(stats["seconds"], 1e-9)
+    if first and decoded > first[1]:
+        stats["steady_images_per_s"] = (decoded - first[1]) / max(t1 - first[0], 1e-9)
     return stats

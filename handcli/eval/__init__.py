@@ -1,0 +1,1 @@
+"""Evaluation: image metrics (PSNR, SSIM, LPIPS, depth error, semantic IoU), geometry and grasp metrics."""

@@ -1,0 +1,1 @@
+"""Neural-network building blocks shared by the methods: encodings (PE, IPE) and NeRF-style MLPs."""

@@ -1,0 +1,1 @@
+"""Rendering: rays, bounds, samplers, volume rendering, composition and rasterization."""

@@ -1,0 +1,396 @@
+"""Vectorised CPU triangle rasterizer (numpy): depth, face ids, barycentrics and mesh ids per pixel.
+
+Conventions (the same as `handcli.render.rays`):
+- camera frame is OpenCV (x right, y down, z forward); `K` is a (3, 3) pinhole matrix with last row [0, 0, 1];
+- pixel (col=i, row=j) has its centre at the continuous image coordinate (i, j): a camera point (x, y, z)
+  lands at u = fx*x/z + s*y/z + cx, v = fy*y/z + cy, and integer (u, v) are pixel centres. No half-pixel shift.
+- a pixel is covered by a triangle when its centre lies inside the projected triangle (boundary included,
+  with a 1e-6 px tolerance). Depth is the camera-frame z of the surface point seen through the pixel centre
+  (not the distance along the ray); the nearest surface wins. No back-face culling.
+- faces with any vertex at z < `near` are dropped whole (no clipping).
+
+Method (scanline, fully vectorised): each face is expanded into the image rows its bounding box covers; on
+each row the covered column interval is the intersection of the three edges' half-lines, with every edge
+crossing computed from a formula that is symmetric in the edge's two end points, so two triangles sharing an
+edge get bit-identical crossings and no pixel centre between them is missed (no cracks). Rows are expanded
+into pixels, 1/z (affine in screen space) is evaluated per pixel and one `np.maximum.at` over keys that pack
+1/z and the face index keeps the nearest surface. Barycentrics are computed once per covered pixel for the
+winning face. Work is chunked so that memory stays bounded for faces that cover the whole image, and the
+large temporaries live in per-thread scratch arrays reused across calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+# A pixel centre within this many pixels of a triangle edge counts as inside (covers float rounding at
+# vertices shared by fans of triangles; double coverage is harmless, the z-test keeps one).
+_TOL = 1e-6
+# Bounds on the work per step: image rows per span chunk, candidate pixels per row chunk, covered pixels
+# per barycentric chunk.
+_MAX_ROWS = 1 << 16
+_MAX_PIXELS = 1 << 17
+_MAX_RESOLVE = 1 << 16
+
+
+@dataclass
+class Raster:
+    """Per-pixel rasterization result of an (H, W) image.
+
+    depth: (H, W) float32 camera-frame z of the visible surface (input units), 0 where empty.
+    face_id: (H, W) int32 index into the (concatenated) faces, -1 where empty.
+    bary: (H, W, 3) float32 perspective-correct barycentrics of the pixel centre in `face_id`, 0 where empty.
+    mesh_id: (H, W) int16 index of the input mesh that owns `face_id`, -1 where empty.
+    """
+
+    depth: np.ndarray
+    face_id: np.ndarray
+    bary: np.ndarray
+    mesh_id: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool: pixels covered by some face."""
+        return self.face_id >= 0
+
+
+def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Project camera-frame points (N, 3) with intrinsics K (3, 3) to pixel coordinates (N, 2) = (u, v).
+
+    Integer (u, v) are pixel centres (see the module docstring). Points must have z != 0.
+    """
+    p = np.asarray(points_cam, dtype=np.float64)
+    K = np.asarray(K, dtype=np.float64)
+    q = p @ K.T
+    return q[:, :2] / p[:, 2:3]
+
+
+def rasterize(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height: int, width: int, *,
+              near: float = 1e-3) -> Raster:
+    """Rasterize one triangle mesh.
+
+    verts_cam: (V, 3) camera-frame vertices; faces: (F, 3) int vertex indices; K: (3, 3).
+    Returns a `Raster` of shape (height, width); `mesh_id` is 0 on covered pixels.
+    """
+    return rasterize_meshes([(verts_cam, faces)], K, height, width, near=near)
+
+
+def rasterize_meshes(meshes: list[tuple[np.ndarray, np.ndarray]], K: np.ndarray, height: int, width: int,
+                     *, near: float = 1e-3) -> Raster:
+    """Rasterize several meshes into one z-buffer.
+
+    meshes: list of (verts_cam (V_k, 3), faces (F_k, 3)). `face_id` indexes the concatenation of all faces
+    (faces of mesh k offset by the number of faces of meshes 0..k-1); `mesh_id` says which mesh won the pixel.
+    """
+    verts, faces, owner = _concatenate(meshes)
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K must be (3, 3), got {K.shape}")
+    H, W = int(height), int(width)
+    out = Raster(depth=np.zeros((H, W), np.float32), face_id=np.full((H, W), -1, np.int32),
+                 bary=np.zeros((H, W, 3), np.float32), mesh_id=np.full((H, W), -1, np.int16))
+    if len(faces) == 0 or H <= 0 or W <= 0:
+        return out
+    setup = _setup_faces(verts, faces, K, H, W, near)
+    if setup is None:
+        return out
+    kept, spans, span_face, Q = setup
+
+    # Per pixel: 1/z with its low mantissa bits replaced by the face index, viewed as int64. Positive floats
+    # order like their bit patterns, so one np.maximum.at keeps the nearest face (ties within the kept
+    # 52 - bits mantissa bits, ~1e-10 relative, go to the higher face index); 0 means empty.
+    bits = max(int(len(kept) - 1).bit_length(), 1)
+    keybuf = _SCRATCH.get("keybuf", H * W, np.int64)
+    keybuf.fill(0)
+    row_end = np.cumsum(spans[1]).astype(np.int64)
+    s0 = 0
+    while s0 < len(row_end):
+        # Spans s0..s1-1 hold at most _MAX_ROWS rows (but at least one span).
+        s1 = max(int(np.searchsorted(row_end, (row_end[s0 - 1] if s0 else 0) + _MAX_ROWS, "right")), s0 + 1)
+        _scan(spans[:, s0:s1], span_face[s0:s1], W, bits, keybuf)
+        s0 = s1
+
+    pix = np.flatnonzero(keybuf)
+    for p0 in range(0, len(pix), _MAX_RESOLVE):
+        _resolve(pix[p0:p0 + _MAX_RESOLVE], keybuf, bits, Q, W, kept, owner, out)
+    return out
+
+
+def interpolate(raster: Raster, vertex_attr: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation of per-vertex attributes over each pixel's winning face.
+
+    vertex_attr: (V, C) (or (V,)); faces: the (F, 3) faces `raster.face_id` indexes (for `rasterize_meshes`,
+    the concatenated faces with vertex indices into the concatenated vertices). Returns (H, W, C)
+    (or (H, W)), 0 where empty; perspective-correct because `raster.bary` is.
+    """
+    attr = np.asarray(vertex_attr)
+    squeeze = attr.ndim == 1
+    if squeeze:
+        attr = attr[:, None]
+    H, W = raster.face_id.shape
+    dtype = np.result_type(attr.dtype, np.float32)
+    out = np.zeros((H * W, attr.shape[1]), dtype)
+    pix = np.flatnonzero(raster.face_id.reshape(-1) >= 0)
+    if len(pix):
+        tri = np.asarray(faces)[raster.face_id.reshape(-1)[pix]]           # (n, 3)
+        b = raster.bary.reshape(-1, 3)[pix].astype(dtype)                   # (n, 3)
+        out[pix] = np.einsum("nk,nkc->nc", b, attr[tri].astype(dtype))
+    out = out.reshape(H, W, -1)
+    return out[..., 0] if squeeze else out
+
+
+class _Scratch(threading.local):
+    """Per-thread scratch arrays reused across calls.
+
+    Fresh multi-megabyte temporaries are returned to the OS when freed and page-faulted back on the next
+    call, which costs more than the arithmetic on them; the work chunks bound the sizes kept here.
+    """
+
+    def __init__(self) -> None:
+        self.bufs: dict[str, np.ndarray] = {}
+        self.ramp = np.arange(0, dtype=np.int64)
+
+    def get(self, name: str, n: int, dtype=np.float64) -> np.ndarray:
+        """A scratch array of n elements (contents undefined), valid until the next get of `name`."""
+        buf = self.bufs.get(name)
+        if buf is None or len(buf) < n:
+            buf = np.empty(max(n, 1024), dtype)
+            self.bufs[name] = buf
+        return buf[:n]
+
+    def arange(self, n: int) -> np.ndarray:
+        """np.arange(n) (int64), read-only by convention."""
+        if len(self.ramp) < n:
+            self.ramp = np.arange(max(n, 2 * len(self.ramp)), dtype=np.int64)
+        return self.ramp[:n]
+
+
+_SCRATCH = _Scratch()
+
+
+def _segment_ids(starts: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Segment index of every element: out (N,) int64, for strictly increasing starts (S,) with starts[0] = 0."""
+    out.fill(0)
+    out[starts[1:]] = 1
+    return np.cumsum(out, out=out)
+
+
+def _concatenate(meshes: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate meshes: verts (V, 3) float64, faces (F, 3) int64 (offset), face -> mesh index (F,) int16."""
+    verts, faces, owner = [], [], []
+    nv = 0
+    for k, (v, f) in enumerate(meshes):
+        v = np.asarray(v, dtype=np.float64).reshape(-1, 3)
+        f = np.asarray(f, dtype=np.int64).reshape(-1, 3)
+        if len(f) and (f.min() < 0 or f.max() >= len(v)):
+            raise ValueError(f"mesh {k}: face indices out of range for {len(v)} vertices")
+        verts.append(v)
+        faces.append(f + nv if nv else f)
+        owner.append(np.full(len(f), k, np.int16))
+        nv += len(v)
+    if not verts:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros(0, np.int16)
+    if len(verts) == 1:
+        return verts[0], faces[0], owner[0]
+    return np.concatenate(verts), np.concatenate(faces), np.concatenate(owner)
+
+
+def _setup_faces(verts, faces, K, H, W, near):
+    """Project, cull and precompute per-face data.
+
+    Returns None when no face can cover a pixel centre, else
+    kept (F',) original indices of the faces left;
+    spans (11, S) float64, one per (face, top or bottom half): first image row, number of rows, left edge
+    (mx, my, slope), right edge (mx, my, slope), 1/z plane (gamma, alpha, beta) with 1/z = gamma + alpha*x +
+    beta*y; span_face (S,) int64 index into `kept`;
+    Q (9, F') per face: corner 0 (x0, y0), screen barycentric gradients (dl1/dx, dl1/dy, dl2/dx, dl2/dy),
+    1/z at the three corners.
+    """
+    z = verts[:, 2]
+    front = z >= near
+    if front.all():
+        uv = project(verts, K)
+        kept = np.arange(len(faces))
+    else:
+        uv = project(np.where(front[:, None], verts, 1.0), K)
+        kept = np.flatnonzero(front[faces].all(axis=1))
+    tri = faces[kept].T                                   # (3, F')
+    fx, fy = uv[tri, 0], uv[tri, 1]                       # (3, F') corner x, y
+    e1x, e1y = fx[1] - fx[0], fy[1] - fy[0]
+    e2x, e2y = fx[2] - fx[0], fy[2] - fy[0]
+    area2 = e1x * e2y - e1y * e2x
+    ymin, ymax = fy.min(axis=0), fy.max(axis=0)
+    ok = ((np.floor(np.minimum(ymax + _TOL, H - 1)) >= np.ceil(np.maximum(ymin - _TOL, 0)))
+          & (fx.min(axis=0) - _TOL <= W - 1) & (fx.max(axis=0) + _TOL >= 0) & (area2 != 0)
+          & np.isfinite(area2))
+    if not ok.all():
+        if not ok.any():
+            return None
+        kept, tri, fx, fy, area2 = kept[ok], tri[:, ok], fx[:, ok], fy[:, ok], area2[ok]
+        e1x, e1y, e2x, e2y = e1x[ok], e1y[ok], e2x[ok], e2y[ok]
+    F = len(kept)
+    fw = 1.0 / z[tri]                                     # (3, F') 1/z per corner
+    inv_a = 1.0 / area2
+    Q = np.stack([fx[0], fy[0], e2y * inv_a, -e2x * inv_a, -e1y * inv_a, e1x * inv_a, fw[0], fw[1], fw[2]])
+    # 1/z is affine in screen space (perspective projection maps planes to planes).
+    dw1, dw2 = fw[1] - fw[0], fw[2] - fw[0]
+    alpha = (dw1 * e2y - dw2 * e1y) * inv_a
+    beta = (dw2 * e1x - dw1 * e2x) * inv_a
+    gamma = fw[0] - alpha * fx[0] - beta * fy[0]
+
+    # Corners sorted by y: a (top), b (middle), c (bottom). The long edge a-c bounds every row on one side;
+    # a-b bounds rows y <= yb on the other side, b-c rows y > yb.
+    cols = np.arange(F)
+    ia, ic = fy.argmin(axis=0), fy.argmax(axis=0)
+    ib = 3 - ia - ic
+    xa, xb, xc = fx[ia, cols], fx[ib, cols], fx[ic, cols]
+    ya, yb, yc = fy[ia, cols], fy[ib, cols], fy[ic, cols]
+    long_edge = _edge_line(xa, ya, xc, yc, xb)
+    # b right of the long edge <=> the short edges bound rows on the right.
+    short_right = ((xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)) > 0
+    row_a = np.maximum(np.ceil(ya - _TOL), 0)
+    row_b = np.clip(np.floor(yb), -1, H - 1)
+    row_c = np.minimum(np.floor(yc + _TOL), H - 1)
+    halves = []
+    for short, first, last in ((_edge_line(xa, ya, xb, yb, xb), row_a, row_b),
+                               (_edge_line(xb, yb, xc, yc, xb), np.maximum(row_b + 1, row_a), row_c)):
+        halves.append(np.concatenate([[first, last - first + 1],
+                                      np.where(short_right, long_edge, short),
+                                      np.where(short_right, short, long_edge), [gamma, alpha, beta]]))
+    spans = np.concatenate(halves, axis=1)
+    span_face = np.concatenate([cols, cols])
+    live = spans[1] > 0
+    return kept, spans[:, live], span_face[live], Q
+
+
+def _edge_line(x0, y0, x1, y1, x_flat):
+    """(3, F) edge lines (mx, my, slope): x = mx + slope*(y - my) on the edge.
+
+    Symmetric in the end points (swapping them gives bit-identical values), so faces sharing an edge
+    compute bit-identical row crossings and no pixel centre on the boundary between them is lost.
+    A horizontal edge bounds only the row it lies on; it becomes the vertical line x = x_flat.
+    """
+    dy = y1 - y0
+    flat = dy == 0
+    mx = np.where(flat, x_flat, (x0 + x1) * 0.5)
+    slope = np.where(flat, 0.0, (x1 - x0) / np.where(flat, 1.0, dy))
+    return np.stack([mx, (y0 + y1) * 0.5, slope])
+
+
+def _scan(spans: np.ndarray, span_face: np.ndarray, W: int, bits: int, keybuf: np.ndarray) -> None:
+    """Rasterize spans (11, S) of faces span_face (S,) into the key buffer (H*W,) int64."""
+    S = _SCRATCH
+    nrows = spans[1].astype(np.int64)
+    first = np.cumsum(nrows) - nrows
+    R = int(first[-1] + nrows[-1])
+    sid = _segment_ids(first, S.get("sid", R, np.int64))  # span of each row
+    y = S.get("y", R)
+    tmp = S.get("tmp", R)
+    iy = S.get("iy", R, np.int64)
+    np.take(first, sid, out=iy)
+    np.subtract(S.arange(R), iy, out=iy)                  # row index within its span
+    np.take(spans[0], sid, out=y)
+    y += iy
+
+    def crossing(j: int, out: np.ndarray) -> np.ndarray:  # mx + slope*(y - my) of the edge at spans[j:j+3]
+        np.take(spans[j + 1], sid, out=tmp)
+        np.subtract(y, tmp, out=out)
+        np.take(spans[j + 2], sid, out=tmp)
+        out *= tmp
+        np.take(spans[j], sid, out=tmp)
+        out += tmp
+        return out
+
+    xlo = crossing(2, S.get("xlo", R))
+    xlo -= _TOL
+    np.ceil(xlo, out=xlo)
+    np.maximum(xlo, 0.0, out=xlo)
+    cnt = crossing(5, S.get("cnt", R))
+    cnt += _TOL
+    np.floor(cnt, out=cnt)
+    np.minimum(cnt, W - 1.0, out=cnt)
+    cnt -= xlo
+    cnt += 1.0                                            # pixels in the row (<= 0 or NaN: none)
+    live = np.flatnonzero(cnt > 0)
+    if len(live) == 0:
+        return
+    if len(live) < R:
+        sid, y, xlo, cnt = sid[live], y[live], xlo[live], cnt[live]
+    n = cnt.astype(np.int64)
+    alpha = spans[9][sid]
+    c = spans[8][sid] + alpha * xlo + spans[10][sid] * y  # 1/z at the row's first pixel
+    base = (y * W + xlo).astype(np.int64)                 # flat index of the row's first pixel
+    face = span_face[sid]
+    end = np.cumsum(n)
+    clear = ~np.int64((1 << bits) - 1)
+    r0 = 0
+    while r0 < len(n):
+        # Rows r0..r1-1 hold at most _MAX_PIXELS pixels (but at least one row).
+        r1 = max(int(np.searchsorted(end, end[r0] - n[r0] + _MAX_PIXELS, "right")), r0 + 1)
+        start = end[r0:r1] - n[r0:r1]
+        start -= start[0]
+        N = int(start[-1] + n[r1 - 1])
+        ramp = S.arange(N)
+        rid = _segment_ids(start, S.get("rid", N, np.int64))   # row (within the chunk) of each pixel
+        k = S.get("k", N, np.int64)
+        np.take(start, rid, out=k)
+        np.subtract(ramp, k, out=k)                       # column offset within the row
+        pix = S.get("pix", N, np.int64)
+        np.take(base[r0:r1], rid, out=pix)
+        pix += k
+        inv = S.get("inv", N)
+        np.take(alpha[r0:r1], rid, out=inv)
+        inv *= k
+        tmp = S.get("tmp", N)
+        np.take(c[r0:r1], rid, out=tmp)
+        inv += tmp                                        # 1/z at the pixel centre
+        key = inv.view(np.int64)
+        key &= clear
+        np.take(face[r0:r1], rid, out=k)
+        key |= k
+        np.maximum.at(keybuf, pix, key)
+        r0 = r1
+
+
+def _resolve(pix: np.ndarray, keybuf: np.ndarray, bits: int, Q: np.ndarray, W: int, kept: np.ndarray,
+             owner: np.ndarray, out: Raster) -> None:
+    """Write depth, face, mesh and perspective-correct barycentrics of covered pixels pix (n,) into out."""
+    S = _SCRATCH
+    n = len(pix)
+    wf = S.get("wf", n, np.int64)
+    np.take(keybuf, pix, out=wf)
+    wf &= (1 << bits) - 1                                 # winning face (index into kept)
+    py, px = S.get("py", n, np.int64), S.get("px", n, np.int64)
+    np.divmod(pix, W, out=(py, px))
+    tmp = S.get("rtmp", n)
+
+    def gather(j: int) -> np.ndarray:
+        return np.take(Q[j], wf, out=tmp)
+
+    dx, dy = S.get("dx", n), S.get("dy", n)
+    np.subtract(px, gather(0), out=dx)
+    np.subtract(py, gather(1), out=dy)
+    l0, l1, l2 = S.get("l0", n), S.get("l1", n), S.get("l2", n)
+    np.multiply(gather(2), dx, out=l1)                    # screen-space barycentrics
+    l1 += np.multiply(gather(3), dy, out=tmp)
+    np.multiply(gather(4), dx, out=l2)
+    l2 += np.multiply(gather(5), dy, out=tmp)
+    np.add(l1, l2, out=l0)
+    np.subtract(1.0, l0, out=l0)
+    for i, lam in enumerate((l0, l1, l2)):
+        np.maximum(lam, 0.0, out=lam)                     # the edge tolerance / rounding can give -1e-9
+        lam *= gather(6 + i)                              # weight by 1/z_i: perspective correction
+    z = np.add(l0, l1, out=dx)
+    z += l2
+    np.divide(1.0, z, out=z)                              # 1 / sum(l_i / z_i): camera z
+    bary = S.get("bary", 3 * n, np.float32).reshape(n, 3)
+    for i, lam in enumerate((l0, l1, l2)):
+        np.multiply(lam, z, out=bary[:, i])
+    out.depth.reshape(-1)[pix] = z
+    orig = kept[wf]
+    out.face_id.reshape(-1)[pix] = orig
+    out.mesh_id.reshape(-1)[pix] = owner[orig]
+    out.bary.reshape(-1, 3)[pix] = bary
