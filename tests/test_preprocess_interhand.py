@@ -148,3 +148,19 @@ def test_selection_that_matches_nothing_is_an_error(synth_ih, tmp_path):
     with pytest.raises(InputError):
         preprocess_interhand(synth_ih, tmp_path / "x.h5", seqs="no_such_seq")
     assert not list(tmp_path.iterdir())
+
+
+def test_cache_embeds_the_model_that_posed_its_meshes(synth_cache):
+    import torch
+
+    with Cache(synth_cache) as c:
+        for i in range(c.num_frames):
+            rec = c.frame(i)
+            for side, h in rec.hands.items():
+                m = c.hand_model_module(side)
+                p = h.model_params
+                with torch.no_grad():
+                    v = m(torch.as_tensor(p["pose"][None], dtype=torch.float32),
+                          torch.as_tensor(p["shape"][None], dtype=torch.float32),
+                          torch.as_tensor(p["trans"][None], dtype=torch.float32)).vertices[0].numpy()
+                assert np.abs(v - h.vertices).max() < 1e-5

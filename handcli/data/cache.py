@@ -44,6 +44,9 @@ class HandRecord:
     mano: dict | None  # {pose (48,), shape (10,), trans (3,)} or None
     vertices: np.ndarray | None  # (V, 3) posed mesh, world metres
     box: np.ndarray | None = None  # (2, 3) AABB of the mesh
+    # Parameters of the cache's own hand model that produce ``vertices``: absolute axis-angle pose
+    # (flat_hand_mean=True convention), betas and translation. ``mano`` is the dataset's record.
+    model_params: dict | None = None  # {pose (48,), shape (10,), trans (3,)}
 
 
 @dataclass
@@ -91,8 +94,10 @@ class CacheWriter:
             g = self.f.create_group(f"hand_model/{side}")
             for k in ("faces", "weights", "parents"):
                 g.create_dataset(k, data=np.asarray(hm[k]))
+            for k, v in hm.get("mano", {}).items():
+                g.create_dataset(f"mano/{k}", data=np.asarray(v), compression="gzip", compression_opts=4)
             for k, v in hm.items():
-                if k not in ("faces", "weights", "parents"):
+                if k not in ("faces", "weights", "parents", "mano"):
                     g.attrs[k] = v
             self.num_verts[side] = int(np.asarray(hm["weights"]).shape[0])
         c = self.f.create_group("cameras")
@@ -110,7 +115,9 @@ class CacheWriter:
             g = fr.create_group(side)
             for k, shape, dt in (("present", (), "b1"), ("joints", (21, 3), "f4"), ("joint_valid", (21,), "b1"),
                                  ("mano_valid", (), "b1"), ("mano_pose", (48,), "f4"), ("mano_shape", (10,), "f4"),
-                                 ("mano_trans", (3,), "f4"), ("vertices", (V, 3), "f4"), ("box", (2, 3), "f4")):
+                                 ("mano_trans", (3,), "f4"), ("vertices", (V, 3), "f4"), ("box", (2, 3), "f4"),
+                                 ("model_pose", (48,), "f4"), ("model_shape", (10,), "f4"),
+                                 ("model_trans", (3,), "f4")):
                 g.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(64,) + shape)
         v = self.f.create_group("views")
         for k, shape, dt in (("frame", (), "i4"), ("camera", (), "i4"), ("offset", (), "i8"), ("height", (), "i4"),
@@ -165,6 +172,9 @@ class CacheWriter:
             _append(g["vertices"], (verts if verts is not None else np.zeros((V, 3)))[None])
             box = h.box if present and h.box is not None else np.zeros((2, 3))
             _append(g["box"], np.asarray(box)[None])
+            mp = h.model_params if present else None
+            for k, n in (("pose", 48), ("shape", 10), ("trans", 3)):
+                _append(g[f"model_{k}"], (np.asarray(mp[k]) if mp is not None else np.zeros(n))[None])
         v = self.f["views"]
         offsets, rgbs, labels = [], [], []
         for vr in views:
@@ -256,9 +266,20 @@ class Cache:
         if f"hand_model/{side}" not in self.f:
             return None
         g = self.f[f"hand_model/{side}"]
-        out = {k: g[k][()] for k in g}
+        out = {k: g[k][()] for k in g if isinstance(g[k], h5py.Dataset)}
+        if "mano" in g:
+            out["mano"] = {k: g["mano"][k][()] for k in g["mano"]}
         out.update({k: _py(v) for k, v in g.attrs.items()})
         return out
+
+    def hand_model_module(self, side: str):
+        """The HandModel that posed this cache's meshes (absolute poses: flat_hand_mean=True)."""
+        from handcli.hand.export import model_from_dict
+
+        hm = self.hand_model(side)
+        if hm is None or "mano" not in hm:
+            raise InputError("cache holds no hand model arrays", path=self.path, field=f"hand_model/{side}/mano")
+        return model_from_dict(hm["mano"], side, kind=hm.get("kind", "open-hand/1"))
 
     def frame(self, i: int) -> FrameRecord:
         fr = self.f["frames"]
@@ -272,7 +293,8 @@ class Cache:
             if g["mano_valid"][i]:
                 mano = {k: g[f"mano_{k}"][i].astype(np.float64) for k in ("pose", "shape", "trans")}
             verts = g["vertices"][i] if g["vertices"].shape[1] else None
-            rec.hands[side] = HandRecord(g["joints"][i], g["joint_valid"][i], mano, verts, g["box"][i])
+            params = {k: g[f"model_{k}"][i].astype(np.float64) for k in ("pose", "shape", "trans")}
+            rec.hands[side] = HandRecord(g["joints"][i], g["joint_valid"][i], mano, verts, g["box"][i], params)
         return rec
 
     def view_table(self) -> dict[str, np.ndarray]:
@@ -317,7 +339,7 @@ class Cache:
         for side in SIDES:
             m = self.hand_model(side)
             if m is not None:
-                hm[side] = {k: v for k, v in m.items() if k not in ("faces", "weights", "parents")}
+                hm[side] = {k: v for k, v in m.items() if k not in ("faces", "weights", "parents", "mano")}
                 hm[side]["num_vertices"] = int(m["weights"].shape[0])
                 hm[side]["num_faces"] = int(m["faces"].shape[0])
         return {

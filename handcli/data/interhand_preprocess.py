@@ -23,6 +23,7 @@ from handcli.data.camera import camera_center, project, scale_intrinsics, transf
 from handcli.data.interhand import IHCamera, IHFrame, InterHandReader, parse_selection
 from handcli.data.pipeline import CameraSpec, FrameResult, parse_shard, run_pipeline, shard_items
 from handcli.errors import InputError
+from handcli.hand.export import model_to_dict
 from handcli.outputs import atomic_path
 from handcli.progress import log
 
@@ -59,8 +60,9 @@ def _models(model_dir: str | None):
     return _MODELS[model_dir]
 
 
-def pose_hands(frame: IHFrame, mesh: MeshSource) -> dict[str, np.ndarray] | str:
-    """Posed world vertices (V, 3) per present hand, or a drop reason."""
+def pose_hands(frame: IHFrame, mesh: MeshSource) -> dict[str, tuple[np.ndarray, dict]] | str:
+    """Per present hand: posed world vertices (V, 3) and the model parameters that produce them
+    (absolute pose, betas, trans), or a drop reason."""
     import torch
 
     models = _models(mesh.model_dir)
@@ -71,10 +73,10 @@ def pose_hands(frame: IHFrame, mesh: MeshSource) -> dict[str, np.ndarray] | str:
             p = frame.mano[side]
             if p is None:
                 return "missing MANO parameters"
+            pose, shape, trans = (torch.as_tensor(p[k][None], dtype=torch.float32) for k in ("pose", "shape", "trans"))
             with torch.no_grad():
-                res = m(torch.as_tensor(p["pose"][None]), torch.as_tensor(p["shape"][None]),
-                        torch.as_tensor(p["trans"][None]))
-            out[side] = res.vertices[0].double().numpy()
+                res = m(pose, shape, trans)
+            out[side] = (res.vertices[0].double().numpy(), _params(m, pose, shape, trans))
         else:
             from handcli.hand.fit import fit_to_joints
 
@@ -84,8 +86,14 @@ def pose_hands(frame: IHFrame, mesh: MeshSource) -> dict[str, np.ndarray] | str:
             pose, shape, trans, _ = fit_to_joints(m, torch.as_tensor(frame.joints[side][None], dtype=torch.float32),
                                                   torch.as_tensor(valid[None]))
             with torch.no_grad():
-                out[side] = m(pose, shape, trans).vertices[0].double().numpy()
+                out[side] = (m(pose, shape, trans).vertices[0].double().numpy(), _params(m, pose, shape, trans))
     return out
+
+
+def _params(m, pose, shape, trans) -> dict:
+    """Model parameters with the pose made absolute (the model's mean pose added when it applies)."""
+    return {"pose": (pose + m.pose_mean)[0].detach().double().numpy(),
+            "shape": shape[0].detach().double().numpy(), "trans": trans[0].detach().double().numpy()}
 
 
 def box_near_far(box_min: np.ndarray, box_max: np.ndarray, center: np.ndarray) -> np.ndarray:
@@ -121,9 +129,12 @@ def process_frame(item: WorkItem) -> FrameResult:
     if not verts:
         return FrameResult(None, drop_reason="no valid hand")
     hands = {}
+    params = {s: p for s, (_, p) in verts.items()}
+    verts = {s: v for s, (v, _) in verts.items()}
     for side, v in verts.items():
         hands[side] = HandRecord(frame.joints[side].astype(np.float32), frame.joint_valid[side], frame.mano[side],
-                                 v.astype(np.float32), np.stack([v.min(0), v.max(0)]).astype(np.float32))
+                                 v.astype(np.float32), np.stack([v.min(0), v.max(0)]).astype(np.float32),
+                                 params[side])
     all_v = np.concatenate(list(verts.values()))
     bmin, bmax = all_v.min(0) - BOX_PADDING, all_v.max(0) + BOX_PADDING
     record = FrameRecord(frame.key, frame.split, frame.capture, frame.seq, frame.frame_idx, hands)
@@ -225,6 +236,7 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
     hand_models = {}
     for side, m in models.items():
         hand_models[side] = {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
+                             "mano": model_to_dict(m),
                              "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
                              "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
                              "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)),
