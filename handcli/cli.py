@@ -11,7 +11,8 @@ import sys
 import typer
 
 from handcli import __version__
-from handcli.commands import cache_cmd, hand_cmd, inspect_cmd, preprocess_cmd, synth_cmd
+from handcli.commands import (adapt_cmd, cache_cmd, eval_cmd, hand_cmd, inspect_cmd, preprocess_cmd, render_cmd,
+                              synth_cmd, targets_cmd, train_cmd)
 
 app = typer.Typer(
     name="handcli",
@@ -44,6 +45,11 @@ app.add_typer(preprocess_cmd.app, name="preprocess")
 app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(hand_cmd.mano_app, name="mano")
 app.add_typer(hand_cmd.hand_app, name="hand")
+app.add_typer(targets_cmd.app, name="targets")
+app.command("train")(train_cmd.train_command)
+app.command("adapt")(adapt_cmd.adapt_command)
+app.command("render")(render_cmd.render_command)
+app.command("eval")(eval_cmd.eval_command)
 app.command("inspect")(inspect_cmd.inspect)
 
 

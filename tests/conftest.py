@@ -30,3 +30,22 @@ def synth_cache(synth_ih, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cache") / "cache.h5"
     preprocess_interhand(synth_ih, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(synth_ih, tmp_path_factory) -> Path:
+    """The tiny dataset at quarter resolution (84x128 views) for training tests."""
+    from handcli.data.interhand_preprocess import preprocess_interhand
+
+    out = tmp_path_factory.mktemp("tiny") / "tiny.h5"
+    preprocess_interhand(synth_ih, out, scale=0.25)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_depth(tiny_cache, tmp_path_factory) -> Path:
+    from handcli.targets.depth import compute_depth
+
+    out = tmp_path_factory.mktemp("tinyd") / "depth.h5"
+    compute_depth(tiny_cache, out, command="test")
+    return out

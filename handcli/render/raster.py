@@ -9,14 +9,17 @@ Conventions (the same as `handcli.render.rays`):
   (not the distance along the ray); the nearest surface wins. No back-face culling.
 - faces with any vertex at z < `near` are dropped whole (no clipping).
 
-Method (scanline, fully vectorised): each face is expanded into the image rows its bounding box covers; on
-each row the covered column interval is the intersection of the three edges' half-lines, with every edge
-crossing computed from a formula that is symmetric in the edge's two end points, so two triangles sharing an
-edge get bit-identical crossings and no pixel centre between them is missed (no cracks). Rows are expanded
-into pixels, 1/z (affine in screen space) is evaluated per pixel and one `np.maximum.at` over keys that pack
-1/z and the face index keeps the nearest surface. Barycentrics are computed once per covered pixel for the
-winning face. Work is chunked so that memory stays bounded for faces that cover the whole image, and the
-large temporaries live in per-thread scratch arrays reused across calls.
+Method (scanline, fully vectorised, no Python loop per face or pixel): each face is split at its middle
+corner (in y) into two spans of image rows, each bounded by one left and one right edge; every row's
+covered column interval comes from the two edges' crossings with the row, computed by a formula that is
+symmetric in an edge's end points, so faces sharing an edge get bit-identical crossings and no pixel centre
+between them is lost (no cracks). Rows are expanded into pixels, 1/z (affine in screen space) is evaluated
+per pixel and a single `np.maximum.at` over int64 keys that pack 1/z and the face index keeps the nearest
+surface. Barycentrics are computed once per covered pixel, for the winning face only. Work is chunked so
+that memory stays bounded (faces covering the whole image are fine), and the large temporaries live in
+per-thread scratch arrays reused across calls (fresh multi-MB arrays cost page faults on every call).
+Cost: O(F) per-face setup + O(rows) + O(candidate pixels), where candidates are the pixels of all faces,
+front and back (about twice the silhouette area for a closed mesh).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ _TOL = 1e-6
 _MAX_ROWS = 1 << 16
 _MAX_PIXELS = 1 << 17
 _MAX_RESOLVE = 1 << 16
+# Scratch arrays larger than this (elements) are not kept between calls.
+_MAX_SCRATCH = 1 << 21
 
 
 @dataclass
@@ -87,35 +92,36 @@ def rasterize_meshes(meshes: list[tuple[np.ndarray, np.ndarray]], K: np.ndarray,
     """
     verts, faces, owner = _concatenate(meshes)
     K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        raise ValueError(f"K must be (3, 3), got {K.shape}")
+    if K.shape != (3, 3) or not np.array_equal(K[2], [0.0, 0.0, 1.0]):
+        raise ValueError(f"K must be a (3, 3) pinhole matrix with last row [0, 0, 1], got {K.tolist()}")
     H, W = int(height), int(width)
     out = Raster(depth=np.zeros((H, W), np.float32), face_id=np.full((H, W), -1, np.int32),
                  bary=np.zeros((H, W, 3), np.float32), mesh_id=np.full((H, W), -1, np.int16))
     if len(faces) == 0 or H <= 0 or W <= 0:
         return out
-    setup = _setup_faces(verts, faces, K, H, W, near)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # from faces that get no rows
+        setup = _setup_faces(verts, faces, K, H, W, near)
     if setup is None:
         return out
-    kept, spans, span_face, Q = setup
+    spans, live, Q = setup
 
     # Per pixel: 1/z with its low mantissa bits replaced by the face index, viewed as int64. Positive floats
     # order like their bit patterns, so one np.maximum.at keeps the nearest face (ties within the kept
     # 52 - bits mantissa bits, ~1e-10 relative, go to the higher face index); 0 means empty.
-    bits = max(int(len(kept) - 1).bit_length(), 1)
+    bits = max(int(len(faces) - 1).bit_length(), 1)
     keybuf = _SCRATCH.get("keybuf", H * W, np.int64)
     keybuf.fill(0)
-    row_end = np.cumsum(spans[1]).astype(np.int64)
+    row_end = np.cumsum(spans[1][live]).astype(np.int64)
     s0 = 0
     while s0 < len(row_end):
-        # Spans s0..s1-1 hold at most _MAX_ROWS rows (but at least one span).
+        # Spans live[s0:s1] hold at most _MAX_ROWS rows (but at least one span).
         s1 = max(int(np.searchsorted(row_end, (row_end[s0 - 1] if s0 else 0) + _MAX_ROWS, "right")), s0 + 1)
-        _scan(spans[:, s0:s1], span_face[s0:s1], W, bits, keybuf)
+        _scan(spans, live[s0:s1], W, bits, keybuf)
         s0 = s1
 
-    pix = np.flatnonzero(keybuf)
+    pix = np.flatnonzero(keybuf != 0)
     for p0 in range(0, len(pix), _MAX_RESOLVE):
-        _resolve(pix[p0:p0 + _MAX_RESOLVE], keybuf, bits, Q, W, kept, owner, out)
+        _resolve(pix[p0:p0 + _MAX_RESOLVE], keybuf, bits, Q, W, owner, out)
     return out
 
 
@@ -146,7 +152,8 @@ class _Scratch(threading.local):
     """Per-thread scratch arrays reused across calls.
 
     Fresh multi-megabyte temporaries are returned to the OS when freed and page-faulted back on the next
-    call, which costs more than the arithmetic on them; the work chunks bound the sizes kept here.
+    call, which costs more than the arithmetic on them. The work chunks bound most sizes; arrays above
+    _MAX_SCRATCH elements (huge meshes or images) are not kept.
     """
 
     def __init__(self) -> None:
@@ -158,6 +165,8 @@ class _Scratch(threading.local):
         buf = self.bufs.get(name)
         if buf is None or len(buf) < n:
             buf = np.empty(max(n, 1024), dtype)
+            if n > _MAX_SCRATCH:
+                return buf[:n]
             self.bufs[name] = buf
         return buf[:n]
 
@@ -169,6 +178,12 @@ class _Scratch(threading.local):
 
 
 _SCRATCH = _Scratch()
+
+
+def _take(a: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[:] = a[idx] without a temporary (np.take buffers `out` in its default mode); idx must be valid
+    and must not share memory with out."""
+    return np.take(a, idx, out=out, mode="clip")
 
 
 def _segment_ids(starts: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -183,8 +198,12 @@ def _concatenate(meshes: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     verts, faces, owner = [], [], []
     nv = 0
     for k, (v, f) in enumerate(meshes):
-        v = np.asarray(v, dtype=np.float64).reshape(-1, 3)
-        f = np.asarray(f, dtype=np.int64).reshape(-1, 3)
+        v = np.asarray(v, dtype=np.float64)
+        f = np.asarray(f, dtype=np.int64)
+        if f.size == 0:
+            f = f.reshape(0, 3)
+        if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"mesh {k}: need verts (V, 3) and faces (F, 3), got {v.shape} and {f.shape}")
         if len(f) and (f.min() < 0 or f.max() >= len(v)):
             raise ValueError(f"mesh {k}: face indices out of range for {len(v)} vertices")
         verts.append(v)
@@ -202,105 +221,122 @@ def _setup_faces(verts, faces, K, H, W, near):
     """Project, cull and precompute per-face data.
 
     Returns None when no face can cover a pixel centre, else
-    kept (F',) original indices of the faces left;
-    spans (11, S) float64, one per (face, top or bottom half): first image row, number of rows, left edge
-    (mx, my, slope), right edge (mx, my, slope), 1/z plane (gamma, alpha, beta) with 1/z = gamma + alpha*x +
-    beta*y; span_face (S,) int64 index into `kept`;
-    Q (9, F') per face: corner 0 (x0, y0), screen barycentric gradients (dl1/dx, dl1/dy, dl2/dx, dl2/dy),
+    spans (11, 2F) float64, column f the top half of face f and column F + f its bottom half: first image
+    row, number of rows, left edge (mx, my, slope), right edge (mx, my, slope), 1/z plane (gamma, alpha,
+    beta) with 1/z = gamma + alpha*x + beta*y;
+    live (S,) int64 the columns of `spans` with at least one row;
+    Q (9, F) per face: corner 0 (x0, y0), screen barycentric gradients (dl1/dx, dl1/dy, dl2/dx, dl2/dy),
     1/z at the three corners.
     """
     z = verts[:, 2]
     front = z >= near
     if front.all():
         uv = project(verts, K)
-        kept = np.arange(len(faces))
-    else:
+        keep = True
+    else:                                                 # behind-camera corners get dummy projections
         uv = project(np.where(front[:, None], verts, 1.0), K)
-        kept = np.flatnonzero(front[faces].all(axis=1))
-    tri = faces[kept].T                                   # (3, F')
-    fx, fy = uv[tri, 0], uv[tri, 1]                       # (3, F') corner x, y
+        keep = front[faces].all(axis=1)
+    u, v = np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1])
+    tri = np.ascontiguousarray(faces.T)                   # (3, F)
+    fx, fy = u[tri], v[tri]                               # (3, F) corner x, y
     e1x, e1y = fx[1] - fx[0], fy[1] - fy[0]
     e2x, e2y = fx[2] - fx[0], fy[2] - fy[0]
     area2 = e1x * e2y - e1y * e2x
-    ymin, ymax = fy.min(axis=0), fy.max(axis=0)
-    ok = ((np.floor(np.minimum(ymax + _TOL, H - 1)) >= np.ceil(np.maximum(ymin - _TOL, 0)))
-          & (fx.min(axis=0) - _TOL <= W - 1) & (fx.max(axis=0) + _TOL >= 0) & (area2 != 0)
-          & np.isfinite(area2))
-    if not ok.all():
-        if not ok.any():
-            return None
-        kept, tri, fx, fy, area2 = kept[ok], tri[:, ok], fx[:, ok], fy[:, ok], area2[ok]
-        e1x, e1y, e2x, e2y = e1x[ok], e1y[ok], e2x[ok], e2y[ok]
-    F = len(kept)
-    fw = 1.0 / z[tri]                                     # (3, F') 1/z per corner
+    xmin = np.minimum(np.minimum(fx[0], fx[1]), fx[2])
+    xmax = np.maximum(np.maximum(fx[0], fx[1]), fx[2])
+    # Faces left out get no rows below: off-screen, degenerate, or behind the near plane.
+    keep &= (xmin - _TOL <= W - 1) & (xmax + _TOL >= 0) & (area2 != 0) & np.isfinite(area2)
+    F = len(faces)
+    fw = 1.0 / np.where(front, z, 1.0)[tri]               # (3, F) 1/z per corner
     inv_a = 1.0 / area2
-    Q = np.stack([fx[0], fy[0], e2y * inv_a, -e2x * inv_a, -e1y * inv_a, e1x * inv_a, fw[0], fw[1], fw[2]])
+    Q = _SCRATCH.get("Q", 9 * F).reshape(9, F)
+    Q[0], Q[1], Q[6:9] = fx[0], fy[0], fw
+    np.multiply(e2y, inv_a, out=Q[2])
+    np.multiply(e2x, -inv_a, out=Q[3])
+    np.multiply(e1y, -inv_a, out=Q[4])
+    np.multiply(e1x, inv_a, out=Q[5])
+
+    # Spans: corners sorted by y are a (top), b (middle), c (bottom); the long edge a-c bounds every row on
+    # one side, a-b the rows y <= yb on the other side (top half), b-c the rows y > yb (bottom half).
+    spans = _SCRATCH.get("spans", 22 * F).reshape(11, 2 * F)
+    xa, ya, xb, yb = _order_by_y(fx[0], fy[0], fx[1], fy[1])    # a 3-element sorting network
+    xb, yb, xc, yc = _order_by_y(xb, yb, fx[2], fy[2])
+    xa, ya, xb, yb = _order_by_y(xa, ya, xb, yb)
+    # b right of the long edge <=> the short edges bound rows on the right.
+    short_right = ((xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)) > 0
+    short_left = ~short_right
+    row_a = np.maximum(np.ceil(ya - _TOL), 0)
+    row_b = np.clip(np.floor(yb), -1, H - 1)
+    row_c = np.minimum(np.floor(yc + _TOL), H - 1)
+    spans[0, :F] = row_a
+    spans[1, :F] = row_b - row_a + 1
+    spans[0, F:] = np.maximum(row_b + 1, row_a)
+    spans[1, F:] = row_c - spans[0, F:] + 1
+    spans[1, :F] *= keep
+    spans[1, F:] *= keep
+    long_edge = _edge_line(xa, ya, xc, yc, ~short_right)
+    for half, short in ((slice(0, F), _edge_line(xa, ya, xb, yb, short_right)),
+                        (slice(F, 2 * F), _edge_line(xb, yb, xc, yc, short_right))):
+        spans[2:5, half] = np.where(short_left, short, long_edge)
+        spans[5:8, half] = np.where(short_left, long_edge, short)
     # 1/z is affine in screen space (perspective projection maps planes to planes).
     dw1, dw2 = fw[1] - fw[0], fw[2] - fw[0]
     alpha = (dw1 * e2y - dw2 * e1y) * inv_a
     beta = (dw2 * e1x - dw1 * e2x) * inv_a
-    gamma = fw[0] - alpha * fx[0] - beta * fy[0]
-
-    # Corners sorted by y: a (top), b (middle), c (bottom). The long edge a-c bounds every row on one side;
-    # a-b bounds rows y <= yb on the other side, b-c rows y > yb.
-    cols = np.arange(F)
-    ia, ic = fy.argmin(axis=0), fy.argmax(axis=0)
-    ib = 3 - ia - ic
-    xa, xb, xc = fx[ia, cols], fx[ib, cols], fx[ic, cols]
-    ya, yb, yc = fy[ia, cols], fy[ib, cols], fy[ic, cols]
-    long_edge = _edge_line(xa, ya, xc, yc, xb)
-    # b right of the long edge <=> the short edges bound rows on the right.
-    short_right = ((xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)) > 0
-    row_a = np.maximum(np.ceil(ya - _TOL), 0)
-    row_b = np.clip(np.floor(yb), -1, H - 1)
-    row_c = np.minimum(np.floor(yc + _TOL), H - 1)
-    halves = []
-    for short, first, last in ((_edge_line(xa, ya, xb, yb, xb), row_a, row_b),
-                               (_edge_line(xb, yb, xc, yc, xb), np.maximum(row_b + 1, row_a), row_c)):
-        halves.append(np.concatenate([[first, last - first + 1],
-                                      np.where(short_right, long_edge, short),
-                                      np.where(short_right, short, long_edge), [gamma, alpha, beta]]))
-    spans = np.concatenate(halves, axis=1)
-    span_face = np.concatenate([cols, cols])
-    live = spans[1] > 0
-    return kept, spans[:, live], span_face[live], Q
+    spans[8, :F] = fw[0] - alpha * fx[0] - beta * fy[0]
+    spans[9, :F] = alpha
+    spans[10, :F] = beta
+    spans[8:11, F:] = spans[8:11, :F]
+    live = np.flatnonzero(spans[1] > 0)
+    if len(live) == 0:
+        return None
+    return spans, live, Q
 
 
-def _edge_line(x0, y0, x1, y1, x_flat):
-    """(3, F) edge lines (mx, my, slope): x = mx + slope*(y - my) on the edge.
+def _order_by_y(x0, y0, x1, y1):
+    """The two points (x0, y0), (x1, y1) (arrays (F,)) ordered by y: (upper x, upper y, lower x, lower y)."""
+    swap = y1 < y0
+    return np.where(swap, x1, x0), np.where(swap, y1, y0), np.where(swap, x0, x1), np.where(swap, y0, y1)
+
+
+def _edge_line(x0, y0, x1, y1, right):
+    """(3, F) edge lines (mx, my, slope): x = mx + slope*(y - my) on the edge; right (F,) bool: the edge
+    bounds rows on the right.
 
     Symmetric in the end points (swapping them gives bit-identical values), so faces sharing an edge
     compute bit-identical row crossings and no pixel centre on the boundary between them is lost.
-    A horizontal edge bounds only the row it lies on; it becomes the vertical line x = x_flat.
+    A (near-)horizontal edge bounds only the row it lies on, where it covers its whole x extent; it becomes
+    the vertical line through its right- or leftmost end (extrapolating its slope would be ill-conditioned).
     """
     dy = y1 - y0
-    flat = dy == 0
-    mx = np.where(flat, x_flat, (x0 + x1) * 0.5)
+    flat = np.abs(dy) <= _TOL
+    mx = np.where(flat, np.where(right, np.maximum(x0, x1), np.minimum(x0, x1)), (x0 + x1) * 0.5)
     slope = np.where(flat, 0.0, (x1 - x0) / np.where(flat, 1.0, dy))
     return np.stack([mx, (y0 + y1) * 0.5, slope])
 
 
-def _scan(spans: np.ndarray, span_face: np.ndarray, W: int, bits: int, keybuf: np.ndarray) -> None:
-    """Rasterize spans (11, S) of faces span_face (S,) into the key buffer (H*W,) int64."""
+def _scan(spans: np.ndarray, live: np.ndarray, W: int, bits: int, keybuf: np.ndarray) -> None:
+    """Rasterize the columns `live` (S,) of spans (11, 2F) (see `_setup_faces`) into keybuf (H*W,) int64."""
     S = _SCRATCH
-    nrows = spans[1].astype(np.int64)
+    F = spans.shape[1] // 2
+    nrows = spans[1][live].astype(np.int64)
     first = np.cumsum(nrows) - nrows
     R = int(first[-1] + nrows[-1])
-    sid = _segment_ids(first, S.get("sid", R, np.int64))  # span of each row
+    seg = _segment_ids(first, S.get("seg", R, np.int64))  # index into live of each row
+    iy = _take(first, seg, S.get("iy", R, np.int64))
+    np.subtract(S.arange(R), iy, out=iy)                  # row index within its span
+    sid = _take(live, seg, S.get("sid", R, np.int64))     # span (column of spans) of each row
     y = S.get("y", R)
     tmp = S.get("tmp", R)
-    iy = S.get("iy", R, np.int64)
-    np.take(first, sid, out=iy)
-    np.subtract(S.arange(R), iy, out=iy)                  # row index within its span
-    np.take(spans[0], sid, out=y)
+    _take(spans[0], sid, y)
     y += iy
 
     def crossing(j: int, out: np.ndarray) -> np.ndarray:  # mx + slope*(y - my) of the edge at spans[j:j+3]
-        np.take(spans[j + 1], sid, out=tmp)
+        _take(spans[j + 1], sid, tmp)
         np.subtract(y, tmp, out=out)
-        np.take(spans[j + 2], sid, out=tmp)
+        _take(spans[j + 2], sid, tmp)
         out *= tmp
-        np.take(spans[j], sid, out=tmp)
+        _take(spans[j], sid, tmp)
         out += tmp
         return out
 
@@ -314,16 +350,16 @@ def _scan(spans: np.ndarray, span_face: np.ndarray, W: int, bits: int, keybuf: n
     np.minimum(cnt, W - 1.0, out=cnt)
     cnt -= xlo
     cnt += 1.0                                            # pixels in the row (<= 0 or NaN: none)
-    live = np.flatnonzero(cnt > 0)
-    if len(live) == 0:
+    rows = np.flatnonzero(cnt > 0)
+    if len(rows) == 0:
         return
-    if len(live) < R:
-        sid, y, xlo, cnt = sid[live], y[live], xlo[live], cnt[live]
+    if len(rows) < R:
+        sid, y, xlo, cnt = sid[rows], y[rows], xlo[rows], cnt[rows]
     n = cnt.astype(np.int64)
     alpha = spans[9][sid]
     c = spans[8][sid] + alpha * xlo + spans[10][sid] * y  # 1/z at the row's first pixel
     base = (y * W + xlo).astype(np.int64)                 # flat index of the row's first pixel
-    face = span_face[sid]
+    face = np.where(sid >= F, sid - F, sid)
     end = np.cumsum(n)
     clear = ~np.int64((1 << bits) - 1)
     r0 = 0
@@ -336,39 +372,42 @@ def _scan(spans: np.ndarray, span_face: np.ndarray, W: int, bits: int, keybuf: n
         ramp = S.arange(N)
         rid = _segment_ids(start, S.get("rid", N, np.int64))   # row (within the chunk) of each pixel
         k = S.get("k", N, np.int64)
-        np.take(start, rid, out=k)
+        _take(start, rid, k)
         np.subtract(ramp, k, out=k)                       # column offset within the row
         pix = S.get("pix", N, np.int64)
-        np.take(base[r0:r1], rid, out=pix)
+        _take(base[r0:r1], rid, pix)
         pix += k
         inv = S.get("inv", N)
-        np.take(alpha[r0:r1], rid, out=inv)
+        _take(alpha[r0:r1], rid, inv)
         inv *= k
         tmp = S.get("tmp", N)
-        np.take(c[r0:r1], rid, out=tmp)
+        _take(c[r0:r1], rid, tmp)
         inv += tmp                                        # 1/z at the pixel centre
         key = inv.view(np.int64)
         key &= clear
-        np.take(face[r0:r1], rid, out=k)
+        _take(face[r0:r1], rid, k)
         key |= k
         np.maximum.at(keybuf, pix, key)
         r0 = r1
 
 
-def _resolve(pix: np.ndarray, keybuf: np.ndarray, bits: int, Q: np.ndarray, W: int, kept: np.ndarray,
-             owner: np.ndarray, out: Raster) -> None:
+def _resolve(pix: np.ndarray, keybuf: np.ndarray, bits: int, Q: np.ndarray, W: int, owner: np.ndarray,
+             out: Raster) -> None:
     """Write depth, face, mesh and perspective-correct barycentrics of covered pixels pix (n,) into out."""
     S = _SCRATCH
     n = len(pix)
     wf = S.get("wf", n, np.int64)
-    np.take(keybuf, pix, out=wf)
-    wf &= (1 << bits) - 1                                 # winning face (index into kept)
-    py, px = S.get("py", n, np.int64), S.get("px", n, np.int64)
-    np.divmod(pix, W, out=(py, px))
+    _take(keybuf, pix, wf)
+    wf &= (1 << bits) - 1                                 # winning face
+    py, px = S.get("py", n), S.get("px", n)
+    np.divide(pix, W, out=py)
+    np.floor(py, out=py)                                  # exact: pix < 2**53
+    np.multiply(py, -W, out=px)
+    px += pix
     tmp = S.get("rtmp", n)
 
     def gather(j: int) -> np.ndarray:
-        return np.take(Q[j], wf, out=tmp)
+        return _take(Q[j], wf, tmp)
 
     dx, dy = S.get("dx", n), S.get("dy", n)
     np.subtract(px, gather(0), out=dx)
@@ -390,7 +429,7 @@ def _resolve(pix: np.ndarray, keybuf: np.ndarray, bits: int, Q: np.ndarray, W: i
     for i, lam in enumerate((l0, l1, l2)):
         np.multiply(lam, z, out=bary[:, i])
     out.depth.reshape(-1)[pix] = z
-    orig = kept[wf]
-    out.face_id.reshape(-1)[pix] = orig
-    out.mesh_id.reshape(-1)[pix] = owner[orig]
-    out.bary.reshape(-1, 3)[pix] = bary
+    out.face_id.reshape(-1)[pix] = wf
+    out.mesh_id.reshape(-1)[pix] = owner[wf]
+    rec = np.dtype((np.void, 12))                         # one 12-byte item per pixel: a faster scatter
+    out.bary.reshape(-1, 3).view(rec)[:, 0][pix] = bary.view(rec)[:, 0]

@@ -1,0 +1,81 @@
+"""``handcli adapt``: HandNeRF pose adaptation (freeze the NeRF, fine-tune the deformation field)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def adapt_command(
+    run: Path = typer.Argument(..., help="Trained run folder."),
+    cache: Path = typer.Argument(..., help="Cache with the novel poses (no RGB needed: depth only)."),
+    out: Path = typer.Option(..., "-o", "--out", help="New run folder to write."),
+    steps: int = typer.Option(200, help="Fine-tuning steps."),
+    depth: Optional[Path] = typer.Option(None, help="Pseudo-depth targets of the novel cache (default: "
+                                                    "rendered from its meshes now)."),
+    frames: Optional[str] = typer.Option(None, help="Frames of the novel cache to adapt on."),
+    lr: float = typer.Option(1e-4, help="Learning rate of the deformation field."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output run."),
+) -> None:
+    """Pose adaptation as in the paper: only the depth and deformation losses; prints the new run folder."""
+    import json
+    import shlex
+    import shutil
+    import sys
+    import tempfile
+
+    import torch
+
+    from handcli.data.interhand import parse_selection
+    from handcli.errors import InputError
+    from handcli.methods.handnerf_method import HandNeRFMethod, load_run, read_run_config, write_run_config
+    from handcli.methods.trainer import plot_curves, read_metrics, train
+    from handcli.outputs import check_writable
+    from handcli.progress import log
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    doc = read_run_config(run)
+    if doc["config"].get("deform") != "lbs" or not doc["config"].get("error_correction", False):
+        raise InputError("pose adaptation needs a HandNeRF run with the error-correction network",
+                         path=Path(run) / "config.json", field="config.deform")
+    check_writable(out, force)
+    trained = load_run(run, device=device)
+    sel = parse_selection(frames)
+    with tempfile.TemporaryDirectory() as td:
+        depth_path = depth
+        if depth_path is None:
+            from handcli.targets.depth import compute_depth
+
+            depth_path = Path(td) / "depth.h5"
+            compute_depth(cache, depth_path)
+        from dataclasses import replace
+
+        cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr)
+        m = HandNeRFMethod(cfg, cache, method=doc["method"], train_frames=sorted(sel) if sel else None,
+                           depth_path=depth_path, device=device, depth_only=True)
+        state = trained.model.state_dict()
+        state["latent.weight"] = trained.model.latent.weight.mean(0, keepdim=True).expand(
+            m.model.latent.weight.shape[0], -1).clone()  # novel frames: the mean appearance code
+        m.model.load_state_dict(state)
+        for name, p in m.model.named_parameters():
+            p.requires_grad = name.startswith(("ec.", "pose_net."))  # the deformation field only
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": None,
+                "eval_cameras": None, "frames": sorted(sel) if sel else None,
+                "frame_codes": {str(f): i for f, i in m.frame_codes.items()}, "num_codes": len(m.frame_codes),
+                "adapted_from": str(Path(run).resolve())}
+        write_run_config(out, doc["method"], doc["preset"], m.cfg, data, seed,
+                         " ".join(shlex.quote(a) for a in sys.argv))
+        last = train(m, out, steps=steps, lr=lr, lr_final=lr, seed=seed, resume=False, log_every=max(steps // 10, 1),
+                     ckpt_every=steps)
+    plot_curves(read_metrics(out), out / "curves.png", keys=("loss", "depth", "dfm"))
+    (out / "complete.json").write_text(json.dumps(last, indent=2))
+    log(f"adapted {doc['method']} to {len(m.frames)} frames: depth loss {last.get('depth', float('nan')):.5f}")
+    print(out)

@@ -1,0 +1,120 @@
+"""``handcli render``: render a trained run's views, orbits and pose videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def render_command(
+    run: Path = typer.Argument(..., help="Run folder from 'handcli train' or 'handcli adapt'."),
+    cache: Path = typer.Argument(..., help="Cache whose poses and cameras to render (training or novel)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Renders folder to create."),
+    views: Optional[str] = typer.Option(None, "--views", help="Cameras to render (comma-separated ids)."),
+    frames: Optional[str] = typer.Option(None, help="Cache frame indices, e.g. '0-4'."),
+    orbit: int = typer.Option(0, help="Also render N novel views on an orbit around each selected frame."),
+    video: bool = typer.Option(False, "--video", help="Write a pose-sequence video (mp4, gif fallback)."),
+    max_views: Optional[int] = typer.Option(None, help="Render at most this many cache views."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Render RGB, depth and opacity (PNG + float depth), a contact sheet and optional orbit/pose videos."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from handcli.data.interhand import parse_selection
+    from handcli.data.raybatch import select_views
+    from handcli.methods.handnerf_method import load_run, render_image
+    from handcli.outputs import atomic_path
+    from handcli.progress import log, progress
+    from handcli.render.orbit import orbit_from_cache
+    from handcli.render.outputs import RendersWriter, contact_sheet
+    from handcli.render.video import write_video
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    m = load_run(run, cache, device=device)
+    c = m.cache
+    sel_frames = parse_selection(frames)
+    cams = [x.strip().removeprefix("cam") for x in views.split(",")] if views else None
+    view_ids = select_views(c, cams, sorted(sel_frames) if sel_frames is not None else None)
+    if max_views is not None:
+        view_ids = view_ids[:max_views]
+    vt = c.view_table()
+    cam_list = c.cameras()
+    written = []
+    config = {"views": cams, "frames": sorted(sel_frames) if sel_frames else None, "orbit": orbit, "video": video}
+    with atomic_path(out, force=force, is_dir=True) as tmp:
+        w = RendersWriter(tmp, m.method, run, c.path, "views", config)
+        sheet = []
+        geoms_cache: dict[int, list] = {}
+        from handcli.methods.handnerf_method import frame_geometry
+
+        models = {s: c.hand_model_module(s) for s in ("right", "left") if c.hand_model(s) is not None}
+
+        def geoms(frame):
+            if frame not in geoms_cache:
+                geoms_cache[frame] = [g.to(m.device) for g in frame_geometry(c, frame, m.cfg, models)]
+            return geoms_cache[frame]
+
+        with torch.no_grad(), progress() as bar:
+            task = bar.add_task("render views", total=len(view_ids))
+            for j in view_ids:
+                cam = cam_list[int(vt["camera"][j])]
+                frame = int(vt["frame"][j])
+                t = time.perf_counter()
+                r = render_image(m.model, geoms(frame), cam["K"], cam["world_to_cam"], cam["height"],
+                                 cam["width"], m.frame_codes.get(frame), m.device)
+                rec = c.frame(frame)
+                w.add(r["rgb"], r["depth"], r["opacity"], {
+                    "name": f"f{frame:04d}_cam{cam['name']}", "cache_view": int(j), "frame": frame,
+                    "frame_key": rec.key, "camera": cam["name"], "K": cam["K"], "world_to_cam": cam["world_to_cam"],
+                    "seconds": time.perf_counter() - t})
+                if len(sheet) < 8:
+                    v = c.view(int(j))
+                    gt = v["rgb"].astype(np.float32) / 255.0 * (v["label"] > 0)[..., None]
+                    sheet.append(((r["rgb"], gt), f"frame {frame} cam {cam['name']}"))
+                bar.advance(task)
+            if sheet:
+                contact_sheet([s for s, _ in sheet], [lbl for _, lbl in sheet], tmp / "contact_sheet.png")
+            w.close()
+            if orbit > 0:
+                orbit_frames = sorted(sel_frames) if sel_frames else [int(vt["frame"][view_ids[0]])
+                                                                      if len(view_ids) else 0]
+                task = bar.add_task("render orbit", total=orbit * len(orbit_frames))
+                ow = RendersWriter(tmp / "orbit", m.method, run, c.path, "orbit", config)
+                images = []
+                for frame in orbit_frames:
+                    ob = orbit_from_cache(c, frame, orbit)
+                    for k, (K, M) in enumerate(ob.cameras):
+                        t = time.perf_counter()
+                        r = render_image(m.model, geoms(frame), K, M, ob.height, ob.width, m.frame_codes.get(frame),
+                                         m.device)
+                        ow.add(r["rgb"], r["depth"], r["opacity"], {"name": f"f{frame:04d}_orbit{k:03d}", "frame": frame,
+                                                                    "K": K, "world_to_cam": M,
+                                                                    "seconds": time.perf_counter() - t})
+                        images.append((r["rgb"] * 255).astype(np.uint8))
+                        bar.advance(task)
+                ow.close()
+                written.append(write_video(images, tmp / "orbit.mp4", fps=12))
+            if video:
+                cam_idx = int(vt["camera"][view_ids[0]]) if len(view_ids) else 0
+                cam = cam_list[cam_idx]
+                vid_frames = sorted(sel_frames) if sel_frames else list(range(c.num_frames))
+                task = bar.add_task("render pose video", total=len(vid_frames))
+                images = []
+                for frame in vid_frames:
+                    r = render_image(m.model, geoms(frame), cam["K"], cam["world_to_cam"], cam["height"],
+                                     cam["width"], m.frame_codes.get(frame), m.device)
+                    images.append((r["rgb"] * 255).astype(np.uint8))
+                    bar.advance(task)
+                written.append(write_video(images, tmp / "poses.mp4", fps=8))
+    log(f"rendered {len(view_ids)} views" + (f", an orbit of {orbit}" if orbit else "") +
+        (", a pose video" if video else ""))
+    print(out)
+    for p in written:
+        print(out / Path(p).name)

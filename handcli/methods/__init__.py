@@ -1,0 +1,1 @@
+"""One module per method (and baseline), plus the shared trainer."""

@@ -1,0 +1,276 @@
+"""Training, rendering and pose adaptation of HandNeRF / Pose-NeRF runs on a cache.
+
+Glue between the cache, the targets, the model (``handnerf.py``) and the trainer: precomputes each
+frame's hand geometry (blend-weight grids), draws foreground-focused ray batches, computes the six
+losses, and renders whole views for snapshots and the ``render`` stage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handcli.data.cache import Cache
+from handcli.data.raybatch import load_views, sample_batch, select_views
+from handcli.errors import InputError
+from handcli.methods import losses as L
+from handcli.methods.deform import HandGeometry, build_hand_geometry
+from handcli.methods.handnerf import HandNeRF, HandNeRFConfig
+from handcli.progress import progress
+from handcli.render.rays import camera_rays, pixel_radii
+from handcli.render.volume import ray_distance_to_z
+
+
+def frame_geometry(cache: Cache, frame: int, cfg: HandNeRFConfig, models: dict) -> list[HandGeometry]:
+    """Deformation data of every hand in a cache frame (right first)."""
+    rec = cache.frame(frame)
+    out = []
+    for side in ("right", "left"):
+        h = rec.hands.get(side)
+        if h is None or h.vertices is None:
+            continue
+        out.append(build_hand_geometry(models[side], side, h.model_params, h.vertices.astype(np.float64),
+                                       cfg.voxel, cfg.norm_th + cfg.voxel))
+    return out
+
+
+def precompute_geometry(cache: Cache, frames: list[int], cfg: HandNeRFConfig, device) -> dict[int, list]:
+    models = {s: cache.hand_model_module(s) for s in ("right", "left") if cache.hand_model(s) is not None}
+    out = {}
+    with progress() as bar:
+        task = bar.add_task("blend-weight grids", total=len(frames))
+        for f in frames:
+            out[f] = [g.to(device) for g in frame_geometry(cache, f, cfg, models)]
+            bar.advance(task)
+    return out
+
+
+def render_image(model: HandNeRF, geoms: list[HandGeometry], K: np.ndarray, w2c: np.ndarray, height: int,
+                 width: int, frame_code: int | None, device, chunk: int = 8192) -> dict[str, np.ndarray]:
+    """Render a whole (H, W) view; pixels whose rays miss every hand box stay black.
+
+    Returns rgb (H, W, 3) in [0, 1], depth (H, W) z-depth metres (0 where empty), opacity (H, W),
+    and ``evaluated`` (field evaluations) / ``rays``.
+    """
+    from handcli.render.bounds import ray_aabb
+    from handcli.render.rays import pixel_grid
+
+    Kt = torch.as_tensor(K, dtype=torch.float32, device=device)
+    Wt = torch.as_tensor(w2c, dtype=torch.float32, device=device)
+    pix = pixel_grid(height, width, device=device)
+    o, d = camera_rays(Kt, Wt, pix)
+    hit = torch.zeros(len(pix), dtype=torch.bool, device=device)
+    for g in geoms:
+        hit |= ray_aabb(o, d, g.box_min, g.box_max)[2]
+    idx = torch.nonzero(hit)[:, 0]
+    radii = pixel_radii(Kt, Wt, pix[idx])
+    rgb = torch.zeros(len(pix), 3, device=device)
+    depth = torch.zeros(len(pix), device=device)
+    opac = torch.zeros(len(pix), device=device)
+    evaluated = 0
+    for s in range(0, len(idx), chunk):
+        sl = idx[s:s + chunk]
+        out = model.render(geoms, o[sl], d[sl], radii[s:s + chunk], frame_code, perturb=False)
+        rgb[sl] = out["rgb"]
+        op = out["opacity"]
+        z = ray_distance_to_z(out["depth"] / op.clamp_min(1e-6), d[sl], Wt)
+        depth[sl] = torch.where(op > 0.5, z, torch.zeros_like(z))
+        opac[sl] = op
+        evaluated += out["evaluated"]
+    return {"rgb": rgb.reshape(height, width, 3).clamp(0, 1).cpu().numpy(),
+            "depth": depth.reshape(height, width).cpu().numpy(), "opacity": opac.reshape(height, width).cpu().numpy(),
+            "evaluated": evaluated, "rays": int(len(idx))}
+
+
+class HandNeRFMethod:
+    """A HandNeRF or Pose-NeRF run: ``method`` is "handnerf" or "posenerf"."""
+
+    def __init__(self, cfg: HandNeRFConfig, cache_path: Path, *, method: str = "handnerf",
+                 train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
+                 depth_path: Path | None = None, feat_path: Path | None = None, device: str = "cpu",
+                 eval_cameras: list[str] | None = None, depth_only: bool = False):
+        self.method = method
+        self.device = torch.device(device)
+        self.cache = Cache(cache_path)
+        self.cache_path = Path(cache_path)
+        n_frames = self.cache.num_frames
+        self.frames = list(range(n_frames)) if train_frames is None else list(train_frames)
+        bad = [f for f in self.frames if not 0 <= f < n_frames]
+        if bad:
+            raise InputError(f"frame indices {bad} outside 0..{n_frames - 1}", path=cache_path, field="frames")
+        self.frame_codes = {f: i for i, f in enumerate(self.frames)}
+        self.features = None
+        if feat_path is not None:
+            from handcli.targets.store import FeatureTargets
+
+            self.features = FeatureTargets(feat_path)
+            self.features.check_matches(self.cache)
+            cfg = replace(cfg, feat_dim=self.features.dim)
+        self.depth = None
+        if depth_path is not None:
+            from handcli.targets.store import DepthTargets
+
+            self.depth = DepthTargets(depth_path)
+            self.depth.check_matches(self.cache)
+        self.cfg = cfg
+        self.depth_only = depth_only
+        self.geoms = precompute_geometry(self.cache, self.frames, cfg, self.device)
+        view_ids = select_views(self.cache, train_cameras, self.frames)
+        if len(view_ids) == 0:
+            raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
+        self.views = load_views(self.cache, view_ids, self.depth)
+        self.frames = [f for f in self.frames if np.any(self.views.frames == f)]
+        self.model = HandNeRF(cfg, len(self.frame_codes)).to(self.device)
+        self.eval_view = self._pick_eval_view(train_cameras, eval_cameras)
+
+    def _pick_eval_view(self, train_cameras, eval_cameras) -> int | None:
+        names = [c["name"] for c in self.cache.cameras()]
+        vt = self.cache.view_table()
+        frame0 = self.frames[0]
+        cands = [j for j in np.nonzero(vt["frame"] == frame0)[0]
+                 if (eval_cameras and names[vt["camera"][j]] in eval_cameras)
+                 or (not eval_cameras and train_cameras and names[vt["camera"][j]] not in train_cameras)]
+        if not cands:
+            cands = list(np.nonzero(vt["frame"] == frame0)[0])
+        return int(cands[0]) if cands else None
+
+    # -----------------------------------------------------------------------------------------------------
+    def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        frame = self.frames[int(torch.randint(len(self.frames), (1,), generator=gen))]
+        b = sample_batch(self.views, frame, cfg.rays_per_step, cfg.fg_fraction, gen, self.features)
+        b = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in b.items()}
+        out = self.model.render(self.geoms[frame], b["origins"], b["dirs"], b["radii"], self.frame_codes[frame],
+                                perturb=True, gen=gen)
+        return self.losses(out, b, step)
+
+    def losses(self, out: dict, b: dict, step: int) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        terms = {}
+        if not self.depth_only:
+            terms["rgb"] = cfg.w_rgb * L.rgb_loss(out["rgb"], b["rgb"])
+        if "z" in b and cfg.w_depth > 0:
+            # z-depth on both sides. The rendered depth is sum(w t), not normalised by opacity, and the
+            # pseudo-depth is 0 off the hand: the loss also drives opacity to 1 on and 0 off the mesh.
+            cos = torch.einsum("nj,nj->n", b["w2c"][:, 2, :3], b["dirs"])  # z of the unit direction
+            z = out["depth"] * cos
+            terms["depth"] = cfg.w_depth * L.depth_loss(z, b["z"], torch.ones_like(b["z"], dtype=torch.bool),
+                                                        cfg.depth_beta)
+        if "feat" in b and cfg.w_dst > 0 and not self.depth_only:
+            terms["dst"] = cfg.w_dst * L.distillation_loss(out["feat"], b["feat"])
+        if cfg.w_dfm > 0 and out["offsets"].numel():
+            terms["dfm"] = cfg.w_dfm * L.deformation_loss(out["offsets"])
+        if cfg.w_hs > 0 and not self.depth_only:
+            terms["hs"] = cfg.w_hs * L.hard_surface_loss(out["weights"], out["valid"])
+        if cfg.w_cvar > 0 and not self.depth_only:
+            decay = L.linear_decay(step, cfg.cvar_decay_start, max(cfg.steps // 2, cfg.cvar_decay_start + 1))
+            if decay > 0:
+                fg = b["label"] > 0
+                if int(fg.sum()) > 1:
+                    terms["cvar"] = cfg.w_cvar * decay * L.color_variance_loss(out["rgb"][fg], b["rgb"][fg])
+        loss = sum(terms.values())
+        logs = {k: float(v.detach()) for k, v in terms.items()}
+        logs["loss"] = float(loss.detach())
+        logs["mse"] = float(((out["rgb"] - b["rgb"]) ** 2).mean().detach())
+        logs["rays"] = len(b["rgb"])
+        logs["samples"] = out["evaluated"]
+        return loss, logs
+
+    # -----------------------------------------------------------------------------------------------------
+    def render_view(self, j: int) -> dict:
+        """Render cache view ``j`` (any camera; frame codes of unseen frames use the mean latent)."""
+        vt = self.cache.view_table()
+        cam = self.cache.cameras()[int(vt["camera"][j])]
+        frame = int(vt["frame"][j])
+        geoms = self.geoms.get(frame)
+        if geoms is None:
+            models = {s: self.cache.hand_model_module(s) for s in ("right", "left")
+                      if self.cache.hand_model(s) is not None}
+            geoms = [g.to(self.device) for g in frame_geometry(self.cache, frame, self.cfg, models)]
+        return render_image(self.model, geoms, cam["K"], cam["world_to_cam"], cam["height"], cam["width"],
+                            self.frame_codes.get(frame), self.device)
+
+    def snapshot(self, step: int, out_png: Path) -> dict:
+        if self.eval_view is None:
+            return {}
+        from handcli.eval.image_metrics import psnr_full
+        from handcli.render.outputs import contact_sheet
+
+        self.model.eval()
+        r = self.render_view(self.eval_view)
+        self.model.train()
+        v = self.cache.view(self.eval_view)
+        gt = v["rgb"].astype(np.float32) / 255.0 * (v["label"] > 0)[..., None]
+        contact_sheet([(r["rgb"], gt)], [f"step {step} view {self.eval_view}"], out_png)
+        return {"eval_psnr_full": psnr_full(r["rgb"], gt)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run folders
+
+
+def write_run_config(run_dir: Path, method: str, preset: str, cfg: HandNeRFConfig, data: dict, seed: int,
+                     command: str) -> None:
+    from handcli import __version__
+
+    doc = {"schema": "handcli.run/1", "handcli_version": __version__, "method": method, "preset": preset,
+           "config": cfg.to_dict(), "data": data, "seed": seed, "command": command}
+    tmp = run_dir / ".config.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(run_dir / "config.json")
+
+
+def read_run_config(run_dir: Path) -> dict:
+    p = Path(run_dir) / "config.json"
+    if not p.is_file():
+        raise InputError("not a handcli run (config.json missing)", path=p)
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"malformed JSON ({e.msg})", path=p) from None
+    if doc.get("schema") != "handcli.run/1":
+        raise InputError(f"unknown schema {doc.get('schema')!r}", path=p, field="schema")
+    return doc
+
+
+def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu", frames: list[int] | None = None,
+             **overrides) -> HandNeRFMethod:
+    """Rebuild a trained method from its folder (model weights from checkpoint.pt).
+
+    ``cache_path`` defaults to the training cache; ``frames`` restricts which frames get geometry.
+    """
+    doc = read_run_config(run_dir)
+    cfg = HandNeRFConfig.from_dict(doc["config"])
+    data = doc["data"]
+    cache = Path(cache_path) if cache_path else Path(data["cache"])
+    m = HandNeRFMethod.__new__(HandNeRFMethod)
+    m.method = doc["method"]
+    m.device = torch.device(device)
+    m.cache = Cache(cache)
+    m.cache_path = cache
+    m.cfg = cfg
+    same_cache = cache.resolve() == Path(data["cache"]).resolve()
+    m.frame_codes = {int(k): v for k, v in data["frame_codes"].items()} if same_cache else {}
+    m.frames = frames if frames is not None else list(range(m.cache.num_frames))
+    m.geoms = {}
+    m.model = HandNeRF(cfg, int(data["num_codes"])).to(m.device)
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise InputError("run has no checkpoint", path=ckpt)
+    state = torch.load(ckpt, map_location=m.device, weights_only=False)
+    try:
+        m.model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise InputError(f"checkpoint does not match the run's config ({str(e).splitlines()[0]})", path=ckpt,
+                         field="model") from None
+    m.model.eval()
+    m.depth = m.features = None
+    m.eval_view = None
+    m.depth_only = False
+    for k, v in overrides.items():
+        setattr(m, k, v)
+    return m

@@ -1,0 +1,200 @@
+"""A small trainer shared by the methods: steps, checkpoints, ``--resume``, logging, snapshots, DDP.
+
+The run folder::
+
+    run/config.json        schema handcli.run/1: method, preset, method config, data, seed, command
+    run/checkpoint.pt      model + optimizer + step (written atomically every ``ckpt_every`` steps)
+    run/metrics.jsonl      one JSON object per logged step (losses, psnr, rays/s, samples/ray, lr)
+    run/snapshots/*.png    evaluation snapshots: prediction | ground truth | error on a held-out view
+    run/curves.png         training curves
+    run/complete.json      written when training finishes (final metrics)
+
+Every step draws its batch from a generator seeded by (seed, step, rank), so a resumed run sees exactly
+the batches an uninterrupted one would and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+
+from handcli.progress import console, progress
+
+RUN_SCHEMA = "handcli.run/1"
+
+
+class TrainableMethod(Protocol):
+    model: torch.nn.Module
+
+    def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Loss for one batch and a dict of floats to log (must include 'rays' and 'samples')."""
+
+    def snapshot(self, step: int, out_png: Path) -> dict:
+        """Render a held-out view to ``out_png``; return metrics to log."""
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The batch generator of one step (independent of how the run got there)."""
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2 ** 63))
+    return g
+
+
+def lr_at(step: int, steps: int, lr: float, lr_final: float) -> float:
+    """Log-linear decay from ``lr`` to ``lr_final`` over ``steps``."""
+    t = min(max(step / max(steps, 1), 0.0), 1.0)
+    return lr * (lr_final / lr) ** t
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun, (0, 1) otherwise; initialises the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def average_gradients(params, world: int) -> None:
+    """All-reduce gradients across ranks (plain DDP semantics without wrapping the model)."""
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+
+
+def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_final: float, seed: int,
+          resume: bool, log_every: int = 50, ckpt_every: int = 500, snapshot_every: int = 0,
+          time_budget: float | None = None, on_log: Callable[[dict], None] | None = None,
+          stop_at: int | None = None) -> dict:
+    """Run (or continue) training; returns the last logged record.
+
+    ``stop_at`` ends this call after that step (with a checkpoint), as an interruption would; the
+    learning-rate schedule still follows ``steps``.
+    """
+    rank, world = distributed()
+    params = [p for p in method.model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    ckpt = run_dir / "checkpoint.pt"
+    start = 0
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        method.model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    metrics_path = run_dir / "metrics.jsonl"
+    if rank == 0 and not resume and metrics_path.exists():
+        metrics_path.unlink()
+    (run_dir / "snapshots").mkdir(exist_ok=True)
+    last: dict = {}
+    t_start = time.perf_counter()
+    window = {"rays": 0, "samples": 0, "t": time.perf_counter()}
+    acc: dict[str, float] = {}
+    n_acc = 0
+    with progress() as bar:
+        task = bar.add_task("train", total=steps, completed=start)
+        step = start
+        while step < steps:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, steps, lr, lr_final)
+            loss, logs = method.train_step(step, step_generator(seed, step, rank))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(params, world)
+            opt.step()
+            step += 1
+            window["rays"] += logs.pop("rays", 0)
+            window["samples"] += logs.pop("samples", 0)
+            for k, v in logs.items():
+                acc[k] = acc.get(k, 0.0) + float(v)
+            n_acc += 1
+            bar.advance(task)
+            out_of_time = (time_budget is not None and time.perf_counter() - t_start >= time_budget) or \
+                (stop_at is not None and step >= stop_at)
+            if step % log_every == 0 or step == steps or out_of_time:
+                now = time.perf_counter()
+                rec = {"step": step, **{k: v / max(n_acc, 1) for k, v in acc.items()},
+                       "lr": opt.param_groups[0]["lr"], "elapsed_s": round(now - t_start, 3),
+                       "rays_per_s": window["rays"] / max(now - window["t"], 1e-9) * world,
+                       "samples_per_ray": window["samples"] / max(window["rays"], 1)}
+                if "mse" in rec:
+                    rec["psnr"] = -10.0 * math.log10(max(rec["mse"], 1e-12))
+                acc, n_acc = {}, 0
+                window = {"rays": 0, "samples": 0, "t": time.perf_counter()}
+                if snapshot_every and rank == 0 and (step % snapshot_every == 0 or step == steps or out_of_time):
+                    with torch.no_grad():
+                        rec.update(method.snapshot(step, run_dir / "snapshots" / f"step_{step:07d}.png"))
+                if rank == 0:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                last = rec
+                if on_log:
+                    on_log(rec)
+            if rank == 0 and (step % ckpt_every == 0 or step == steps or out_of_time):
+                save_atomic({"model": method.model.state_dict(), "optimizer": opt.state_dict(), "step": step},
+                            ckpt)
+            if out_of_time:
+                console.print(f"stopping at step {step} (time budget or stop_at)")
+                break
+    return last
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    p = run_dir / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(records: list[dict], out_png: Path, keys=("loss", "psnr", "rgb", "depth")) -> Path | None:
+    """Training curves drawn with OpenCV (one panel per key present)."""
+    import cv2
+    import numpy as np
+
+    keys = [k for k in keys if any(k in r for r in records)]
+    if not records or not keys:
+        return None
+    W, H, pad = 420, 240, 40
+    img = np.full((H, W * len(keys), 3), 255, np.uint8)
+    for i, k in enumerate(keys):
+        xs = np.array([r["step"] for r in records if k in r], float)
+        ys = np.array([r[k] for r in records if k in r], float)
+        ok = np.isfinite(ys)
+        xs, ys = xs[ok], ys[ok]
+        x0 = i * W
+        cv2.putText(img, k, (x0 + pad, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.rectangle(img, (x0 + pad, pad), (x0 + W - 10, H - pad), (180, 180, 180), 1)
+        if len(xs) < 2:
+            continue
+        lo, hi = ys.min(), ys.max()
+        hi = hi if hi > lo else lo + 1e-9
+        px = x0 + pad + (xs - xs.min()) / max(xs.max() - xs.min(), 1e-9) * (W - pad - 10)
+        py = H - pad - (ys - lo) / (hi - lo) * (H - 2 * pad)
+        pts = np.stack([px, py], 1).astype(np.int32)
+        cv2.polylines(img, [pts], False, (200, 80, 30), 2, cv2.LINE_AA)
+        for val, y in ((hi, pad), (lo, H - pad)):
+            cv2.putText(img, f"{val:.4g}", (x0 + 2, int(y) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+        cv2.putText(img, f"step {int(xs.max())}", (x0 + W - 110, H - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1)
+    cv2.imwrite(str(out_png), img)
+    return out_png
