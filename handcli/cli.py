@@ -11,8 +11,18 @@ import sys
 import typer
 
 from handcli import __version__
-from handcli.commands import (adapt_cmd, cache_cmd, eval_cmd, hand_cmd, inspect_cmd, preprocess_cmd, render_cmd,
-                              synth_cmd, targets_cmd, train_cmd)
+from handcli.commands import (
+    adapt_cmd,
+    cache_cmd,
+    eval_cmd,
+    hand_cmd,
+    inspect_cmd,
+    preprocess_cmd,
+    render_cmd,
+    synth_cmd,
+    targets_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="handcli",

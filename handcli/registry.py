@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 METHODS = {
     "handnerf": "handcli.methods.handnerf_method:HandNeRFMethod",
     "posenerf": "handcli.methods.handnerf_method:HandNeRFMethod",
@@ -11,9 +13,11 @@ DATASETS = {
 }
 
 
-def check_method(name: str) -> str:
+def method_class(name: str):
+    """The class implementing method ``name`` (see handcli.methods.base)."""
     from handcli.errors import InputError
 
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}", field="method")
-    return name
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

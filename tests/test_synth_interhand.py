@@ -7,7 +7,12 @@ import json
 import cv2
 import numpy as np
 
-from handcli.synth.interhand import LANDSCAPE_COLOUR_CAMERA, MONO_CAMERA, InterHandSynthConfig, write_interhand
+from handcli.synth.interhand import (
+    LANDSCAPE_COLOUR_CAMERA,
+    MONO_CAMERA,
+    InterHandSynthConfig,
+    write_interhand,
+)
 
 
 def _load(root, name):

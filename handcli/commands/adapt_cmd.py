@@ -32,7 +32,8 @@ def adapt_command(
 
     from handcli.data.interhand import parse_selection
     from handcli.errors import InputError
-    from handcli.methods.handnerf_method import HandNeRFMethod, load_run, read_run_config, write_run_config
+    from handcli.methods.base import read_run_config, write_run_config
+    from handcli.methods.handnerf_method import HandNeRFMethod, load_run
     from handcli.methods.trainer import plot_curves, read_metrics, train
     from handcli.outputs import check_writable
     from handcli.progress import log
@@ -68,8 +69,7 @@ def adapt_command(
             shutil.rmtree(out)
         out.mkdir(parents=True)
         data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": None,
-                "eval_cameras": None, "frames": sorted(sel) if sel else None,
-                "frame_codes": {str(f): i for f, i in m.frame_codes.items()}, "num_codes": len(m.frame_codes),
+                "eval_cameras": None, "frames": sorted(sel) if sel else None, **m.run_data(),
                 "adapted_from": str(Path(run).resolve())}
         write_run_config(out, doc["method"], doc["preset"], m.cfg, data, seed,
                          " ".join(shlex.quote(a) for a in sys.argv))

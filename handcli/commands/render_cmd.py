@@ -28,16 +28,17 @@ def render_command(
 
     from handcli.data.interhand import parse_selection
     from handcli.data.raybatch import select_views
-    from handcli.methods.handnerf_method import load_run, render_image
+    from handcli.methods.base import read_run_config
     from handcli.outputs import atomic_path
     from handcli.progress import log, progress
+    from handcli.registry import method_class
     from handcli.render.orbit import orbit_from_cache
     from handcli.render.outputs import RendersWriter, contact_sheet
     from handcli.render.video import write_video
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    m = load_run(run, cache, device=device)
+    m = method_class(read_run_config(run)["method"]).from_run(run, cache, device)
     c = m.cache
     sel_frames = parse_selection(frames)
     cams = [x.strip().removeprefix("cam") for x in views.split(",")] if views else None
@@ -51,15 +52,6 @@ def render_command(
     with atomic_path(out, force=force, is_dir=True) as tmp:
         w = RendersWriter(tmp, m.method, run, c.path, "views", config)
         sheet = []
-        geoms_cache: dict[int, list] = {}
-        from handcli.methods.handnerf_method import frame_geometry
-
-        models = {s: c.hand_model_module(s) for s in ("right", "left") if c.hand_model(s) is not None}
-
-        def geoms(frame):
-            if frame not in geoms_cache:
-                geoms_cache[frame] = [g.to(m.device) for g in frame_geometry(c, frame, m.cfg, models)]
-            return geoms_cache[frame]
 
         with torch.no_grad(), progress() as bar:
             task = bar.add_task("render views", total=len(view_ids))
@@ -67,8 +59,7 @@ def render_command(
                 cam = cam_list[int(vt["camera"][j])]
                 frame = int(vt["frame"][j])
                 t = time.perf_counter()
-                r = render_image(m.model, geoms(frame), cam["K"], cam["world_to_cam"], cam["height"],
-                                 cam["width"], m.frame_codes.get(frame), m.device)
+                r = m.render_camera(frame, cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
                 rec = c.frame(frame)
                 w.add(r["rgb"], r["depth"], r["opacity"], {
                     "name": f"f{frame:04d}_cam{cam['name']}", "cache_view": int(j), "frame": frame,
@@ -92,8 +83,7 @@ def render_command(
                     ob = orbit_from_cache(c, frame, orbit)
                     for k, (K, M) in enumerate(ob.cameras):
                         t = time.perf_counter()
-                        r = render_image(m.model, geoms(frame), K, M, ob.height, ob.width, m.frame_codes.get(frame),
-                                         m.device)
+                        r = m.render_camera(frame, K, M, ob.height, ob.width)
                         ow.add(r["rgb"], r["depth"], r["opacity"], {"name": f"f{frame:04d}_orbit{k:03d}", "frame": frame,
                                                                     "K": K, "world_to_cam": M,
                                                                     "seconds": time.perf_counter() - t})
@@ -108,8 +98,7 @@ def render_command(
                 task = bar.add_task("render pose video", total=len(vid_frames))
                 images = []
                 for frame in vid_frames:
-                    r = render_image(m.model, geoms(frame), cam["K"], cam["world_to_cam"], cam["height"],
-                                     cam["width"], m.frame_codes.get(frame), m.device)
+                    r = m.render_camera(frame, cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
                     images.append((r["rgb"] * 255).astype(np.uint8))
                     bar.advance(task)
                 written.append(write_video(images, tmp / "poses.mp4", fps=8))

@@ -8,48 +8,8 @@ from typing import List, Optional
 import typer
 
 
-def _parse_sets(items: list[str]) -> dict:
-    import json
-
-    from handcli.errors import InputError
-
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise InputError(f"--set expects key=value, got {it!r}", field="set")
-        k, v = it.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 def _csv(s: Optional[str]) -> Optional[list[str]]:
     return [x.strip().removeprefix("cam") for x in s.split(",") if x.strip()] if s else None
-
-
-def build_config(method: str, preset: str, steps: Optional[int], sets: list[str]):
-    """The method's config from a preset, ``--steps`` and ``--set key=value`` overrides."""
-    from dataclasses import fields, replace
-
-    from handcli.errors import InputError
-    from handcli.methods.handnerf import PRESETS, preset as get_preset
-
-    if preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}", field="preset")
-    cfg = get_preset(preset, method)
-    over = _parse_sets(sets)
-    names = {f.name for f in fields(cfg)}
-    unknown = sorted(set(over) - names)
-    if unknown:
-        raise InputError(f"unknown config keys {unknown}; known: {', '.join(sorted(names))}", field="set")
-    for k in ("skips", "ec_skips"):
-        if k in over:
-            over[k] = tuple(over[k])
-    if steps is not None:
-        over["steps"] = steps
-    return replace(cfg, **over)
 
 
 def train_command(
@@ -75,20 +35,22 @@ def train_command(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
 ) -> None:
     """Train a method on a cache; prints the run folder."""
+    import json
     import shlex
     import shutil
     import sys
+    from dataclasses import replace
 
     import torch
 
     from handcli.data.interhand import parse_selection
     from handcli.errors import InputError
-    from handcli.methods.handnerf_method import HandNeRFMethod, read_run_config, write_run_config
+    from handcli.methods.base import configure, read_run_config, write_run_config
     from handcli.methods.trainer import plot_curves, read_metrics, train
     from handcli.progress import log
-    from handcli.registry import check_method
+    from handcli.registry import method_class
 
-    check_method(method)
+    cls = method_class(method)
     if threads:
         torch.set_num_threads(threads)
     if device == "auto":
@@ -101,12 +63,8 @@ def train_command(
         if doc["method"] != method:
             raise InputError(f"run was trained with --method {doc['method']}", path=out / "config.json",
                              field="method")
-        from handcli.methods.handnerf import HandNeRFConfig
-
-        cfg = HandNeRFConfig.from_dict(doc["config"])
+        cfg = cls.Config.from_dict(doc["config"])
         if steps is not None:
-            from dataclasses import replace
-
             cfg = replace(cfg, steps=steps)
         data = doc["data"]
         preset, seed = doc["preset"], doc["seed"]
@@ -115,25 +73,19 @@ def train_command(
             if not force:
                 raise InputError("run folder exists; pass --force to replace it or --resume to continue", path=out)
             shutil.rmtree(out)
-        cfg = build_config(method, preset, steps, set_)
+        cfg = configure(cls.presets(method), preset, steps, set_)
         sel = parse_selection(frames)
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
                 "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}
-    m = HandNeRFMethod(cfg, Path(data["cache"]), method=method, train_cameras=data["cameras"],
-                       train_frames=data["frames"], depth_path=Path(data["depth"]) if data["depth"] else None,
-                       feat_path=Path(data["features"]) if data["features"] else None, device=device,
-                       eval_cameras=data["eval_cameras"])
-    data["frame_codes"] = {str(f): i for f, i in m.frame_codes.items()}
-    data["num_codes"] = len(m.frame_codes)
+    m = cls.from_data(cfg, data, method, device)
+    data.update(m.run_data())
     out.mkdir(parents=True, exist_ok=True)
     write_run_config(out, method, preset, m.cfg, data, seed, command)
     last = train(m, out, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed, resume=resume,
                  log_every=log_every, ckpt_every=ckpt_every, snapshot_every=snapshot_every or m.cfg.steps,
                  time_budget=time_budget)
     plot_curves(read_metrics(out), out / "curves.png")
-    import json
-
     (out / "complete.json").write_text(json.dumps(last, indent=2))
     log(f"{method}: step {last.get('step')}, train psnr {last.get('psnr', float('nan')):.2f} dB, "
         f"{last.get('rays_per_s', 0):.0f} rays/s, {last.get('samples_per_ray', 0):.1f} samples/ray")

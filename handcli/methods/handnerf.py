@@ -25,8 +25,12 @@ from torch import Tensor
 
 from handcli.hand.skeleton import mirror_axis_angle
 from handcli.methods.deform import HandGeometry, sample_distance, sample_grid, warp_to_canonical
-from handcli.nn.encoding import conical_frustum_to_gaussian, encoding_dim, integrated_positional_encoding, \
-    positional_encoding
+from handcli.nn.encoding import (
+    conical_frustum_to_gaussian,
+    encoding_dim,
+    integrated_positional_encoding,
+    positional_encoding,
+)
 from handcli.nn.mlp import MLP, density_activation
 from handcli.render.bounds import ray_aabb
 from handcli.render.composite import composite_samples

@@ -7,7 +7,6 @@ losses, and renders whole views for snapshots and the ``render`` stage.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from handcli.data.cache import Cache
 from handcli.data.raybatch import load_views, sample_batch, select_views
 from handcli.errors import InputError
 from handcli.methods import losses as L
+from handcli.methods.base import read_run_config
 from handcli.methods.deform import HandGeometry, build_hand_geometry
 from handcli.methods.handnerf import HandNeRF, HandNeRFConfig
 from handcli.progress import progress
@@ -87,7 +87,42 @@ def render_image(model: HandNeRF, geoms: list[HandGeometry], K: np.ndarray, w2c:
 
 
 class HandNeRFMethod:
-    """A HandNeRF or Pose-NeRF run: ``method`` is "handnerf" or "posenerf"."""
+    """A HandNeRF or Pose-NeRF run: ``method`` is "handnerf" or "posenerf" (API: handcli.methods.base)."""
+
+    Config = HandNeRFConfig
+
+    @staticmethod
+    def presets(method: str) -> dict:
+        from handcli.methods.handnerf import PRESETS, preset
+
+        return {name: preset(name, method) for name in PRESETS}
+
+    @classmethod
+    def from_data(cls, cfg: HandNeRFConfig, data: dict, method: str, device: str) -> "HandNeRFMethod":
+        def opt(k):
+            return Path(data[k]) if data.get(k) else None
+
+        return cls(cfg, Path(data["cache"]), method=method, train_cameras=data.get("cameras"),
+                   train_frames=data.get("frames"), depth_path=opt("depth"), feat_path=opt("features"),
+                   device=device, eval_cameras=data.get("eval_cameras"))
+
+    @classmethod
+    def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandNeRFMethod":
+        return load_run(run_dir, cache_path, device)
+
+    def run_data(self) -> dict:
+        return {"frame_codes": {str(f): i for f, i in self.frame_codes.items()}, "num_codes": len(self.frame_codes)}
+
+    def render_camera(self, frame: int, K, world_to_cam, height: int, width: int) -> dict:
+        """Render cache frame ``frame`` seen by any camera: rgb, depth (z), opacity, evaluated, rays."""
+        geoms = self.geoms.get(frame)
+        if geoms is None:
+            models = {s: self.cache.hand_model_module(s) for s in ("right", "left")
+                      if self.cache.hand_model(s) is not None}
+            geoms = [g.to(self.device) for g in frame_geometry(self.cache, frame, self.cfg, models)]
+            self.geoms[frame] = geoms
+        return render_image(self.model, geoms, K, world_to_cam, height, width, self.frame_codes.get(frame),
+                            self.device)
 
     def __init__(self, cfg: HandNeRFConfig, cache_path: Path, *, method: str = "handnerf",
                  train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
@@ -182,17 +217,10 @@ class HandNeRFMethod:
 
     # -----------------------------------------------------------------------------------------------------
     def render_view(self, j: int) -> dict:
-        """Render cache view ``j`` (any camera; frame codes of unseen frames use the mean latent)."""
+        """Render cache view ``j`` (frame codes of unseen frames use the mean latent)."""
         vt = self.cache.view_table()
         cam = self.cache.cameras()[int(vt["camera"][j])]
-        frame = int(vt["frame"][j])
-        geoms = self.geoms.get(frame)
-        if geoms is None:
-            models = {s: self.cache.hand_model_module(s) for s in ("right", "left")
-                      if self.cache.hand_model(s) is not None}
-            geoms = [g.to(self.device) for g in frame_geometry(self.cache, frame, self.cfg, models)]
-        return render_image(self.model, geoms, cam["K"], cam["world_to_cam"], cam["height"], cam["width"],
-                            self.frame_codes.get(frame), self.device)
+        return self.render_camera(int(vt["frame"][j]), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
 
     def snapshot(self, step: int, out_png: Path) -> dict:
         if self.eval_view is None:
@@ -211,30 +239,6 @@ class HandNeRFMethod:
 
 # ---------------------------------------------------------------------------------------------------------
 # Run folders
-
-
-def write_run_config(run_dir: Path, method: str, preset: str, cfg: HandNeRFConfig, data: dict, seed: int,
-                     command: str) -> None:
-    from handcli import __version__
-
-    doc = {"schema": "handcli.run/1", "handcli_version": __version__, "method": method, "preset": preset,
-           "config": cfg.to_dict(), "data": data, "seed": seed, "command": command}
-    tmp = run_dir / ".config.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(run_dir / "config.json")
-
-
-def read_run_config(run_dir: Path) -> dict:
-    p = Path(run_dir) / "config.json"
-    if not p.is_file():
-        raise InputError("not a handcli run (config.json missing)", path=p)
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"malformed JSON ({e.msg})", path=p) from None
-    if doc.get("schema") != "handcli.run/1":
-        raise InputError(f"unknown schema {doc.get('schema')!r}", path=p, field="schema")
-    return doc
 
 
 def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu", frames: list[int] | None = None,

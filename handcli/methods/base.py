@@ -1,0 +1,79 @@
+"""What every method provides to the ``train``, ``render`` and ``adapt`` stages, and run folders.
+
+A method class (registered in ``handcli.registry.METHODS``) has:
+
+- ``Config``: a frozen dataclass with ``to_dict()`` / ``from_dict()``, and ``presets(method) -> {name: Config}``
+  (``paper`` = published hyperparameters, ``fast`` = minutes on a CPU);
+- ``from_data(cfg, data, method, device)``: build for training from the run's ``data`` dict (cache path,
+  targets, camera and frame selection);
+- ``from_run(run_dir, cache_path, device)``: rebuild a trained model for rendering;
+- ``train_step(step, generator) -> (loss, logs)`` and ``snapshot(step, png) -> logs`` for the trainer;
+- ``render_camera(frame, K, world_to_cam, height, width) -> {rgb, depth, opacity, ...}`` for any camera;
+- ``run_data() -> dict`` extra entries for config.json (e.g. frame codes); attributes ``model``, ``cfg``,
+  ``method``, ``cache``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+from pathlib import Path
+
+from handcli.errors import InputError
+
+RUN_SCHEMA = "handcli.run/1"
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["key=value", ...]`` -> dict, values parsed as JSON when they are JSON."""
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise InputError(f"--set expects key=value, got {it!r}", field="set")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
+    """A config from a named preset with ``--steps`` and ``--set key=value`` overrides."""
+    if preset not in presets:
+        raise InputError(f"unknown preset {preset!r}; available: {', '.join(presets)}", field="preset")
+    cfg = presets[preset]
+    over = parse_sets(sets)
+    names = {f.name: f for f in fields(cfg)}
+    unknown = sorted(set(over) - set(names))
+    if unknown:
+        raise InputError(f"unknown config keys {unknown}; known: {', '.join(sorted(names))}", field="set")
+    for k, v in list(over.items()):
+        if isinstance(getattr(cfg, k), tuple) and isinstance(v, list):
+            over[k] = tuple(v)
+    if steps is not None:
+        over["steps"] = steps
+    return replace(cfg, **over)
+
+
+def write_run_config(run_dir: Path, method: str, preset: str, cfg, data: dict, seed: int, command: str) -> None:
+    from handcli import __version__
+
+    doc = {"schema": RUN_SCHEMA, "handcli_version": __version__, "method": method, "preset": preset,
+           "config": cfg.to_dict(), "data": data, "seed": seed, "command": command}
+    tmp = run_dir / ".config.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(run_dir / "config.json")
+
+
+def read_run_config(run_dir: Path) -> dict:
+    p = Path(run_dir) / "config.json"
+    if not p.is_file():
+        raise InputError("not a handcli run (config.json missing)", path=p)
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"malformed JSON ({e.msg})", path=p) from None
+    if doc.get("schema") != RUN_SCHEMA:
+        raise InputError(f"unknown schema {doc.get('schema')!r}", path=p, field="schema")
+    return doc
