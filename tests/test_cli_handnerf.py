@@ -46,6 +46,12 @@ def test_handnerf_cli_chain(tiny_cache, tmp_path):
     mean = m["mean"]
     assert {"psnr_full", "psnr_box", "ssim_gaussian", "ssim_skimage_default", "depth_error_mm"} <= set(mean)
     assert mean["lpips_alex"] is None  # no backbone weights offline: null with a reason, never made up
+    kinds = {}
+    for art in (run, renders, metrics, depth):
+        kinds[art.name] = json.loads(handcli("inspect", art, "--json")[0])
+    assert kinds["run"]["kind"] == "run" and kinds["run"]["complete"] and kinds["run"]["steps_logged"] == 4
+    assert kinds["renders"]["num_views"] == 2 and kinds["metrics.json"]["schema"] == "handcli.metrics.images/1"
+    assert kinds["depth.h5"]["kind"] == "targets" and kinds["depth.h5"]["depth_kind"] == "z"
     adapted = tmp_path / "adapted"
     assert handcli("adapt", run, tiny_cache, "-o", adapted, "--steps", "2", "--frames", "0-1") == [str(adapted)]
     acfg = json.loads((adapted / "config.json").read_text())
@@ -61,3 +67,18 @@ def test_posenerf_trains_from_the_cli(tiny_cache, tmp_path):
     r = subprocess.run([sys.executable, "-m", "handcli.cli", "adapt", str(run), str(tiny_cache), "-o",
                         str(tmp_path / "x")], capture_output=True, text=True)
     assert r.returncode == 2 and "error-correction" in r.stderr  # Pose-NeRF has no deformation to adapt
+
+
+def test_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
+    """Multi-process training through torchrun (gloo on CPU): gradients are averaged, rank 0 writes."""
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
+    run = tmp_path / "ddp"
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "handcli.cli", "train", str(tiny_cache), "-o",
+                        str(run), "--steps", "2", "--log-every", "1", *TINY_SET], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines() == [str(run)]  # printed once, by rank 0
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs] == [1, 2]

@@ -19,13 +19,18 @@ def inspect(
 
     if not path.exists():
         raise InputError("not found", path=path)
-    if path.is_file() and path.suffix in (".h5", ".hdf5"):
+    summary = _other_artifact(path)
+    if summary is None:
         from handcli.data.cache import Cache
 
         with Cache(path) as c:
             summary = c.summary(all_frames=all_frames)
-    else:
-        raise InputError("not a handcli artifact this version can inspect (expected a cache .h5)", path=path)
+    elif not as_json:
+        from rich.console import Console
+        from rich.pretty import Pretty
+
+        Console().print(Pretty(summary, max_length=12, max_string=200))
+        return
     if as_json:
         print(json.dumps(summary))
         return
@@ -48,3 +53,55 @@ def inspect(
         mano = ",".join(s for s, h in fr["hands"].items() if h["mano"] is not None)
         t.add_row(fr["id"], hands, mano or "-", str(fr["views"]))
     con.print(t)
+
+
+def _other_artifact(path: Path) -> dict | None:
+    """Summary of a run folder, renders folder, metrics JSON or targets file; None for a cache."""
+    import json
+
+    import h5py
+
+    from handcli.errors import InputError
+
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            from handcli.methods.base import read_run_config
+            from handcli.methods.trainer import read_metrics
+
+            doc = read_run_config(path)
+            recs = read_metrics(path)
+            done = path / "complete.json"
+            return {"schema": doc["schema"], "kind": "run", "method": doc["method"], "preset": doc["preset"],
+                    "config": doc["config"], "data": doc["data"], "steps_logged": recs[-1]["step"] if recs else 0,
+                    "last": recs[-1] if recs else None, "complete": done.is_file(),
+                    "checkpoint": (path / "checkpoint.pt").is_file()}
+        if (path / "renders.json").is_file():
+            from handcli.render.outputs import read_renders
+
+            doc = read_renders(path)
+            return {"schema": doc["schema"], "kind": "renders", "method": doc["method"], "run": doc["run"],
+                    "cache": doc["cache"], "num_views": len(doc["views"]),
+                    "views": [{k: v.get(k) for k in ("name", "cache_view", "camera", "width", "height")}
+                              for v in doc["views"][:100]]}
+        raise InputError("not a handcli artifact (no config.json or renders.json)", path=path)
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed JSON ({e.msg})", path=path) from None
+        if not isinstance(doc, dict) or "schema" not in doc:
+            raise InputError("not a handcli artifact (no schema)", path=path, field="schema")
+        return {k: v for k, v in doc.items() if k != "views"} | {"num_views": len(doc.get("views", []))}
+    try:
+        with h5py.File(path, "r") as f:
+            schema = f.attrs.get("schema")
+            schema = schema.decode() if isinstance(schema, bytes) else schema
+            if schema and str(schema).startswith("handcli.targets"):
+                attrs = {k: (v.item() if hasattr(v, "item") else (v.decode() if isinstance(v, bytes) else v))
+                         for k, v in f.attrs.items()}
+                return {"kind": "targets", **{k: (v.tolist() if hasattr(v, "tolist") else v)
+                                              for k, v in attrs.items()},
+                        "datasets": {k: list(f[k].shape) for k in f if isinstance(f[k], h5py.Dataset)}}
+    except OSError:
+        raise InputError("not a readable HDF5 file", path=path) from None
+    return None

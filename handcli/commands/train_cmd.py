@@ -78,13 +78,21 @@ def train_command(
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
                 "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}
+    import os
+
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes files and prints
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
     m = cls.from_data(cfg, data, method, device)
     data.update(m.run_data())
     out.mkdir(parents=True, exist_ok=True)
-    write_run_config(out, method, preset, m.cfg, data, seed, command)
+    if rank0:
+        write_run_config(out, method, preset, m.cfg, data, seed, command)
     last = train(m, out, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed, resume=resume,
                  log_every=log_every, ckpt_every=ckpt_every, snapshot_every=snapshot_every or m.cfg.steps,
                  time_budget=time_budget)
+    if not rank0:
+        return
     plot_curves(read_metrics(out), out / "curves.png")
     (out / "complete.json").write_text(json.dumps(last, indent=2))
     log(f"{method}: step {last.get('step')}, train psnr {last.get('psnr', float('nan')):.2f} dB, "
