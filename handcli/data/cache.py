@@ -12,6 +12,9 @@ Layout (N frames, M views = images, C cameras, P pixels over all views)::
     /views/{frame (M,), camera (M,), offset (M,), height (M,), width (M,), near_far (M,2), box2d (M,4),
             fg_pixels (M,)}
     /views/rgb (P,3) uint8, /views/label (P,) uint8   all views' pixels, row-major, concatenated
+    /views/depth (P,) float16 metres                  optional (hand-object datasets with --depth)
+    /frames/object/{present (N,), name (N,), pose (N,4,4) object->world m, box (N,2,3)}   hand-object caches
+    /objects/{name}/{vertices (V,3), faces (F,3), points (P,3)}  each object model once, model frame, metres
 
 Labels: 0 background, 1 right hand, 2 left hand, 3 object (nearer surface wins).
 Views of variable size (portrait and landscape cameras) share the flat pixel buffers;
@@ -50,6 +53,15 @@ class HandRecord:
 
 
 @dataclass
+class ObjectRecord:
+    """The object of a hand-object frame: its model name, pose and posed bounds."""
+
+    name: str  # YCB model name, e.g. "003_cracker_box"; the mesh is ``Cache.object_mesh(name)``
+    pose: np.ndarray  # (4, 4) object model frame -> world, metres
+    box: np.ndarray  # (2, 3) world AABB of the posed model (mesh vertices and points)
+
+
+@dataclass
 class FrameRecord:
     key: str
     split: str
@@ -57,6 +69,7 @@ class FrameRecord:
     seq: str
     frame_idx: int
     hands: dict[str, HandRecord] = field(default_factory=dict)
+    object: ObjectRecord | None = None
 
 
 @dataclass
@@ -66,6 +79,7 @@ class ViewRecord:
     label: np.ndarray  # (H, W) uint8
     near_far: np.ndarray  # (2,) metres
     box2d: np.ndarray  # (4,) x0, y0, x1, y1 pixels
+    depth: np.ndarray | None = None  # (H, W) metres, 0 = no measurement (caches written with depth=True)
 
 
 def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
@@ -78,7 +92,11 @@ class CacheWriter:
     """Append frames and their views to a new cache file."""
 
     def __init__(self, path: str | Path, *, dataset: str, scale: float, config: dict, inputs: dict,
-                 hand_models: dict[str, dict], command: str = ""):
+                 hand_models: dict[str, dict], command: str = "", objects: bool = False, depth: bool = False,
+                 object_loader=None):
+        """``objects``: also write ``frames/object`` and ``objects/`` (hand-object datasets);
+        ``object_loader(name) -> (vertices, faces, points)`` supplies a model the first time a frame uses it.
+        ``depth``: also write the per-pixel ``views/depth`` buffer (float16 metres)."""
         self.path = Path(path)
         self.f = h5py.File(self.path, "w")
         a = self.f.attrs
@@ -126,8 +144,36 @@ class CacheWriter:
             v.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(1024,) + shape)
         v.create_dataset("rgb", (0, 3), maxshape=(None, 3), dtype="u1", chunks=(1 << 16, 3))
         v.create_dataset("label", (0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,))
+        self.depth = bool(depth)
+        if self.depth:
+            v.create_dataset("depth", (0,), maxshape=(None,), dtype="f2", chunks=(1 << 16,))
+        self.objects = bool(objects)
+        self._object_loader = object_loader
+        self._object_names: set[str] = set()
+        if self.objects:
+            g = fr.create_group("object")
+            g.create_dataset("present", (0,), maxshape=(None,), dtype="b1", chunks=(1024,))
+            g.create_dataset("name", (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+            g.create_dataset("pose", (0, 4, 4), maxshape=(None, 4, 4), dtype="f8", chunks=(256, 4, 4))
+            g.create_dataset("box", (0, 2, 3), maxshape=(None, 2, 3), dtype="f4", chunks=(256, 2, 3))
+            self.f.create_group("objects")
         self._cam_index: dict[tuple[int, str], int] = {}
         self._num_pixels = 0
+
+    def add_object_mesh(self, name: str, vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> None:
+        """Store an object model once (model frame, metres); later calls with the same name are ignored."""
+        if not self.objects:
+            raise ValueError("this cache was not opened with objects=True")
+        if name in self._object_names:
+            return
+        g = self.f["objects"].create_group(name)
+        g.create_dataset("vertices", data=np.asarray(vertices, dtype=np.float32), compression="gzip",
+                         compression_opts=4)
+        g.create_dataset("faces", data=np.asarray(faces, dtype=np.int32).reshape(-1, 3), compression="gzip",
+                         compression_opts=4)
+        g.create_dataset("points", data=np.asarray(points, dtype=np.float32), compression="gzip",
+                         compression_opts=4)
+        self._object_names.add(name)
 
     def add_camera(self, name: str, capture: int, K: np.ndarray, world_to_cam: np.ndarray, width: int,
                    height: int) -> int:
@@ -175,6 +221,19 @@ class CacheWriter:
             mp = h.model_params if present else None
             for k, n in (("pose", 48), ("shape", 10), ("trans", 3)):
                 _append(g[f"model_{k}"], (np.asarray(mp[k]) if mp is not None else np.zeros(n))[None])
+        if self.objects:
+            g = fr["object"]
+            ob = rec.object
+            if ob is not None and ob.name not in self._object_names:
+                if self._object_loader is None:
+                    raise ValueError(f"object {ob.name!r} has no stored mesh (call add_object_mesh first)")
+                self.add_object_mesh(ob.name, *self._object_loader(ob.name))
+            _append(g["present"], np.array([ob is not None]))
+            _append(g["name"], np.array([ob.name if ob is not None else ""], dtype=object))
+            _append(g["pose"], (np.asarray(ob.pose) if ob is not None else np.eye(4))[None])
+            _append(g["box"], (np.asarray(ob.box) if ob is not None else np.zeros((2, 3)))[None])
+        elif rec.object is not None:
+            raise ValueError("frame has an object but the cache was not opened with objects=True")
         v = self.f["views"]
         offsets, rgbs, labels = [], [], []
         for vr in views:
@@ -194,6 +253,10 @@ class CacheWriter:
             _append(v["fg_pixels"], np.array([int((vr.label > 0).sum()) for vr in views]))
             _append(v["rgb"], np.concatenate(rgbs))
             _append(v["label"], np.concatenate(labels))
+            if self.depth:
+                _append(v["depth"], np.concatenate([
+                    (vr.depth if vr.depth is not None else np.zeros(vr.label.shape)).reshape(-1).astype(np.float16)
+                    for vr in views]))
 
     def close(self) -> None:
         self.f.attrs["num_frames"] = self.f["frames/key"].shape[0]
@@ -254,6 +317,27 @@ class Cache:
     def num_views(self) -> int:
         return int(self.f["views/frame"].shape[0])
 
+    @property
+    def has_objects(self) -> bool:
+        """A hand-object cache (``frames/object`` and ``objects/``)."""
+        return "frames/object" in self.f
+
+    @property
+    def has_depth(self) -> bool:
+        return "views/depth" in self.f
+
+    def object_names(self) -> list[str]:
+        """Names of the object models stored in the cache."""
+        return sorted(self.f["objects"]) if "objects" in self.f else []
+
+    def object_mesh(self, name: str) -> dict:
+        """An object model in its own frame: vertices (V,3), faces (F,3), points (P,3) (metres)."""
+        if "objects" not in self.f or name not in self.f["objects"]:
+            raise InputError(f"cache holds no object model {name!r}", path=self.path, field=f"objects/{name}")
+        g = self.f["objects"][name]
+        return {"vertices": g["vertices"][()].astype(np.float64), "faces": g["faces"][()].astype(np.int64),
+                "points": g["points"][()].astype(np.float64)}
+
     def cameras(self) -> list[dict]:
         c = self.f["cameras"]
         return [
@@ -295,6 +379,9 @@ class Cache:
             verts = g["vertices"][i] if g["vertices"].shape[1] else None
             params = {k: g[f"model_{k}"][i].astype(np.float64) for k in ("pose", "shape", "trans")}
             rec.hands[side] = HandRecord(g["joints"][i], g["joint_valid"][i], mano, verts, g["box"][i], params)
+        if self.has_objects and fr["object/present"][i]:
+            g = fr["object"]
+            rec.object = ObjectRecord(_s(g["name"][i]), g["pose"][i], g["box"][i])
         return rec
 
     def view_table(self) -> dict[str, np.ndarray]:
@@ -307,12 +394,15 @@ class Cache:
         """One view: rgb (H,W,3) uint8, label (H,W) uint8 and its metadata."""
         v = self.f["views"]
         off, H, W = int(v["offset"][j]), int(v["height"][j]), int(v["width"][j])
-        return {
+        out = {
             "frame": int(v["frame"][j]), "camera": int(v["camera"][j]),
             "rgb": v["rgb"][off:off + H * W].reshape(H, W, 3),
             "label": v["label"][off:off + H * W].reshape(H, W),
             "near_far": v["near_far"][j], "box2d": v["box2d"][j],
         }
+        if "depth" in v:
+            out["depth"] = v["depth"][off:off + H * W].reshape(H, W).astype(np.float32)
+        return out
 
     def views_of_frame(self, i: int) -> list[int]:
         return [int(j) for j in np.nonzero(self.f["views/frame"][()] == i)[0]]
@@ -333,8 +423,11 @@ class Cache:
                 if h.mano is not None:
                     mano = {k: np.round(v, 7).tolist() for k, v in h.mano.items()}
                 hands[side] = {"joints": np.round(h.joints.astype(np.float64), 6).tolist(), "mano": mano}
-            frames.append({"id": rec.key, "capture": rec.capture, "seq": rec.seq, "frame_idx": rec.frame_idx,
-                           "hands": hands, "views": len(self.views_of_frame(i))})
+            entry = {"id": rec.key, "capture": rec.capture, "seq": rec.seq, "frame_idx": rec.frame_idx,
+                     "hands": hands, "views": len(self.views_of_frame(i))}
+            if rec.object is not None:
+                entry["object"] = {"name": rec.object.name, "pose": np.round(rec.object.pose, 9).tolist()}
+            frames.append(entry)
         hm = {}
         for side in SIDES:
             m = self.hand_model(side)
@@ -342,13 +435,16 @@ class Cache:
                 hm[side] = {k: v for k, v in m.items() if k not in ("faces", "weights", "parents", "mano")}
                 hm[side]["num_vertices"] = int(m["weights"].shape[0])
                 hm[side]["num_faces"] = int(m["faces"].shape[0])
-        return {
+        out = {
             "schema": a.get("schema"), "handcli_version": a.get("handcli_version"), "dataset": a.get("dataset"),
             "path": str(self.path), "scale": float(a.get("scale", 1.0)), "num_frames": self.num_frames,
             "num_views": self.num_views, "num_cameras": len(cams), "cameras": cams, "hand_model": hm,
             "frames_truncated": n < self.num_frames, "frames": frames,
             "config": json.loads(a.get("config", "{}")), "inputs": json.loads(a.get("inputs", "{}")),
         }
+        if self.has_objects:
+            out["objects"] = self.object_names()
+        return out
 
 
 def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
@@ -360,8 +456,11 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
     hand_models = {s: first.hand_model(s) for s in SIDES if first.hand_model(s) is not None}
     first.close()
     inputs = {"merged_from": [str(p) for p in paths]}
+    with Cache(paths[0]) as c0:
+        objects, depth = c0.has_objects, c0.has_depth
+        extra = {k: a0[k] for k in ("label_source",) if k in a0}
     w = CacheWriter(out_path, dataset=a0["dataset"], scale=a0["scale"], config=json.loads(a0["config"]),
-                    inputs=inputs, hand_models=hand_models, command=command)
+                    inputs=inputs, hand_models=hand_models, command=command, objects=objects, depth=depth)
     try:
         total = 0
         for p in paths:
@@ -376,6 +475,12 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                             m is not None and not np.array_equal(m["faces"], hand_models[s]["faces"])):
                         raise InputError("hand model differs from the first shard's", path=p,
                                          field=f"hand_model/{s}")
+                if (c.has_objects, c.has_depth) != (objects, depth):
+                    raise InputError("object or depth groups differ from the first shard's", path=p,
+                                     field="frames/object")
+                for name in c.object_names():
+                    m = c.object_mesh(name)
+                    w.add_object_mesh(name, m["vertices"], m["faces"], m["points"])
                 cams = c.cameras()
                 remap = [w.add_camera(cm["name"], cm["capture"], cm["K"], cm["world_to_cam"], cm["width"],
                                       cm["height"]) for cm in cams]
@@ -385,9 +490,11 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                     for j in np.nonzero(vt["frame"] == i)[0]:
                         v = c.view(int(j))
                         views.append(ViewRecord(remap[v["camera"]], v["rgb"], v["label"], v["near_far"],
-                                                v["box2d"]))
+                                                v["box2d"], v.get("depth")))
                     w.add_frame(c.frame(i), views)
                     total += 1
+        for k, v in extra.items():
+            w.f.attrs[k] = v
         w.close()
     except BaseException:
         w.f.close()
