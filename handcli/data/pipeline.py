@@ -9,6 +9,7 @@ resized, masks rendered); the main process appends them to the cache in order. A
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -107,6 +108,9 @@ def run_pipeline(items: list[Any], process: Callable[[Any], FrameResult], writer
                 consume(process(item))
                 bar.advance(task)
         else:
+            # one thread per worker process: the workers already use every core
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(var, "1")
             ctx = mp.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
                 pending: deque = deque()
