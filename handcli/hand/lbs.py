@@ -36,6 +36,19 @@ def blend(weights: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nj,jab->nab", weights, A)
 
 
+def inverse3x3(M: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) inverses by the adjugate formula (vectorised; faster than a batched LU for 3x3)."""
+    a, b, c = M[:, 0, 0], M[:, 0, 1], M[:, 0, 2]
+    d, e, f = M[:, 1, 0], M[:, 1, 1], M[:, 1, 2]
+    g, h, i = M[:, 2, 0], M[:, 2, 1], M[:, 2, 2]
+    A, B, C = e * i - f * h, f * g - d * i, d * h - e * g
+    det = a * A + b * B + c * C
+    adj = torch.stack([A, c * h - b * i, b * f - c * e,
+                       B, a * i - c * g, c * d - a * f,
+                       C, b * g - a * h, a * e - b * d], dim=-1).reshape(-1, 3, 3)
+    return adj / det[:, None, None]
+
+
 def apply(T: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(N, 4, 4) transforms applied to (N, 3) points."""
     return torch.einsum("nab,nb->na", T[:, :3, :3], x) + T[:, :3, 3]
@@ -56,7 +69,7 @@ def inverse_lbs(x: torch.Tensor, weights: torch.Tensor, A_pose: torch.Tensor, tr
         covariances).
     """
     T = blend(weights, A_pose)
-    Rinv = torch.linalg.inv(T[:, :3, :3])  # blended transforms are affine: invert the 3x3 part only
+    Rinv = inverse3x3(T[:, :3, :3])  # blended transforms are affine: invert the 3x3 part only
     v = torch.einsum("nab,nb->na", Rinv, x - trans - T[:, :3, 3])
     if A_target is None:
         return v, Rinv
