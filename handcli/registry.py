@@ -10,6 +10,8 @@ METHODS = {
 }
 DATASETS = {
     "interhand": "handcli.data.interhand_preprocess:preprocess_interhand",
+    "dexycb": "handcli.data.ho_preprocess:preprocess_dexycb",
+    "ho3d": "handcli.data.ho_preprocess:preprocess_ho3d",
 }
 
 

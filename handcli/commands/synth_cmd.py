@@ -40,3 +40,46 @@ def interhand(
     with atomic_path(out, force=force, is_dir=True) as tmp:
         write_interhand(tmp, cfg)
     print(out)
+
+
+@app.command("dexycb")
+def dexycb(
+    out: Path = typer.Argument(..., help="Dataset root to create (must not exist unless --force)."),
+    subjects: int = typer.Option(2, min=1, max=10, help="Subjects (right- and left-handed alternate)."),
+    seqs: int = typer.Option(1, min=1, help="Sequences per subject."),
+    frames: int = typer.Option(6, min=2, help="Frames per sequence (frame 0 has no hand)."),
+    cameras: int = typer.Option(8, min=1, max=8, help="Camera serials (640x480)."),
+    distractors: int = typer.Option(1, min=0, max=3, help="Other objects on the table."),
+    seed: int = typer.Option(0, help="Random seed; the output is deterministic given the seed."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Synthetic DexYCB (hand grasping procedural YCB objects), ground truth in handcli_gt/."""
+    from handcli.outputs import atomic_path
+    from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
+
+    cfg = DexYCBSynthConfig(subjects=subjects, seqs=seqs, frames=frames, cameras=cameras, distractors=distractors,
+                            seed=seed)
+    with atomic_path(out, force=force, is_dir=True) as tmp:
+        write_dexycb(tmp, cfg)
+    print(out)
+
+
+@app.command("ho3d")
+def ho3d(
+    out: Path = typer.Argument(..., help="Dataset root to create (must not exist unless --force)."),
+    frames: int = typer.Option(5, min=1, help="Frames per sequence (frame 2 of the multi-camera base is "
+                                              "unannotated)."),
+    cameras: int = typer.Option(5, min=1, max=10, help="Cameras of the multi-camera base (BB10..)."),
+    single: bool = typer.Option(True, help="Also write a single-camera sequence (SMu1)."),
+    seed: int = typer.Option(0, help="Random seed; the output is deterministic given the seed."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Synthetic HO-3D v3 (OpenGL annotations, 320x240 seg, encoded depth), ground truth in handcli_gt/."""
+    from handcli.outputs import atomic_path
+    from handcli.synth.ho3d import HO3DSynthConfig, write_ho3d
+
+    cfg = HO3DSynthConfig(frames=frames, cameras=cameras, seed=seed,
+                          single=HO3DSynthConfig.single if single else None)
+    with atomic_path(out, force=force, is_dir=True) as tmp:
+        write_ho3d(tmp, cfg)
+    print(out)

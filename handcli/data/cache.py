@@ -80,6 +80,7 @@ class ViewRecord:
     near_far: np.ndarray  # (2,) metres
     box2d: np.ndarray  # (4,) x0, y0, x1, y1 pixels
     depth: np.ndarray | None = None  # (H, W) metres, 0 = no measurement (caches written with depth=True)
+    label_source: str | None = None  # where ``label`` came from ("seg", "rasterized"); counted in attrs
 
 
 def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
@@ -159,6 +160,7 @@ class CacheWriter:
             self.f.create_group("objects")
         self._cam_index: dict[tuple[int, str], int] = {}
         self._num_pixels = 0
+        self._label_sources: dict[str, int] = {}
 
     def add_object_mesh(self, name: str, vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> None:
         """Store an object model once (model frame, metres); later calls with the same name are ignored."""
@@ -237,6 +239,8 @@ class CacheWriter:
         v = self.f["views"]
         offsets, rgbs, labels = [], [], []
         for vr in views:
+            if vr.label_source is not None:
+                self._label_sources[vr.label_source] = self._label_sources.get(vr.label_source, 0) + 1
             H, W = vr.label.shape
             offsets.append(self._num_pixels)
             self._num_pixels += H * W
@@ -259,6 +263,8 @@ class CacheWriter:
                     for vr in views]))
 
     def close(self) -> None:
+        if self._label_sources:
+            self.f.attrs["label_source"] = json.dumps(dict(sorted(self._label_sources.items())))
         self.f.attrs["num_frames"] = self.f["frames/key"].shape[0]
         self.f.attrs["num_views"] = self.f["views/frame"].shape[0]
         self.f.close()
@@ -458,7 +464,7 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
     inputs = {"merged_from": [str(p) for p in paths]}
     with Cache(paths[0]) as c0:
         objects, depth = c0.has_objects, c0.has_depth
-        extra = {k: a0[k] for k in ("label_source",) if k in a0}
+    label_source: dict | None = None  # hand-object caches: where labels came from, counts summed over shards
     w = CacheWriter(out_path, dataset=a0["dataset"], scale=a0["scale"], config=json.loads(a0["config"]),
                     inputs=inputs, hand_models=hand_models, command=command, objects=objects, depth=depth)
     try:
@@ -478,6 +484,14 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                 if (c.has_objects, c.has_depth) != (objects, depth):
                     raise InputError("object or depth groups differ from the first shard's", path=p,
                                      field="frames/object")
+                if "label_source" in a:
+                    ls = json.loads(a["label_source"])
+                    if label_source is None:
+                        label_source = ls
+                    else:
+                        for k, val in ls.items():
+                            if isinstance(val, int) and isinstance(label_source.get(k), int):
+                                label_source[k] += val
                 for name in c.object_names():
                     m = c.object_mesh(name)
                     w.add_object_mesh(name, m["vertices"], m["faces"], m["points"])
@@ -493,8 +507,8 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                                                 v["box2d"], v.get("depth")))
                     w.add_frame(c.frame(i), views)
                     total += 1
-        for k, v in extra.items():
-            w.f.attrs[k] = v
+        if label_source is not None:
+            w.f.attrs["label_source"] = json.dumps(label_source)
         w.close()
     except BaseException:
         w.f.close()

@@ -89,10 +89,6 @@ def read_obj_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return v, f
 
 
-def model_dir(models_root: str | Path, name: str) -> Path:
-    return Path(models_root) / name
-
-
 @functools.lru_cache(maxsize=32)
 def _load_cached(models_root: str, name: str) -> ObjectMesh:
     d = Path(models_root) / name

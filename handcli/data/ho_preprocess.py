@@ -1,0 +1,497 @@
+"""``handcli preprocess dexycb|ho3d``: hand-object datasets -> HDF5 cache with objects and semantic labels.
+
+Shared by both datasets (the per-dataset parts only read files and move annotations to the world):
+
+- the hand: the dataset's MANO parameters drive the real MANO model (``--mano-dir``) or, for a dataset made
+  by ``handcli synth``, the open hand model whose own parameters they are; otherwise the open model is
+  fitted to the dataset's 3D joints (as for InterHand2.6M);
+- the object: the grasped YCB model (``models/{name}``), stored once per name, posed per frame;
+- per view: the image (optionally downscaled), labels from the dataset's segmentation (0 background,
+  1 right hand, 2 left hand, 3 the grasped object; rasterized from the posed meshes only where a
+  segmentation file is missing), optional depth, and near/far and the 2D box of the AABB of the hand
+  mesh and the posed object padded by 0.03 m (HandNeRF, Choi).
+
+World frames: DexYCB uses the calibration's world (camera->world extrinsics); HO-3D uses a multi-camera
+base's reference frame (``trans_i``, after converting OpenGL to OpenCV) or, for a single-camera
+sequence, that camera's OpenCV frame.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ObjectRecord, ViewRecord
+from handcli.data.camera import camera_center, scale_intrinsics, transform
+from handcli.data.interhand import parse_selection
+from handcli.data.interhand_preprocess import MeshSource, box_2d, box_near_far, choose_mesh_source
+from handcli.data.objects import YCB_CLASSES, YCB_IDS, aabb, apply_pose, load_object_mesh
+from handcli.data.pipeline import CameraSpec, FrameResult, parse_shard, run_pipeline, shard_items
+from handcli.errors import InputError
+from handcli.hand.export import model_to_dict
+from handcli.outputs import atomic_path
+from handcli.progress import log
+
+BOX_PADDING = 0.03  # metres, HandNeRF (Choi) pads AABB(hand mesh + object points)
+LABELS = {"right": 1, "left": 2, "object": 3}
+C4 = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL <-> OpenCV camera axes
+
+_MODELS: dict = {}
+
+
+def hand_models(dataset: str, model_dir: str | None) -> dict:
+    """Both hand models with ``dataset``'s MANO flags (cached per process)."""
+    key = (dataset, model_dir)
+    if key not in _MODELS:
+        from handcli.hand.model import load_hand_models
+
+        _MODELS[key] = load_hand_models(dataset, model_dir)
+    return _MODELS[key]
+
+
+# ------------------------------------------------------------------------------------------------- MANO
+def move_mano(pose: np.ndarray, trans: np.ndarray, J0: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MANO parameters after the rigid map ``X -> R X + t`` (M = (4, 4) [R | t]) of their output.
+
+    pose (48,) (only the global orient changes), trans (3,), J0 (3,) the shaped model's root joint (the
+    pivot of the global rotation). Exact: ``root' = R root``, ``trans' = R (J0 + trans) + t - J0``
+    (specs/datasets.md §3.3 for R = diag(1, -1, -1), t = 0).
+    """
+    from scipy.spatial.transform import Rotation
+
+    R, t = M[:3, :3], M[:3, 3]
+    out = np.array(pose, dtype=np.float64, copy=True)
+    out[:3] = Rotation.from_matrix(R @ Rotation.from_rotvec(out[:3]).as_matrix()).as_rotvec()
+    return out, R @ (J0 + np.asarray(trans, np.float64)) + t - J0
+
+
+def root_joint(model, betas: np.ndarray) -> np.ndarray:
+    """(3,) the model's shaped root joint J0(betas)."""
+    import torch
+
+    with torch.no_grad():
+        return model.rest_joints(torch.as_tensor(np.asarray(betas)[None], dtype=torch.float32))[0, 0].double().numpy()
+
+
+# ------------------------------------------------------------------------------------------------- samples
+@dataclass
+class HOHand:
+    """A frame's hand in the world: joints, and (params mode) model parameters in the model's convention."""
+
+    side: str
+    joints: np.ndarray  # (21, 3) world metres
+    joint_valid: np.ndarray  # (21,) bool
+    record: dict | None  # the dataset's own MANO record (see docs/datasets-ho.md)
+    params: dict | None = None  # {pose (48,), shape (10,), trans (3,)} world, the model's pose convention
+
+
+@dataclass
+class HOViewData:
+    camera: CameraSpec  # native resolution
+    rgb: np.ndarray  # (H, W, 3) uint8 RGB
+    labels: np.ndarray | None  # (H, W) uint8 handcli labels from the dataset's segmentation; None: rasterize
+    depth: np.ndarray | None = None  # (H, W) metres
+
+
+@dataclass
+class HOSample:
+    key: str
+    split: str
+    capture: int
+    seq: str
+    frame_idx: int
+    hand: HOHand
+    object_name: str
+    object_pose: np.ndarray  # (4, 4) object->world
+    views: list[HOViewData] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Options:
+    dataset: str  # "dexycb" or "ho3d" (DATASET_MANO_FLAGS key)
+    mesh: MeshSource
+    models_root: str
+    scale: float
+    depth: bool
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; a missing or undecodable file is an InputError naming it."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        if not path.is_file():
+            raise InputError("image file missing", path=path)
+        raise InputError("image does not decode", path=path)
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def downscale_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Majority label per output pixel: each class's coverage by area resampling, then argmax."""
+    classes = np.unique(labels)
+    cover = np.stack([cv2.resize((labels == c).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+                      for c in classes])
+    return classes[cover.argmax(0)].astype(np.uint8)
+
+
+def pose_hand(hand: HOHand, opts: Options) -> tuple[np.ndarray, dict]:
+    """Posed world vertices (V, 3) and the absolute model parameters that produce them."""
+    import torch
+
+    m = hand_models(opts.dataset, opts.mesh.model_dir)[hand.side]
+    if opts.mesh.mode == "params":
+        p = hand.params
+        pose, shape, trans = (torch.as_tensor(np.asarray(p[k])[None], dtype=torch.float32)
+                              for k in ("pose", "shape", "trans"))
+    else:
+        from handcli.hand.fit import fit_to_joints
+
+        pose, shape, trans, _ = fit_to_joints(m, torch.as_tensor(hand.joints[None], dtype=torch.float32),
+                                              torch.as_tensor(hand.joint_valid[None]))
+    with torch.no_grad():
+        verts = m(pose, shape, trans).vertices[0].double().numpy()
+    params = {"pose": (pose + m.pose_mean)[0].detach().double().numpy(),
+              "shape": shape[0].detach().double().numpy(), "trans": trans[0].detach().double().numpy()}
+    return verts, params
+
+
+def finish_frame(sample: HOSample, opts: Options) -> FrameResult:
+    """Pose the hand and the object, build labels, bounds and the cache records of one frame."""
+    from handcli.render.raster import rasterize_meshes
+
+    hand = sample.hand
+    if hand.joint_valid.sum() < 6 and opts.mesh.mode == "joints":
+        return FrameResult(None, drop_reason="too few valid joints to fit the hand model")
+    verts, params = pose_hand(hand, opts)
+    model = hand_models(opts.dataset, opts.mesh.model_dir)[hand.side]
+    hrec = HandRecord(hand.joints.astype(np.float32), hand.joint_valid, hand.record, verts.astype(np.float32),
+                      aabb(verts).astype(np.float32), params)
+    obj = load_object_mesh(opts.models_root, sample.object_name)
+    obj_verts = apply_pose(sample.object_pose, obj.vertices)
+    obj_all = np.concatenate([obj_verts, apply_pose(sample.object_pose, obj.points)])
+    orec = ObjectRecord(sample.object_name, sample.object_pose, aabb(obj_all).astype(np.float32))
+    both = np.concatenate([verts, obj_all])
+    bmin, bmax = both.min(0) - BOX_PADDING, both.max(0) + BOX_PADDING
+    record = FrameRecord(sample.key, sample.split, sample.capture, sample.seq, sample.frame_idx,
+                         {hand.side: hrec}, orec)
+    res = FrameResult(record)
+    for vd in sample.views:
+        cam = vd.camera
+        img, K, W, H = vd.rgb, cam.K, cam.width, cam.height
+        labels, depth = vd.labels, vd.depth
+        if opts.scale != 1.0:
+            W2, H2 = max(1, round(W * opts.scale)), max(1, round(H * opts.scale))
+            img = cv2.resize(img, (W2, H2), interpolation=cv2.INTER_AREA)
+            if labels is not None:
+                labels = downscale_labels(labels, W2, H2)
+            if depth is not None:
+                depth = cv2.resize(depth, (W2, H2), interpolation=cv2.INTER_NEAREST_EXACT)
+            K = scale_intrinsics(K, W2 / W, H2 / H)
+            W, H = W2, H2
+        source = "seg"
+        if labels is None:
+            meshes = [(transform(cam.world_to_cam, verts), model.faces)]
+            if len(obj.faces):
+                meshes.append((transform(cam.world_to_cam, obj_verts), obj.faces))
+            ras = rasterize_meshes(meshes, K, H, W)
+            labels = np.zeros((H, W), np.uint8)
+            labels[ras.mesh_id == 0] = LABELS[hand.side]
+            labels[ras.mesh_id == 1] = LABELS["object"]
+            source = "rasterized"
+        spec = CameraSpec(cam.name, cam.capture, K, cam.world_to_cam, W, H)
+        nf = box_near_far(bmin, bmax, camera_center(cam.world_to_cam))
+        view = ViewRecord(-1, img, labels, nf, box_2d(bmin, bmax, cam.world_to_cam, K, W, H),
+                          depth if opts.depth else None, source)
+        if opts.depth and view.depth is None:
+            view.depth = np.zeros((H, W), np.float32)
+        res.views.append((spec, view))
+    return res
+
+
+def _hand_model_attrs(dataset: str, mesh: MeshSource) -> dict:
+    out = {}
+    for side, m in hand_models(dataset, mesh.model_dir).items():
+        out[side] = {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
+                     "mano": model_to_dict(m), "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
+                     "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
+                     "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)),
+                     "model_path": str(m.source or "")}
+    return out
+
+
+def _object_loader(models_root: str):
+    def load(name: str):
+        m = load_object_mesh(models_root, name)
+        return m.vertices, m.faces, m.points
+
+    return load
+
+
+def _write(items: list, process, out, *, dataset: str, scale: float, config: dict, inputs: dict, mesh: MeshSource,
+           models_root: str, depth: bool, workers: int, force: bool, description: str) -> dict:
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    with atomic_path(out, force=force) as tmp:
+        writer = CacheWriter(tmp, dataset=dataset, scale=scale, config=config, inputs=inputs,
+                             hand_models=_hand_model_attrs(config["mano_flags"], mesh), command=command,
+                             objects=True, depth=depth, object_loader=_object_loader(models_root))
+        try:
+            stats = run_pipeline(items, process, writer, workers=workers, description=description)
+        finally:
+            writer.close()
+    stats["selected_frames"] = len(items)
+    return stats
+
+
+def _check_common(scale: float, mesh_from: str, shard: str | None, every: int) -> tuple[int, int]:
+    if not 0.0 < scale <= 1.0:
+        raise InputError(f"--scale must be in (0, 1], got {scale}", field="scale")
+    if mesh_from not in ("auto", "params", "joints"):
+        raise InputError("--mesh-from must be auto, params or joints", field="mesh-from")
+    if every < 1:
+        raise InputError(f"--every must be at least 1, got {every}", field="every")
+    try:
+        return parse_shard(shard)
+    except ValueError as e:
+        raise InputError(str(e), field="shard") from None
+
+
+def _names(spec: str | None) -> set[str] | None:
+    return {s.strip() for s in spec.split(",") if s.strip()} if spec else None
+
+
+def parse_objects(spec: str | None) -> set[str] | None:
+    """``"1,2,10"`` (DexYCB/YCB ids) or names (``003_cracker_box``) -> a set of YCB names."""
+    if not spec:
+        return None
+    out = set()
+    for part in _names(spec):
+        if part.isdigit():
+            if int(part) not in YCB_CLASSES:
+                raise InputError(f"unknown YCB id {part}; expected 1-21", field="objects")
+            out.add(YCB_CLASSES[int(part)])
+        elif part in YCB_IDS:
+            out.add(part)
+        else:
+            raise InputError(f"unknown object {part!r}; use YCB ids 1-21 or names like 003_cracker_box",
+                             field="objects")
+    return out
+
+
+def _log_mesh(mesh: MeshSource) -> None:
+    if mesh.kind != "mano" and mesh.mode == "joints":
+        log("[yellow]no MANO files given: fitting the open hand model to the 3D joints (approximate hand "
+            "meshes; pass --mano-dir for the real model)[/yellow]")
+
+
+# ================================================================================================= DexYCB
+@dataclass
+class DexItem:
+    frame: object  # handcli.data.dexycb.DexFrame
+    cameras: dict  # serial -> DexCamera
+    capture: int
+    opts: Options
+
+
+def dexycb_sample(item: DexItem) -> HOSample | str:
+    """Read one DexYCB frame (labels of every view, images) and move its annotation to the world."""
+    from handcli.data.dexycb import HEIGHT, WIDTH, has_hand, read_depth_png, read_label, seg_to_labels
+
+    fr, opts = item.frame, item.opts
+    seq = fr.seq
+    ref_view = fr.views[0]
+    ref = read_label(ref_view.label, len(seq.ycb_ids))
+    if not has_hand(ref):
+        return "no hand annotation (pose_m all zeros)"
+    obj_cam = ref["pose_y"][seq.ycb_grasp_ind]
+    if not np.any(obj_cam != 0.0):
+        return "no pose for the grasped object (pose_y all zeros)"
+    c2w = item.cameras[ref_view.serial].cam_to_world
+    from handcli.data.objects import pose_from_3x4
+
+    obj_pose = c2w @ pose_from_3x4(obj_cam)
+    j_cam = ref["joint_3d"][0]
+    valid = ~np.all(j_cam == -1.0, axis=1)
+    joints = transform(c2w, j_cam)
+    pm = ref["pose_m"][0]
+    record = {"pose": pm[:48].copy(), "shape": seq.betas.copy(), "trans": pm[48:51].copy()}
+    hand = HOHand(seq.mano_side, joints, valid, record)
+    if opts.mesh.mode == "params":
+        import torch
+
+        m = hand_models(opts.dataset, opts.mesh.model_dir)[seq.mano_side]
+        pose = m.expand_pca_pose(torch.as_tensor(pm[None, :48], dtype=torch.float32))[0].double().numpy()
+        pose_w, trans_w = move_mano(pose, pm[48:51], root_joint(m, seq.betas), c2w)
+        hand.params = {"pose": pose_w, "shape": seq.betas, "trans": trans_w}
+    sample = HOSample(fr.key, seq.split, item.capture, seq.key, fr.frame, hand, seq.grasp_name, obj_pose)
+    for k, v in enumerate(fr.views):
+        lab = ref if k == 0 else read_label(v.label, len(seq.ycb_ids))
+        rgb = read_image(v.color)
+        if rgb.shape[:2] != (HEIGHT, WIDTH):
+            raise InputError(f"image is {rgb.shape[1]}x{rgb.shape[0]}, expected {WIDTH}x{HEIGHT} (the "
+                             "intrinsics are for 640x480)", path=v.color)
+        if lab["seg"].shape != rgb.shape[:2]:
+            raise InputError(f"seg is {lab['seg'].shape}, image is {rgb.shape[:2]}", path=v.label, field="seg")
+        cam = item.cameras[v.serial]
+        spec = CameraSpec(v.serial, item.capture, cam.K, cam.world_to_cam, WIDTH, HEIGHT)
+        depth = read_depth_png(v.depth) if opts.depth else None
+        sample.views.append(HOViewData(spec, rgb, seg_to_labels(lab["seg"], seq.grasp_id, seq.mano_side), depth))
+    return sample
+
+
+def process_dexycb(item: DexItem) -> FrameResult:
+    s = dexycb_sample(item)
+    if isinstance(s, str):
+        return FrameResult(None, drop_reason=s)
+    return finish_frame(s, item.opts)
+
+
+def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = None, seqs: str | None = None,
+                      cameras: str | None = None, frames: str | None = None, every: int = 1,
+                      objects: str | None = None, scale: float = 1.0, depth: bool = False, workers: int = 1,
+                      shard: str | None = None, mano_dir: str | None = None, mesh_from: str = "auto",
+                      force: bool = False) -> dict:
+    """Read a DexYCB root and write the cache at ``out`` atomically. Returns run statistics."""
+    from handcli.data.dexycb import DexYCBReader
+
+    root = Path(root)
+    shard_ij = _check_common(scale, mesh_from, shard, every)
+    reader = DexYCBReader(root)
+    obj_names = parse_objects(objects)
+    obj_ids = {YCB_IDS[n] for n in obj_names} if obj_names else None
+    cam_sel = [c for c in _names(cameras)] if cameras else None
+    all_frames = reader.frames(split, _names(seqs), cam_sel, parse_selection(frames), every, obj_ids)
+    if not all_frames:
+        raise InputError("no frames match the selection", path=root)
+    ext_ids = sorted({fr.seq.extrinsics for fr in all_frames})
+    mesh = choose_mesh_source(root, mano_dir, mesh_from)
+    _log_mesh(mesh)
+    opts = Options("dexycb", mesh, str(reader.models), scale, depth)
+    items = []
+    for fr in shard_items(all_frames, shard_ij):
+        cams = {v.serial: reader.camera(v.serial, fr.seq.extrinsics) for v in fr.views}
+        items.append(DexItem(fr, cams, ext_ids.index(fr.seq.extrinsics), opts))
+    config = {"dataset": "dexycb", "mano_flags": "dexycb", "split": split,
+              "selection": {"seqs": sorted(_names(seqs)) if seqs else None, "cameras": cam_sel,
+                            "frames": sorted(parse_selection(frames)) if frames else None, "every": every,
+                            "objects": sorted(obj_names) if obj_names else None},
+              "scale": scale, "depth": depth, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/{shard_ij[1]}",
+              "mesh": asdict(mesh), "captures": {e: i for i, e in enumerate(ext_ids)},
+              "labels": "seg: grasped object id -> 3, 255 -> 1 (right) / 2 (left) by mano_sides, other ids -> 0",
+              "mano_record": "mano_pose = pose_m[:48] (global orient + 45 PCA coefficients, flat_hand_mean=False), "
+                             "mano_trans = pose_m[48:51], in the camera frame of the frame's first view"}
+    inputs = {"root": str(root.resolve()), "models": str(reader.models), "calibration": sorted(reader.files_read)}
+    return _write(items, process_dexycb, out, dataset="dexycb", scale=scale, config=config, inputs=inputs,
+                  mesh=mesh, models_root=str(reader.models), depth=depth, workers=workers, force=force,
+                  description="preprocess dexycb")
+
+
+# ================================================================================================= HO-3D
+@dataclass
+class HOItem:
+    frame: object  # handcli.data.ho3d.HOFrame
+    capture: int
+    opts: Options
+
+
+def ho3d_sample(item: HOItem) -> HOSample | str:
+    """Read one HO-3D frame (every camera of its group) and move its annotation to the world."""
+    from handcli.data.ho3d import GL_TO_CV, read_depth, read_meta, read_seg, seg_to_labels
+    from handcli.data.objects import pose_from_rotvec
+
+    fr, opts = item.frame, item.opts
+    metas = [read_meta(v.meta) for v in fr.views]
+    ref = next((k for k, m in enumerate(metas) if m.has_hand and m.has_object), None)
+    if ref is None:
+        if not any(m.has_hand for m in metas):
+            return "unannotated (hand fields None)"
+        return "no object pose (objRot None)"
+    meta, view = metas[ref], fr.views[ref]
+    if meta.obj_name is None:
+        raise InputError("missing object name", path=meta.path, field="objName")
+    c2w = view.camera.cam_to_world
+    gl2w = c2w @ C4
+    obj_pose = gl2w @ pose_from_rotvec(meta.obj_rot, meta.obj_trans)
+    joints = transform(c2w, meta.joints_gl @ GL_TO_CV.T)
+    record = {"pose": meta.hand_pose.copy(), "shape": meta.betas.copy(), "trans": meta.trans.copy()}
+    hand = HOHand("right", joints, np.ones(21, bool), record)
+    if opts.mesh.mode == "params":
+        m = hand_models(opts.dataset, opts.mesh.model_dir)["right"]
+        pose_w, trans_w = move_mano(meta.hand_pose, meta.trans, root_joint(m, meta.betas), gl2w)
+        hand.params = {"pose": pose_w, "shape": meta.betas, "trans": trans_w}
+    sample = HOSample(fr.key, fr.split, item.capture, fr.group, fr.frame, hand, meta.obj_name, obj_pose)
+    for v, m in zip(fr.views, metas):
+        rgb = read_image(v.rgb)
+        H, W = rgb.shape[:2]
+        K = v.camera.K
+        if K is None:  # single-camera sequence: the frame's own camMat
+            if m.K is None:
+                raise InputError("missing camera matrix", path=m.path, field="camMat")
+            K = m.K
+        spec = CameraSpec(v.camera.name, item.capture, K, v.camera.world_to_cam, W, H)
+        seg = read_seg(v.seg, H, W)
+        labels = seg_to_labels(*seg) if seg is not None else None
+        depth = read_depth(v.depth) if opts.depth else None
+        if depth is not None and depth.shape != (H, W):
+            depth = cv2.resize(depth, (W, H), interpolation=cv2.INTER_NEAREST)
+        sample.views.append(HOViewData(spec, rgb, labels, depth))
+    return sample
+
+
+def process_ho3d(item: HOItem) -> FrameResult:
+    s = ho3d_sample(item)
+    if isinstance(s, str):
+        return FrameResult(None, drop_reason=s)
+    return finish_frame(s, item.opts)
+
+
+def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", seqs: str | None = None,
+                    cameras: str | None = None, frames: str | None = None, every: int = 1,
+                    objects: str | None = None, listed_only: bool = False, models: str | None = None,
+                    scale: float = 1.0, depth: bool = False, workers: int = 1, shard: str | None = None,
+                    mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False) -> dict:
+    """Read a HO-3D v3 root and write the cache at ``out`` atomically. Returns run statistics."""
+    from handcli.data.ho3d import HO3DReader, read_meta
+
+    root = Path(root)
+    shard_ij = _check_common(scale, mesh_from, shard, every)
+    reader = HO3DReader(root, split)
+    models_root = Path(models) if models else root / "models"
+    if not models_root.is_dir():
+        raise InputError("YCB models folder not found (pass --models, e.g. $DEX_YCB_DIR/models)",
+                         path=models_root)
+    all_frames = reader.frames(_names(seqs), _names(cameras), parse_selection(frames), every, listed_only)
+    obj_names = parse_objects(objects)
+    if obj_names is not None:  # the object is fixed per group: read it from the group's first named meta
+        keep: dict[str, bool] = {}
+        for fr in all_frames:
+            if fr.group not in keep:
+                name = next((m.obj_name for m in (read_meta(v.meta) for v in fr.views) if m.obj_name), None)
+                keep[fr.group] = name in obj_names if name is not None else None
+        all_frames = [fr for fr in all_frames if keep.get(fr.group) is not False]
+    if not all_frames:
+        raise InputError("no frames match the selection", path=reader.split_dir)
+    groups = sorted({fr.group for fr in all_frames})
+    mesh = choose_mesh_source(root, mano_dir, mesh_from)
+    _log_mesh(mesh)
+    opts = Options("ho3d", mesh, str(models_root), scale, depth)
+    items = [HOItem(fr, groups.index(fr.group), opts) for fr in shard_items(all_frames, shard_ij)]
+    config = {"dataset": "ho3d", "mano_flags": "ho3d", "split": split,
+              "selection": {"seqs": sorted(_names(seqs)) if seqs else None,
+                            "cameras": sorted(_names(cameras)) if cameras else None,
+                            "frames": sorted(parse_selection(frames)) if frames else None, "every": every,
+                            "objects": sorted(obj_names) if obj_names else None, "listed_only": listed_only},
+              "scale": scale, "depth": depth, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/{shard_ij[1]}",
+              "mesh": asdict(mesh), "captures": {g: i for i, g in enumerate(groups)},
+              "labels": "seg PNG (nearest-resized to the image): channel 0 == 255 -> 1 (hand, wins overlaps), "
+                        "channel 1 == 255 -> 3; rasterized from the posed meshes where the PNG is missing",
+              "mano_record": "handPose/handBeta/handTrans as stored (OpenGL camera frame of the frame's first "
+                             "annotated view, flat_hand_mean=True)"}
+    inputs = {"root": str(root.resolve()), "models": str(models_root.resolve()),
+              "calibration": sorted(reader.files_read)}
+    return _write(items, process_ho3d, out, dataset="ho3d", scale=scale, config=config, inputs=inputs, mesh=mesh,
+                  models_root=str(models_root), depth=depth, workers=workers, force=force,
+                  description="preprocess ho3d")
