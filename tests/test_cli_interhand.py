@@ -24,7 +24,10 @@ def test_help_does_not_import_torch():
 
 
 @pytest.mark.parametrize("args", [[], ["synth", "interhand"], ["preprocess", "interhand"], ["inspect"],
-                                  ["cache", "merge"], ["mano", "convert"], ["hand", "show"]])
+                                  ["cache", "merge"], ["mano", "convert"], ["hand", "show"], ["synth", "dexycb"],
+                                  ["synth", "ho3d"], ["preprocess", "dexycb"], ["preprocess", "ho3d"],
+                                  ["targets", "depth"], ["targets", "features"], ["train"], ["adapt"], ["render"],
+                                  ["eval"]])
 def test_every_stage_has_help(args):
     from typer.testing import CliRunner
 
