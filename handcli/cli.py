@@ -6,17 +6,24 @@ Command modules import only typer at import time, so ``handcli --help`` and ever
 
 from __future__ import annotations
 
+import os
 import sys
 
-import typer
+# OpenMP threads sleep instead of spinning while waiting: on a busy machine spinning threads starve
+# each other (measured 3x slower small matmuls under load); set OMP_WAIT_POLICY to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from handcli import __version__
-from handcli.commands import (
+import typer  # noqa: E402
+
+from handcli import __version__  # noqa: E402
+from handcli.commands import (  # noqa: E402
     adapt_cmd,
     cache_cmd,
     eval_cmd,
+    grasp_cmd,
     hand_cmd,
     inspect_cmd,
+    mesh_cmd,
     preprocess_cmd,
     render_cmd,
     synth_cmd,
@@ -61,6 +68,8 @@ app.command("adapt")(adapt_cmd.adapt_command)
 app.command("render")(render_cmd.render_command)
 app.command("eval")(eval_cmd.eval_command)
 app.command("inspect")(inspect_cmd.inspect)
+app.command("mesh")(mesh_cmd.mesh_command)
+app.command("grasp-eval")(grasp_cmd.grasp_eval_command)
 
 
 def main() -> None:

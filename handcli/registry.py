@@ -7,6 +7,9 @@ import importlib
 METHODS = {
     "handnerf": "handcli.methods.handnerf_method:HandNeRFMethod",
     "posenerf": "handcli.methods.handnerf_method:HandNeRFMethod",
+    "handocc": "handcli.methods.handocc_method:HandOccMethod",
+    "handnerf-ho": "handcli.methods.handnerf_ho_method:HandNeRFHOMethod",
+    "pixelnerf": "handcli.methods.handnerf_ho_method:HandNeRFHOMethod",
 }
 DATASETS = {
     "interhand": "handcli.data.interhand_preprocess:preprocess_interhand",

@@ -1,9 +1,10 @@
-"""``handcli eval``: a renders folder + the cache -> metrics.json (+ metrics_sheet.png)."""
+"""``handcli eval``: a renders folder + the cache -> metrics.json (+ metrics_sheet.png); or reconstructed
+meshes + ground truth (a cache frame or point files) -> geometry metrics.json."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -14,8 +15,10 @@ def sheet_path(out: Path) -> Path:
 
 
 def eval_command(
-    renders: Path = typer.Argument(..., help="Renders folder written by `handcli render` (holds renders.json)."),
-    cache: Path = typer.Argument(..., help="The cache (.h5) the renders were made from."),
+    inputs: List[Path] = typer.Argument(..., help="A renders folder written by `handcli render` (holds "
+                                        "renders.json) and the cache it was made from; or meshes (hand.ply, "
+                                        "object.ply, scene.ply, or folders from `handcli mesh`) and optionally the "
+                                        "cache holding the ground truth (with --frame)."),
     out: Path = typer.Option(..., "-o", "--out", help="metrics.json to write; the contact sheet goes beside it."),
     depth: Optional[Path] = typer.Option(None, "--depth", help="Depth targets file (handcli.targets.depth/1); "
                                                                "default: rasterize GT depth from the cache."),
@@ -24,11 +27,28 @@ def eval_command(
     lpips_lin_weights: Optional[Path] = typer.Option(None, "--lpips-lin-weights",
                                                      help="lpips v0.1 alex.pth linear heads."),
     sheet_views: int = typer.Option(8, min=1, help="Views on the contact sheet."),
+    frame: Optional[int] = typer.Option(None, "--frame", help="Meshes: the cache frame they reconstruct."),
+    gt_hand: Optional[Path] = typer.Option(None, "--gt-hand", help="Meshes: GT hand points or mesh "
+                                           "(.ply/.obj vertices, .xyz/.txt/.npy) instead of the cache's."),
+    gt_object: Optional[Path] = typer.Option(None, "--gt-object", help="Meshes: GT object points or mesh "
+                                             "(e.g. a posed points.xyz) instead of the cache's."),
+    seed: int = typer.Option(0, help="Meshes: seed of the surface sampling."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
 ) -> None:
-    """Image metrics of rendered cache views: PSNR (full, box), SSIM (Gaussian, skimage), LPIPS, depth, IoU."""
+    """Image metrics of rendered cache views: PSNR (full, box), SSIM (Gaussian, skimage), LPIPS, depth, IoU.
+    Given meshes instead: F-score at 5/10 mm and Chamfer distance (Choi's m²x1000 and mean mm) per part."""
     import json
     import sys
+
+    from handcli.errors import InputError
+
+    first = inputs[0]
+    if not (first.is_dir() and (first / "renders.json").exists()) and _looks_like_meshes(first):
+        return _eval_geometry(inputs, out, frame, gt_hand, gt_object, seed, force)
+    if len(inputs) != 2:
+        raise InputError(f"a renders folder is evaluated against one cache: expected RENDERS CACHE, got "
+                         f"{len(inputs)} paths", field="inputs")
+    renders, cache = inputs
 
     from handcli.eval.images_eval import evaluate_renders
     from handcli.outputs import atomic_path, check_writable
@@ -47,6 +67,39 @@ def eval_command(
         contact_sheet(res.sheet, res.sheet_labels, tmp_sheet)
         tmp_json.write_text(text)
     print_table(res.doc, console)
+    print(out)
+    sys.stdout.flush()
+
+
+def _looks_like_meshes(path: Path) -> bool:
+    from handcli.eval.geometry_eval import MESH_SUFFIXES
+
+    if path.is_dir():
+        return any(f.suffix.lower() in MESH_SUFFIXES for f in path.iterdir())
+    return path.suffix.lower() in MESH_SUFFIXES
+
+
+def _eval_geometry(inputs: list[Path], out: Path, frame, gt_hand, gt_object, seed: int, force: bool) -> None:
+    """Geometry branch of ``handcli eval``: meshes (+ the cache) -> metrics.json; prints its path."""
+    import json
+    import sys
+
+    from handcli.eval.geometry_eval import evaluate_geometry, is_cache_file, print_geometry_table
+    from handcli.outputs import atomic_path, check_writable
+    from handcli.progress import console
+
+    check_writable(out, force)
+    caches = [p for p in inputs if is_cache_file(p)]
+    meshes = [p for p in inputs if not is_cache_file(p)]
+    if len(caches) > 1:
+        from handcli.errors import InputError
+
+        raise InputError(f"more than one cache given: {', '.join(map(str, caches))}", field="inputs")
+    doc = evaluate_geometry(meshes, caches[0] if caches else None, frame, gt_hand, gt_object, seed)
+    text = json.dumps(doc, indent=1, allow_nan=False)
+    with atomic_path(out, force) as tmp:
+        tmp.write_text(text)
+    print_geometry_table(doc, console)
     print(out)
     sys.stdout.flush()
 

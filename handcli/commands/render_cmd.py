@@ -18,6 +18,9 @@ def render_command(
     video: bool = typer.Option(False, "--video", help="Write a pose-sequence video (mp4, gif fallback)."),
     max_views: Optional[int] = typer.Option(None, help="Render at most this many cache views."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    appearance: Optional[Path] = typer.Option(None, "--appearance", help="Render with the hand appearance of "
+                                              "this reference image (methods with an appearance model: "
+                                              "handocc; a hand crop on black or with an alpha mask)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Render RGB, depth and opacity (PNG + float depth), a contact sheet and optional orbit/pose videos."""
@@ -39,6 +42,12 @@ def render_command(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     m = method_class(read_run_config(run)["method"]).from_run(run, cache, device)
+    if appearance is not None:
+        from handcli.errors import InputError
+
+        if not hasattr(m, "set_appearance"):
+            raise InputError(f"method {m.method} has no appearance model", field="appearance")
+        m.set_appearance(appearance)
     c = m.cache
     sel_frames = parse_selection(frames)
     cams = [x.strip().removeprefix("cam") for x in views.split(",")] if views else None
@@ -48,7 +57,8 @@ def render_command(
     vt = c.view_table()
     cam_list = c.cameras()
     written = []
-    config = {"views": cams, "frames": sorted(sel_frames) if sel_frames else None, "orbit": orbit, "video": video}
+    config = {"views": cams, "frames": sorted(sel_frames) if sel_frames else None, "orbit": orbit, "video": video,
+              "appearance": str(appearance.resolve()) if appearance else None}
     with atomic_path(out, force=force, is_dir=True) as tmp:
         w = RendersWriter(tmp, m.method, run, c.path, "views", config)
         sheet = []
@@ -64,7 +74,7 @@ def render_command(
                 w.add(r["rgb"], r["depth"], r["opacity"], {
                     "name": f"f{frame:04d}_cam{cam['name']}", "cache_view": int(j), "frame": frame,
                     "frame_key": rec.key, "camera": cam["name"], "K": cam["K"], "world_to_cam": cam["world_to_cam"],
-                    "seconds": time.perf_counter() - t})
+                    "seconds": time.perf_counter() - t}, semantic=r.get("semantic"))
                 if len(sheet) < 8:
                     v = c.view(int(j))
                     gt = v["rgb"].astype(np.float32) / 255.0 * (v["label"] > 0)[..., None]

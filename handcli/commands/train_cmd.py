@@ -15,11 +15,14 @@ def _csv(s: Optional[str]) -> Optional[list[str]]:
 def train_command(
     cache: Path = typer.Argument(..., help="Training cache (.h5) from 'handcli preprocess'."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder to create."),
-    method: str = typer.Option("handnerf", help="Method: handnerf, posenerf."),
+    method: str = typer.Option("handnerf", help="Method: handnerf, posenerf, handocc, handnerf-ho, pixelnerf."),
     preset: str = typer.Option("fast", help="Hyperparameter preset: paper (published sizes) or fast (CPU)."),
     steps: Optional[int] = typer.Option(None, help="Training steps (default: the preset's)."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     set_: List[str] = typer.Option([], "--set", help="Override a config value: key=value (JSON values)."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Training stage of methods that have stages "
+                                        "(handocc: occupancy = the occupancy network alone, full; default full). "
+                                        "With --resume it may switch an occupancy run to full."),
     depth: Optional[Path] = typer.Option(None, help="Pseudo-depth targets from 'handcli targets depth'."),
     features: Optional[Path] = typer.Option(None, help="Teacher features from 'handcli targets features'."),
     cameras: Optional[str] = typer.Option(None, help="Training cameras (comma-separated ids; default all)."),
@@ -78,6 +81,12 @@ def train_command(
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
                 "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}
+    if stage is not None:
+        from dataclasses import fields
+
+        if "stage" not in {f.name for f in fields(cfg)}:
+            raise InputError(f"method {method} has no training stages", field="stage")
+        cfg = replace(cfg, stage=stage)
     import os
 
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes files and prints
