@@ -1,0 +1,600 @@
+"""HandOcc (Ivashechkin et al., 2025): a skeleton-driven occupancy network, an occupancy-conditioned NeRF
+and a convolutional appearance encoder, rendered with the shared core (docs/methods/handocc.md).
+
+Only the paper's abstract is public; the design follows specs/methods.md §1 (HALO/NASA):
+
+- occupancy: the 21-joint skeleton is canonicalised (``skeleton_frames``); a query point is expressed in
+  the local frames of its ``top_k`` nearest bones (by capsule distance) and each of those bones' own small
+  MLP (grouped over bones) predicts an occupancy from the local coordinates, the bone length and a
+  bone-specific projection of the global pose; parts are combined by a soft-max blend (β = 5) in training
+  and by max at inference, the winning bone is the part label. Left hands are mirrored right hands.
+- rendering: the density is the occupancy's (σ = −ln(1 − o)/step: a step-long segment has opacity o), so a
+  trained model's silhouettes depend on the skeleton alone; its colour comes from an MLP on the winning part's local coordinates, its hidden
+  features, its occupancy, the part embedding, the bone's world orientation and the appearance code.
+- appearance: strided convolutions over a masked hand crop, global pooling -> a code (plus the crop's
+  mean skin colour); a reference image of another hand transfers its appearance.
+- two hands: a sample belongs to the hand whose occupancy is higher there; both hands' samples are
+  merged along each ray (``render.composite``) and rendered together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from handcli.methods.occ_sampler import (
+    box_samples,
+    capsule_box,
+    capsule_radii,
+    capsule_samples,
+    dilate_along_ray,
+    inside_capsules,
+    sample_positions,
+)
+from handcli.methods.skeleton_frames import (
+    BONE_END,
+    BONE_START,
+    NUM_BONES,
+    BoneFrames,
+    bone_frames,
+    mirror_x,
+    pose_code,
+    segment_distance,
+)
+from handcli.nn.encoding import encoding_dim, positional_encoding
+from handcli.nn.mlp import MLP
+from handcli.render.bounds import ray_aabb
+from handcli.render.composite import composite_samples
+from handcli.render.volume import render_weights
+
+STAGES = ("occupancy", "full")
+SUPERVISION = ("mesh", "silhouette")
+SAMPLERS = ("occupancy", "uniform")
+POSE_DIM = 60
+
+
+@dataclass(frozen=True)
+class HandOccConfig:
+    """Hyperparameters. The paper's sizes are unknown: ``paper`` uses HALO-like sizes, ``fast`` CPU sizes."""
+
+    stage: str = "full"  # "occupancy": train the occupancy network alone; "full": everything
+    supervision: str = "mesh"  # "mesh": inside/outside labels from posed meshes; "silhouette": masks only
+    # occupancy network
+    top_k: int = 4  # bones evaluated per point (nearest by capsule distance)
+    occ_pe_deg: int = 4
+    occ_hidden: int = 64
+    occ_layers: int = 4
+    pose_proj: int = 8
+    beta: float = 5.0  # soft-max blend of the parts in training (NASA / HALO)
+    own_kappa: float = 20.0  # sharpness of the soft hand ownership in training (hard at inference)
+    # radiance and appearance
+    color_pe_deg: int = 4
+    color_hidden: int = 128
+    color_layers: int = 3
+    part_embed: int = 8
+    app_dim: int = 32
+    crop_size: int = 64
+    enc_channels: tuple = (16, 32, 64, 128)
+    # sampling
+    sampler: str = "occupancy"  # "uniform": baseline, n_uniform samples in the box, every network everywhere
+    step: float = 0.004  # metres between samples inside the capsules
+    max_samples: int = 48
+    n_uniform: int = 64
+    wave: int = 4  # inference: occupancy evaluated front to back, this many samples per ray at a time
+    tau: float = 0.05  # colour is evaluated only where occupancy > tau (dilated one sample along the ray)
+    w_eps: float = 1e-3  # ... and where the sample's rendering weight exceeds this (1e-4 in training)
+    radius_dilation: float = 1.15
+    radius_margin: float = 0.002
+    # training
+    rays_per_step: int = 4096
+    fg_fraction: float = 0.5
+    occ_points: int = 4096  # labelled points per hand and step
+    pool_points: int = 32768  # labelled points kept per training hand (drawn once)
+    w_rgb: float = 1.0
+    w_mask: float = 0.1
+    w_occ: float = 1.0
+    w_int: float = 0.1
+    lr: float = 5e-4
+    lr_final: float = 5e-5
+    steps: int = 100_000
+    chunk: int = 8192  # rays per render chunk
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["enc_channels"] = list(self.enc_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HandOccConfig":
+        d = dict(d)
+        if "enc_channels" in d:
+            d["enc_channels"] = tuple(d["enc_channels"])
+        return cls(**d)
+
+    def check(self) -> None:
+        from handcli.errors import InputError
+
+        for name, allowed in (("stage", STAGES), ("supervision", SUPERVISION), ("sampler", SAMPLERS)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}",
+                                 field=name)
+        if not 1 <= self.top_k <= NUM_BONES:
+            raise InputError(f"top_k must be in 1..{NUM_BONES}", field="top_k")
+        if self.step <= 0 or self.max_samples < 1:
+            raise InputError("step must be > 0 and max_samples >= 1", field="step")
+
+
+PRESETS = {
+    "paper": HandOccConfig(),
+    "fast": HandOccConfig(top_k=3, occ_hidden=32, occ_layers=3, color_hidden=64, color_layers=2, app_dim=16,
+                          enc_channels=(16, 32, 32, 64), step=0.005, max_samples=32, rays_per_step=1024,
+                          occ_points=2048, pool_points=16384, lr=2e-3, lr_final=2e-4, steps=2000, chunk=8192),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Skeleton state of one hand in one frame (no learnable parameters)
+
+
+@dataclass
+class HandSkeleton:
+    """One posed hand: its bone frames in right-hand space and its capsules in world space."""
+
+    side: str
+    joints: Tensor  # (21, 3) world
+    frames: BoneFrames  # of the (mirrored, for left hands) skeleton
+    radii: Tensor  # (20,) capsule radii, metres
+    pose: Tensor  # (60,) canonical pose code
+    start: Tensor  # (20, 3) bone starts, world
+    end: Tensor  # (20, 3)
+    box_min: Tensor  # (3,) box around the capsules, world
+    box_max: Tensor
+
+    @property
+    def mirrored(self) -> bool:
+        return self.side == "left"
+
+    def to_right(self, x: Tensor) -> Tensor:
+        """World points (..., 3) -> the right-hand space the networks work in."""
+        return mirror_x(x) if self.mirrored else x
+
+    def world_axes(self) -> Tensor:
+        """(20, 9) bone axes in world coordinates (mirrored back for left hands)."""
+        ax = self.frames.axes
+        if self.mirrored:
+            ax = mirror_x(ax.transpose(-1, -2)).transpose(-1, -2)
+        return ax.reshape(NUM_BONES, 9)
+
+
+def make_hand(joints: Tensor, side: str, rel_radii: Tensor, dilation: float, margin: float) -> HandSkeleton:
+    """HandSkeleton from world joints (21, 3) of a right or left hand."""
+    j = joints.float()
+    jr = mirror_x(j) if side == "left" else j
+    frames = bone_frames(jr)
+    radii = capsule_radii(j, rel_radii.to(j), dilation, margin)
+    start, end = j[BONE_START], j[BONE_END]
+    lo, hi = capsule_box(start, end, radii)
+    return HandSkeleton(side, j, frames, radii, pose_code(jr), start, end, lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Networks
+
+
+class PartMLPs(nn.Module):
+    """``parts`` independent MLPs of one shape (HALO: LeakyReLU 0.1, residual hidden layers, 1 output).
+
+    ``part_forward(p, x, bias)`` runs part p on its rows x (Q, in_dim) -> logits (Q,), last hidden (Q, hidden).
+    A per-part conditioning vector belongs to the first layer's input; ``cond_bias`` folds it into a
+    per-part bias once per skeleton.
+    """
+
+    def __init__(self, parts: int, in_dim: int, cond_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.parts, self.in_dim = parts, in_dim
+
+        def init(*shape, fan_in):
+            b = 1.0 / math.sqrt(fan_in)
+            return nn.Parameter(torch.empty(*shape).uniform_(-b, b))
+
+        self.w0 = init(parts, in_dim + cond_dim, hidden, fan_in=in_dim + cond_dim)
+        self.b0 = init(parts, hidden, fan_in=in_dim + cond_dim)
+        self.wh = init(parts, max(layers - 1, 0), hidden, hidden, fan_in=hidden)
+        self.bh = init(parts, max(layers - 1, 0), hidden, fan_in=hidden)
+        self.wo = init(parts, hidden, fan_in=hidden)
+        self.bo = nn.Parameter(torch.full((parts,), -1.0))  # starts mostly empty (occupancy ~0.27)
+
+    def cond_bias(self, cond: Tensor) -> Tensor:
+        """(parts, cond_dim) -> first-layer bias (parts, hidden)."""
+        return self.b0 + torch.einsum("pc,pch->ph", cond, self.w0[:, self.in_dim:])
+
+    def part_forward(self, p: int, x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        h = F.leaky_relu(torch.addmm(bias, x, self.w0[p, :self.in_dim]), 0.1)
+        for layer in range(self.wh.shape[1]):
+            h = h + F.leaky_relu(torch.addmm(self.bh[p, layer], h, self.wh[p, layer]), 0.1)
+        return h @ self.wo[p] + self.bo[p], h
+
+
+class OccupancyNet(nn.Module):
+    """o(x | skeleton) in [0, 1] from per-bone part networks (HALO / NASA "deformable" model)."""
+
+    def __init__(self, cfg: HandOccConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.enc_dim = encoding_dim(3, 0, cfg.occ_pe_deg, True) + 1
+        # bone-specific projection of the global pose (+ the bone's length) -> pose_proj values per bone
+        b = 1.0 / math.sqrt(POSE_DIM + 1)
+        self.pose_w = nn.Parameter(torch.empty(NUM_BONES, POSE_DIM + 1, cfg.pose_proj).uniform_(-b, b))
+        self.pose_b = nn.Parameter(torch.zeros(NUM_BONES, cfg.pose_proj))
+        self.parts = PartMLPs(NUM_BONES, self.enc_dim, cfg.pose_proj, cfg.occ_hidden, cfg.occ_layers)
+
+    def forward(self, hand: HandSkeleton, x: Tensor, soft: bool = False) -> dict[str, Tensor]:
+        """Occupancy of world points x (P, 3) for one hand.
+
+        Each point is evaluated by its ``top_k`` nearest bones (capsule distance). The (point, bone) pairs
+        are grouped by bone; per bone, the local coordinates u = axes^T (x - start) / length, their PE and
+        the distance to the bone (cm: finger and palm thickness is absolute, not relative to the bone's
+        length) go through that bone's MLP. Returns occ (P,) (soft-max blend of the parts when ``soft``,
+        else their max), part (P,) winning bone, local (P, 3) coordinates in its frame, parts_occ (P, K),
+        cand (P, K) candidate bones, and the winners' last hidden features through `winner_features`.
+        """
+        K = self.cfg.top_k
+        P = len(x)
+        if P == 0:
+            z = x.new_zeros(0)
+            return {"occ": z, "part": z.long(), "local": x.new_zeros(0, 3), "parts_occ": x.new_zeros(0, K),
+                    "cand": z.long().reshape(0, K), "feat_pairs": x.new_zeros(0, self.cfg.occ_hidden),
+                    "win_pos": z.long()}
+        xr = hand.to_right(x)
+        fr = hand.frames
+        dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
+        cand = torch.topk(dist - hand.radii, K, dim=-1, largest=False).indices  # (P, K)
+        flat = cand.reshape(-1)
+        order = torch.sort(flat.to(torch.uint8), stable=True).indices  # pairs grouped by bone (20 < 256)
+        counts = torch.bincount(flat, minlength=NUM_BONES).tolist()
+        cond_in = torch.cat([hand.pose.expand(NUM_BONES, -1), 10.0 * fr.length[:, None]], -1)
+        bias = self.parts.cond_bias(torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b)
+        logits, feats, locs = [], [], []
+        for b, rows in enumerate(torch.split(order, counts)):  # one iteration per bone, never per point
+            if not len(rows):
+                continue
+            pt = rows // K
+            u = (xr[pt] - fr.start[b]) @ fr.axes[b] / fr.length[b].clamp_min(1e-6)
+            enc = torch.cat([positional_encoding(u, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, b, None]], -1)
+            lg, h = self.parts.part_forward(b, enc, bias[b])
+            logits.append(lg)
+            feats.append(h)
+            locs.append(u)
+        logits_s, feat_s, u_s = torch.cat(logits), torch.cat(feats), torch.cat(locs)
+        o_pk = torch.sigmoid(torch.empty_like(logits_s).index_put((order,), logits_s)).reshape(P, K)
+        win = o_pk.argmax(-1)
+        ar = torch.arange(P, device=x.device)
+        inv = torch.empty_like(order).index_put((order,), torch.arange(len(order), device=x.device))
+        win_pos = inv[ar * K + win]  # row of each point's winning pair in the grouped order
+        if soft:
+            w = torch.softmax(self.cfg.beta * o_pk, dim=-1)
+            occ = (w * o_pk).sum(-1)
+        else:
+            occ = o_pk.gather(1, win[:, None])[:, 0]
+        return {"occ": occ, "part": cand[ar, win], "local": u_s[win_pos], "parts_occ": o_pk, "cand": cand,
+                "feat_pairs": feat_s, "win_pos": win_pos}
+
+
+def winner_features(q: dict, rows: Tensor) -> Tensor:
+    """Last hidden features of the winning part at points ``rows`` of an `OccupancyNet` output: (R, hidden)."""
+    return q["feat_pairs"][q["win_pos"][rows]]
+
+
+class AppearanceEncoder(nn.Module):
+    """Masked hand crop (B, 3, S, S) in [0, 1], black background -> appearance code (B, app_dim + 3).
+
+    Strided 3x3 convolutions, global average pooling, a linear layer; the mean colour of the non-black
+    pixels is appended to the code, which gives the colour network the skin tone directly.
+    """
+
+    def __init__(self, cfg: HandOccConfig):
+        super().__init__()
+        layers, c_in = [], 3
+        for c in cfg.enc_channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in + 3, cfg.app_dim)
+        self.out_dim = cfg.app_dim + 3
+
+    def forward(self, crops: Tensor) -> Tensor:
+        fg = (crops.amax(1, keepdim=True) > 0.02).to(crops.dtype)
+        mean_rgb = (crops * fg).sum((2, 3)) / fg.sum((2, 3)).clamp_min(1.0)
+        h = self.convs(crops).mean((2, 3))
+        return torch.cat([self.head(torch.cat([h, mean_rgb], -1)), mean_rgb], -1)
+
+
+class ColorNet(nn.Module):
+    """rgb of a sample from the occupancy representation and the appearance code (no density output).
+
+    The MLP predicts an offset in logit space from the reference crop's mean skin colour m (the code's
+    last 3 values): rgb = sigmoid(logit(m) + Δ). Δ starts at zero, so an untrained model paints the
+    reference's skin tone, and what is learned (shading, creases, nails) is relative to the subject's
+    colour, which is what lets a reference image of another hand transfer its appearance.
+    """
+
+    def __init__(self, cfg: HandOccConfig, app_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.part = nn.Embedding(NUM_BONES, cfg.part_embed)
+        in_dim = encoding_dim(3, 0, cfg.color_pe_deg, True) + cfg.part_embed + cfg.occ_hidden + 1 + 9 + app_dim
+        self.mlp = MLP(in_dim, cfg.color_hidden, cfg.color_layers, 3)
+        nn.init.zeros_(self.mlp.out.weight)
+        nn.init.zeros_(self.mlp.out.bias)
+
+    def forward(self, local: Tensor, part: Tensor, feat: Tensor, occ: Tensor, axes: Tensor, app: Tensor
+                ) -> Tensor:
+        x = torch.cat([positional_encoding(local, 0, self.cfg.color_pe_deg, True), self.part(part), feat,
+                       occ[:, None], axes, app], -1)
+        base = torch.logit(app[:, -3:].clamp(0.02, 0.98))
+        return torch.sigmoid(base + self.mlp(x))
+
+
+class HandOcc(nn.Module):
+    """The three networks plus what a run needs to render on its own (saved in the checkpoint):
+    relative capsule radii (20,) and the default appearance crops (2, 3, S, S) of the right / left hand."""
+
+    def __init__(self, cfg: HandOccConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.occ = OccupancyNet(cfg)
+        self.app = AppearanceEncoder(cfg)
+        self.color = ColorNet(cfg, self.app.out_dim)
+        from handcli.methods.occ_sampler import DEFAULT_RELATIVE_RADII
+
+        self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
+        self.register_buffer("ref_crops", torch.zeros(2, 3, cfg.crop_size, cfg.crop_size))
+
+    def hand(self, joints: Tensor, side: str) -> HandSkeleton:
+        return make_hand(joints.to(self.rel_radii.device), side, self.rel_radii, self.cfg.radius_dilation,
+                         self.cfg.radius_margin)
+
+    def default_codes(self, hands: list[HandSkeleton]) -> list[Tensor]:
+        """Appearance codes from the run's stored reference crops, one per hand."""
+        codes = self.app(self.ref_crops)
+        return [codes[0 if h.side == "right" else 1] for h in hands]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def inside_capsules_boxed(x: Tensor, hand: HandSkeleton) -> Tensor:
+    """`inside_capsules` for points (P, 3), testing the capsules only for points inside the hand's box."""
+    inbox = ((x >= hand.box_min) & (x <= hand.box_max)).all(-1)
+    out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    rows = torch.nonzero(inbox)[:, 0]
+    if len(rows):
+        out[rows] = inside_capsules(x[rows], hand.start, hand.end, hand.radii)
+    return out
+
+
+def occupancy_density(occ: Tensor, step: float) -> Tensor:
+    """Density of an occupancy: σ = −ln(1 − o) / step, so a segment of length ``step`` has opacity o.
+
+    Volume rendering with σ then gives the same opacity profile for any sample spacing (alpha =
+    1 − (1 − o)^(δ / step)), so the uniform baseline and the capsule sampler render the same field.
+    """
+    return -torch.log1p(-occ.clamp(0.0, 1.0 - 1e-6)) / step
+
+
+def _ray_samples(cfg: HandOccConfig, hand: HandSkeleton, origins: Tensor, dirs: Tensor, perturb: bool,
+                 gen: torch.Generator | None) -> dict:
+    """One hand's sample intervals along N rays (capsule-bounded, or uniform in its box) and positions."""
+    if cfg.sampler == "uniform":
+        t0, t1, valid = box_samples(origins, dirs, hand.box_min, hand.box_max, cfg.n_uniform, perturb, gen)
+    else:  # capsules only for the rays that enter the hand's box
+        rows = torch.nonzero(ray_aabb(origins, dirs, hand.box_min, hand.box_max)[2])[:, 0]
+        c0, c1, cv = capsule_samples(origins[rows], dirs[rows], hand.start, hand.end, hand.radii, cfg.step,
+                                     cfg.max_samples)
+        shape = (len(origins), cfg.max_samples)
+        t0 = origins.new_zeros(shape).index_put((rows,), c0)
+        t1 = origins.new_zeros(shape).index_put((rows,), c1)
+        valid = torch.zeros(shape, dtype=torch.bool, device=origins.device).index_put((rows,), cv)
+    return {"t_starts": t0, "t_ends": t1, "tm": sample_positions(t0, t1, perturb, gen), "valid": valid}
+
+
+def _cat_occupancy(parts: list[dict]) -> dict:
+    """Concatenate `OccupancyNet` outputs of disjoint point sets (``win_pos`` re-based)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {k: torch.cat([q[k] for q in parts]) for k in ("occ", "part", "local", "feat_pairs")}
+    offsets = [0]
+    for q in parts[:-1]:
+        offsets.append(offsets[-1] + len(q["feat_pairs"]))
+    out["win_pos"] = torch.cat([q["win_pos"] + o for q, o in zip(parts, offsets)])
+    return out
+
+
+def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[dict], origins: Tensor,
+                          dirs: Tensor, train: bool) -> int:
+    """Evaluate each hand's occupancy at its samples and the samples' density (with hand ownership).
+
+    Fills each set with idx (evaluated flat sample indices), q (occupancy outputs at them), occ and sigma
+    (N, S), and narrows ``valid`` to the evaluated samples. At inference with the occupancy sampler the
+    samples of all hands are visited front to back in depth order, ``cfg.wave`` per ray at a time, and a
+    ray stops once its transmittance falls below 1e-4: samples behind an opaque surface are never
+    evaluated. Returns the number of occupancy-network evaluations.
+    """
+    cfg = model.cfg
+    N, device = len(origins), origins.device
+    S = [s["tm"].shape[1] for s in sets]
+    base = [sum(S[:a]) for a in range(len(S))]
+    # all hands' samples in depth order (unused samples last)
+    t_all = torch.cat([torch.where(s["valid"], s["tm"], torch.full_like(s["tm"], float("inf"))) for s in sets], -1)
+    order = torch.sort(t_all, dim=-1, stable=True).indices if len(sets) > 1 else \
+        torch.arange(S[0], device=device).expand(N, -1)
+    valid_sorted = torch.cat([s["valid"] for s in sets], -1).gather(1, order)
+    src = torch.zeros_like(order)
+    for a in range(1, len(sets)):
+        src += (order >= base[a]).long()
+    total = sum(S)
+    step = cfg.wave if (cfg.wave > 0 and not train and cfg.sampler == "occupancy") else total
+    alive = torch.ones(N, dtype=torch.bool, device=device)
+    log_t = torch.zeros(N, device=device)
+    evals = 0
+    for s in sets:
+        s["occ"] = torch.zeros(s["tm"].shape, device=device)
+        s["sigma"] = torch.zeros(s["tm"].shape, device=device)
+        s["done"] = torch.zeros(s["tm"].shape, dtype=torch.bool, device=device)
+        s["pieces"], s["idx_pieces"] = [], []
+    for k in range(0, total, step):
+        cols = slice(k, min(k + step, total))
+        sel = valid_sorted[:, cols] & alive[:, None]
+        if not sel.any():
+            break
+        for a, (hand, s) in enumerate(zip(hands, sets)):
+            r, j = torch.nonzero(sel & (src[:, cols] == a), as_tuple=True)
+            if not len(r):
+                continue
+            c = order[:, cols][r, j] - base[a]
+            x = origins[r] + s["tm"][r, c, None] * dirs[r]
+            q = model.occ(hand, x, soft=train)
+            if cfg.sampler == "uniform":  # the field is empty outside the capsules, whatever the sampler
+                q["occ"] = q["occ"] * inside_capsules_boxed(x, hand)
+            o, share = q["occ"], torch.ones_like(q["occ"])
+            evals += len(x)
+            for b, other in enumerate(hands):
+                if b == a:
+                    continue
+                near = inside_capsules_boxed(x, other)
+                if near.any():
+                    o_b = torch.zeros_like(o).index_put((torch.nonzero(near)[:, 0],),
+                                                        model.occ(other, x[near], soft=train)["occ"])
+                    evals += int(near.sum())
+                    share = torch.sigmoid(cfg.own_kappa * (o - o_b)) if train else (o >= o_b).to(o.dtype)
+            sigma = occupancy_density(o * share, cfg.step)
+            s["occ"] = s["occ"].index_put((r, c), o)
+            s["sigma"] = s["sigma"].index_put((r, c), sigma)
+            s["done"][r, c] = True
+            s["pieces"].append(q)
+            s["idx_pieces"].append(r * S[a] + c)
+            if step < total:
+                log_t = log_t.index_add(0, r, -sigma * (s["t_ends"][r, c] - s["t_starts"][r, c]))
+        alive &= log_t > math.log(1e-4)
+    for s in sets:
+        s["q"] = _cat_occupancy(s["pieces"]) if s["pieces"] else None
+        s["idx"] = torch.cat(s["idx_pieces"]) if s["idx_pieces"] else torch.zeros(0, dtype=torch.long, device=device)
+        s["valid"] = s["valid"] & s["done"]
+        del s["pieces"], s["idx_pieces"], s["done"]
+    return evals
+
+
+def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, dirs: Tensor,
+                   perturb: bool = False, gen: torch.Generator | None = None, train: bool = False
+                   ) -> tuple[list[dict], Tensor, int, int]:
+    """The samples of N rays that reach the radiance network, per hand.
+
+    Returns (sets, active, occ_evals, n_samples): ``active`` (A,) the rays with at least one sample, and
+    one dict per hand over those rays with t_starts, t_ends, tm (sample positions), valid (evaluated
+    samples), occ and sigma (A, S), keep (A, S): samples whose occupancy exceeds tau, dilated by one
+    sample along the ray (the occupancy-guided set; all valid samples for the uniform sampler), and the
+    occupancy outputs q at the flat sample indices idx. n_samples counts the samples before early
+    termination.
+    """
+    cfg = model.cfg
+    sets = [_ray_samples(cfg, h, origins, dirs, perturb, gen) for h in hands]
+    n_samples = int(sum(int(s["valid"].sum()) for s in sets))
+    active = torch.nonzero(torch.stack([s["valid"].any(-1) for s in sets]).any(0))[:, 0]
+    if len(active) < len(origins):
+        origins, dirs = origins[active], dirs[active]
+        for s in sets:
+            for k in ("t_starts", "t_ends", "tm", "valid"):
+                s[k] = s[k][active]
+    occ_evals = _occupancy_along_rays(model, hands, sets, origins, dirs, train)
+    for s in sets:
+        s["keep"] = dilate_along_ray(s["occ"] > cfg.tau, s["valid"]) if cfg.sampler == "occupancy" else s["valid"]
+    return sets, active, occ_evals, n_samples
+
+
+def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] | None, origins: Tensor,
+                dirs: Tensor, perturb: bool = False, gen: torch.Generator | None = None, train: bool = False
+                ) -> dict:
+    """Volume-render N rays through the hands of one frame.
+
+    hands: one or two HandSkeleton; codes: their appearance codes (A,), or None for opacity only.
+    A sample's density is `occupancy_density` of its hand's occupancy there times its ownership (1 where the
+    other hand's occupancy is lower; a sigmoid of the difference in training). Colour is evaluated only at samples
+    with occupancy > tau (dilated) and weight > w_eps (occupancy sampler) or everywhere (uniform sampler).
+    Returns rgb (N, 3) (None without codes), opacity (N,), depth (N,) expected ray distance, hand_opacity
+    (N, H), weights and valid (N, S_total) of the merged samples, and counts: occ_evals, color_evals,
+    evaluated (their sum), samples (valid samples before early termination).
+    """
+    cfg = model.cfg
+    device = origins.device
+    n_rays = len(origins)
+    sets, active, occ_evals, n_samples = guided_samples(model, hands, origins, dirs, perturb, gen, train)
+    for s in sets:
+        s["flat"] = torch.arange(s["tm"].numel(), device=device).reshape(s["tm"].shape + (1,))
+    if len(sets) == 1:
+        s = sets[0]
+        merged = {"sigma": s["sigma"], "valid": s["valid"], "t_starts": s["t_starts"], "t_ends": s["t_ends"], "source": torch.zeros_like(s["flat"][..., 0]),
+                  "values": {"flat": s["flat"], "keep": s["keep"][..., None], "tm": s["tm"][..., None]}}
+    else:
+        merged = composite_samples([{"t_starts": s["t_starts"], "t_ends": s["t_ends"], "sigma": s["sigma"],
+                                     "valid": s["valid"], "values": {"flat": s["flat"], "keep": s["keep"][..., None],
+                                                                     "tm": s["tm"][..., None]}} for s in sets])
+    w, _, _ = render_weights(merged["sigma"], merged["t_starts"], merged["t_ends"], merged["valid"])
+    src = merged["source"]
+    hand_opacity = torch.stack([(w * (src == h)).sum(-1) for h in range(len(sets))], -1)
+    out = {"opacity": w.sum(-1), "depth": (w * merged["values"]["tm"][..., 0]).sum(-1),
+           "hand_opacity": hand_opacity, "weights": w, "valid": merged["valid"], "rgb": None}
+    color_evals = 0
+    if codes is not None:
+        eps = 1e-4 if train else cfg.w_eps
+        need = merged["values"]["keep"][..., 0] & merged["valid"]
+        if cfg.sampler == "occupancy":
+            need = need & (w.detach() > eps)
+        rgb = torch.zeros(*w.shape, 3, device=device)
+        for h, s in enumerate(sets):
+            sel = need & (src == h)
+            if s["q"] is None or not sel.any():
+                continue
+            pos = torch.full((s["tm"].numel(),), -1, dtype=torch.long, device=device)
+            pos[s["idx"]] = torch.arange(len(s["idx"]), device=device)
+            p = pos[merged["values"]["flat"][..., 0][sel]]
+            q = s["q"]
+            c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
+                            hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1))
+            rgb = rgb.index_put(tuple(torch.nonzero(sel).T), c)
+            color_evals += len(p)
+        out["rgb"] = (w[..., None] * rgb).sum(-2)
+    if len(active) < n_rays:
+        for k in ("opacity", "depth", "hand_opacity", "weights", "rgb"):
+            if out[k] is not None:
+                out[k] = out[k].new_zeros((n_rays,) + out[k].shape[1:]).index_put((active,), out[k])
+        out["valid"] = out["valid"].new_zeros((n_rays,) + out["valid"].shape[1:]).index_put((active,), out["valid"])
+    out.update(occ_evals=occ_evals, color_evals=color_evals, evaluated=occ_evals + color_evals,
+               samples=n_samples)
+    return out
+
+
+def occupancy_grid(model: HandOcc, hand: HandSkeleton, resolution: int, pad: float = 0.01,
+                   chunk: int = 65536) -> tuple[Tensor, Tensor, float]:
+    """Occupancy (max over parts) on a regular grid over the hand's capsule box (padded).
+
+    The longest side gets ``resolution`` cells; points outside every capsule are 0 without evaluation.
+    Returns grid (X, Y, Z), its origin (3,) world and the cell size (metres).
+    """
+    lo, hi = hand.box_min - pad, hand.box_max + pad
+    h = float((hi - lo).max()) / max(resolution - 1, 1)
+    n = [int(math.ceil(float(e) / h)) + 1 for e in (hi - lo)]
+    axes = [lo[i] + h * torch.arange(n[i], device=lo.device, dtype=lo.dtype) for i in range(3)]
+    pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    occ = torch.zeros(len(pts), device=lo.device)
+    for s in range(0, len(pts), chunk):
+        x = pts[s:s + chunk]
+        inside = inside_capsules(x, hand.start, hand.end, hand.radii)
+        if inside.any():
+            occ[s:s + chunk][inside] = model.occ(hand, x[inside])["occ"]
+    return occ.reshape(*n), lo, h

@@ -1,0 +1,479 @@
+"""Training, rendering, appearance transfer and mesh extraction of HandOcc runs (API: handcli.methods.base).
+
+Glue between the cache, the model (``handocc.py``) and the trainer. At inference only the cache's 21-joint
+skeletons (``frames/{side}/joints``) drive the model; posed meshes are read only in training, to measure the
+bone capsules and to label occupancy points (``supervision="mesh"``). Appearance comes from masked hand
+crops of training views (a random view of the same capture per step, so the code describes the subject,
+not the pose) or, at render time, from a reference image (``set_appearance``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from handcli.data.cache import LABELS, Cache
+from handcli.data.raybatch import load_views, sample_batch, select_views
+from handcli.errors import InputError
+from handcli.methods.base import read_run_config
+from handcli.methods.handocc import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
+from handcli.methods.occ_sampler import grow_relative_radii, inside_capsules, labelled_points
+from handcli.progress import progress
+from handcli.render.rays import camera_rays, pixel_grid
+from handcli.render.volume import ray_distance_to_z
+
+SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs from the cache
+
+
+def frame_joints(cache: Cache, frame: int) -> list[tuple[str, np.ndarray]]:
+    """[(side, joints (21, 3) world)] of a frame's hands, right first; hands with invalid joints are left out."""
+    if not 0 <= frame < cache.num_frames:
+        raise InputError(f"frame {frame} out of range (the cache has {cache.num_frames})", path=cache.path,
+                         field="frames")
+    g = cache.f["frames"]
+    out = []
+    for side in ("right", "left"):
+        if not bool(g[side]["present"][frame]) or not np.all(g[side]["joint_valid"][frame]):
+            continue
+        j = np.asarray(g[side]["joints"][frame], dtype=np.float32)
+        if not np.isfinite(j).all():
+            raise InputError(f"non-finite joints in frame {frame}", path=cache.path, field=f"frames/{side}/joints")
+        out.append((side, j))
+    return out
+
+
+def hand_crop(rgb: np.ndarray, mask: np.ndarray, size: int, flip: bool = False) -> np.ndarray | None:
+    """Square crop (size, size, 3) uint8 around a hand mask, background black; None if the mask is empty.
+
+    The square is centred on the mask's box and 10 % larger than its long side; left hands are flipped
+    horizontally (``flip``) so that the encoder always sees right-looking hands.
+    """
+    import cv2
+
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 4:
+        return None
+    cx, cy = 0.5 * (xs.min() + xs.max()), 0.5 * (ys.min() + ys.max())
+    half = 0.55 * max(xs.max() - xs.min(), ys.max() - ys.min()) + 1.0
+    x0, y0 = int(np.floor(cx - half)), int(np.floor(cy - half))
+    side = int(np.ceil(2 * half))
+    img = (rgb * mask[..., None]).astype(np.uint8)
+    H, W = mask.shape
+    canvas = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, W), min(y0 + side, H)
+    canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    out = cv2.resize(canvas, (size, size), interpolation=interp)
+    return np.ascontiguousarray(out[:, ::-1]) if flip else out
+
+
+def read_reference_image(path: Path, size: int) -> np.ndarray:
+    """A reference image for appearance transfer -> a (size, size, 3) uint8 hand crop.
+
+    An alpha channel is used as the hand mask; otherwise the hand is taken to be the non-black pixels
+    (a masked crop such as the training crops). Raises InputError for unreadable or empty images.
+    """
+    import cv2
+
+    if not Path(path).is_file():
+        raise InputError("appearance image not found", path=path)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.ndim not in (2, 3):
+        raise InputError("not a readable image", path=path)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, -1)
+    if img.dtype != np.uint8:
+        img = (img.astype(np.float64) / max(float(np.iinfo(img.dtype).max), 1.0) * 255).astype(np.uint8)
+    if img.shape[2] == 4:
+        mask = img[..., 3] > 127
+        rgb = img[..., 2::-1]
+    else:
+        rgb = img[..., 2::-1]
+        mask = rgb.max(-1) > 10
+    crop = hand_crop(np.ascontiguousarray(rgb), mask, size)
+    if crop is None:
+        raise InputError("no hand pixels found (expected a hand on a black background or an alpha mask)",
+                         path=path)
+    return crop
+
+
+def crops_to_tensor(crops: np.ndarray, device) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1]."""
+    return torch.as_tensor(crops, device=device).permute(0, 3, 1, 2).float() / 255.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Whole images
+
+
+@torch.no_grad()
+def render_image(model: HandOcc, hands: list[HandSkeleton], codes: list[torch.Tensor] | None, K, w2c,
+                 height: int, width: int, device, chunk: int = 8192) -> dict:
+    """Render an (H, W) view of a frame's hands; rays that miss every hand's capsule box stay black.
+
+    Returns rgb (H, W, 3) in [0, 1], depth (H, W) z-depth metres (0 where opacity < 0.5), opacity (H, W),
+    semantic (H, W) cache labels of the hand with the larger opacity where opacity >= 0.5, and counts:
+    evaluated / occ_evals / color_evals (network evaluations), rays (rays that hit a hand's box).
+    """
+    from handcli.render.bounds import ray_aabb
+
+    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device)
+    Wt = torch.as_tensor(np.asarray(w2c), dtype=torch.float32, device=device)
+    pix = pixel_grid(height, width, device=device)
+    o, d = camera_rays(Kt, Wt, pix)
+    hit = torch.zeros(len(pix), dtype=torch.bool, device=device)
+    for h in hands:
+        hit |= ray_aabb(o, d, h.box_min, h.box_max)[2]
+    idx = torch.nonzero(hit)[:, 0]
+    n = len(pix)
+    rgb = torch.zeros(n, 3, device=device)
+    depth = torch.zeros(n, device=device)
+    opac = torch.zeros(n, device=device)
+    sem = torch.zeros(n, dtype=torch.uint8, device=device)
+    counts = {"evaluated": 0, "occ_evals": 0, "color_evals": 0}
+    labels = torch.tensor([SIDE_LABEL[h.side] for h in hands], dtype=torch.uint8, device=device)
+    for s in range(0, len(idx), chunk):
+        sl = idx[s:s + chunk]
+        out = render_rays(model, hands, codes, o[sl], d[sl])
+        op = out["opacity"]
+        if out["rgb"] is not None:
+            rgb[sl] = out["rgb"]
+        z = ray_distance_to_z(out["depth"] / op.clamp_min(1e-6), d[sl], Wt)
+        depth[sl] = torch.where(op >= 0.5, z, torch.zeros_like(z))
+        opac[sl] = op
+        sem[sl] = torch.where(op >= 0.5, labels[out["hand_opacity"].argmax(-1)], torch.zeros_like(sem[sl]))
+        for k in counts:
+            counts[k] += out[k]
+    return {"rgb": rgb.reshape(height, width, 3).clamp(0, 1).cpu().numpy(),
+            "depth": depth.reshape(height, width).cpu().numpy(),
+            "opacity": opac.reshape(height, width).cpu().numpy(),
+            "semantic": sem.reshape(height, width).cpu().numpy(), "rays": int(len(idx)), **counts}
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+class HandOccMethod:
+    """A HandOcc run (API: handcli.methods.base)."""
+
+    Config = HandOccConfig
+
+    @staticmethod
+    def presets(method: str) -> dict:
+        from handcli.methods.handocc import PRESETS
+
+        return dict(PRESETS)
+
+    @classmethod
+    def from_data(cls, cfg: HandOccConfig, data: dict, method: str, device: str) -> "HandOccMethod":
+        for k in ("depth", "features"):
+            if data.get(k):
+                raise InputError(f"handocc does not use --{k} targets", field=k)
+        return cls(cfg, Path(data["cache"]), method=method, train_cameras=data.get("cameras"),
+                   train_frames=data.get("frames"), device=device, eval_cameras=data.get("eval_cameras"))
+
+    @classmethod
+    def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandOccMethod":
+        return load_run(run_dir, cache_path, device)
+
+    def run_data(self) -> dict:
+        return {"train_frames_used": list(self.frames)}
+
+    # -----------------------------------------------------------------------------------------------------
+    def __init__(self, cfg: HandOccConfig, cache_path: Path, *, method: str = "handocc",
+                 train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
+                 device: str = "cpu", eval_cameras: list[str] | None = None, seed: int = 0):
+        cfg.check()
+        self.method = method
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.cache = Cache(cache_path)
+        self.cache_path = Path(cache_path)
+        n_frames = self.cache.num_frames
+        frames = list(range(n_frames)) if train_frames is None else list(train_frames)
+        bad = [f for f in frames if not 0 <= f < n_frames]
+        if bad:
+            raise InputError(f"frame indices {bad} outside 0..{n_frames - 1}", path=cache_path, field="frames")
+        self.joints = {f: [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, f)]
+                       for f in frames}
+        view_ids = select_views(self.cache, train_cameras, frames)
+        if len(view_ids) == 0:
+            raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
+        self.views = load_views(self.cache, view_ids)
+        self.frames = [f for f in frames if self.joints[f] and np.any(self.views.frames == f)]
+        if not self.frames:
+            raise InputError("no training frame has both a valid skeleton and a view", path=cache_path,
+                             field="frames")
+        self.model = HandOcc(cfg).to(self.device)
+        self.app_override: torch.Tensor | None = None
+        gen = torch.Generator().manual_seed(seed)
+        self.pools: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        if cfg.supervision == "mesh":
+            self._measure_meshes(gen)
+        self._prepare_crops()
+        self.eval_view = self._pick_eval_view(train_cameras, eval_cameras)
+
+    def _measure_meshes(self, gen: torch.Generator) -> None:
+        """Capsule radii from the training meshes and labelled occupancy points per training hand."""
+        faces = {s: self.cache.hand_model(s) for s in ("right", "left")}
+        rel = None
+        with progress() as bar:
+            task = bar.add_task("occupancy labels", total=len(self.frames))
+            for f in self.frames:
+                rec = self.cache.frame(f)
+                for side, j in self.joints[f]:
+                    h = rec.hands[side]
+                    if h.vertices is None or faces[side] is None or not np.any(h.vertices):
+                        raise InputError("supervision=mesh needs posed meshes; use --set supervision=silhouette",
+                                         path=self.cache_path, field=f"frames/{side}/vertices")
+                    V = torch.as_tensor(h.vertices, dtype=torch.float32)
+                    rel = grow_relative_radii(rel, V, j.cpu())
+                    pts, lab = labelled_points(V, torch.as_tensor(faces[side]["faces"].astype(np.int64)),
+                                               self.cfg.pool_points, gen)
+                    self.pools[(f, side)] = (pts.to(self.device), lab.to(self.device))
+                bar.advance(task)
+        self.model.rel_radii.copy_(rel.to(self.device))
+
+    def _prepare_crops(self) -> None:
+        """Masked hand crops of every training view (left hands flipped) and the run's reference crops."""
+        S = self.cfg.crop_size
+        vs = self.views
+        captures = self.cache.f["frames/capture"][()]
+        crops = np.zeros((len(vs.view_ids), 2, S, S, 3), np.uint8)
+        ok = np.zeros((len(vs.view_ids), 2), bool)
+        for i in range(len(vs.view_ids)):
+            rgb, lab = vs.rgb[i].numpy(), vs.label[i].numpy()
+            for k, side in enumerate(("right", "left")):
+                c = hand_crop(rgb, lab == SIDE_LABEL[side], S, flip=side == "left")
+                if c is not None:
+                    crops[i, k], ok[i, k] = c, True
+        self.crops = crops
+        self.crop_ok = ok
+        cap = captures[vs.frames]
+        self.crop_index = {(int(c), k): np.nonzero((cap == c) & ok[:, k])[0]
+                           for c in np.unique(cap) for k in (0, 1)}
+        self.frame_capture = {f: int(captures[f]) for f in self.frames}
+        ref = np.zeros((2, S, S, 3), np.uint8)
+        first = np.nonzero(vs.frames == self.frames[0])[0]
+        for k in (0, 1):
+            for pool in (first[ok[first, k]], np.nonzero(ok[:, k])[0], np.nonzero(ok[:, 1 - k])[0]):
+                if len(pool):
+                    kk = k if ok[pool[0], k] else 1 - k
+                    ref[k] = crops[pool[0], kk]
+                    break
+        self.model.ref_crops.copy_(crops_to_tensor(ref, self.device))
+
+    def _pick_eval_view(self, train_cameras, eval_cameras) -> int | None:
+        names = [c["name"] for c in self.cache.cameras()]
+        vt = self.cache.view_table()
+        frame0 = self.frames[0]
+        cands = [j for j in np.nonzero(vt["frame"] == frame0)[0]
+                 if (eval_cameras and names[vt["camera"][j]] in eval_cameras)
+                 or (not eval_cameras and train_cameras and names[vt["camera"][j]] not in train_cameras)]
+        if not cands:
+            cands = list(np.nonzero(vt["frame"] == frame0)[0])
+        return int(cands[0]) if cands else None
+
+    # -----------------------------------------------------------------------------------------------------
+    def hands(self, frame: int) -> list[HandSkeleton]:
+        """The frame's hands (right first) built from its skeletons alone."""
+        js = self.joints.get(frame)
+        if js is None:
+            js = [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, frame)]
+        return [self.model.hand(j, s) for s, j in js]
+
+    def train_codes(self, frame: int, hands: list[HandSkeleton], gen: torch.Generator) -> list[torch.Tensor]:
+        """Appearance codes from random training crops of the same capture (same side when there is one)."""
+        cap = self.frame_capture[frame]
+        picks = []
+        for h in hands:
+            k = 0 if h.side == "right" else 1
+            for kk in (k, 1 - k):
+                pool = self.crop_index.get((cap, kk), np.zeros(0, int))
+                if len(pool):
+                    picks.append(self.crops[pool[int(torch.randint(len(pool), (1,), generator=gen))], kk])
+                    break
+            else:
+                picks.append(np.zeros_like(self.crops[0, 0]))
+        codes = self.model.app(crops_to_tensor(np.stack(picks), self.device))
+        return list(codes)
+
+    def appearance_codes(self, hands: list[HandSkeleton]) -> list[torch.Tensor]:
+        if self.app_override is not None:
+            code = self.model.app(self.app_override)[0]
+            return [code for _ in hands]
+        return self.model.default_codes(hands)
+
+    def set_appearance(self, image: Path) -> None:
+        """Render with the appearance of a reference image (``render --appearance``), for every hand."""
+        crop = read_reference_image(Path(image), self.cfg.crop_size)
+        self.app_override = crops_to_tensor(crop[None], self.device)
+
+    # -----------------------------------------------------------------------------------------------------
+    def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        frame = self.frames[int(torch.randint(len(self.frames), (1,), generator=gen))]
+        hands = self.hands(frame)
+        terms: dict[str, torch.Tensor] = {}
+        logs: dict = {"rays": 0, "samples": 0}
+        if cfg.supervision == "mesh":
+            self._occupancy_losses(frame, hands, gen, terms, logs)
+        if cfg.stage == "full" or cfg.supervision == "silhouette":
+            self._ray_losses(frame, hands, gen, terms, logs)
+        loss = sum(terms.values())
+        logs.update({k: float(v.detach()) for k, v in terms.items()})
+        logs["loss"] = float(loss.detach())
+        return loss, logs
+
+    def _occupancy_losses(self, frame, hands, gen, terms, logs) -> None:
+        cfg = self.cfg
+        occ_l, inside, inter, tp, fp_fn = [], [], [], 0.0, 0.0
+        for h in hands:
+            P, Y = self.pools[(frame, h.side)]
+            sel = torch.randint(len(P), (cfg.occ_points,), generator=gen).to(self.device)
+            x, y = P[sel], Y[sel].float()
+            o = self.model.occ(h, x, soft=True)["occ"]
+            occ_l.append(F.binary_cross_entropy(o.clamp(1e-5, 1 - 1e-5), y))
+            pred = (o.detach() > 0.5).float()
+            tp += float((pred * y).sum())
+            fp_fn += float((pred != y).float().sum())
+            inside.append(x[y > 0.5])
+        terms["occ"] = cfg.w_occ * torch.stack(occ_l).mean()
+        logs["occ_iou"] = tp / max(tp + fp_fn, 1.0)
+        if len(hands) == 2 and cfg.w_int > 0:
+            for a, b in ((0, 1), (1, 0)):
+                xa = inside[a]
+                if not len(xa):
+                    continue
+                near = inside_capsules(xa, hands[b].start, hands[b].end, hands[b].radii)
+                ob = self.model.occ(hands[b], xa[near], soft=True)["occ"] if near.any() else xa.new_zeros(0)
+                inter.append(ob.sum() / len(xa))
+            if inter:
+                terms["int"] = cfg.w_int * sum(inter)
+
+    def _ray_losses(self, frame, hands, gen, terms, logs) -> None:
+        cfg = self.cfg
+        b = sample_batch(self.views, frame, cfg.rays_per_step, cfg.fg_fraction, gen)
+        o, d = b["origins"].to(self.device), b["dirs"].to(self.device)
+        label, target = b["label"].to(self.device), b["rgb"].to(self.device)
+        full = cfg.stage == "full"
+        codes = self.train_codes(frame, hands, gen) if full else None
+        out = render_rays(self.model, hands, codes, o, d, perturb=True, gen=gen, train=True)
+        masks = torch.stack([(label == SIDE_LABEL[h.side]).float() for h in hands], -1)
+        op = out["hand_opacity"].clamp(1e-5, 1 - 1e-5)
+        w_mask = cfg.w_mask if (full or cfg.supervision == "mesh") else 1.0
+        terms["mask"] = w_mask * F.binary_cross_entropy(op, masks)
+        if full:
+            terms["rgb"] = cfg.w_rgb * F.mse_loss(out["rgb"], target)
+            logs["mse"] = float(((out["rgb"].detach() - target) ** 2).mean())
+        logs["rays"] = len(o)
+        logs["samples"] = out["evaluated"]
+        logs["color_evals_per_ray"] = out["color_evals"] / max(len(o), 1)
+
+    # -----------------------------------------------------------------------------------------------------
+    def render_camera(self, frame: int, K, world_to_cam, height: int, width: int) -> dict:
+        """Render cache frame ``frame`` (its skeletons only) seen by any camera."""
+        hands = self.hands(frame)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            codes = self.appearance_codes(hands) if hands else None
+            if not hands:
+                z = np.zeros((height, width), np.float32)
+                return {"rgb": np.zeros((height, width, 3), np.float32), "depth": z, "opacity": z.copy(),
+                        "semantic": np.zeros((height, width), np.uint8), "rays": 0, "evaluated": 0,
+                        "occ_evals": 0, "color_evals": 0}
+            r = render_image(self.model, hands, codes, K, world_to_cam, height, width, self.device, self.cfg.chunk)
+        self.model.train(was_training)
+        return r
+
+    def render_view(self, j: int) -> dict:
+        vt = self.cache.view_table()
+        cam = self.cache.cameras()[int(vt["camera"][j])]
+        return self.render_camera(int(vt["frame"][j]), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
+
+    def snapshot(self, step: int, out_png: Path) -> dict:
+        if self.eval_view is None:
+            return {}
+        from handcli.eval.image_metrics import psnr_full
+        from handcli.render.outputs import contact_sheet
+
+        r = self.render_view(self.eval_view)
+        v = self.cache.view(self.eval_view)
+        fg = v["label"] > 0
+        gt = v["rgb"].astype(np.float32) / 255.0 * fg[..., None]
+        contact_sheet([(r["rgb"] if self.cfg.stage == "full" else np.repeat(r["opacity"][..., None], 3, -1),
+                        gt if self.cfg.stage == "full" else np.repeat(fg[..., None], 3, -1).astype(np.float32))],
+                      [f"step {step} view {self.eval_view}"], out_png)
+        sil = r["opacity"] >= 0.5
+        logs = {"eval_mask_iou": float((sil & fg).sum() / max((sil | fg).sum(), 1))}
+        if self.cfg.stage == "full":
+            logs["eval_psnr_full"] = psnr_full(r["rgb"], gt)
+        return logs
+
+    # -----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def extract_meshes(self, frame: int, resolution: int = 128) -> dict:
+        """Marching cubes (PyMCubes) of each hand's occupancy at 0.5: {"hand"} or {"right", "left"} -> trimesh."""
+        import mcubes
+        import trimesh
+
+        if resolution < 8:
+            raise InputError("resolution must be at least 8", field="resolution")
+        hands = self.hands(frame)
+        if not hands:
+            raise InputError(f"frame {frame} has no hand with a valid skeleton", path=self.cache_path,
+                             field="frames")
+        self.model.eval()
+        out = {}
+        for h in hands:
+            grid, lo, cell = occupancy_grid(self.model, h, resolution)
+            v, f = mcubes.marching_cubes(grid.cpu().numpy().astype(np.float64), 0.5)
+            mesh = trimesh.Trimesh(v * cell + lo.cpu().numpy(), f.astype(np.int64), process=False)
+            if len(mesh.faces) and mesh.volume < 0:
+                mesh.invert()
+            out["hand" if len(hands) == 1 else h.side] = mesh
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run folders
+
+
+def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> HandOccMethod:
+    """Rebuild a trained HandOcc from its folder (weights, capsule radii and reference crops from checkpoint.pt).
+
+    ``cache_path`` (default: the training cache) only provides skeletons and cameras.
+    """
+    doc = read_run_config(run_dir)
+    cfg = HandOccConfig.from_dict(doc["config"])
+    cache = Path(cache_path) if cache_path else Path(doc["data"]["cache"])
+    m = HandOccMethod.__new__(HandOccMethod)
+    m.method = doc["method"]
+    m.cfg = cfg
+    m.device = torch.device(device)
+    m.cache = Cache(cache)
+    m.cache_path = cache
+    m.joints = {}
+    m.frames = []
+    m.app_override = None
+    m.eval_view = None
+    m.model = HandOcc(cfg).to(m.device)
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise InputError("run has no checkpoint", path=ckpt)
+    state = torch.load(ckpt, map_location=m.device, weights_only=False)
+    try:
+        m.model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise InputError(f"checkpoint does not match the run's config ({str(e).splitlines()[0]})", path=ckpt,
+                         field="model") from None
+    m.model.eval()
+    return m
