@@ -2,10 +2,12 @@
 
     python bench/bench_handocc.py [--budget 600] [--frames 10] [--work DIR] [--methods handocc,handnerf]
 
-Data (built by bench_handnerf.prepare, the same generator and settings, in the work folder): a right-hand and an
-interacting sequence, HandNeRF's 10 training cameras and 8 held-out cameras, 256x167 (scale 0.5). Every
+Data (bench_handnerf.prepare: the same generator and settings; ``--work bench_out/handnerf`` reuses that
+benchmark's data, the folders written here are named apart): a right-hand and an interacting sequence, HandNeRF's 10 training cameras and 8 held-out cameras, 256x167 (scale 0.5). Every
 5th frame counting from 2 (2, 7, ...) is held out of training (novel poses); each method (fast preset)
-trains on the other frames and the training cameras for ``--budget`` seconds per sequence.
+trains on the other frames and the training cameras for ``--budget`` seconds per sequence; the number of
+steps (over which the learning rate decays from the preset's lr to lr_final) is calibrated from the
+time of a few probe steps of each method, and the time budget stops training in any case.
 
 Measured per sequence and method:
 - novel views: held-out cameras, every 5th frame (0, 5, ...; seen in training from other cameras): PSNR
@@ -16,9 +18,9 @@ Measured per sequence and method:
   novel views with 64 uniform samples per ray in each hand's box (the same model, every network at every
   sample) for the sampler comparison: evaluations per ray and PSNR side by side;
 - training rays/s (trainer log) and render seconds per 512x334 frame (the held-out cameras' intrinsics
-  scaled x2, 2 threads by default; mean over 4 frames incl. interacting ones).
+  scaled x2, ``--threads`` 2 by default; mean over 4 views of the sequence, best of 2 each).
 
-Prints a markdown table and writes results.json into the work folder. Nothing is asserted.
+Prints a markdown table and writes results_handocc.json into the work folder. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -119,13 +121,28 @@ def time_full_frames(m, views: list[int], repeats: int = 2) -> float:
     return float(np.mean(out))
 
 
+def calibrate_steps(m, budget: float, probe: int = 12) -> int:
+    """Steps that fit in ``budget`` seconds, from the time of ``probe`` training steps (no update is made),
+    so that the learning rate decays over the budget instead of staying near its start."""
+    from handcli.methods.trainer import step_generator
+
+    for i in range(2):  # warm-up
+        m.train_step(i, step_generator(99, i))[0].backward()
+    t = time.perf_counter()
+    for i in range(probe):
+        m.train_step(i, step_generator(99, i))[0].backward()
+    m.model.zero_grad(set_to_none=True)
+    return max(int(budget / ((time.perf_counter() - t) / probe)), 10)
+
+
 def run_one(method: str, seq: str, data: tuple, budget: float, work: Path, n_frames: int) -> dict:
     from handcli.methods.trainer import train
 
     cache, depth, feats = data
     train_frames, nv_frames, np_frames = split_frames(n_frames)
     m = build(method, cache, depth, feats, train_frames)
-    run = work / f"run_{seq}_{method}"
+    m.cfg = replace(m.cfg, steps=calibrate_steps(m, budget))
+    run = work / f"hocc_run_{seq}_{method}"  # names apart from bench_handnerf.py's (same work folder is fine)
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir()
     t0 = time.perf_counter()
@@ -134,8 +151,8 @@ def run_one(method: str, seq: str, data: tuple, budget: float, work: Path, n_fra
     train_s = time.perf_counter() - t0
     m.model.eval()
     nv_views, np_views = test_views(m.cache, nv_frames), test_views(m.cache, np_frames)
-    nv = render_and_eval(m, cache, depth, nv_views, work / f"renders_{seq}_{method}_nv", method)
-    npose = render_and_eval(m, cache, depth, np_views, work / f"renders_{seq}_{method}_np", method)
+    nv = render_and_eval(m, cache, depth, nv_views, work / f"hocc_renders_{seq}_{method}_nv", method)
+    npose = render_and_eval(m, cache, depth, np_views, work / f"hocc_renders_{seq}_{method}_np", method)
     res = {"sequence": seq, "method": method, "steps": last.get("step"), "train_s": round(train_s, 1),
            "rays_per_s": round(last.get("rays_per_s", 0.0)), "samples_per_ray_train": last.get("samples_per_ray"),
            **{f"nv_{k}": v for k, v in nv.items()}, **{f"np_{k}": v for k, v in npose.items()}}
@@ -144,7 +161,7 @@ def run_one(method: str, seq: str, data: tuple, budget: float, work: Path, n_fra
     if method == "handocc":  # the same model with 64 uniform samples per ray, every network everywhere
         uni = replace(m.cfg, sampler="uniform", n_uniform=64)
         m.cfg = m.model.cfg = m.model.occ.cfg = m.model.color.cfg = uni
-        u = render_and_eval(m, cache, depth, nv_views, work / f"renders_{seq}_{method}_uniform", method)
+        u = render_and_eval(m, cache, depth, nv_views, work / f"hocc_renders_{seq}_{method}_uniform", method)
         res.update(uniform64_psnr_full=u["psnr_full"], uniform64_psnr_box=u["psnr_box"],
                    uniform64_evals_per_ray=u["evals_per_ray"],
                    evals_ratio_vs_uniform64=u["evals_per_ray"] / max(res["nv_evals_per_ray"], 1e-9),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from handcli.methods.handocc import PRESETS, HandOcc, guided_samples, make_hand, render_rays
+from handcli.methods.handocc import PRESETS, HandOcc, guided_samples, render_rays
 from handcli.methods.handocc_method import HandOccMethod, hand_crop
 from handcli.methods.occ_sampler import (
     DEFAULT_RELATIVE_RADII,
@@ -144,8 +144,8 @@ def test_mesh_labels_match_trimesh(tiny_cache):
         assert len(pts) >= 1100 and 0.05 < lab.float().mean() < 0.6
         ref = mesh.contains(pts.double().numpy()[:600])
         assert (ref == lab[:600].numpy()).mean() >= 0.995
-        x = torch.as_tensor(mesh.bounds[0]) + torch.rand(400, 3, generator=g, dtype=torch.float64) * \
-            torch.as_tensor(mesh.bounds[1] - mesh.bounds[0])
+        lo, hi = torch.tensor(mesh.bounds[0]), torch.tensor(mesh.bounds[1])
+        x = lo + torch.rand(400, 3, generator=g, dtype=torch.float64) * (hi - lo)
         assert (inside_mesh(x, V, faces[side], g).numpy() == mesh.contains(x.numpy())).mean() >= 0.995
 
 
@@ -492,4 +492,3 @@ def test_config_round_trip_and_bad_values():
         replace(PRESETS["fast"], stage="bogus").check()
     with pytest.raises(InputError, match="sampler"):
         replace(PRESETS["fast"], sampler="dense").check()
-    assert make_hand  # public helpers exist

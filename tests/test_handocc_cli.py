@@ -35,6 +35,9 @@ def test_handocc_cli_chain(tiny_cache, tmp_path):
     assert r.stdout.strip() == str(run)
     doc = json.loads((run / "config.json").read_text())
     assert doc["method"] == "handocc" and doc["config"]["stage"] == "occupancy"
+    r = handcli("inspect", run, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["method"] == "handocc"
 
     # meshes: two hands -> right.ply + left.ply in a folder; one hand -> a single .ply path
     with Cache(tiny_cache) as c:

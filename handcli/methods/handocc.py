@@ -8,9 +8,11 @@ Only the paper's abstract is public; the design follows specs/methods.md §1 (HA
   MLP (grouped over bones) predicts an occupancy from the local coordinates, the bone length and a
   bone-specific projection of the global pose; parts are combined by a soft-max blend (β = 5) in training
   and by max at inference, the winning bone is the part label. Left hands are mirrored right hands.
-- rendering: the density is the occupancy's (σ = −ln(1 − o)/step: a step-long segment has opacity o), so a
-  trained model's silhouettes depend on the skeleton alone; its colour comes from an MLP on the winning part's local coordinates, its hidden
-  features, its occupancy, the part embedding, the bone's world orientation and the appearance code.
+- rendering: the density is the occupancy's (σ = −ln(1 − o)/step: a step-long segment has opacity o), so
+  a trained model's silhouettes depend on the skeleton alone; the colour comes from an MLP on the winning
+  part's local coordinates, its hidden features, its occupancy, the part embedding, the bone's world
+  orientation and the appearance code. Samples lie only in the skeleton's bone capsules, the occupancy
+  is evaluated front to back until a ray is opaque, and the colour only where the occupancy is high.
 - appearance: strided convolutions over a masked hand crop, global pooling -> a code (plus the crop's
   mean skin colour); a reference image of another hand transfers its appearance.
 - two hands: a sample belongs to the hand whose occupancy is higher there; both hands' samples are
@@ -132,7 +134,7 @@ class HandOccConfig:
 PRESETS = {
     "paper": HandOccConfig(),
     "fast": HandOccConfig(top_k=3, occ_hidden=32, occ_layers=3, color_hidden=64, color_layers=2, app_dim=16,
-                          enc_channels=(16, 32, 32, 64), step=0.005, max_samples=32, rays_per_step=1024,
+                          enc_channels=(16, 32, 32, 64), step=0.004, max_samples=40, rays_per_step=1024,
                           occ_points=2048, pool_points=16384, lr=2e-3, lr_final=2e-4, steps=2000, chunk=8192),
 }
 
@@ -536,14 +538,12 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
     sets, active, occ_evals, n_samples = guided_samples(model, hands, origins, dirs, perturb, gen, train)
     for s in sets:
         s["flat"] = torch.arange(s["tm"].numel(), device=device).reshape(s["tm"].shape + (1,))
-    if len(sets) == 1:
-        s = sets[0]
-        merged = {"sigma": s["sigma"], "valid": s["valid"], "t_starts": s["t_starts"], "t_ends": s["t_ends"], "source": torch.zeros_like(s["flat"][..., 0]),
-                  "values": {"flat": s["flat"], "keep": s["keep"][..., None], "tm": s["tm"][..., None]}}
+    parts = [{"t_starts": s["t_starts"], "t_ends": s["t_ends"], "sigma": s["sigma"], "valid": s["valid"],
+              "values": {"flat": s["flat"], "keep": s["keep"][..., None], "tm": s["tm"][..., None]}} for s in sets]
+    if len(parts) == 1:
+        merged = {**parts[0], "source": torch.zeros_like(sets[0]["flat"][..., 0])}
     else:
-        merged = composite_samples([{"t_starts": s["t_starts"], "t_ends": s["t_ends"], "sigma": s["sigma"],
-                                     "valid": s["valid"], "values": {"flat": s["flat"], "keep": s["keep"][..., None],
-                                                                     "tm": s["tm"][..., None]}} for s in sets])
+        merged = composite_samples(parts)
     w, _, _ = render_weights(merged["sigma"], merged["t_starts"], merged["t_ends"], merged["valid"])
     src = merged["source"]
     hand_opacity = torch.stack([(w * (src == h)).sum(-1) for h in range(len(sets))], -1)
