@@ -176,13 +176,13 @@ K_TEST = np.array([[120.0, 0.0, 31.5], [0.0, 120.0, 27.0], [0.0, 0.0, 1.0]])
 
 def test_icosphere_matches_raycast():
     mesh = _look(trimesh.creation.icosphere(subdivisions=3, radius=0.2), np.eye(3), 1.0)
-    _check_against_raycast(mesh, K_TEST, 56, 64)
+    assert _check_against_raycast(mesh, K_TEST, 56, 64).mask.sum() > 100
 
 
 def test_box_matches_raycast():
     rot = trimesh.transformations.random_rotation_matrix(np.random.default_rng(1).random(3))[:3, :3]
     mesh = _look(trimesh.creation.box(extents=[0.3, 0.2, 0.25]), rot, 1.0)
-    _check_against_raycast(mesh, K_TEST, 56, 64)
+    assert _check_against_raycast(mesh, K_TEST, 56, 64).mask.sum() > 100
 
 
 def test_rotated_capsule_matches_raycast_and_is_clipped_at_the_border():
