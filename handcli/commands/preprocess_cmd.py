@@ -9,6 +9,14 @@ import typer
 
 app = typer.Typer(help="Read a dataset in its real layout and write an HDF5 cache.", no_args_is_help=True)
 
+# Options every dataset's preprocess command takes (one definition, shared by the commands below).
+WORKERS = typer.Option(1, min=1, help="Parallel worker processes.")
+SHARD = typer.Option(None, help="Process shard i of N ('i/N'); join with 'cache merge'.")
+MANO_DIR = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (default: the open hand model).")
+MESH_FROM = typer.Option("auto", help="Posed meshes from MANO 'params', from fitting to 3D 'joints', or 'auto'.")
+FORCE = typer.Option(False, "--force", help="Overwrite an existing cache.")
+
+
 
 @app.command("interhand")
 def interhand(
@@ -21,13 +29,11 @@ def interhand(
     frames: Optional[str] = typer.Option(None, help="Frame indices, e.g. '0-100,250'."),
     scale: float = typer.Option(1.0, help="Downscale factor (0.5 gives 256x167 like HandNeRF)."),
     keep_mono: bool = typer.Option(False, "--keep-mono", help="Keep monochrome (410xxx) cameras."),
-    workers: int = typer.Option(1, min=1, help="Parallel worker processes."),
-    shard: Optional[str] = typer.Option(None, help="Process shard i of N ('i/N'); join with 'cache merge'."),
-    mano_dir: Optional[Path] = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl "
-                                                        "(default: the open hand model)."),
-    mesh_from: str = typer.Option("auto", help="Posed meshes from MANO 'params', from fitting to 3D 'joints', "
-                                               "or 'auto'."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing cache."),
+    workers: int = WORKERS,
+    shard: Optional[str] = SHARD,
+    mano_dir: Optional[Path] = MANO_DIR,
+    mesh_from: str = MESH_FROM,
+    force: bool = FORCE,
 ) -> None:
     """InterHand2.6M v1.0 -> cache: cameras in metres, MANO, joints, images, masks, near/far bounds."""
     from handcli.data.interhand_preprocess import preprocess_interhand
@@ -57,13 +63,11 @@ def dexycb(
     objects: Optional[str] = typer.Option(None, help="Grasped objects: YCB ids (e.g. 1,2,10,15) or names."),
     scale: float = typer.Option(1.0, help="Downscale factor for images and labels."),
     depth: bool = typer.Option(False, "--depth", help="Also store the aligned depth maps (float16 metres)."),
-    workers: int = typer.Option(1, min=1, help="Parallel worker processes."),
-    shard: Optional[str] = typer.Option(None, help="Process shard i of N ('i/N'); join with 'cache merge'."),
-    mano_dir: Optional[Path] = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl "
-                                                        "(default: the open hand model)."),
-    mesh_from: str = typer.Option("auto", help="Posed meshes from MANO 'params', from fitting to 3D 'joints', "
-                                               "or 'auto'."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing cache."),
+    workers: int = WORKERS,
+    shard: Optional[str] = SHARD,
+    mano_dir: Optional[Path] = MANO_DIR,
+    mesh_from: str = MESH_FROM,
+    force: bool = FORCE,
 ) -> None:
     """DexYCB -> cache: world = calibration world; hand, grasped object, seg labels, near/far bounds."""
     from handcli.data.ho_preprocess import preprocess_dexycb
@@ -92,13 +96,11 @@ def ho3d(
                                                      "$DEX_YCB_DIR/models)."),
     scale: float = typer.Option(1.0, help="Downscale factor for images and labels."),
     depth: bool = typer.Option(False, "--depth", help="Also store the decoded depth maps (float16 metres)."),
-    workers: int = typer.Option(1, min=1, help="Parallel worker processes."),
-    shard: Optional[str] = typer.Option(None, help="Process shard i of N ('i/N'); join with 'cache merge'."),
-    mano_dir: Optional[Path] = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl "
-                                                        "(default: the open hand model)."),
-    mesh_from: str = typer.Option("auto", help="Posed meshes from MANO 'params', from fitting to 3D 'joints', "
-                                               "or 'auto'."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing cache."),
+    workers: int = WORKERS,
+    shard: Optional[str] = SHARD,
+    mano_dir: Optional[Path] = MANO_DIR,
+    mesh_from: str = MESH_FROM,
+    force: bool = FORCE,
 ) -> None:
     """HO-3D v3 -> cache: OpenGL converted to OpenCV, multi-camera reference world, seg labels, bounds."""
     from handcli.data.ho_preprocess import preprocess_ho3d

@@ -51,6 +51,20 @@ def select_views(cache: Cache, cameras: list[str] | None = None, frames: list[in
     return np.nonzero(keep)[0]
 
 
+def pick_eval_view(cache: Cache, frame: int, train_cameras: list[str] | None,
+                   eval_cameras: list[str] | None) -> int | None:
+    """A view of ``frame`` for evaluation snapshots: an eval camera, else one not used for training."""
+    names = [c["name"] for c in cache.cameras()]
+    vt = cache.view_table()
+    in_frame = np.nonzero(vt["frame"] == frame)[0]
+    cands = [j for j in in_frame
+             if (eval_cameras and names[vt["camera"][j]] in eval_cameras)
+             or (not eval_cameras and train_cameras and names[vt["camera"][j]] not in train_cameras)]
+    if not cands:
+        cands = list(in_frame)
+    return int(cands[0]) if cands else None
+
+
 def load_views(cache: Cache, view_ids: np.ndarray, depth=None) -> ViewSet:
     """Load the given views' pixels, labels, cameras (and pseudo-depth maps) into memory."""
     cams = cache.cameras()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from handcli.data.cache import Cache
-from handcli.data.raybatch import load_views, sample_batch, select_views
+from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
 from handcli.errors import InputError
 from handcli.methods import losses as L
 from handcli.methods.base import read_run_config
@@ -160,18 +160,7 @@ class HandNeRFMethod:
         self.views = load_views(self.cache, view_ids, self.depth)
         self.frames = [f for f in self.frames if np.any(self.views.frames == f)]
         self.model = HandNeRF(cfg, len(self.frame_codes)).to(self.device)
-        self.eval_view = self._pick_eval_view(train_cameras, eval_cameras)
-
-    def _pick_eval_view(self, train_cameras, eval_cameras) -> int | None:
-        names = [c["name"] for c in self.cache.cameras()]
-        vt = self.cache.view_table()
-        frame0 = self.frames[0]
-        cands = [j for j in np.nonzero(vt["frame"] == frame0)[0]
-                 if (eval_cameras and names[vt["camera"][j]] in eval_cameras)
-                 or (not eval_cameras and train_cameras and names[vt["camera"][j]] not in train_cameras)]
-        if not cands:
-            cands = list(np.nonzero(vt["frame"] == frame0)[0])
-        return int(cands[0]) if cands else None
+        self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from handcli.data.cache import LABELS, Cache
-from handcli.data.raybatch import load_views, sample_batch, select_views
+from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
 from handcli.errors import InputError
 from handcli.methods.base import read_run_config
 from handcli.methods.handocc import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
@@ -218,7 +218,7 @@ class HandOccMethod:
         if cfg.supervision == "mesh":
             self._measure_meshes(gen)
         self._prepare_crops()
-        self.eval_view = self._pick_eval_view(train_cameras, eval_cameras)
+        self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
     def _measure_meshes(self, gen: torch.Generator) -> None:
         """Capsule radii from the training meshes and labelled occupancy points per training hand."""
@@ -269,17 +269,6 @@ class HandOccMethod:
                     ref[k] = crops[pool[0], kk]
                     break
         self.model.ref_crops.copy_(crops_to_tensor(ref, self.device))
-
-    def _pick_eval_view(self, train_cameras, eval_cameras) -> int | None:
-        names = [c["name"] for c in self.cache.cameras()]
-        vt = self.cache.view_table()
-        frame0 = self.frames[0]
-        cands = [j for j in np.nonzero(vt["frame"] == frame0)[0]
-                 if (eval_cameras and names[vt["camera"][j]] in eval_cameras)
-                 or (not eval_cameras and train_cameras and names[vt["camera"][j]] not in train_cameras)]
-        if not cands:
-            cands = list(np.nonzero(vt["frame"] == frame0)[0])
-        return int(cands[0]) if cands else None
 
     # -----------------------------------------------------------------------------------------------------
     def hands(self, frame: int) -> list[HandSkeleton]:
