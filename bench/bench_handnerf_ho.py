@@ -26,7 +26,8 @@ the same input view:
   evaluated against the GT object and hand (docs/grasp-eval.md); the same on the GT object mesh is the
   upper bound.
 
-Prints markdown tables and writes results.json into the work folder.
+Prints markdown tables and writes results.json into the work folder; the predicted meshes and evaluated
+grasps of every test frame go to ``meshes_<method>/frame<F>/``.
 """
 
 from __future__ import annotations
@@ -80,8 +81,11 @@ def split_frames(cache_path: Path) -> dict[str, list[list[int]]]:
     return {name: [by_seq[k] for k in ks] for name, ks in SPLITS.items()}
 
 
-def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int) -> dict:
-    """Novel-view, geometry and grasp metrics of one test frame (seen by its input view)."""
+def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int, keep: Path | None = None) -> dict:
+    """Novel-view, geometry and grasp metrics of one test frame (seen by its input view).
+
+    ``keep``: a folder that receives the predicted meshes (``hand.ply``, ``object.ply``, ``scene.ply``) and
+    the evaluated grasps (``grasps.json``), for looking at them afterwards."""
     from handcli.eval.geometry import scene_metrics
     from handcli.eval.geometry_eval import cache_gt_meshes, cache_gt_points
     from handcli.eval.grasp import grasp_success_ratio
@@ -120,6 +124,11 @@ def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int) -> dict:
     obj = meshes["object"] if len(meshes["object"].faces) else None
     g = grasp_success_ratio(obj, gt["hand"], gt["object"], gt["hand"], top_k=20, seed=seed, n_samples=500)
     out["grasp_success"] = g["success_ratio"]
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for k, v in meshes.items():
+            v.export(keep / f"{k}.ply")
+        (keep / "grasps.json").write_text(json.dumps(g["grasps"], default=lambda a: np.asarray(a).tolist()))
     out["grasp_proposals"] = g["num_proposals"]
     if frame not in gt_grasp_cache:
         u = grasp_success_ratio(gt["object"], gt["hand"], gt["object"], gt["hand"], top_k=20, seed=seed,
@@ -152,7 +161,8 @@ def run_method(method: str, cache: Path, splits: dict, budget: float, work: Path
             pick = [seq[i] for i in np.unique(np.linspace(0, len(seq) - 1, min(eval_frames, len(seq))).round()
                                               .astype(int))]
             for f in pick:
-                r = {"method": method, "split": split, **eval_frame(m, f, gt_grasp_cache, seed)}
+                keep = work / f"meshes_{method}" / f"frame{f:04d}"
+                r = {"method": method, "split": split, **eval_frame(m, f, gt_grasp_cache, seed, keep)}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     for r in rows:

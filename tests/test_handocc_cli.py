@@ -127,3 +127,22 @@ def test_mesh_dispatches_on_the_method(tmp_path, monkeypatch):
     write_run_config(run, "nomesh", "fast", PRESETS["fast"], {"cache": "x.h5"}, 0, "test")
     res = CliRunner().invoke(app, ["mesh", str(run), "--frame", "0", "-o", str(tmp_path / "out")])
     assert isinstance(res.exception, InputError) and "no mesh extraction" in str(res.exception)
+
+
+def test_handocc_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
+    """HandOcc under torchrun (gloo on CPU), as the other methods: both ranks train, rank 0 writes once."""
+    import shutil
+
+    import torch
+
+    torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
+    run = tmp_path / "ddp"
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "handcli.cli", "train", str(tiny_cache), "-o",
+                        str(run), "--method", "handocc", "--steps", "2", "--log-every", "1", *SMALL],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines() == [str(run)]
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs] == [1, 2]
+    assert all(np.isfinite(x["loss"]) for x in recs)
+    assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["step"] == 2

@@ -77,3 +77,23 @@ def read_run_config(run_dir: Path) -> dict:
     if doc.get("schema") != RUN_SCHEMA:
         raise InputError(f"unknown schema {doc.get('schema')!r}", path=p, field="schema")
     return doc
+
+
+def read_checkpoint(run_dir: Path, device) -> tuple[dict, Path]:
+    """(the state dict saved by the trainer, its path) of a run; ``InputError`` when the run has none."""
+    import torch
+
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise InputError("run has no checkpoint", path=ckpt)
+    return torch.load(ckpt, map_location=device, weights_only=False), ckpt
+
+
+def load_model_weights(model, state: dict, ckpt: Path) -> None:
+    """Load ``state["model"]`` into ``model`` and put it in eval mode; a mismatch is an ``InputError``."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise InputError(f"checkpoint does not match the run's config ({str(e).splitlines()[0]})", path=ckpt,
+                         field="model") from None
+    model.eval()

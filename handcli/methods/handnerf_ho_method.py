@@ -25,7 +25,7 @@ import torch
 
 from handcli.data.cache import Cache, FrameRecord
 from handcli.errors import InputError
-from handcli.methods.base import read_run_config
+from handcli.methods.base import load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handnerf_ho import (
     HandNeRFHO,
     HandNeRFHOConfig,
@@ -542,19 +542,11 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu")
                          field="frames/object")
     m.cfg = cfg
     m.encoder_init = doc["data"].get("encoder_init", "checkpoint")
-    ckpt = Path(run_dir) / "checkpoint.pt"
-    if not ckpt.is_file():
-        raise InputError("run has no checkpoint", path=ckpt)
-    state = torch.load(ckpt, map_location=m.device, weights_only=False)
+    state, ckpt = read_checkpoint(run_dir, m.device)
     latent = state.get("model", {}).get("hand_latent")
     n_verts = int(latent.shape[0]) if latent is not None else 778
     m.model = HandNeRFHO(cfg, num_hand_vertices=n_verts, load_encoder=False).to(m.device)
-    try:
-        m.model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise InputError(f"checkpoint does not match the run's config ({str(e).splitlines()[0]})", path=ckpt,
-                         field="model") from None
-    m.model.eval()
+    load_model_weights(m.model, state, ckpt)
     m.frames = list(range(m.cache.num_frames))
     m.train_cameras = None
     m._train_data, m._scenes, m.input_views = OrderedDict(), OrderedDict(), {}

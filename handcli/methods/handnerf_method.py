@@ -17,7 +17,7 @@ from handcli.data.cache import Cache
 from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
 from handcli.errors import InputError
 from handcli.methods import losses as L
-from handcli.methods.base import read_run_config
+from handcli.methods.base import load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.deform import HandGeometry, build_hand_geometry
 from handcli.methods.handnerf import HandNeRF, HandNeRFConfig
 from handcli.progress import progress
@@ -251,16 +251,8 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu",
     m.frames = frames if frames is not None else list(range(m.cache.num_frames))
     m.geoms = {}
     m.model = HandNeRF(cfg, int(data["num_codes"])).to(m.device)
-    ckpt = Path(run_dir) / "checkpoint.pt"
-    if not ckpt.is_file():
-        raise InputError("run has no checkpoint", path=ckpt)
-    state = torch.load(ckpt, map_location=m.device, weights_only=False)
-    try:
-        m.model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise InputError(f"checkpoint does not match the run's config ({str(e).splitlines()[0]})", path=ckpt,
-                         field="model") from None
-    m.model.eval()
+    state, ckpt = read_checkpoint(run_dir, m.device)
+    load_model_weights(m.model, state, ckpt)
     m.depth = m.features = None
     m.eval_view = None
     m.depth_only = False

@@ -84,8 +84,9 @@ class HandOccConfig:
     enc_channels: tuple = (16, 32, 64, 128)
     # sampling
     sampler: str = "occupancy"  # "uniform": baseline, n_uniform samples in the box, every network everywhere
-    step: float = 0.004  # metres between samples inside the capsules
+    step: float = 0.004  # metres between samples inside the capsules; also the density's unit length
     max_samples: int = 48
+    render_step: float = 0.002  # inference only: sample spacing in the capsules (0 = step); the field is unchanged
     n_uniform: int = 64
     wave: int = 4  # inference: occupancy evaluated front to back, this many samples per ray at a time
     tau: float = 0.05  # colour is evaluated only where occupancy > tau (dilated one sample along the ray)
@@ -127,8 +128,8 @@ class HandOccConfig:
                                  field=name)
         if not 1 <= self.top_k <= NUM_BONES:
             raise InputError(f"top_k must be in 1..{NUM_BONES}", field="top_k")
-        if self.step <= 0 or self.max_samples < 1:
-            raise InputError("step must be > 0 and max_samples >= 1", field="step")
+        if self.step <= 0 or self.max_samples < 1 or self.render_step < 0:
+            raise InputError("step must be > 0, render_step >= 0 and max_samples >= 1", field="step")
 
 
 PRESETS = {
@@ -391,15 +392,20 @@ def occupancy_density(occ: Tensor, step: float) -> Tensor:
 
 
 def _ray_samples(cfg: HandOccConfig, hand: HandSkeleton, origins: Tensor, dirs: Tensor, perturb: bool,
-                 gen: torch.Generator | None) -> dict:
-    """One hand's sample intervals along N rays (capsule-bounded, or uniform in its box) and positions."""
+                 gen: torch.Generator | None, train: bool = False) -> dict:
+    """One hand's sample intervals along N rays (capsule-bounded, or uniform in its box) and positions.
+
+    At inference a ``render_step`` > 0 replaces ``step`` as the spacing, with ``max_samples`` scaled by
+    step / render_step so that rays keep the same covered length; densities keep ``step`` as their unit."""
     if cfg.sampler == "uniform":
         t0, t1, valid = box_samples(origins, dirs, hand.box_min, hand.box_max, cfg.n_uniform, perturb, gen)
     else:  # capsules only for the rays that enter the hand's box
         rows = torch.nonzero(ray_aabb(origins, dirs, hand.box_min, hand.box_max)[2])[:, 0]
-        c0, c1, cv = capsule_samples(origins[rows], dirs[rows], hand.start, hand.end, hand.radii, cfg.step,
-                                     cfg.max_samples)
-        shape = (len(origins), cfg.max_samples)
+        spacing, n_max = cfg.step, cfg.max_samples
+        if not train and cfg.render_step > 0:
+            spacing, n_max = cfg.render_step, math.ceil(cfg.max_samples * cfg.step / cfg.render_step)
+        c0, c1, cv = capsule_samples(origins[rows], dirs[rows], hand.start, hand.end, hand.radii, spacing, n_max)
+        shape = (len(origins), n_max)
         t0 = origins.new_zeros(shape).index_put((rows,), c0)
         t1 = origins.new_zeros(shape).index_put((rows,), c1)
         valid = torch.zeros(shape, dtype=torch.bool, device=origins.device).index_put((rows,), cv)
@@ -505,7 +511,7 @@ def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, d
     termination.
     """
     cfg = model.cfg
-    sets = [_ray_samples(cfg, h, origins, dirs, perturb, gen) for h in hands]
+    sets = [_ray_samples(cfg, h, origins, dirs, perturb, gen, train) for h in hands]
     n_samples = int(sum(int(s["valid"].sum()) for s in sets))
     active = torch.nonzero(torch.stack([s["valid"].any(-1) for s in sets]).any(0))[:, 0]
     if len(active) < len(origins):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from handcli.data.cache import LABELS, Cache
 from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
 from handcli.errors import InputError
-from handcli.methods.base import read_run_config
+from handcli.methods.base import load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handocc import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
 from handcli.methods.occ_sampler import grow_relative_radii, inside_capsules, labelled_points
 from handcli.progress import progress
@@ -455,14 +455,6 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu")
     m.app_override = None
     m.eval_view = None
     m.model = HandOcc(cfg).to(m.device)
-    ckpt = Path(run_dir) / "checkpoint.pt"
-    if not ckpt.is_file():
-        raise InputError("run has no checkpoint", path=ckpt)
-    state = torch.load(ckpt, map_location=m.device, weights_only=False)
-    try:
-        m.model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise InputError(f"checkpoint does not match the run's config ({str(e).splitlines()[0]})", path=ckpt,
-                         field="model") from None
-    m.model.eval()
+    state, ckpt = read_checkpoint(run_dir, m.device)
+    load_model_weights(m.model, state, ckpt)
     return m
