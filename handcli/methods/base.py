@@ -9,6 +9,7 @@ A method class (registered in ``handcli.registry.METHODS``) has:
 - ``from_run(run_dir, cache_path, device)``: rebuild a trained model for rendering;
 - ``train_step(step, generator) -> (loss, logs)`` and ``snapshot(step, png) -> logs`` for the trainer;
 - ``render_camera(frame, K, world_to_cam, height, width) -> {rgb, depth, opacity, ...}`` for any camera;
+- ``render_view(j)`` for cache view j (inherit :class:`RendersCacheViews`);
 - ``run_data() -> dict`` extra entries for config.json (e.g. frame codes); attributes ``model``, ``cfg``,
   ``method``, ``cache``.
 """
@@ -97,3 +98,13 @@ def load_model_weights(model, state: dict, ckpt: Path) -> None:
         raise InputError(f"checkpoint does not match the run's config ({str(e).splitlines()[0]})", path=ckpt,
                          field="model") from None
     model.eval()
+
+
+class RendersCacheViews:
+    """Mixin: ``render_view(j)`` renders cache view j through the method's ``render_camera``."""
+
+    def render_view(self, j: int) -> dict:
+        """Render cache view ``j`` with its camera (frame codes of unseen frames use the method's default)."""
+        vt = self.cache.view_table()
+        cam = self.cache.cameras()[int(vt["camera"][j])]
+        return self.render_camera(int(vt["frame"][j]), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])

@@ -25,7 +25,7 @@ import torch
 
 from handcli.data.cache import Cache, FrameRecord
 from handcli.errors import InputError
-from handcli.methods.base import load_model_weights, read_checkpoint, read_run_config
+from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handnerf_ho import (
     HandNeRFHO,
     HandNeRFHOConfig,
@@ -260,7 +260,7 @@ def render_image(model: HandNeRFHO, scene: SceneInput, K, w2c, height: int, widt
             "evaluated": evaluated, "rays": int(len(idx))}
 
 
-class HandNeRFHOMethod:
+class HandNeRFHOMethod(RendersCacheViews):
     """A HandNeRF (Choi; ``handnerf-ho``) or PixelNeRF (``pixelnerf``) run (API: handcli.methods.base)."""
 
     Config = HandNeRFHOConfig
@@ -428,11 +428,6 @@ class HandNeRFHOMethod:
                                 self.cfg.chunk)
         finally:
             self.model.train(was)
-
-    def render_view(self, j: int) -> dict:
-        vt = self.cache.view_table()
-        cam = self.cache.cameras()[int(vt["camera"][j])]
-        return self.render_camera(int(vt["frame"][j]), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
 
     def render_crop(self, j: int, size: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
         """Render cache view ``j`` on its square crop around the hand-object mask (as in training and in

@@ -17,7 +17,7 @@ from handcli.data.cache import Cache
 from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
 from handcli.errors import InputError
 from handcli.methods import losses as L
-from handcli.methods.base import load_model_weights, read_checkpoint, read_run_config
+from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.deform import HandGeometry, build_hand_geometry
 from handcli.methods.handnerf import HandNeRF, HandNeRFConfig
 from handcli.progress import progress
@@ -86,7 +86,7 @@ def render_image(model: HandNeRF, geoms: list[HandGeometry], K: np.ndarray, w2c:
             "evaluated": evaluated, "rays": int(len(idx))}
 
 
-class HandNeRFMethod:
+class HandNeRFMethod(RendersCacheViews):
     """A HandNeRF or Pose-NeRF run: ``method`` is "handnerf" or "posenerf" (API: handcli.methods.base)."""
 
     Config = HandNeRFConfig
@@ -205,12 +205,6 @@ class HandNeRFMethod:
         return loss, logs
 
     # -----------------------------------------------------------------------------------------------------
-    def render_view(self, j: int) -> dict:
-        """Render cache view ``j`` (frame codes of unseen frames use the mean latent)."""
-        vt = self.cache.view_table()
-        cam = self.cache.cameras()[int(vt["camera"][j])]
-        return self.render_camera(int(vt["frame"][j]), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
-
     def snapshot(self, step: int, out_png: Path) -> dict:
         if self.eval_view is None:
             return {}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from handcli.data.cache import LABELS, Cache
 from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
 from handcli.errors import InputError
-from handcli.methods.base import load_model_weights, read_checkpoint, read_run_config
+from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handocc import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
 from handcli.methods.occ_sampler import grow_relative_radii, inside_capsules, labelled_points
 from handcli.progress import progress
@@ -160,7 +160,7 @@ def render_image(model: HandOcc, hands: list[HandSkeleton], codes: list[torch.Te
 # ---------------------------------------------------------------------------------------------------------
 
 
-class HandOccMethod:
+class HandOccMethod(RendersCacheViews):
     """A HandOcc run (API: handcli.methods.base)."""
 
     Config = HandOccConfig
@@ -382,11 +382,6 @@ class HandOccMethod:
             r = render_image(self.model, hands, codes, K, world_to_cam, height, width, self.device, self.cfg.chunk)
         self.model.train(was_training)
         return r
-
-    def render_view(self, j: int) -> dict:
-        vt = self.cache.view_table()
-        cam = self.cache.cameras()[int(vt["camera"][j])]
-        return self.render_camera(int(vt["frame"][j]), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
 
     def snapshot(self, step: int, out_png: Path) -> dict:
         if self.eval_view is None:
