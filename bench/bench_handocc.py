@@ -159,9 +159,8 @@ def run_one(method: str, seq: str, data: tuple, budget: float, work: Path, n_fra
     pick = (nv_views[::2] + np_views[::2])[:4]
     res["s_per_512x334"] = time_full_frames(m, pick)
     if method == "handocc":  # the same model with 64 uniform samples per ray, every network everywhere
-        uni = replace(m.cfg, sampler="uniform", n_uniform=64)
-        m.cfg = m.model.cfg = m.model.occ.cfg = m.model.color.cfg = uni
-        u = render_and_eval(m, cache, depth, nv_views, work / f"hocc_renders_{seq}_{method}_uniform", method)
+        with m.model.sampling(sampler="uniform", n_uniform=64):
+            u = render_and_eval(m, cache, depth, nv_views, work / f"hocc_renders_{seq}_{method}_uniform", method)
         res.update(uniform64_psnr_full=u["psnr_full"], uniform64_psnr_box=u["psnr_box"],
                    uniform64_evals_per_ray=u["evals_per_ray"],
                    evals_ratio_vs_uniform64=u["evals_per_ray"] / max(res["nv_evals_per_ray"], 1e-9),

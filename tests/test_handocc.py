@@ -206,6 +206,12 @@ def _view_rays(cache, j, stride=2):
     return int(vt["frame"][j]), o, d, cam
 
 
+def _render(m, hands, o, d, **changes) -> dict:
+    """render_rays of the method's model with zero appearance codes and some config fields changed."""
+    with torch.no_grad(), m.model.sampling(**changes):
+        return render_rays(m.model, hands, [torch.zeros(m.model.app.out_dim) for _ in hands], o, d)
+
+
 def test_sampler_keeps_every_inside_sample_and_evaluates_few(occ_method):
     """Against 256 uniform samples per ray in the hand's box labelled by the mesh: every sample inside the
     mesh lies in an interval the occupancy-guided sampler keeps (recall >= 0.99, all samples, no early
@@ -213,7 +219,6 @@ def test_sampler_keeps_every_inside_sample_and_evaluates_few(occ_method):
     per ray."""
     m = occ_method
     model = m.model
-    model.cfg = model.occ.cfg = replace(m.cfg, wave=0)  # all samples, not only visible ones
     faces = {s: _faces(m.cache, s) for s in ("right", "left")}
     covered = total = n_eval = n_rays = 0
     cap_covered = 0
@@ -227,11 +232,9 @@ def test_sampler_keeps_every_inside_sample_and_evaluates_few(occ_method):
         for h in hands:
             hit |= ray_aabb(o, d, h.box_min, h.box_max)[2]
         o, d = o[hit], d[hit]
-        with torch.no_grad():
+        with torch.no_grad(), model.sampling(wave=0):  # all samples, not only visible ones
             sets, active, occ_evals, _ = guided_samples(model, hands, o, d)
-            model.cfg = model.occ.cfg = m.cfg  # the renderer as used: front to back, early termination
-            rendered = render_rays(model, hands, [torch.zeros(model.app.out_dim) for _ in hands], o, d)
-            model.cfg = model.occ.cfg = replace(m.cfg, wave=0)
+        rendered = _render(m, hands, o, d)  # the renderer as used: front to back, early termination
         n_rays += len(o)
         n_eval += rendered["evaluated"]  # occupancy + radiance evaluations
         for h, s in zip(hands, sets):
@@ -256,7 +259,6 @@ def test_sampler_keeps_every_inside_sample_and_evaluates_few(occ_method):
     print(f"recall {recall:.4f} (capsules {cap_recall:.4f}), evaluations per box ray {per_ray:.2f}")
     assert cap_recall >= 0.999
     assert recall >= 0.99
-    model.cfg = model.occ.cfg = m.cfg
     assert per_ray <= 64 / 4  # >= 4x fewer than 64 uniform samples, even counting both networks
 
 
@@ -264,13 +266,7 @@ def test_early_termination_renders_the_same(occ_method):
     m = occ_method
     frame, o, d, _ = _view_rays(m.cache, 13, stride=3)
     hands = m.hands(frame)
-    codes = [torch.zeros(m.model.app.out_dim) for _ in hands]
-    outs = {}
-    with torch.no_grad():
-        for wave in (0, 4):
-            m.model.cfg = m.model.occ.cfg = replace(m.cfg, wave=wave)
-            outs[wave] = render_rays(m.model, hands, codes, o, d)
-    m.model.cfg = m.model.occ.cfg = m.cfg
+    outs = {wave: _render(m, hands, o, d, wave=wave) for wave in (0, 4)}
     assert (outs[0]["opacity"] - outs[4]["opacity"]).abs().max() < 2e-3
     assert (outs[0]["rgb"] - outs[4]["rgb"]).abs().max() < 5e-3
     assert outs[4]["occ_evals"] < 0.9 * outs[0]["occ_evals"]
@@ -497,6 +493,12 @@ def test_config_round_trip_and_bad_values():
         replace(PRESETS["fast"], stage="bogus").check()
     with pytest.raises(InputError, match="sampler"):
         replace(PRESETS["fast"], sampler="dense").check()
+    with pytest.raises(InputError, match="render_step"):
+        replace(PRESETS["fast"], render_step=-0.001).check()
+    model = HandOcc(PRESETS["fast"])
+    with model.sampling(sampler="uniform", n_uniform=32):
+        assert model.occ.cfg.sampler == model.color.cfg.sampler == "uniform" and model.cfg.n_uniform == 32
+    assert model.cfg is model.occ.cfg is model.color.cfg is PRESETS["fast"]  # restored
 
 
 def test_render_step_refines_the_same_field(occ_method):
@@ -505,14 +507,9 @@ def test_render_step_refines_the_same_field(occ_method):
     m = occ_method
     frame, o, d, _ = _view_rays(m.cache, 13, stride=3)
     hands = m.hands(frame)
-    codes = [torch.zeros(m.model.app.out_dim) for _ in hands]
-    outs = {}
-    with torch.no_grad():
-        for name, kw in (("ref", dict(sampler="uniform", n_uniform=256)), ("coarse", dict(render_step=0.0)),
-                         ("fine", dict(render_step=m.cfg.step / 2))):
-            m.model.cfg = m.model.occ.cfg = replace(m.cfg, wave=0, **kw)
-            outs[name] = render_rays(m.model, hands, codes, o, d)
-    m.model.cfg = m.model.occ.cfg = m.cfg
+    outs = {name: _render(m, hands, o, d, wave=0, **kw)
+            for name, kw in (("ref", dict(sampler="uniform", n_uniform=256)), ("coarse", dict(render_step=0.0)),
+                             ("fine", dict(render_step=m.cfg.step / 2)))}
     err = {k: (outs[k]["opacity"] - outs["ref"]["opacity"]).abs().mean().item() for k in ("coarse", "fine")}
     print(err)
     assert err["fine"] < 0.8 * err["coarse"]

@@ -21,8 +21,9 @@ Only the paper's abstract is public; the design follows specs/methods.md §1 (HA
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -128,8 +129,10 @@ class HandOccConfig:
                                  field=name)
         if not 1 <= self.top_k <= NUM_BONES:
             raise InputError(f"top_k must be in 1..{NUM_BONES}", field="top_k")
-        if self.step <= 0 or self.max_samples < 1 or self.render_step < 0:
-            raise InputError("step must be > 0, render_step >= 0 and max_samples >= 1", field="step")
+        if self.step <= 0 or self.max_samples < 1:
+            raise InputError("step must be > 0 and max_samples >= 1", field="step")
+        if self.render_step < 0:
+            raise InputError("render_step must be >= 0 (0: the training step)", field="render_step")
 
 
 PRESETS = {
@@ -357,6 +360,22 @@ class HandOcc(nn.Module):
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
         self.register_buffer("ref_crops", torch.zeros(2, 3, cfg.crop_size, cfg.crop_size))
+
+    def use_config(self, cfg: HandOccConfig) -> None:
+        """Switch to another config of the same architecture (sampler, render_step, wave, tau, ...): the
+        sub-networks read their own reference to it."""
+        self.cfg = self.occ.cfg = self.color.cfg = cfg
+
+    @contextlib.contextmanager
+    def sampling(self, **changes):
+        """Render with some config fields changed for the duration of a ``with`` block, e.g.
+        ``with model.sampling(sampler="uniform", n_uniform=64): ...``; the config is restored after."""
+        before = self.cfg
+        self.use_config(replace(before, **changes))
+        try:
+            yield self.cfg
+        finally:
+            self.use_config(before)
 
     def hand(self, joints: Tensor, side: str) -> HandSkeleton:
         return make_hand(joints.to(self.rel_radii.device), side, self.rel_radii, self.cfg.radius_dilation,
