@@ -414,7 +414,7 @@ class Cache:
         return [int(j) for j in np.nonzero(self.f["views/frame"][()] == i)[0]]
 
     def summary(self, all_frames: bool = False) -> dict:
-        """The JSON summary of ``handcli inspect cache.h5 --json`` (DESIGN.md)."""
+        """The JSON summary of ``handcli inspect cache.h5 --json`` (docs/design.md#inspect-json)."""
         a = self.attrs
         cams = [{"name": c["name"], "capture": c["capture"], "width": c["width"], "height": c["height"],
                  "K": np.round(c["K"], 6).tolist(), "world_to_cam": np.round(c["world_to_cam"], 9).tolist()}

@@ -1,4 +1,4 @@
-"""DexYCB reader (specs/datasets.md §2).
+"""DexYCB reader (docs/formats.md#dexycb).
 
 Reads the real layout exactly::
 

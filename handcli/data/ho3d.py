@@ -1,4 +1,4 @@
-"""HO-3D v3 reader (specs/datasets.md §3).
+"""HO-3D v3 reader (docs/formats.md#ho3d).
 
 Reads the real layout exactly::
 

@@ -60,7 +60,7 @@ def move_mano(pose: np.ndarray, trans: np.ndarray, J0: np.ndarray, M: np.ndarray
 
     pose (48,) (only the global orient changes), trans (3,), J0 (3,) the shaped model's root joint (the
     pivot of the global rotation). Exact: ``root' = R root``, ``trans' = R (J0 + trans) + t - J0``
-    (specs/datasets.md §3.3 for R = diag(1, -1, -1), t = 0).
+    (docs/formats.md#ho3d-conventions for R = diag(1, -1, -1), t = 0).
     """
     from scipy.spatial.transform import Rotation
 

@@ -1,4 +1,4 @@
-"""InterHand2.6M v1.0 reader (specs/datasets.md §1).
+"""InterHand2.6M v1.0 reader (docs/formats.md#interhand26m).
 
 Reads the real layout exactly: per-split COCO-style ``data.json`` (per-image records), the
 per-capture cameras (campos in mm, camrot world->camera), world joints in mm (42 joints,

@@ -1,7 +1,7 @@
 """HandOcc (Ivashechkin et al., 2025): a skeleton-driven occupancy network, an occupancy-conditioned NeRF
 and a convolutional appearance encoder, rendered with the shared core (docs/methods/handocc.md).
 
-Only the paper's abstract is public; the design follows specs/methods.md §1 (HALO/NASA):
+Only the paper's abstract is public; the design follows HALO/NASA (docs/formulas.md#handocc):
 
 - occupancy: the 21-joint skeleton is canonicalised (``skeleton_frames``); a query point is expressed in
   the local frames of its ``top_k`` nearest bones (by capsule distance) and each of those bones' own small

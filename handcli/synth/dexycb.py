@@ -1,4 +1,4 @@
-"""Synthetic DexYCB in the real layout (specs/datasets.md §2), rendered from the open hand model grasping
+"""Synthetic DexYCB in the real layout (docs/formats.md#dexycb), rendered from the open hand model grasping
 procedural YCB-like objects.
 
 Writes exactly the real layout::

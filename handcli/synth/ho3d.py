@@ -1,4 +1,4 @@
-"""Synthetic HO-3D v3 in the real layout (specs/datasets.md §3), rendered from the open hand model grasping
+"""Synthetic HO-3D v3 in the real layout (docs/formats.md#ho3d), rendered from the open hand model grasping
 procedural YCB-like objects, with annotations in the **OpenGL** camera convention.
 
 Writes exactly the real layout::

@@ -1,6 +1,6 @@
 """Synthetic InterHand2.6M (v1.0 layout) rendered from the open hand model.
 
-Writes exactly the real layout (specs/datasets.md §1)::
+Writes exactly the real layout (docs/formats.md#interhand26m)::
 
     ROOT/images/{split}/Capture{c}/{seq}/cam{cam}/image{frame:04d}.jpg
     ROOT/annotations/skeleton.txt, subject.txt
@@ -39,7 +39,7 @@ from handcli.synth.motion import finger_pose, gesture_flex, hand_orientation, mi
 from handcli.synth.shading import background, lambert, vertex_normals
 from handcli.synth.texture import skin_color, subject_style
 
-# HandNeRF's published view split (specs/methods.md §3): portrait colour cameras.
+# HandNeRF's published view split (docs/formats.md#handnerf-guo-data): portrait colour cameras.
 HANDNERF_TRAIN_VIEWS = ["400002", "400004", "400010", "400012", "400013", "400016", "400018", "400042",
                         "400053", "400059"]
 HANDNERF_TEST_VIEWS = ["400009", "400017", "400019", "400023", "400026", "400027", "400028", "400029",
