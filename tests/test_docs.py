@@ -127,7 +127,8 @@ def test_dangling_references_are_caught(tmp_path):
     assert "interhand26m" in _anchors(ROOT / "docs" / "formats.md")
     assert "per-dataset-flags" in _anchors(ROOT / "docs" / "hand-model.md")  # a heading's slug
     assert "no-such-anchor" not in _anchors(ROOT / "docs" / "formats.md")
-    outside = ["see spec" + "s/datasets" + md, "DESIGN" + md, "../" + "shared/x", "the paper" + "s/x.txt"]
+    s = "s/"  # a variable, so that the compiler does not fold these into the strings they test
+    outside = ["see spec" + s + "datasets" + md, "DESIG" + "N" + md, ".." + s[1] + "shared/x", "the paper" + s + "x.txt"]
     assert all(any(p.search(s) for p in OUTSIDE) for s in outside)
     assert not any(p.search("the papers' code and docs/formulas.md") for p in OUTSIDE)
 
