@@ -177,7 +177,7 @@ def test_progressive_renderer_survives_a_failing_render():
 
 
 def test_colourise_channels():
-    from handcli.viewer.app import PALETTE, colourise
+    from handcli.viewer.method_view import PALETTE, colourise
 
     r = {"rgb": np.full((2, 3, 3), 0.5), "opacity": np.array([[0, 1, 1], [0, 0, 1]], float),
          "depth": np.array([[0, 1.0, 2.0], [0, 0, 1.5]]), "semantic": np.array([[0, 1, 2], [0, 3, 1]], np.uint8)}
@@ -224,6 +224,81 @@ def test_handocc_skeleton_and_appearance_hooks(occ_run, tiny_cache):
     assert np.abs(other["rgb"][a] - base["rgb"][a]).mean() > 0.02
     m.set_appearance_crop(None)
     assert np.array_equal(m.render_camera(f, K, M, ob.height, ob.width)["rgb"], base["rgb"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every method through the method contract (MethodView: what a browser session asks of the run)
+
+
+def _check_method_view(run, cache):
+    import torch
+
+    from handcli.methods.base import read_run_config
+    from handcli.registry import method_class
+    from handcli.viewer.camera import ViewCamera, vertical_fov, viser_pose
+    from handcli.viewer.method_view import MethodView, ViewSettings
+
+    torch.set_num_threads(1)
+    m = method_class(read_run_config(run)["method"]).from_run(run, cache, "cpu")
+    mv = MethodView(m, resolution=40)
+    st = ViewSettings(mv.start_frame)
+    j = mv.cache.views_of_frame(st.frame)[-1]
+    c = int(mv.view_table["camera"][j])
+    cam = mv.cameras[c]
+    wxyz, pos = viser_pose(cam["world_to_cam"])
+    view = ViewCamera(tuple(wxyz), tuple(pos), vertical_fov(cam["K"], cam["height"]), cam["width"] / cam["height"])
+    full, small = mv.render(st, view, 1.0), mv.render(st, view, 0.25)
+    assert max(full["rgb"].shape[:2]) == 40 and max(small["rgb"].shape[:2]) == 10
+    assert np.allclose(full["world_to_cam"], cam["world_to_cam"])
+    assert mv.nearest_view(st.frame, full["world_to_cam"]) == (j, c)
+    assert "rgb" in mv.channels and "opacity" in mv.channels
+    return m, mv, st, full
+
+
+@pytest.mark.slow
+def test_method_view_handnerf(tiny_cache, tmp_path):
+    run = tmp_path / "pn"
+    r = handcli("train", tiny_cache, "-o", run, "--method", "posenerf", "--steps", "2", "--set", "rays_per_step=96",
+                "--set", "n_samples=12", "--set", "hidden=32", "--set", "layers=2", "--set", "skips=[]",
+                "--set", "latent_dim=4", "--set", "ec_hidden=16", "--set", "ec_layers=2", "--set", "voxel=0.01")
+    assert r.returncode == 0, r.stderr
+    _m, mv, st, full = _check_method_view(run, tiny_cache)
+    assert not mv.edits_skeleton and mv.skeletons(st) is None and not mv.appearances
+
+
+def test_method_view_handocc(occ_run, tiny_cache):
+    _m, mv, st, full = _check_method_view(occ_run, tiny_cache)
+    assert mv.edits_skeleton and mv.has_meshes and "semantic" in mv.channels and list(mv.appearances) == ["capture 0"]
+    sk = dict(mv.skeletons(st))
+    bent = replace_flex(st, {s: [0, 80, 80, 80, 80] for s in sk})
+    assert all(not np.allclose(dict(mv.skeletons(bent))[s], sk[s]) for s in sk)
+    meshes = mv.meshes(st, 24)
+    assert meshes and all(len(x.faces) > 20 for x in meshes.values())
+
+
+def replace_flex(st, flex):
+    from dataclasses import replace
+
+    return replace(st, flex=flex)
+
+
+@pytest.mark.slow
+def test_method_view_handnerf_ho(tmp_path):
+    from handcli.data.ho_preprocess import preprocess_dexycb
+    from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
+
+    write_dexycb(tmp_path / "dex", DexYCBSynthConfig(subjects=2, seqs=1, frames=3, cameras=3, seed=5))
+    preprocess_dexycb(tmp_path / "dex", tmp_path / "cache.h5", scale=0.25)
+    sets = dict(rays_per_step=64, n_samples=8, hidden=32, layers=2, skips="[1]", color_hidden=16, cnn_channels=8,
+                volume_feat_dim=8, img_feat_dim=16, render_size=24, input_size=32, voxel=0.02, grid_multiple=8,
+                pe_deg=4, mesh_voxel=0.01, chunk=1024)
+    r = handcli("train", tmp_path / "cache.h5", "-o", tmp_path / "run", "--method", "handnerf-ho", "--steps", "2",
+                "--threads", "1", *sum((["--set", f"{k}={v}"] for k, v in sets.items()), []))
+    assert r.returncode == 0, r.stderr
+    m, mv, st, full = _check_method_view(tmp_path / "run", tmp_path / "cache.h5")
+    assert mv.has_input_view and "semantic" in mv.channels and mv.has_meshes
+    assert full["input_view"] in mv.cache.views_of_frame(st.frame)  # the view the network encoded
+    assert set(mv.meshes(st, 16)) >= {"hand", "object"}
 
 
 # ---------------------------------------------------------------------------------------------------------
