@@ -365,6 +365,18 @@ def _wait(pred, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _wait_until_idle(driver, quiet_s: float = 1.5, timeout: float = 45) -> None:
+    """Wait until no new full-resolution frame arrived for ``quiet_s`` seconds, then for the browser to draw."""
+    deadline = time.monotonic() + timeout
+    n, since = _full_frames(driver), time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.25)
+        k = _full_frames(driver)
+        if k != n:
+            n, since = k, time.monotonic()
+    time.sleep(0.5)
+
+
 def _hand_pixels(png: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(skin-coloured mask, near-black mask) of the central region of a canvas screenshot."""
     import cv2
@@ -385,6 +397,7 @@ def test_viewer_in_headless_chromium(occ_run, tiny_cache, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
 
     proc, url = _start_viewer(occ_run, tiny_cache)
     opts = webdriver.ChromeOptions()
@@ -402,7 +415,7 @@ def test_viewer_in_headless_chromium(occ_run, tiny_cache, tmp_path):
         assert "handocc" in body and "ground truth: frame" in body and "thumb" in body
         canvas = _wait(lambda: next((c for c in driver.find_elements("tag name", "canvas") if c.size["width"] > 400),
                                     None), 10, "the 3D canvas")
-        time.sleep(0.5)  # let the browser draw the last image it received
+        _wait_until_idle(driver)  # the canvas settles its size (a re-render) before the last image is drawn
         shot = canvas.screenshot_as_png
         (tmp_path / "view.png").write_bytes(shot)
         skin, black = _hand_pixels(shot)
@@ -418,10 +431,22 @@ def test_viewer_in_headless_chromium(occ_run, tiny_cache, tmp_path):
             60, 10).release().perform()
         _wait(lambda: _full_frames(driver) > n, 45, "a full frame after the drag")
         assert int(re.search(r"previews: (\d+)", driver.find_element("tag name", "body").text).group(1)) > 1
-        time.sleep(0.5)
+        _wait_until_idle(driver)
         shot2 = canvas.screenshot_as_png
         skin2, _ = _hand_pixels(shot2)
         assert skin2.sum() > 100 and (skin2 ^ skin).sum() > 50  # the hand, seen from elsewhere
+
+        # bend four fingers with the skeleton sliders: the hand re-renders with another silhouette
+        n = _full_frames(driver)
+        for finger in ("index", "middle", "ring", "pinky"):
+            box = driver.find_element("xpath", f"//label[normalize-space()='right {finger}']"
+                                               "/ancestor::*[.//input[@type='text']][1]//input[@type='text']")
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys("80", Keys.ENTER)
+        _wait(lambda: _full_frames(driver) > n, 45, "a full frame after bending the fingers")
+        _wait_until_idle(driver)
+        skin3, _ = _hand_pixels(canvas.screenshot_as_png)
+        assert skin3.sum() > 100 and (skin3 ^ skin2).sum() > 0.1 * skin2.sum()
     finally:
         driver.quit()
         proc.terminate()
