@@ -331,22 +331,19 @@ def test_view_bad_input(tmp_path):
 # the viewer in a real browser
 
 
-def _start_viewer(run, cache, *extra):
+def _start_viewer(run, cache, log: Path, *extra):
+    """Start ``handcli view`` on a free port (stderr to ``log``, so a full pipe never blocks it) -> (process, URL)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "handcli.cli", "view", str(run), str(cache), "--port", "0",
-                          "--resolution", "96", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env)
+    with open(log, "w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "handcli.cli", "view", str(run), str(cache), "--port", "0",
+                              "--resolution", "64", *extra], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     lines = []
-
-    def read():
-        lines.append(p.stdout.readline())
-
-    t = threading.Thread(target=read, daemon=True)
+    t = threading.Thread(target=lambda: lines.append(p.stdout.readline()), daemon=True)
     t.start()
     t.join(60)
     if not lines or not lines[0].startswith("http://127.0.0.1:"):
         p.kill()
-        raise AssertionError(f"no URL on stdout: {lines!r}\n{p.stderr.read()}")
+        raise AssertionError(f"no URL on stdout: {lines!r}\n{log.read_text()}")
     return p, lines[0].strip()
 
 
@@ -399,20 +396,24 @@ def test_viewer_in_headless_chromium(occ_run, tiny_cache, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    proc, url = _start_viewer(occ_run, tiny_cache)
+    proc, url = _start_viewer(occ_run, tiny_cache, tmp_path / "view.err")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,800",
               f"--user-data-dir={tmp_path / 'chromium'}", "--no-first-run", "--disable-background-networking",
               "--disable-component-update", "--disable-sync"):
         opts.add_argument(a)
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    driver = None
     try:
+        driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
         driver.set_page_load_timeout(30)
         driver.get(url)
         _wait(lambda: _full_frames(driver) >= 1, 45, "the first full-resolution frame")
         body = driver.find_element("tag name", "body").text
         assert "handocc" in body and "ground truth: frame" in body and "thumb" in body
+        # the ground-truth image beside the render (a portrait cache view, taller than wide)
+        assert any(i.size["height"] > 60 and i.size["height"] > i.size["width"]
+                   for i in driver.find_elements("tag name", "img"))
         canvas = _wait(lambda: next((c for c in driver.find_elements("tag name", "canvas") if c.size["width"] > 400),
                                     None), 10, "the 3D canvas")
         _wait_until_idle(driver)  # the canvas settles its size (a re-render) before the last image is drawn
@@ -448,9 +449,12 @@ def test_viewer_in_headless_chromium(occ_run, tiny_cache, tmp_path):
         skin3, _ = _hand_pixels(canvas.screenshot_as_png)
         assert skin3.sum() > 100 and (skin3 ^ skin2).sum() > 0.1 * skin2.sum()
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
+    assert proc.stdout.read() == ""  # the URL was all it printed on stdout
