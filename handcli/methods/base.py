@@ -12,6 +12,10 @@ A method class (registered in ``handcli.registry.METHODS``) has:
 - ``render_view(j)`` for cache view j (inherit :class:`RendersCacheViews`);
 - ``run_data() -> dict`` extra entries for config.json (e.g. frame codes); attributes ``model``, ``cfg``,
   ``method``, ``cache``.
+
+Optional, used by ``handcli mesh`` and ``handcli view`` when present: ``extract_meshes(frame, resolution)``;
+``appearance_crops()`` / ``set_appearance_crop(crop)`` (subjects' appearances); ``skeletons(frame)`` /
+``set_skeletons(frame, skeletons)`` (skeleton-driven methods); ``input_views`` ({frame: cache view}).
 """
 
 from __future__ import annotations

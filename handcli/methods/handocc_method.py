@@ -302,8 +302,44 @@ class HandOccMethod(RendersCacheViews):
 
     def set_appearance(self, image: Path) -> None:
         """Render with the appearance of a reference image (``render --appearance``), for every hand."""
-        crop = read_reference_image(Path(image), self.cfg.crop_size)
-        self.app_override = crops_to_tensor(crop[None], self.device)
+        self.set_appearance_crop(read_reference_image(Path(image), self.cfg.crop_size))
+
+    def set_appearance_crop(self, crop: np.ndarray | None) -> None:
+        """Render every hand with the appearance of a (crop_size, crop_size, 3) uint8 hand crop on black
+        (see ``hand_crop``); None restores the run's own appearance."""
+        self.app_override = None if crop is None else crops_to_tensor(crop[None], self.device)
+
+    def appearance_crops(self) -> dict[str, np.ndarray]:
+        """One reference crop per capture (subject) of the cache: {"capture N": (S, S, 3) uint8}, from the
+        first view of the capture with a hand mask (left hands flipped, as in training)."""
+        captures = self.cache.f["frames/capture"][()]
+        vt = self.cache.view_table()
+        out = {}
+        for cap in np.unique(captures):
+            for j in np.nonzero(captures[vt["frame"]] == cap)[0]:
+                v = self.cache.view(int(j))
+                crops = [hand_crop(v["rgb"], v["label"] == SIDE_LABEL[s], self.cfg.crop_size, flip=s == "left")
+                         for s in ("right", "left")]
+                crops = [c for c in crops if c is not None]
+                if crops:
+                    out[f"capture {int(cap)}"] = crops[0]
+                    break
+        return out
+
+    def skeletons(self, frame: int) -> list[tuple[str, np.ndarray]]:
+        """[(side, joints (21, 3) world)] that drive ``frame``'s render (the cache's, unless replaced)."""
+        js = self.joints.get(frame)
+        if js is None:
+            return frame_joints(self.cache, frame)
+        return [(s, j.detach().cpu().numpy()) for s, j in js]
+
+    def set_skeletons(self, frame: int, skeletons: list[tuple[str, np.ndarray]] | None) -> None:
+        """Render ``frame`` with other skeletons [(side, joints (21, 3))] (the viewer's pose editing);
+        None restores the cache's."""
+        if skeletons is None:
+            skeletons = frame_joints(self.cache, frame)
+        self.joints[frame] = [(s, torch.as_tensor(np.asarray(j), dtype=torch.float32, device=self.device))
+                              for s, j in skeletons]
 
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
