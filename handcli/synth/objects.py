@@ -218,16 +218,24 @@ class ScenePart:
     faces: np.ndarray  # (F, 3)
     canon: np.ndarray  # (V, 3) coordinates the albedo function reads (rest pose / model frame)
     albedo: Callable[[np.ndarray], np.ndarray]  # (N, 3) canon -> (N, 3) in [0, 1]
+    specular: float = 0.0  # Blinn-Phong strength (skin in the realistic profile)
 
 
 def render_scene(parts: list[ScenePart], K: np.ndarray, world_to_cam: np.ndarray, height: int, width: int,
-                 bg_seed: int, scene_to_light: np.ndarray | None = None):
+                 bg_seed: int, scene_to_light: np.ndarray | None = None, realism=None, response=None,
+                 noise_rng: np.random.Generator | None = None):
     """Rasterize and shade ``parts`` for one camera.
 
     Returns rgb (H, W, 3) uint8, part (H, W) int16 index of the visible part (-1 empty) and z-depth
     (H, W) float32 metres (0 empty). Normals are lit in the world frame rotated by ``scene_to_light``
-    (3, 3) (the lights of ``handcli.synth.shading`` expect z up).
+    (3, 3) (the lights of ``handcli.synth.shading`` expect z up). Parts with ``specular`` > 0 get a
+    Blinn-Phong highlight (``realism.shininess``); with a camera ``response`` or ``noise_rng`` the image goes
+    through ``realism.apply_capture`` (colour response, sensor noise) before quantisation.
     """
+    from handcli.synth.realism import CameraResponse, RealismConfig, apply_capture
+    from handcli.synth.shading import blinn_phong
+
+    realism = realism or RealismConfig()
     from handcli.data.camera import transform
     from handcli.render.raster import interpolate, rasterize_meshes
 
@@ -251,6 +259,20 @@ def render_scene(parts: list[ScenePart], K: np.ndarray, world_to_cam: np.ndarray
                 albedo[sel] = p.albedo(interp[sel, :3])
         n = interp[:, 3:]
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
-        img[fg] = np.clip(albedo * lambert(n)[:, None], 0.0, 1.0)
-    rgb = (img * 255.0 + 0.5).astype(np.uint8)
+        shade = albedo * lambert(n)[:, None]
+        spec = np.array([p.specular for p in parts])[owner]
+        if spec.any():
+            # view directions in the light frame: camera centre minus the surface point
+            inv = np.linalg.inv(world_to_cam)
+            pos = interpolate(ras, np.concatenate([p.vertices for p in parts]), faces_all)[fg]
+            view = inv[:3, 3] - pos
+            if scene_to_light is not None:
+                view = view @ np.asarray(scene_to_light).T
+            view /= np.maximum(np.linalg.norm(view, axis=1, keepdims=True), 1e-12)
+            shade = shade + (spec * blinn_phong(n, view, realism.shininess))[:, None]
+        img[fg] = np.clip(shade, 0.0, 1.0)
+    if response is not None or noise_rng is not None:
+        rgb = apply_capture(img, response or CameraResponse(), realism, noise_rng or np.random.default_rng(0))
+    else:
+        rgb = (img * 255.0 + 0.5).astype(np.uint8)
     return rgb, ras.mesh_id.copy(), ras.depth.astype(np.float32)
