@@ -257,3 +257,26 @@ def test_ideal_profile_is_the_default():
         assert cfg.realism.profile == "ideal" and not cfg.realism.annotation_error and cfg.realism.specular == 0
     with pytest.raises(ValueError):
         realism_config("noisy", "interhand")
+
+
+def test_cli_profile_option(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "bad"
+    r = subprocess.run([sys.executable, "-m", "handcli.cli", "synth", "ho3d", str(out), "--profile", "noisy"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "profile" in r.stderr and not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_realistic_profile_reaches_the_writer(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ok"
+    r = subprocess.run([sys.executable, "-m", "handcli.cli", "synth", "ho3d", str(out), "--frames", "1",
+                        "--cameras", "1", "--no-single", "--profile", "realistic"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((out / "handcli_synth.json").read_text())
+    assert meta["profile"] == "realistic" and meta["config"]["realism"]["jpeg_quality"] == 90
