@@ -31,7 +31,9 @@ def _fit(colour_model: bool, steps: int = 400):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return float(((cc(field[pts], cams) if colour_model else field[pts]) - seen).pow(2).mean()), cc, field, truth
+    with torch.no_grad():
+        err = float(((cc(field[pts], cams) if colour_model else field[pts]) - seen).pow(2).mean())
+    return err, cc, field, truth
 
 
 def test_identity_at_start():
