@@ -280,3 +280,18 @@ def test_cli_realistic_profile_reaches_the_writer(tmp_path):
     assert r.returncode == 0, r.stderr
     meta = json.loads((out / "handcli_synth.json").read_text())
     assert meta["profile"] == "realistic" and meta["config"]["realism"]["jpeg_quality"] == 90
+
+
+def test_realistic_hand_object_writers_are_deterministic(tmp_path):
+    from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
+    from handcli.synth.ho3d import HO3DSynthConfig, write_ho3d
+
+    def files(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    dcfg = DexYCBSynthConfig(subjects=1, frames=3, cameras=1, distractors=0, seed=4, unannotated_frame=False,
+                             realism=realism_config("realistic", "dexycb"))
+    a, b = files(write_dexycb(tmp_path / "a", dcfg)), files(write_dexycb(tmp_path / "b", dcfg))
+    assert a == b and any(k.startswith("handcli_est/") for k in a)
+    hcfg = HO3DSynthConfig(frames=1, cameras=1, single=None, seed=4, realism=realism_config("realistic", "ho3d"))
+    assert files(write_ho3d(tmp_path / "c", hcfg)) == files(write_ho3d(tmp_path / "d", hcfg))
