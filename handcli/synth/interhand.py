@@ -10,8 +10,14 @@ plus, outside the real layout, ground truth for evaluation::
 
     ROOT/handcli_gt/{split}/Capture{c}/{seq}/cam{cam}/mask{frame:04d}.png   0 bg, 100 left, 200 right
     ROOT/handcli_gt/{split}/Capture{c}/{seq}/cam{cam}/depth{frame:04d}.npy  float32 z-depth, metres
-    ROOT/handcli_gt/joints2d.json   {image_id: 42x2 projected joints (px, unrounded)}
+    ROOT/handcli_gt/joints2d.json   {image_id: 42x2 projected exact joints (px, unrounded)}
+    ROOT/handcli_gt/InterHand2.6M_{split}_{joint_3d,MANO_NeuralAnnot}.json   the exact rendered values
+    ROOT/handcli_gt/surface_offsets.npz   per capture and side: the rendered surface's offsets along normals
     ROOT/handcli_synth.json         generator config; MANO parameters are for the open hand model
+
+With ``--profile realistic`` (``synth/realism.py``) the annotation files carry annotation error, the
+rendered hand has detail outside the model and the images capture effects; the exact values stay in
+``handcli_gt/``. The all-black frame's ground-truth mask and depth are empty.
 
 Quirks of the real data that are reproduced on purpose: frame indices below and above
 1000 (zero-padded to 4 digits), a 5-digit frame index, a landscape colour camera, a
