@@ -103,6 +103,8 @@ class HandOccConfig:
     w_mask: float = 0.1
     w_occ: float = 1.0
     w_int: float = 0.1
+    camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
+    w_colour: float = 1e-2  # ... kept near the identity by this penalty
     lr: float = 5e-4
     lr_final: float = 5e-5
     steps: int = 100_000

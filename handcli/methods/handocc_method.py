@@ -212,6 +212,11 @@ class HandOccMethod(RendersCacheViews):
             raise InputError("no training frame has both a valid skeleton and a view", path=cache_path,
                              field="frames")
         self.model = HandOcc(cfg).to(self.device)
+        if cfg.camera_colour:  # training-only colour maps; renders use the field's own colour
+            from handcli.nn.camera_colour import CameraColour
+
+            self.model.colour = CameraColour(len(self.cache.cameras())).to(self.device)
+            self.view_camera = torch.as_tensor(self.cache.view_table()["camera"].astype(np.int64))
         self.app_override: torch.Tensor | None = None
         gen = torch.Generator().manual_seed(seed)
         self.pools: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -396,8 +401,12 @@ class HandOccMethod(RendersCacheViews):
         w_mask = cfg.w_mask if (full or cfg.supervision == "mesh") else 1.0
         terms["mask"] = w_mask * F.binary_cross_entropy(op, masks)
         if full:
-            terms["rgb"] = cfg.w_rgb * F.mse_loss(out["rgb"], target)
-            logs["mse"] = float(((out["rgb"].detach() - target) ** 2).mean())
+            rgb = out["rgb"]
+            if cfg.camera_colour:  # the rendered colour as this ray's camera records it
+                rgb = self.model.colour(rgb, self.view_camera[b["view"]].to(self.device))
+                terms["colour"] = cfg.w_colour * self.model.colour.penalty()
+            terms["rgb"] = cfg.w_rgb * F.mse_loss(rgb, target)
+            logs["mse"] = float(((rgb.detach() - target) ** 2).mean())
         logs["rays"] = len(o)
         logs["samples"] = out["evaluated"]
         logs["color_evals_per_ray"] = out["color_evals"] / max(len(o), 1)
