@@ -93,6 +93,8 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     learning-rate schedule still follows ``steps``.
     """
     rank, world = distributed()
+    if hasattr(method, "attach_run"):  # per-frame data the method stores in the run (reused on --resume)
+        method.attach_run(run_dir)
     params = [p for p in method.model.parameters() if p.requires_grad]
     # the fused kernel is ~10x faster than the per-parameter loop for these small networks (CPU and CUDA)
     opt = torch.optim.Adam(params, lr=lr, fused=True)
