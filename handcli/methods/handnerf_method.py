@@ -26,7 +26,7 @@ from handcli.render.rays import camera_rays, pixel_radii
 from handcli.render.volume import ray_distance_to_z
 
 
-def frame_geometry(cache: Cache, frame: int, cfg: HandNeRFConfig, models: dict | None = None) -> list[HandGeometry]:
+def frame_geometry(cache: Cache, frame: int, cfg: HandNeRFConfig) -> list[HandGeometry]:
     """Deformation data of every hand in a cache frame (right first), built now (no store, no LRU)."""
     return geometry_cache(cache, cfg, "cpu").build(cache.frame(frame))
 
