@@ -86,7 +86,9 @@ def prefit_joints(items: list[WorkItem]) -> None:
         pose, shape, trans, err = fit_sequence(models[side], joints, valid, starts)
         for k, i in enumerate(idx):
             items[i].fitted = items[i].fitted or {}
-            items[i].fitted[side] = {"pose": pose[k:k + 1], "shape": shape[k:k + 1], "trans": trans[k:k + 1]}
+            # clones: a slice would pickle the whole (T, ...) storage into every worker's item
+            items[i].fitted[side] = {"pose": pose[k:k + 1].clone(), "shape": shape[k:k + 1].clone(),
+                                     "trans": trans[k:k + 1].clone()}
         dt = time.perf_counter() - t
         log(f"fitted the {side} hand model to {len(idx)} frames' joints in {dt:.1f} s ({len(idx) / dt:.1f} "
             f"frames/s, mean joint error {float(err.mean()) * 1000:.2f} mm)")

@@ -8,6 +8,7 @@ The run folder::
     run/snapshots/*.png    evaluation snapshots: prediction | ground truth | error on a held-out view
     run/curves.png         training curves
     run/complete.json      written when training finishes (final metrics)
+    run/geometry/          per-frame data a method stores for reuse (HandNeRF's grids; ``attach_run``)
 
 Every step draws its batch from a generator seeded by (seed, step, rank), so a resumed run sees exactly
 the batches an uninterrupted one would and ends with the same weights.
