@@ -98,7 +98,8 @@ class HandOccConfig:
     rays_per_step: int = 4096
     fg_fraction: float = 0.5
     occ_points: int = 4096  # labelled points per hand and step
-    pool_points: int = 32768  # labelled points kept per training hand (drawn once)
+    pool_points: int = 32768  # labelled points per training hand (drawn on first use, seeded per hand)
+    pool_cache: int = 256  # hands' labelled-point pools kept in memory (LRU; a dropped pool is redrawn the same)
     w_rgb: float = 1.0
     w_mask: float = 0.1
     w_occ: float = 1.0
@@ -135,6 +136,8 @@ class HandOccConfig:
             raise InputError("step must be > 0 and max_samples >= 1", field="step")
         if self.render_step < 0:
             raise InputError("render_step must be >= 0 (0: the training step)", field="render_step")
+        if self.pool_cache < 1:
+            raise InputError("pool_cache must be >= 1", field="pool_cache")
 
 
 PRESETS = {

@@ -28,6 +28,42 @@ from handcli.render.volume import ray_distance_to_z
 SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
 
 
+class LabelledPools:
+    """``pools[(frame, side)]`` -> (points (n, 3), inside labels (n,)) around that hand's posed mesh.
+
+    Drawn on first use from a generator seeded by (seed, frame, side), so a pool is the same whenever and
+    in whatever order it is drawn (a resumed run sees the pools an uninterrupted one saw); at most
+    ``capacity`` pools stay in memory (least recently used dropped, redrawn identically when needed).
+    """
+
+    def __init__(self, cache: Cache, n: int, seed: int, capacity: int, device):
+        from collections import OrderedDict
+
+        self.cache, self.n, self.seed, self.capacity, self.device = cache, n, seed, capacity, device
+        self._lru: OrderedDict = OrderedDict()
+        self._faces: dict = {}
+        self.drawn = 0
+
+    def __getitem__(self, key: tuple[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if key in self._lru:
+            self._lru.move_to_end(key)
+            return self._lru[key]
+        frame, side = key
+        if side not in self._faces:
+            self._faces[side] = torch.as_tensor(self.cache.hand_model(side)["faces"].astype(np.int64))
+        V = torch.as_tensor(self.cache.frame(frame).hands[side].vertices, dtype=torch.float32)
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + frame * 2 + (side == "left")) % (2 ** 63))
+        pts, lab = labelled_points(V, self._faces[side], self.n, gen)
+        self._lru[key] = (pts.to(self.device), lab.to(self.device))
+        self.drawn += 1
+        while len(self._lru) > self.capacity:
+            self._lru.popitem(last=False)
+        return self._lru[key]
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Inputs from the cache
 
@@ -218,19 +254,19 @@ class HandOccMethod(RendersCacheViews):
             self.model.colour = CameraColour(len(self.cache.cameras())).to(self.device)
             self.view_camera = torch.as_tensor(self.cache.view_table()["camera"].astype(np.int64))
         self.app_override: torch.Tensor | None = None
-        gen = torch.Generator().manual_seed(seed)
-        self.pools: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.seed = seed
+        self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device)
         if cfg.supervision == "mesh":
-            self._measure_meshes(gen)
+            self._measure_meshes()
         self._prepare_crops()
         self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
-    def _measure_meshes(self, gen: torch.Generator) -> None:
-        """Capsule radii from the training meshes and labelled occupancy points per training hand."""
+    def _measure_meshes(self) -> None:
+        """Capsule radii from the training meshes (the labelled occupancy points are drawn on first use)."""
         faces = {s: self.cache.hand_model(s) for s in ("right", "left")}
         rel = None
         with progress() as bar:
-            task = bar.add_task("occupancy labels", total=len(self.frames))
+            task = bar.add_task("capsule radii", total=len(self.frames))
             for f in self.frames:
                 rec = self.cache.frame(f)
                 for side, j in self.joints[f]:
@@ -238,11 +274,7 @@ class HandOccMethod(RendersCacheViews):
                     if h.vertices is None or faces[side] is None or not np.any(h.vertices):
                         raise InputError("supervision=mesh needs posed meshes; use --set supervision=silhouette",
                                          path=self.cache_path, field=f"frames/{side}/vertices")
-                    V = torch.as_tensor(h.vertices, dtype=torch.float32)
-                    rel = grow_relative_radii(rel, V, j.cpu())
-                    pts, lab = labelled_points(V, torch.as_tensor(faces[side]["faces"].astype(np.int64)),
-                                               self.cfg.pool_points, gen)
-                    self.pools[(f, side)] = (pts.to(self.device), lab.to(self.device))
+                    rel = grow_relative_radii(rel, torch.as_tensor(h.vertices, dtype=torch.float32), j.cpu())
                 bar.advance(task)
         self.model.rel_radii.copy_(rel.to(self.device))
 
