@@ -62,8 +62,9 @@ def _models(model_dir: str | None):
 
 
 def prefit_joints(items: list[WorkItem]) -> None:
-    """Fit the hand model to the joints of every item's hands at once (``hand.fit.fit_sequence``: batched,
-    warm-started along each sequence) and keep the result in ``item.fitted`` for the workers."""
+    """Fit the hand model to the joints of every item's hands at once (``hand.fit.fit_sequence`` batched,
+    without warm start: each frame gets exactly its single-frame fit, whose vertex error the warm start
+    raised by ~3 % in bench/bench_fit.py) and keep the result in ``item.fitted`` for the workers."""
     import time
 
     import torch
@@ -83,7 +84,7 @@ def prefit_joints(items: list[WorkItem]) -> None:
         valid = torch.as_tensor(np.stack([f.joint_valid[side] for f in fr]))
         seq = [(f.capture, f.seq) for f in fr]
         starts = np.array([k == 0 or seq[k] != seq[k - 1] for k in range(len(fr))])
-        pose, shape, trans, err = fit_sequence(models[side], joints, valid, starts)
+        pose, shape, trans, err = fit_sequence(models[side], joints, valid, starts, segment=1)
         for k, i in enumerate(idx):
             items[i].fitted = items[i].fitted or {}
             # clones: a slice would pickle the whole (T, ...) storage into every worker's item
