@@ -46,6 +46,7 @@ def train_command(
 
     import torch
 
+    from handcli.checks import check_indices, check_option
     from handcli.data.interhand import parse_selection
     from handcli.errors import InputError
     from handcli.methods.base import configure, read_run_config, write_run_config
@@ -53,6 +54,10 @@ def train_command(
     from handcli.progress import log
     from handcli.registry import method_class
 
+    for name, value, lo in (("steps", steps, 1), ("log_every", log_every, 1), ("ckpt_every", ckpt_every, 1),
+                            ("snapshot_every", snapshot_every, 0), ("threads", threads, 1)):
+        check_option(name, value, lo=lo)
+    check_option("time_budget", time_budget, lo=0, lo_open=True)
     cls = method_class(method)
     if threads:
         torch.set_num_threads(threads)
@@ -78,6 +83,11 @@ def train_command(
             shutil.rmtree(out)
         cfg = configure(cls.presets(method), preset, steps, set_)
         sel = parse_selection(frames)
+        if sel:
+            from handcli.data.cache import Cache
+
+            with Cache(cache) as c:
+                check_indices("frames", sel, c.num_frames, cache)
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
                 "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}

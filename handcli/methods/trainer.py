@@ -99,7 +99,9 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     ckpt = run_dir / "checkpoint.pt"
     start = 0
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        from handcli.methods.base import read_checkpoint
+
+        state, _ = read_checkpoint(run_dir, "cpu")  # a truncated or garbage file is an InputError
         method.model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
