@@ -76,7 +76,7 @@ def read_image_file(path: str | Path, flags: int | None = None, what: str = "ima
     except OSError as e:
         raise InputError(f"{what} file unreadable ({e.strerror})", path=path) from None
     if image_is_complete(data) is False:
-        raise BadImageError(f"truncated {what} (no end marker; the file is cut short)", path=path)
+        raise BadImageError(f"{what} does not decode: truncated (no end-of-image marker)", path=path)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR if flags is None else flags)
     if img is None:
         raise BadImageError(f"{what} does not decode", path=path)

@@ -74,6 +74,10 @@ def train_command(
         cfg = cls.Config.from_dict(doc["config"])
         if steps is not None:
             cfg = replace(cfg, steps=steps)
+        if (out / "checkpoint.pt").is_file():
+            from handcli.methods.base import read_checkpoint
+
+            read_checkpoint(out, "cpu")  # a damaged checkpoint fails before anything in the run is rewritten
         data = doc["data"]
         preset, seed = doc["preset"], doc["seed"]
     else:
@@ -104,12 +108,18 @@ def train_command(
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     m = cls.from_data(cfg, data, method, device)
     data.update(m.run_data())
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if rank0:
-        write_run_config(out, method, preset, m.cfg, data, seed, command)
-    last = train(m, out, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed, resume=resume,
-                 log_every=log_every, ckpt_every=ckpt_every, snapshot_every=snapshot_every or m.cfg.steps,
-                 time_budget=time_budget)
+    try:
+        if rank0:
+            write_run_config(out, method, preset, m.cfg, data, seed, command)
+        last = train(m, out, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed, resume=resume,
+                     log_every=log_every, ckpt_every=ckpt_every, snapshot_every=snapshot_every or m.cfg.steps,
+                     time_budget=time_budget)
+    except InputError:
+        if created and rank0:  # bad input found mid-training (a damaged chunk): no partial run folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if not rank0:
         return
     plot_curves(read_metrics(out), out / "curves.png")
