@@ -217,6 +217,21 @@ def test_damaged_cache(base, tmp_path, stage, case):
     assert_contract(code, out, err, [str(cache)], fields, before, snapshot(ws, base["dir"]), outputs)
 
 
+@pytest.mark.parametrize("stage", ["train", "render", "adapt"])
+def test_bad_hand_model_arrays_in_cache(base, tmp_path, stage):
+    """The cache's stored hand model (rebuilt by the stages that pose it) is checked like a MANO file."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    cache = ws / "bad.h5"
+    shutil.copy(base["cache"], cache)
+    _replace("hand_model/right/mano/posedirs", lambda a: a[..., :-9])(cache)
+    argv, outputs = CACHE_STAGES[stage](ws, cache, base)
+    before = snapshot(ws, base["dir"])
+    code, out, err = invoke(*argv)
+    assert_contract(code, out, err, [str(cache)], ("hand_model/right/mano/posedirs",), before,
+                    snapshot(ws, base["dir"]), outputs)
+
+
 def test_every_numeric_dataset_carries_a_checksum(base, tmp_path):
     """Cache and targets files: Fletcher-32 on every numeric dataset (strings cannot carry filters)."""
     depth = tmp_path / "depth.h5"

@@ -513,10 +513,12 @@ class Cache:
     def hand_model_module(self, side: str):
         """The HandModel that posed this cache's meshes (absolute poses: flat_hand_mean=True)."""
         from handcli.hand.export import model_from_dict
+        from handcli.hand.mano_io import check_mano_arrays
 
         hm = self.hand_model(side)
         if hm is None or "mano" not in hm:
             raise InputError("cache holds no hand model arrays", path=self.path, field=f"hand_model/{side}/mano")
+        check_mano_arrays(hm["mano"], self.path, prefix=f"hand_model/{side}/mano/")
         return model_from_dict(hm["mano"], side, kind=hm.get("kind", "open-hand/1"))
 
     def frame(self, i: int) -> FrameRecord:

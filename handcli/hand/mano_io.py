@@ -106,15 +106,18 @@ def load_mano_dict(path: str | Path) -> dict:
     return d
 
 
-def check_mano_arrays(d: dict, path: str | Path) -> None:
+def check_mano_arrays(d: dict, path: str | Path, prefix: str = "") -> None:
     """``InputError`` naming the key unless the MANO arrays agree: V vertices, J joints (``kintree_table``
     (2, J)), v_template (V, 3), shapedirs (V, 3, S), posedirs (V, 3, 9(J-1)), J_regressor (J, V), weights
-    (V, J), f (F, 3) indices in [0, V), hands_components (n, 3(J-1)), hands_mean (3(J-1),); all finite."""
+    (V, J), f (F, 3) indices in [0, V), hands_components (n, 3(J-1)), hands_mean (3(J-1),); all finite.
+    The field named is ``prefix + key``."""
 
     def bad(key: str, msg: str):
-        raise InputError(msg, path=path, field=key)
+        raise InputError(msg, path=path, field=f"{prefix}{key}")
 
     def arr(key: str) -> np.ndarray:
+        if key not in d:
+            bad(key, "missing")
         a = d[key]
         a = a.toarray() if hasattr(a, "toarray") else np.asarray(a)
         if a.dtype.kind not in "biuf":
