@@ -84,8 +84,10 @@ def read_reference_image(path: Path, size: int) -> np.ndarray:
 
     if not Path(path).is_file():
         raise InputError("appearance image not found", path=path)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.ndim not in (2, 3):
+    from handcli.checks import read_image_file
+
+    img = read_image_file(path, cv2.IMREAD_UNCHANGED, "appearance image")  # truncated files are errors
+    if img.ndim not in (2, 3):
         raise InputError("not a readable image", path=path)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, -1)
