@@ -356,7 +356,6 @@ OPTION_CASES = {
                              "--resolution"),
     "mesh-resolution-huge": (["mesh", "{run}", "--frame", "0", "-o", "{ws}/m", "--resolution", "100000"],
                              "--resolution"),
-    "mesh-frame-out-of-range": (["mesh", "{run}", "--frame", "100", "-o", "{ws}/m"], "--frame"),
     "adapt-steps-negative": (["adapt", "{run}", "{cache}", "-o", "{ws}/a", "--steps", "-5"], "--steps"),
     "adapt-lr-zero": (["adapt", "{run}", "{cache}", "-o", "{ws}/a", "--lr", "0"], "--lr"),
     "adapt-frames-out-of-range": (["adapt", "{run}", "{cache}", "-o", "{ws}/a", "--frames", "100"], "--frames"),
@@ -380,6 +379,39 @@ def test_bad_option(base, tmp_path, case):
     code, out, err = invoke(*args)
     assert_contract(code, out, err, [], (field,), before, snapshot(ws, base["dir"]),
                     [ws / "run", ws / "r", ws / "m", ws / "a", ws / "f.h5"])
+
+
+class EmptyMesher:
+    """A registered method whose surfaces are all empty (an untrained field)."""
+
+    @classmethod
+    def from_run(cls, run, cache, device):
+        from handcli.data.cache import Cache
+
+        m = cls()
+        m.cache = Cache(cache)
+        return m
+
+    def extract_meshes(self, frame, resolution):
+        import trimesh
+
+        return {"right": trimesh.Trimesh(), "left": trimesh.Trimesh()}
+
+
+@pytest.mark.parametrize("frame,field", [("100", "--frame"), ("0", "frame")])
+def test_mesh_frame_out_of_range_or_empty_surface(base, tmp_path, monkeypatch, frame, field):
+    from handcli import registry
+    from handcli.methods.base import write_run_config
+    from handcli.methods.handnerf import PRESETS
+
+    monkeypatch.setitem(registry.METHODS, "emptymesher", f"{__name__}:EmptyMesher")
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run_config(run, "emptymesher", "fast", PRESETS["fast"], {"cache": str(base["cache"])}, 0, "test")
+    before = snapshot(tmp_path, base["dir"])
+    code, out, err = invoke("mesh", run, base["cache"], "--frame", frame, "-o", tmp_path / "m")
+    named = str(base["cache"]) if field == "--frame" else str(run)
+    assert_contract(code, out, err, [named], (field,), before, snapshot(tmp_path, base["dir"]), [tmp_path / "m"])
 
 
 # -------------------------------------------------------------------------------- image input classes

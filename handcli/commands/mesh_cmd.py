@@ -34,9 +34,9 @@ def mesh_command(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     name = read_run_config(run)["method"]
     m = method_class(name).from_run(run, cache, device)
-    check_indices("frame", [frame], m.cache.num_frames, m.cache.path)
     if not hasattr(m, "extract_meshes"):
         raise InputError(f"method {name} has no mesh extraction", path=run)
+    check_indices("frame", [frame], m.cache.num_frames, m.cache.path)
     meshes = m.extract_meshes(frame, resolution)
     single_file = out.suffix.lower() == ".ply"
     if single_file and len(meshes) != 1:

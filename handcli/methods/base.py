@@ -156,7 +156,9 @@ def read_run_config(run_dir: Path) -> dict:
     if doc["method"] not in METHODS:
         raise InputError(f"unknown method {doc['method']!r}; available: {', '.join(sorted(METHODS))}", path=p,
                          field="method")
-    check_config_values(method_class(doc["method"]).Config, doc["config"], path=p, prefix="config.")
+    config_cls = getattr(method_class(doc["method"]), "Config", None)
+    if config_cls is not None:
+        check_config_values(config_cls, doc["config"], path=p, prefix="config.")
     return doc
 
 
