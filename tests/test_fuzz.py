@@ -196,7 +196,7 @@ CACHE_STAGES = {
     "render": lambda ws, c, b: (["render", b["run"], c, "-o", ws / "r", "--max-views", "1"], [ws / "r"]),
     "eval": lambda ws, c, b: (["eval", b["renders"], c, "-o", ws / "m.json"], [ws / "m.json", ws / "m_sheet.png"]),
     "inspect": lambda ws, c, b: (["inspect", c, "--json"], []),
-    "cache-merge": lambda ws, c, b: (["cache", "merge", c, c, "-o", ws / "all.h5"], [ws / "all.h5"]),
+    "cache-merge": lambda ws, c, b: (["cache", "merge", c, "-o", ws / "all.h5"], [ws / "all.h5"]),
     "mesh": lambda ws, c, b: (["mesh", b["run"], c, "--frame", "0", "-o", ws / "m"], [ws / "m"]),
 }
 # handnerf has no mesh extraction: `mesh` stops at "no mesh extraction" without reading the damaged chunks
@@ -230,6 +230,45 @@ def test_bad_hand_model_arrays_in_cache(base, tmp_path, stage):
     code, out, err = invoke(*argv)
     assert_contract(code, out, err, [str(cache)], ("hand_model/right/mano/posedirs",), before,
                     snapshot(ws, base["dir"]), outputs)
+
+
+def test_merging_a_shard_twice_is_refused(base, tmp_path):
+    """Frame keys stay unique: the same shard twice is an error naming the second copy."""
+    other = tmp_path / "again.h5"
+    shutil.copy(base["cache"], other)
+    before = snapshot(tmp_path, base["dir"])
+    code, out, err = invoke("cache", "merge", base["cache"], other, "-o", tmp_path / "all.h5")
+    assert_contract(code, out, err, [str(other)], ("frames/key",), before, snapshot(tmp_path, base["dir"]),
+                    [tmp_path / "all.h5"])
+
+
+def _arrays(path: Path) -> dict:
+    with h5py.File(path, "r") as h:
+        out = {}
+        h.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+@pytest.mark.parametrize("where", [0.2, 0.35, 0.5, 0.65, 0.8, 0.95])
+def test_random_bytes_anywhere_are_found_or_harmless(base, tmp_path, where):
+    """16 random bytes at a fraction of the file: `cache merge` (reads every dataset) either fails with
+    exit 2 naming the file, or the bytes hit unused space and every array reads back unchanged."""
+    bad = tmp_path / "bad.h5"
+    shutil.copy(base["cache"], bad)
+    data = bytearray(bad.read_bytes())
+    off = int(len(data) * where)
+    data[off:off + 16] = np.random.default_rng(int(where * 100)).integers(0, 256, 16, dtype=np.uint8).tobytes()
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out.h5"
+    code, o, err = invoke("cache", "merge", bad, "-o", out)
+    if code == 2:
+        assert err.startswith(f"error: {bad}") and len(err.splitlines()) == 1 and not out.exists(), err
+        return
+    assert code == 0, err
+    clean, got = _arrays(base["cache"]), _arrays(out)
+    assert clean.keys() == got.keys()
+    for k in clean:
+        assert np.array_equal(clean[k], got[k]), f"{k} changed silently"
 
 
 def test_every_numeric_dataset_carries_a_checksum(base, tmp_path):
@@ -519,6 +558,27 @@ def test_wrongly_sized_depth_or_seg(ho_root, tmp_path, kind):
     code, o, err = invoke("preprocess", "ho3d", root, "-o", out, "--depth")
     assert_contract(code, o, err, [str(files[0])], (f"{kind if kind == 'depth' else 'segmentation'} image is",),
                     before, snapshot(tmp_path), [out])
+
+
+def test_wrongly_sized_dexycb_depth(tmp_path):
+    """DexYCB aligned depth must be 640x480 like its colour image; another size is an error, not a resize."""
+    import cv2
+
+    from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
+
+    root = tmp_path / "dex"
+    write_dexycb(root, DexYCBSynthConfig(subjects=1, seqs=1, frames=3, cameras=1, distractors=0,
+                                         unannotated_frame=False, seed=6))
+    files = sorted(root.rglob("aligned_depth_to_color_*.png"))
+    assert files
+    for p in files:
+        d = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(p), cv2.resize(d, (320, 240), interpolation=cv2.INTER_NEAREST))
+    out = tmp_path / "c.h5"
+    before = snapshot(tmp_path)
+    code, o, err = invoke("preprocess", "dexycb", root, "-o", out, "--depth")
+    assert_contract(code, o, err, ["aligned_depth_to_color_"], ("depth image is 320x240",), before,
+                    snapshot(tmp_path), [out])
 
 
 # --------------------------------------------------------------------------------- MANO input classes

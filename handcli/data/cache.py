@@ -619,6 +619,7 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                     inputs=inputs, hand_models=hand_models, command=command, objects=objects, depth=depth)
     try:
         total = 0
+        seen: dict[str, Path] = {}  # frame key -> the shard holding it: keys stay unique
         for p in paths:
             with Cache(p) as c:
                 a = c.attrs
@@ -649,6 +650,11 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                 remap = [w.add_camera(cm["name"], cm["capture"], cm["K"], cm["world_to_cam"], cm["width"],
                                       cm["height"]) for cm in cams]
                 vt = c.view_table()
+                for key in c.read("frames/key"):
+                    if _s(key) in seen:
+                        raise InputError(f"frame {_s(key)!r} is already in {seen[_s(key)]} (a shard given twice?)",
+                                         path=p, field="frames/key")
+                    seen[_s(key)] = p
                 for i in range(c.num_frames):
                     views = []
                     for j in np.nonzero(vt["frame"] == i)[0]:
