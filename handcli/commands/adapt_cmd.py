@@ -30,6 +30,8 @@ def adapt_command(
 
     import torch
 
+    from handcli.checks import check_indices, check_option
+    from handcli.data.cache import Cache
     from handcli.data.interhand import parse_selection
     from handcli.errors import InputError
     from handcli.methods.base import read_run_config, write_run_config
@@ -38,6 +40,8 @@ def adapt_command(
     from handcli.outputs import check_writable
     from handcli.progress import log
 
+    check_option("steps", steps, lo=1)
+    check_option("lr", lr, lo=0, lo_open=True)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     doc = read_run_config(run)
@@ -47,6 +51,9 @@ def adapt_command(
     check_writable(out, force)
     trained = load_run(run, device=device)
     sel = parse_selection(frames)
+    with Cache(cache) as c:  # validated before any work
+        if sel:
+            check_indices("frames", sel, c.num_frames, cache)
     with tempfile.TemporaryDirectory() as td:
         depth_path = depth
         if depth_path is None:

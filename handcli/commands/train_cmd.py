@@ -46,6 +46,7 @@ def train_command(
 
     import torch
 
+    from handcli.checks import check_indices, check_option
     from handcli.data.interhand import parse_selection
     from handcli.errors import InputError
     from handcli.methods.base import configure, read_run_config, write_run_config
@@ -53,6 +54,10 @@ def train_command(
     from handcli.progress import log
     from handcli.registry import method_class
 
+    for name, value, lo in (("steps", steps, 1), ("log_every", log_every, 1), ("ckpt_every", ckpt_every, 1),
+                            ("snapshot_every", snapshot_every, 0), ("threads", threads, 1)):
+        check_option(name, value, lo=lo)
+    check_option("time_budget", time_budget, lo=0, lo_open=True)
     cls = method_class(method)
     if threads:
         torch.set_num_threads(threads)
@@ -69,6 +74,10 @@ def train_command(
         cfg = cls.Config.from_dict(doc["config"])
         if steps is not None:
             cfg = replace(cfg, steps=steps)
+        if (out / "checkpoint.pt").is_file():
+            from handcli.methods.base import read_checkpoint
+
+            read_checkpoint(out, "cpu")  # a damaged checkpoint fails before anything in the run is rewritten
         data = doc["data"]
         preset, seed = doc["preset"], doc["seed"]
     else:
@@ -78,6 +87,11 @@ def train_command(
             shutil.rmtree(out)
         cfg = configure(cls.presets(method), preset, steps, set_)
         sel = parse_selection(frames)
+        if sel:
+            from handcli.data.cache import Cache
+
+            with Cache(cache) as c:
+                check_indices("frames", sel, c.num_frames, cache)
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
                 "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}
@@ -94,12 +108,18 @@ def train_command(
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     m = cls.from_data(cfg, data, method, device)
     data.update(m.run_data())
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if rank0:
-        write_run_config(out, method, preset, m.cfg, data, seed, command)
-    last = train(m, out, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed, resume=resume,
-                 log_every=log_every, ckpt_every=ckpt_every, snapshot_every=snapshot_every or m.cfg.steps,
-                 time_budget=time_budget)
+    try:
+        if rank0:
+            write_run_config(out, method, preset, m.cfg, data, seed, command)
+        last = train(m, out, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed, resume=resume,
+                     log_every=log_every, ckpt_every=ckpt_every, snapshot_every=snapshot_every or m.cfg.steps,
+                     time_budget=time_budget)
+    except InputError:
+        if created and rank0:  # bad input found mid-training (a damaged chunk): no partial run folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if not rank0:
         return
     plot_curves(read_metrics(out), out / "curves.png")

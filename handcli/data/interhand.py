@@ -106,11 +106,17 @@ def parse_selection(spec: str | None) -> set[int] | None:
     out: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
-        if "-" in part[1:]:
-            a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-            out.update(range(int(a), int(b) + 1))
-        elif part:
-            out.add(int(part))
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                if int(b) < int(a):
+                    raise ValueError
+                out.update(range(int(a), int(b) + 1))
+            elif part:
+                out.add(int(part))
+        except ValueError:
+            raise InputError(f"bad selection {part!r} in {spec!r} (expected e.g. '0-10,15')",
+                             field="selection") from None
     return out
 
 

@@ -18,10 +18,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from handcli.checks import BadImageError, read_image_file
 from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ViewRecord
 from handcli.data.camera import camera_center, project, scale_intrinsics, transform
 from handcli.data.interhand import IHCamera, IHFrame, InterHandReader, parse_selection
-from handcli.data.pipeline import CameraSpec, FrameResult, parse_shard, run_pipeline, shard_items
+from handcli.data.pipeline import (
+    BAD_IMAGE,
+    CameraSpec,
+    FrameResult,
+    check_not_empty,
+    parse_shard,
+    run_pipeline,
+    shard_items,
+)
 from handcli.errors import InputError
 from handcli.hand.export import model_to_dict
 from handcli.outputs import atomic_path
@@ -48,6 +57,7 @@ class WorkItem:
     scale: float
     mesh: MeshSource
     fitted: dict | None = None  # side -> {pose, shape, trans} tensors from prefit_joints (mesh.mode "joints")
+    skip_bad_images: bool = False
 
 
 _MODELS: dict = {}
@@ -181,11 +191,13 @@ def process_frame(item: WorkItem) -> FrameResult:
     res = FrameResult(record)
     sides = list(verts)
     for view in frame.views:
-        img = cv2.imread(str(view.path), cv2.IMREAD_COLOR)
-        if img is None:
-            if not view.path.is_file():
-                raise InputError("image file missing", path=view.path)
-            raise InputError("image does not decode", path=view.path)
+        try:
+            img = read_image_file(view.path)
+        except BadImageError:
+            if not item.skip_bad_images:
+                raise
+            res.dropped_views[BAD_IMAGE] = res.dropped_views.get(BAD_IMAGE, 0) + 1
+            continue
         if img.shape[:2] != (view.height, view.width):
             raise InputError(f"image is {img.shape[1]}x{img.shape[0]} but data.json says "
                              f"{view.width}x{view.height}", path=view.path)
@@ -243,8 +255,12 @@ def choose_mesh_source(root: Path, mano_dir: str | None, mesh_from: str) -> Mesh
 def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "train", captures: str | None = None,
                          seqs: str | None = None, cameras: str | None = None, frames: str | None = None,
                          scale: float = 1.0, keep_mono: bool = False, workers: int = 1, shard: str | None = None,
-                         mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False) -> dict:
-    """Read an InterHand2.6M root and write the cache at ``out`` atomically. Returns run statistics."""
+                         mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False,
+                         skip_bad_images: bool = False) -> dict:
+    """Read an InterHand2.6M root and write the cache at ``out`` atomically. Returns run statistics.
+
+    A truncated or undecodable image is an ``InputError``; with ``skip_bad_images`` its view is dropped
+    and counted (``dropped_views["bad image"]``). A selection that keeps no frame is an ``InputError``."""
     root = Path(root)
     if not 0.0 < scale <= 1.0:
         raise InputError(f"--scale must be in (0, 1], got {scale}", field="scale")
@@ -271,7 +287,7 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
     items = []
     for fr in shard_items(all_frames, shard_ij):
         cams = {v.cam_id: reader.camera(fr.capture, v.cam_id, v.width, v.height) for v in fr.views}
-        items.append(WorkItem(fr, cams, scale, mesh))
+        items.append(WorkItem(fr, cams, scale, mesh, skip_bad_images=skip_bad_images))
     if mesh.mode == "joints":
         prefit_joints(items)
     models = _models(mesh.model_dir)
@@ -296,5 +312,6 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
             stats = run_pipeline(items, process_frame, writer, workers=workers, description="preprocess interhand")
         finally:
             writer.close()
+        check_not_empty(stats, root)
     stats["selected_frames"] = len(items)
     return stats

@@ -73,12 +73,12 @@ def frame_joints(cache: Cache, frame: int) -> list[tuple[str, np.ndarray]]:
     if not 0 <= frame < cache.num_frames:
         raise InputError(f"frame {frame} out of range (the cache has {cache.num_frames})", path=cache.path,
                          field="frames")
-    g = cache.f["frames"]
     out = []
     for side in ("right", "left"):
-        if not bool(g[side]["present"][frame]) or not np.all(g[side]["joint_valid"][frame]):
+        g = f"frames/{side}"
+        if not bool(cache.read(f"{g}/present", frame)) or not np.all(cache.read(f"{g}/joint_valid", frame)):
             continue
-        j = np.asarray(g[side]["joints"][frame], dtype=np.float32)
+        j = np.asarray(cache.read(f"{g}/joints", frame), dtype=np.float32)
         if not np.isfinite(j).all():
             raise InputError(f"non-finite joints in frame {frame}", path=cache.path, field=f"frames/{side}/joints")
         out.append((side, j))
@@ -120,8 +120,10 @@ def read_reference_image(path: Path, size: int) -> np.ndarray:
 
     if not Path(path).is_file():
         raise InputError("appearance image not found", path=path)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.ndim not in (2, 3):
+    from handcli.checks import read_image_file
+
+    img = read_image_file(path, cv2.IMREAD_UNCHANGED, "appearance image")  # truncated files are errors
+    if img.ndim not in (2, 3):
         raise InputError("not a readable image", path=path)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, -1)
@@ -282,7 +284,7 @@ class HandOccMethod(RendersCacheViews):
         """Masked hand crops of every training view (left hands flipped) and the run's reference crops."""
         S = self.cfg.crop_size
         vs = self.views
-        captures = self.cache.f["frames/capture"][()]
+        captures = self.cache.read("frames/capture")
         crops = np.zeros((len(vs.view_ids), 2, S, S, 3), np.uint8)
         ok = np.zeros((len(vs.view_ids), 2), bool)
         for i in range(len(vs.view_ids)):

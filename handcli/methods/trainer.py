@@ -102,7 +102,14 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     ckpt = run_dir / "checkpoint.pt"
     start = 0
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        from handcli.methods.base import read_checkpoint
+
+        state, _ = read_checkpoint(run_dir, "cpu")  # a truncated or garbage file is an InputError
+        if "optimizer" not in state or not isinstance(state.get("step"), int):
+            from handcli.errors import InputError
+
+            raise InputError("checkpoint has no optimizer state or step to resume from", path=ckpt,
+                             field="optimizer")
         method.model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
