@@ -19,8 +19,14 @@ def render_command(
     max_views: Optional[int] = typer.Option(None, help="Render at most this many cache views."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     appearance: Optional[Path] = typer.Option(None, "--appearance", help="Render with the hand appearance of "
-                                              "this reference image (methods with an appearance model: "
-                                              "handocc; a hand crop on black or with an alpha mask)."),
+                                              "this reference (methods with an appearance model: handocc): an "
+                                              "image (a hand on black, with an alpha mask, or with "
+                                              "--appearance-mask) or a cache .h5 with --appearance-view."),
+    appearance_mask: Optional[Path] = typer.Option(None, "--appearance-mask", help="Hand mask of the "
+                                                   "--appearance image (same size; non-zero = hand)."),
+    appearance_view: Optional[int] = typer.Option(None, "--appearance-view", help="View index of the "
+                                                  "--appearance cache whose hand (masked by the cache's labels) "
+                                                  "gives the appearance."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Render RGB, depth and opacity (PNG + float depth), a contact sheet and optional orbit/pose videos."""
@@ -31,6 +37,7 @@ def render_command(
 
     from handcli.data.interhand import parse_selection
     from handcli.data.raybatch import select_views
+    from handcli.errors import InputError
     from handcli.methods.base import read_run_config
     from handcli.outputs import atomic_path
     from handcli.progress import log, progress
@@ -39,15 +46,23 @@ def render_command(
     from handcli.render.outputs import RendersWriter, contact_sheet
     from handcli.render.video import write_video
 
+    if appearance is None and (appearance_mask is not None or appearance_view is not None):
+        raise InputError("--appearance-mask and --appearance-view need --appearance", field="appearance")
+    if appearance is not None:
+        is_cache = appearance.suffix.lower() in (".h5", ".hdf5")
+        if is_cache != (appearance_view is not None):
+            raise InputError("a cache (.h5) as --appearance needs --appearance-view N, and only a cache takes it",
+                             path=appearance, field="appearance_view")
+        if is_cache and appearance_mask is not None:
+            raise InputError("--appearance-mask is for images; a cache view is masked by the cache's labels",
+                             field="appearance_mask")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     m = method_class(read_run_config(run)["method"]).from_run(run, cache, device)
     if appearance is not None:
-        from handcli.errors import InputError
-
         if not hasattr(m, "set_appearance"):
             raise InputError(f"method {m.method} has no appearance model", field="appearance")
-        m.set_appearance(appearance)
+        m.set_appearance(appearance, mask=appearance_mask, view=appearance_view)
     c = m.cache
     sel_frames = parse_selection(frames)
     cams = [x.strip().removeprefix("cam") for x in views.split(",")] if views else None
@@ -58,7 +73,9 @@ def render_command(
     cam_list = c.cameras()
     written = []
     config = {"views": cams, "frames": sorted(sel_frames) if sel_frames else None, "orbit": orbit, "video": video,
-              "appearance": str(appearance.resolve()) if appearance else None}
+              "appearance": str(appearance.resolve()) if appearance else None,
+              "appearance_mask": str(appearance_mask.resolve()) if appearance_mask else None,
+              "appearance_view": appearance_view}
     with atomic_path(out, force=force, is_dir=True) as tmp:
         w = RendersWriter(tmp, m.method, run, c.path, "views", config)
         sheet = []
