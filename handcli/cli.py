@@ -20,6 +20,7 @@ from handcli.commands import (  # noqa: E402
     adapt_cmd,
     cache_cmd,
     eval_cmd,
+    export_cmd,
     grasp_cmd,
     hand_cmd,
     inspect_cmd,
@@ -63,6 +64,7 @@ app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(hand_cmd.mano_app, name="mano")
 app.add_typer(hand_cmd.hand_app, name="hand")
 app.add_typer(targets_cmd.app, name="targets")
+app.add_typer(export_cmd.app, name="export")
 app.command("train")(train_cmd.train_command)
 app.command("adapt")(adapt_cmd.adapt_command)
 app.command("render")(render_cmd.render_command)
