@@ -32,6 +32,9 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
     time_budget: Optional[float] = typer.Option(None, help="Stop after this many seconds of training."),
+    fit_budget: bool = typer.Option(False, "--fit-budget", help="With --time-budget: set the step count (over "
+                                    "which the learning rate decays) to what fits in the budget, timed on a few "
+                                    "probe steps, instead of stopping a longer schedule early."),
     log_every: int = typer.Option(50, help="Log every N steps."),
     ckpt_every: int = typer.Option(500, help="Checkpoint every N steps."),
     snapshot_every: int = typer.Option(0, help="Render a held-out view every N steps (0: only at the end)."),
@@ -54,6 +57,8 @@ def train_command(
     from handcli.registry import method_class
 
     cls = method_class(method)
+    if fit_budget and (time_budget is None or resume):
+        raise InputError("--fit-budget needs --time-budget (and a new run)", field="fit_budget")
     if threads:
         torch.set_num_threads(threads)
     if device == "auto":
@@ -93,6 +98,11 @@ def train_command(
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     m = cls.from_data(cfg, data, method, device)
+    if fit_budget:
+        from handcli.methods.trainer import steps_for_budget
+
+        m.cfg = replace(m.cfg, steps=steps_for_budget(m, time_budget))
+        log(f"{method}: {m.cfg.steps} steps fit in the {time_budget:g} s budget")
     data.update(m.run_data())
     out.mkdir(parents=True, exist_ok=True)
     if rank0:

@@ -83,6 +83,31 @@ def average_gradients(params, world: int) -> None:
         p.grad /= world
 
 
+def steps_for_budget(method: TrainableMethod, budget: float, probe: int = 12, probe_fraction: float = 0.03,
+                     margin: float = 0.9) -> int:
+    """Training steps that fit in ``budget`` seconds, so that the learning rate decays over the budget
+    instead of being cut off near its start.
+
+    Times at least ``probe`` steps and at least ``probe_fraction`` of the budget (gradients are computed
+    and dropped; no update is made) after three warm-up steps, and divides by the median step time (one
+    slow step on a shared machine does not shrink the schedule). ``margin`` leaves room for logging,
+    checkpoints and snapshots.
+    """
+    for i in range(3):  # warm-up: lazy buffers, allocator
+        method.train_step(i, step_generator(99, i))[0].backward()
+    times: list[float] = []
+    t0 = time.perf_counter()
+    i = 3
+    while len(times) < probe or time.perf_counter() - t0 < probe_fraction * budget:
+        t = time.perf_counter()
+        method.train_step(i, step_generator(99, i))[0].backward()
+        times.append(time.perf_counter() - t)
+        i += 1
+    method.model.zero_grad(set_to_none=True)
+    times.sort()
+    return max(int(margin * budget / times[len(times) // 2]), 10)
+
+
 def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_final: float, seed: int,
           resume: bool, log_every: int = 50, ckpt_every: int = 500, snapshot_every: int = 0,
           time_budget: float | None = None, on_log: Callable[[dict], None] | None = None,
