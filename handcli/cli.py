@@ -27,6 +27,7 @@ from handcli.commands import (  # noqa: E402
     mesh_cmd,
     preprocess_cmd,
     render_cmd,
+    report_cmd,
     synth_cmd,
     targets_cmd,
     train_cmd,
@@ -72,6 +73,7 @@ app.command("eval")(eval_cmd.eval_command)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("mesh")(mesh_cmd.mesh_command)
 app.command("grasp-eval")(grasp_cmd.grasp_eval_command)
+app.command("report")(report_cmd.report_command)
 
 
 def main() -> None:

@@ -123,11 +123,18 @@ def render_command(
                 cam = cam_list[cam_idx]
                 vid_frames = sorted(sel_frames) if sel_frames else list(range(c.num_frames))
                 task = bar.add_task("render pose video", total=len(vid_frames))
+                pw = RendersWriter(tmp / "poses", m.method, run, c.path, "poses", config)
                 images = []
                 for frame in vid_frames:
+                    t = time.perf_counter()
                     r = m.render_camera(frame, cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
+                    pw.add(r["rgb"], r["depth"], r["opacity"], {"name": f"f{frame:04d}_cam{cam['name']}",
+                                                                "frame": frame, "camera": cam["name"], "K": cam["K"],
+                                                                "world_to_cam": cam["world_to_cam"],
+                                                                "seconds": time.perf_counter() - t})
                     images.append((r["rgb"] * 255).astype(np.uint8))
                     bar.advance(task)
+                pw.close()
                 written.append(write_video(images, tmp / "poses.mp4", fps=8))
     log(f"rendered {len(view_ids)} views" + (f", an orbit of {orbit}" if orbit else "") +
         (", a pose video" if video else ""))
