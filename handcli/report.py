@@ -6,7 +6,7 @@ A report folder holds one sub-folder per method, as ``scripts/demo.sh`` writes t
     DIR/<method>/run/                config.json, complete.json, curves.png (handcli train)
     DIR/<method>/renders/            renders.json, contact_sheet.png, orbit/rgb/*.png, orbit.mp4 (handcli render)
     DIR/<method>/metrics.json        handcli eval
-    DIR/<method>/mesh.png            optional picture of a mesh (handcli mesh --png)
+    DIR/<method>/mesh/mesh.png       optional picture of meshes (handcli mesh -o DIR/<method>/mesh)
 
 `write_report` writes one self-contained page: pictures and the orbit animations (GIF, which every browser
 plays; OpenCV's mp4v videos do not play in browsers) are embedded as data URIs, so the page opens from any
@@ -178,9 +178,10 @@ def write_report(report_dir: str | Path, out_html: str | Path, title: str = "han
             sections["Training curves"].append(f"<figure><figcaption>{name}</figcaption><img src='"
                                                f"{_data_uri(d / 'run' / 'curves.png')}' alt='{name} curves'>"
                                                "</figure>")
-        if (d / "mesh.png").is_file():
-            sections["Meshes"].append(f"<figure><figcaption>{name}</figcaption><img src='"
-                                      f"{_data_uri(d / 'mesh.png')}' alt='{name} mesh'></figure>")
+        for pic in (d / "mesh.png", d / "mesh" / "mesh.png"):
+            if pic.is_file():
+                sections["Meshes"].append(f"<figure><figcaption>{name}</figcaption><img src='"
+                                          f"{_data_uri(pic)}' alt='{name} mesh'></figure>")
     for head, figs in sections.items():
         if figs:
             parts.append(f"<h2>{html.escape(head)}</h2><div class='row'>{''.join(figs)}</div>")

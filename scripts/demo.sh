@@ -33,5 +33,6 @@ for METHOD in handocc handnerf; do
   handcli eval "$OUT/$METHOD/renders" "$OUT/cache.h5" -o "$OUT/$METHOD/metrics.json" --depth "$OUT/depth.h5" \
     --force
 done
+handcli mesh "$OUT/handocc/run" --frame 0 -o "$OUT/handocc/mesh" --resolution 64 --force
 handcli report "$OUT" -o "$OUT/index.html" --seconds $(( $(date +%s) - START )) --force
 say "demo done in $(( $(date +%s) - START )) s: open $OUT/index.html in a browser"
