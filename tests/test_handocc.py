@@ -405,6 +405,9 @@ def test_appearance_transfer_between_subjects(tmp_path):
     # each rendering is closer to its reference subject's skin than to the other's
     for c in (0, 1):
         assert np.abs(mean[c] - gt_mean[c]).sum() < np.abs(mean[c] - gt_mean[1 - c]).sum()
+    with pytest.raises(InputError) as e:  # the photo alone: its background cannot be told from the hand
+        m.set_appearance(tmp_path / "photo.png")
+    assert "--appearance-mask" in str(e.value)
     with pytest.raises(InputError):
         m.set_appearance(other)  # a cache needs a view
     with pytest.raises(InputError) as e:

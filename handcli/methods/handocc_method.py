@@ -110,6 +110,10 @@ def read_reference_image(path: Path, size: int, mask_path: Path | None = None) -
         mask = img[..., 3] > 127
     else:
         mask = rgb.max(-1) > 10
+        if mask.mean() > 0.95:  # a photo, not a hand on black: the "hand" would be the whole picture
+            raise InputError("the image has no black background and no alpha channel, so the hand cannot be "
+                             "told apart; give its mask with --appearance-mask, or use a cache view "
+                             "(--appearance CACHE.h5 --appearance-view N)", path=path)
     crop = hand_crop(rgb, mask, size)
     if crop is None:
         where = mask_path if mask_path is not None else path
