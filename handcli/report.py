@@ -123,7 +123,7 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 tr.method th{text-align:left}.row{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
 figure{margin:0;flex:1 1 0;min-width:320px}figcaption{font-weight:bold;margin:.3em 0}img{max-width:100%;image-rendering:auto}
-code{background:#f3f3f3;padding:1px 4px}.note{color:#666;font-size:90%}"""
+code{background:#f3f3f3;padding:1px 4px}img.hand{max-width:720px}.note{color:#666;font-size:90%}"""
 
 
 def write_report(report_dir: str | Path, out_html: str | Path, title: str = "handcli report",
@@ -186,7 +186,7 @@ def write_report(report_dir: str | Path, out_html: str | Path, title: str = "han
         if figs:
             parts.append(f"<h2>{html.escape(head)}</h2><div class='row'>{''.join(figs)}</div>")
     if (report_dir / "hand.png").is_file():
-        parts.append(f"<h2>Hand model</h2><img src='{_data_uri(report_dir / 'hand.png')}' alt='hand model'>")
+        parts.append(f"<h2>Hand model</h2><img src='{_data_uri(report_dir / 'hand.png')}' alt='hand model' class='hand'>")
     cache_arg = html.escape(rel(Path(cache)) if cache else "CACHE")
     runs = "".join(f"<li><code>handcli view {html.escape(rel(m['dir'] / 'run'))} {cache_arg}</code></li>"
                    for m in methods)

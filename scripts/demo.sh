@@ -8,13 +8,17 @@ OUT=${1:-demo_out}
 TRAIN_SECONDS=${TRAIN_SECONDS:-330}                      # both trainings together
 HANDOCC_SECONDS=${HANDOCC_SECONDS:-$((TRAIN_SECONDS * 4 / 11))}
 HANDNERF_SECONDS=${HANDNERF_SECONDS:-$((TRAIN_SECONDS - HANDOCC_SECONDS))}
+FRAMES=${DEMO_FRAMES:-6}          # per sequence; smaller values make a quick smoke run (tests/test_demo.py)
+ORBIT=${DEMO_ORBIT:-12}
+MAX_VIEWS=${DEMO_MAX_VIEWS:-8}
+MESH_RES=${DEMO_MESH_RES:-64}
 mkdir -p "$OUT"
 say() { echo "== $*" >&2; }
 say "handcli demo: outputs in $OUT (open $OUT/index.html when it is done)"
 START=$(date +%s)
 TRAIN_CAMS=400002,400004,400010,400012,400013,400016
 TEST_CAMS=400009,400017
-handcli synth interhand "$OUT/interhand" --frames 6 --cameras 9 --seqs right,interacting \
+handcli synth interhand "$OUT/interhand" --frames "$FRAMES" --cameras 9 --seqs right,interacting \
   --camera-ids 400002,400009,400004,400017,400010,400012,400013,400016 --seed 0 --force
 handcli preprocess interhand "$OUT/interhand" -o "$OUT/cache.h5" --scale 0.5 --workers 2 --force
 handcli inspect "$OUT/cache.h5"
@@ -27,12 +31,12 @@ for METHOD in handocc handnerf; do
   say "training $METHOD (fast preset, ${SECONDS_M}s budget)"
   handcli train "$OUT/cache.h5" --method "$METHOD" --preset fast -o "$OUT/$METHOD/run" "${EXTRA[@]}" \
     --cameras "$TRAIN_CAMS" --eval-cameras "$TEST_CAMS" --time-budget "$SECONDS_M" --fit-budget \
-    --snapshot-every 100000 --force
+    --snapshot-every 100000 --log-every 10 --force
   handcli render "$OUT/$METHOD/run" "$OUT/cache.h5" -o "$OUT/$METHOD/renders" --views "$TEST_CAMS" \
-    --max-views 8 --orbit 12 --force
+    --max-views "$MAX_VIEWS" --orbit "$ORBIT" --force
   handcli eval "$OUT/$METHOD/renders" "$OUT/cache.h5" -o "$OUT/$METHOD/metrics.json" --depth "$OUT/depth.h5" \
     --force
 done
-handcli mesh "$OUT/handocc/run" --frame 0 -o "$OUT/handocc/mesh" --resolution 64 --force
-handcli report "$OUT" -o "$OUT/index.html" --seconds $(( $(date +%s) - START )) --force
+handcli mesh "$OUT/handocc/run" --frame 0 -o "$OUT/handocc/mesh" --resolution "$MESH_RES" --force
+handcli report "$OUT" -o "$OUT/index.html" --title "handcli demo: HandOcc and HandNeRF" --seconds $(( $(date +%s) - START )) --force
 say "demo done in $(( $(date +%s) - START )) s: open $OUT/index.html in a browser"
