@@ -20,12 +20,14 @@ from handcli.commands import (  # noqa: E402
     adapt_cmd,
     cache_cmd,
     eval_cmd,
+    export_cmd,
     grasp_cmd,
     hand_cmd,
     inspect_cmd,
     mesh_cmd,
     preprocess_cmd,
     render_cmd,
+    report_cmd,
     synth_cmd,
     targets_cmd,
     train_cmd,
@@ -64,6 +66,7 @@ app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(hand_cmd.mano_app, name="mano")
 app.add_typer(hand_cmd.hand_app, name="hand")
 app.add_typer(targets_cmd.app, name="targets")
+app.add_typer(export_cmd.app, name="export")
 app.command("train")(train_cmd.train_command)
 app.command("adapt")(adapt_cmd.adapt_command)
 app.command("render")(render_cmd.render_command)
@@ -72,6 +75,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("mesh")(mesh_cmd.mesh_command)
 app.command("grasp-eval")(grasp_cmd.grasp_eval_command)
 app.command("view")(view_cmd.view_command)
+app.command("report")(report_cmd.report_command)
 
 
 def main() -> None:

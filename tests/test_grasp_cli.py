@@ -111,6 +111,7 @@ def test_bad_inputs(tmp_path, scene):
     box([0.01] * 3).export(odd)
     res = run("grasp-eval", odd, "--gt-object", gt_obj)
     assert isinstance(res.exception, InputError) and res.exception.path == str(odd)
+    assert "--object" in str(res.exception)
     res = run("grasp-eval", "--gt-object", gt_obj, input="")
     assert isinstance(res.exception, InputError) and "no meshes" in str(res.exception)
     res = run("grasp-eval", d / "object.ply", "--gt-object", gt_obj, "--avoid", "gt")
@@ -120,3 +121,38 @@ def test_bad_inputs(tmp_path, scene):
     res = run("grasp-eval", d / "object.ply", "--gt-object", gt_obj, "-o", out)
     assert isinstance(res.exception, InputError) and "--force" in str(res.exception)
     assert out.read_text() == "{}"
+
+
+def test_meshes_of_any_name_with_object_and_hand(tmp_path):
+    """--object/--hand take any file name; without --gt-object the meshes are their own ground truth. A
+    4x4x10 cm box on a hand slab is graspable, a 12 cm cube (wider than the 8 cm opening) is not."""
+    hand = box([0.2, 0.2, 0.02], (0, 0, -0.065))  # a palm under the box, 5 mm below its bottom face
+    hand.export(tmp_path / "my_hand.ply")
+    box([0.04, 0.04, 0.10]).export(tmp_path / "box.ply")
+    res = run("grasp-eval", "--object", tmp_path / "box.ply", "--hand", tmp_path / "my_hand.ply", "--samples", 300,
+              "--top-k", 20, "-o", tmp_path / "grasp.json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "grasp.json").read_text())
+    s = doc["summary"]
+    assert s["object"] == str(tmp_path / "box.ply") and s["hand"] == str(tmp_path / "my_hand.ply")
+    assert s["avoid"] == "pred" and s["gt_object"] is None and any("itself" in n for n in s["notes"])
+    assert s["num_evaluated"] > 0 and s["success_ratio"] >= 0.5
+    assert not any(collides(hand, g["pose"]) for g in doc["grasps"])
+    assert (tmp_path / "grasps.png").read_bytes()[:4] == b"\x89PNG"
+
+    box([0.12] * 3).export(tmp_path / "cube.ply")
+    res = run("grasp-eval", "--object", tmp_path / "cube.ply", "--samples", 300)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["success_ratio"] <= 0.1
+
+
+def test_object_option_errors(tmp_path, scene):
+    d, gt_obj, _, _ = scene
+    res = run("grasp-eval", d / "object.ply", "--object", d / "object.ply")
+    assert isinstance(res.exception, InputError) and res.exception.field == "object"
+    res = run("grasp-eval", "--hand", d / "hand.ply")
+    assert isinstance(res.exception, InputError) and "--object" in str(res.exception)
+    res = run("grasp-eval", "--object", tmp_path / "nope.ply")
+    assert isinstance(res.exception, InputError) and res.exception.path == str(tmp_path / "nope.ply")
+    res = run("grasp-eval", "--object", d / "object.ply", "--gt-hand", d / "hand.ply")
+    assert isinstance(res.exception, InputError) and res.exception.field == "gt_hand"

@@ -347,8 +347,18 @@ def test_appearance_changes_colours_not_silhouettes(tiny_cache):
 
 def test_appearance_transfer_between_subjects(tmp_path):
     """Two captures with different skin tones: rendering a capture-0 skeleton with a capture-1 reference
-    crop gives capture 1's skin colour; the silhouette stays that of the skeleton."""
+    gives capture 1's skin colour; the silhouette stays that of the skeleton. The references come the ways a
+    user has them: a view of another cache (``--appearance other.h5 --appearance-view N``, masked by its
+    labels) and a full photo with a separate mask image (``--appearance-mask``), and through the CLI."""
+    import shutil
+
+    import cv2
+    from typer.testing import CliRunner
+
+    from handcli.cli import app
     from handcli.data.interhand_preprocess import preprocess_interhand
+    from handcli.errors import InputError
+    from handcli.methods.base import write_run_config
     from handcli.synth.interhand import InterHandSynthConfig, write_interhand
 
     root = tmp_path / "ih2"
@@ -356,28 +366,37 @@ def test_appearance_transfer_between_subjects(tmp_path):
                                                black_frame=False, null_mano=False, seed=5))
     cache = tmp_path / "c2.h5"
     preprocess_interhand(root, cache, scale=0.25)
+    other = tmp_path / "other.h5"  # the other subject's capture, as a separate file
+    shutil.copy(cache, other)
     torch.manual_seed(0)
     cfg = replace(PRESETS["fast"], rays_per_step=256, occ_points=512, pool_points=4096, steps=150, lr=3e-3)
     m = HandOccMethod(cfg, cache)
-    (tmp_path / "run").mkdir()
-    train(m, tmp_path / "run", steps=cfg.steps, lr=cfg.lr, lr_final=cfg.lr_final, seed=0, resume=False,
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run_config(run, "handocc", "fast", m.cfg, {"cache": str(cache), **m.run_data()}, 0, "test")
+    train(m, run, steps=cfg.steps, lr=cfg.lr, lr_final=cfg.lr_final, seed=0, resume=False,
           log_every=50, ckpt_every=10_000)
     caps = m.cache.f["frames/capture"][()]
     vt = m.cache.view_table()
-    ref = {}
+    ref_view = {}
     gt_mean = {}
     for cap in (0, 1):
-        j = int(np.nonzero(caps[vt["frame"]] == cap)[0][0])
-        v = m.cache.view(j)
-        ref[cap] = hand_crop(v["rgb"], v["label"] == 1, cfg.crop_size)
+        ref_view[cap] = int(np.nonzero(caps[vt["frame"]] == cap)[0][0])
         views = np.nonzero(caps[vt["frame"]] == cap)[0]
         gt_mean[cap] = np.mean([m.cache.view(int(k))["rgb"][m.cache.view(int(k))["label"] > 0].mean(0) / 255
                                 for k in views], 0)
+    # capture 0's reference as a photo (hand on its coloured background) plus a mask image
+    v0 = m.cache.view(ref_view[0])
+    photo = v0["rgb"].copy()
+    photo[v0["label"] == 0] = (90, 140, 200)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo[..., ::-1])
+    cv2.imwrite(str(tmp_path / "mask.png"), ((v0["label"] == 1) * 255).astype(np.uint8))
     target = int(np.nonzero(caps[vt["frame"]] == 0)[0][1])
     out = {}
-    for cap in (0, 1):
-        m.app_override = torch.as_tensor(ref[cap][None]).permute(0, 3, 1, 2).float() / 255
-        out[cap] = m.render_view(target)
+    m.set_appearance(tmp_path / "photo.png", mask=tmp_path / "mask.png")
+    out[0] = m.render_view(target)
+    m.set_appearance(other, view=ref_view[1])
+    out[1] = m.render_view(target)
     assert np.array_equal(out[0]["opacity"], out[1]["opacity"])
     fg = out[0]["opacity"] > 0.5
     mean = {c: out[c]["rgb"][fg].mean(0) for c in (0, 1)}
@@ -386,6 +405,28 @@ def test_appearance_transfer_between_subjects(tmp_path):
     # each rendering is closer to its reference subject's skin than to the other's
     for c in (0, 1):
         assert np.abs(mean[c] - gt_mean[c]).sum() < np.abs(mean[c] - gt_mean[1 - c]).sum()
+    with pytest.raises(InputError) as e:  # the photo alone: its background cannot be told from the hand
+        m.set_appearance(tmp_path / "photo.png")
+    assert "--appearance-mask" in str(e.value)
+    with pytest.raises(InputError):
+        m.set_appearance(other)  # a cache needs a view
+    with pytest.raises(InputError) as e:
+        m.set_appearance(other, view=10_000)
+    assert e.value.field == "appearance_view"
+
+    # the same through the CLI: a capture-0 view rendered with the other cache's capture-1 view
+    frame, cam = int(vt["frame"][target]), m.cache.cameras()[int(vt["camera"][target])]["name"]
+    res = CliRunner().invoke(app, ["render", str(run), str(cache), "-o", str(tmp_path / "r"), "--frames",
+                                   str(frame), "--views", cam, "--appearance", str(other), "--appearance-view",
+                                   str(ref_view[1])])
+    assert res.exit_code == 0, res.output
+    rgb = cv2.imread(str(tmp_path / "r" / "rgb" / "0000.png"))[..., ::-1] / 255.0
+    cli_mean = rgb[fg].mean(0)
+    assert np.abs(cli_mean - gt_mean[1]).sum() < np.abs(cli_mean - gt_mean[0]).sum()
+    res = CliRunner().invoke(app, ["render", str(run), str(cache), "-o", str(tmp_path / "r2"), "--appearance",
+                                   str(other)])
+    assert isinstance(res.exception, InputError) and res.exception.field == "appearance_view"
+    assert not (tmp_path / "r2").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -68,12 +68,17 @@ def test_handocc_cli_chain(tiny_cache, tmp_path):
     assert json.loads((run / "config.json").read_text())["config"]["stage"] == "full"
 
     renders = tmp_path / "renders"
-    r = handcli("render", run, tiny_cache, "-o", renders, "--frames", str(two), "--max-views", "2", "--orbit", "1")
+    r = handcli("render", run, tiny_cache, "-o", renders, "--frames", f"{one},{two}", "--max-views", "2", "--orbit",
+                "1", "--video")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == str(renders)
     doc = json.loads((renders / "renders.json").read_text())
     assert doc["method"] == "handocc" and len(doc["views"]) == 2
-    assert len(list((renders / "orbit" / "rgb").glob("*.png"))) == 1
+    assert len(list((renders / "orbit" / "rgb").glob("*.png"))) == 2
+    # videos come with their frames as a numbered PNG sequence (and a renders.json)
+    assert [p.name for p in sorted((renders / "poses" / "rgb").glob("*.png"))] == ["0000.png", "0001.png"]
+    assert json.loads((renders / "poses" / "renders.json").read_text())["kind"] == "poses"
+    assert {"orbit.mp4", "poses.mp4"} <= {p.name for p in renders.iterdir()}
     r = handcli("eval", renders, tiny_cache, "-o", tmp_path / "metrics.json")
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -83,7 +88,7 @@ def test_handocc_cli_chain(tiny_cache, tmp_path):
     crop = hand_crop(v["rgb"], v["label"] == 1, 64)
     tinted = np.clip(crop.astype(np.float64) * [0.5, 1.0, 1.8], 0, 255).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "ref.png"), tinted[..., ::-1])
-    r = handcli("render", run, tiny_cache, "-o", tmp_path / "transfer", "--frames", str(two), "--max-views", "1",
+    r = handcli("render", run, tiny_cache, "-o", tmp_path / "transfer", "--frames", f"{one},{two}", "--max-views", "1",
                 "--appearance", tmp_path / "ref.png")
     assert r.returncode == 0, r.stderr
     a = cv2.imread(str(renders / "rgb" / "0000.png"))

@@ -18,6 +18,7 @@ from handcli.render.outputs import (
     colorize_depth,
     contact_sheet,
     error_heatmap,
+    grid_shape,
     load_render_view,
     read_renders,
 )
@@ -172,24 +173,42 @@ def test_error_heatmap_and_contact_sheet(tmp_path):
     rows = [(a, b), (small, small), (small, None)]
     out = tmp_path / "sheet.png"
     sheet = contact_sheet(rows, ["first", "second", "third"], out)
-    strip, gap = 16, 2
+    strip, gap, cell_gap = 16, 2, 6
     H, W = 20, 30
-    assert sheet.shape == (3 * (strip + H) + 2 * gap, 3 * W + 2 * gap, 3)
+    assert sheet.shape == (3 * (strip + H) + 2 * cell_gap, 3 * W + 2 * gap, 3)  # nearest a square: one column
     back = cv2.imread(str(out))[..., ::-1]
     np.testing.assert_array_equal(back, sheet)
     np.testing.assert_array_equal(sheet[strip:strip + H, :W], a8)  # prediction tile of row 0
     np.testing.assert_array_equal(sheet[strip:strip + H, W + gap:2 * W + gap], b8)  # ground truth tile
     np.testing.assert_array_equal(sheet[strip:strip + H, 2 * (W + gap):], expected)  # error tile
-    r1 = strip + H + gap + strip  # row 1 image top
+    r1 = strip + H + cell_gap + strip  # row 1 image top
     np.testing.assert_array_equal(sheet[r1:r1 + 12, :16], small)
     assert (sheet[r1:r1 + 12, 2 * (W + gap):2 * (W + gap) + 16] == inferno[0]).all()  # identical: zero error
     assert (sheet[r1 + 12:r1 + H, :W] == 48).all()  # padded with grey to the largest size
-    r2 = r1 + H + gap + strip
+    r2 = r1 + H + cell_gap + strip
     assert (sheet[r2:r2 + H, W + gap:2 * W + gap] == 48).all()  # no ground truth: empty tiles
     assert (sheet[r2:r2 + H, 2 * (W + gap):] == 48).all()
     assert sheet[:strip, :W].max() > 200  # the label was drawn
     with pytest.raises(ValueError):
         contact_sheet([(a, small)], ["x"])
+
+
+def test_contact_sheet_is_a_grid_near_a_square():
+    """Eight portrait views (as the demo renders) fill a 4 x 2 grid of cells, not one tall column."""
+    rng = np.random.default_rng(0)
+    H, W, strip, gap, cell_gap = 128, 84, 16, 2, 6
+    views = [(rng.integers(0, 255, (H, W, 3), dtype=np.uint8),) * 2 for _ in range(8)]
+    sheet = contact_sheet(views, [f"v{i}" for i in range(8)])
+    cell_h, cell_w = strip + H, 3 * W + 2 * gap
+    assert grid_shape(8, cell_h, cell_w) == (4, 2)
+    assert sheet.shape == (4 * cell_h + 3 * cell_gap, 2 * cell_w + cell_gap, 3)
+    assert 0.7 < sheet.shape[0] / sheet.shape[1] < 1.4
+    for k, (pred, _) in enumerate(views):  # row-major: view k in row k // 2, column k % 2
+        y, x = (k // 2) * (cell_h + cell_gap) + strip, (k % 2) * (cell_w + cell_gap)
+        np.testing.assert_array_equal(sheet[y:y + H, x:x + W], pred)
+    one_col = contact_sheet(views, [f"v{i}" for i in range(8)], cols=1)
+    assert one_col.shape == (8 * cell_h + 7 * cell_gap, cell_w, 3)
+    assert grid_shape(1, 10, 10) == (1, 1) and grid_shape(4, 10, 10) == (2, 2)
 
 
 def _frames(n=6, H=24, W=32):

@@ -1,8 +1,9 @@
 """``handcli grasp-eval``: plan parallel-jaw grasps on a reconstructed object and score them against GT.
 
-Reads the mesh paths that ``handcli mesh`` prints (arguments, or stdin one per line when none are given):
-``object.ply`` is the reconstruction to plan on, ``hand.ply`` the reconstructed hand, ``scene.ply`` is
-ignored. Grasps come from the weight-free antipodal sampler for a Franka Panda gripper (8 cm opening),
+Meshes of any name come with ``--object PATH [--hand PATH]``; otherwise the mesh paths that ``handcli mesh``
+prints are read (arguments, or stdin one per line when none are given): ``object.ply`` is the
+reconstruction to plan on, ``hand.ply`` the reconstructed hand, ``scene.ply`` is ignored. Without
+``--gt-object`` the reconstruction is scored against itself. Grasps come from the weight-free antipodal sampler for a Franka Panda gripper (8 cm opening),
 grasps touching the hand are dropped, and each of the best ``--top-k`` is a success when the opened gripper
 envelops part of the GT object without touching it or the GT hand (docs/grasp-eval.md). stdout: the JSON
 summary, or with ``-o`` the written paths (grasp.json and the PNG).
@@ -44,12 +45,46 @@ def _load_gt_mesh(path: Path, what: str):
     return mesh, f"mesh with {len(mesh.faces)} faces"
 
 
+def _named_parts(paths: list[Path]) -> dict[str, Path]:
+    """{'object': path, 'hand': path} from mesh paths named as `handcli mesh` names them (or their folders)."""
+    from handcli.errors import InputError
+    from handcli.eval.geometry_eval import MESH_SUFFIXES
+
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in MESH_SUFFIXES and f.stem in PLAN_NAMES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError("file not found", path=p)
+    parts: dict[str, Path] = {}
+    for f in files:
+        if f.stem not in PLAN_NAMES:
+            raise InputError(f"cannot tell which part this mesh is (expected one of {', '.join(PLAN_NAMES)}; "
+                             "name any mesh with --object / --hand)", path=f)
+        part = PLAN_NAMES[f.stem]
+        if part is None:
+            continue
+        if part in parts:
+            raise InputError(f"two {part} meshes given ({parts[part]} and {f})", path=f)
+        parts[part] = f
+    return parts
+
+
 def grasp_eval_command(
-    meshes: Optional[List[Path]] = typer.Argument(None, help="Reconstructed meshes (object.ply, hand.ply; "
-                                                  "scene.ply is ignored) or folders from `handcli mesh`; read "
-                                                  "from stdin, one per line, when none are given."),
-    gt_object: Path = typer.Option(..., "--gt-object", help="Ground-truth object mesh (PLY/OBJ) in the same "
-                                   "frame; a points.xyz is used through its convex hull."),
+    meshes: Optional[List[Path]] = typer.Argument(None, help="Reconstructed meshes named as `handcli mesh` "
+                                                  "names them (object.ply, hand.ply; scene.ply is ignored) or "
+                                                  "their folders; read from stdin, one per line, when neither "
+                                                  "these nor --object are given."),
+    object_: Optional[Path] = typer.Option(None, "--object", help="Reconstructed object mesh of any name "
+                                           "(PLY/OBJ/GLB/...), instead of the named meshes."),
+    hand: Optional[Path] = typer.Option(None, "--hand", help="Reconstructed hand mesh of any name (with "
+                                        "--object)."),
+    gt_object: Optional[Path] = typer.Option(None, "--gt-object", help="Ground-truth object mesh (PLY/OBJ) in "
+                                             "the same frame; a points.xyz is used through its convex hull. "
+                                             "Default: the reconstruction is its own ground truth (object and "
+                                             "hand), which asks whether the mesh itself can be grasped."),
     gt_hand: Optional[Path] = typer.Option(None, "--gt-hand", help="Ground-truth hand mesh: grasps touching it "
                                            "fail."),
     avoid: str = typer.Option("auto", help="Hand mesh that filters the proposals: gt (the paper: the input MANO "
@@ -71,44 +106,38 @@ def grasp_eval_command(
 
     from handcli.errors import InputError
     from handcli.eval.geometry import load_mesh
-    from handcli.eval.geometry_eval import MESH_SUFFIXES
     from handcli.eval.grasp import grasp_success_ratio, render_grasps_png, write_grasps
     from handcli.outputs import check_writable
-    from handcli.progress import log
+    from handcli.progress import log, stage_progress
 
-    paths = list(meshes) if meshes else _read_stdin_paths()
-    if not paths:
-        raise InputError("no meshes given (arguments or stdin, e.g. `handcli mesh ... | handcli grasp-eval`)",
-                         field="meshes")
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in MESH_SUFFIXES and f.stem in PLAN_NAMES)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise InputError("file not found", path=p)
-    parts: dict[str, Path] = {}
-    for f in files:
-        if f.stem not in PLAN_NAMES:
-            raise InputError(f"cannot tell which part this mesh is (expected one of {', '.join(PLAN_NAMES)})",
-                             path=f)
-        part = PLAN_NAMES[f.stem]
-        if part is None:
-            continue
-        if part in parts:
-            raise InputError(f"two {part} meshes given ({parts[part]} and {f})", path=f)
-        parts[part] = f
+    if object_ is not None or hand is not None:
+        if meshes:
+            raise InputError("give the meshes either as arguments or with --object/--hand, not both",
+                             field="object")
+        if object_ is None:
+            raise InputError("--hand needs --object", field="object")
+        for p in (object_, hand):
+            if p is not None and not p.is_file():
+                raise InputError("file not found", path=p)
+        parts = {"object": object_, **({"hand": hand} if hand is not None else {})}
+    else:
+        paths = list(meshes) if meshes else _read_stdin_paths()
+        if not paths:
+            raise InputError("no meshes given (--object PATH, arguments, or stdin, e.g. `handcli mesh ... | "
+                             "handcli grasp-eval`)", field="meshes")
+        parts = _named_parts(paths)
     if "object" not in parts:
-        raise InputError("no object mesh among the inputs (object.ply)", field="meshes")
+        raise InputError("no object mesh among the inputs (object.ply, or --object PATH)", field="meshes")
     if avoid not in ("auto", "gt", "pred", "none"):
         raise InputError("--avoid must be auto, gt, pred or none", field="avoid")
+    if gt_object is None and gt_hand is not None:
+        raise InputError("--gt-hand needs --gt-object", field="gt_hand")
     if avoid == "auto":
         avoid = "gt" if gt_hand is not None else ("pred" if "hand" in parts else "none")
     if avoid == "gt" and gt_hand is None:
         raise InputError("--avoid gt needs --gt-hand", field="avoid")
     if avoid == "pred" and "hand" not in parts:
-        raise InputError("--avoid pred needs a hand.ply among the inputs", field="avoid")
+        raise InputError("--avoid pred needs a hand mesh among the inputs (hand.ply or --hand)", field="avoid")
     if out is not None:
         check_writable(out, force)
         png = png or out.with_name("grasps.png")
@@ -116,23 +145,32 @@ def grasp_eval_command(
         if p is not None:
             check_writable(p, force)
 
-    pred_object = load_mesh(parts["object"])
-    pred_hand = load_mesh(parts["hand"]) if "hand" in parts else None
-    gt_obj_mesh, gt_obj_note = _load_gt_mesh(gt_object, "object")
-    gt_hand_mesh, gt_hand_note = _load_gt_mesh(gt_hand, "hand") if gt_hand is not None else (None, None)
-    avoid_mesh = {"gt": gt_hand_mesh, "pred": pred_hand, "none": None}[avoid]
-    res = grasp_success_ratio(pred_object, avoid_mesh, gt_obj_mesh, gt_hand_mesh, top_k=top_k, seed=seed,
-                              n_samples=n_samples)
+    with stage_progress("grasp-eval", ["load meshes", "plan grasps", "evaluate against GT"]) as next_stage:
+        pred_object = load_mesh(parts["object"])  # None when empty: no grasp, ratio 0 (as the paper scores it)
+        if pred_object is None and gt_object is None:
+            raise InputError("the object mesh has no faces (and is its own ground truth without --gt-object)",
+                             path=parts["object"])
+        pred_hand = load_mesh(parts["hand"]) if "hand" in parts else None
+        if gt_object is None:  # the reconstruction is its own ground truth
+            gt_obj_mesh, gt_obj_note = pred_object, "the reconstruction itself (no --gt-object)"
+            gt_hand_mesh, gt_hand_note = pred_hand, None
+        else:
+            gt_obj_mesh, gt_obj_note = _load_gt_mesh(gt_object, "object")
+            gt_hand_mesh, gt_hand_note = _load_gt_mesh(gt_hand, "hand") if gt_hand is not None else (None, None)
+        avoid_mesh = {"gt": gt_hand_mesh, "pred": pred_hand, "none": None}[avoid]
+        res = grasp_success_ratio(pred_object, avoid_mesh, gt_obj_mesh, gt_hand_mesh, top_k=top_k, seed=seed,
+                                  n_samples=n_samples, on_stage=next_stage)
     summary = {
         "schema": "handcli.grasp-eval/1",
         "object": str(parts["object"]), "hand": str(parts["hand"]) if "hand" in parts else None,
-        "gt_object": str(gt_object), "gt_hand": None if gt_hand is None else str(gt_hand),
+        "gt_object": None if gt_object is None else str(gt_object),
+        "gt_hand": None if gt_hand is None else str(gt_hand),
         "avoid": avoid, "object_empty": pred_object is None,
         "num_proposals": res["num_proposals"], "num_evaluated": res["num_evaluated"],
         "num_success": res["num_success"], "success_ratio": res["success_ratio"],
         "config": {"top_k": top_k, "samples": n_samples, "seed": seed, "planner": "antipodal (friction 0.5, 8 "
                    "approach directions)", "gripper": "franka panda boxes, 8 cm opening"},
-        "notes": [n for n in (gt_obj_note if "hull" in gt_obj_note else None,
+        "notes": [n for n in (gt_obj_note if ("hull" in gt_obj_note or gt_object is None) else None,
                               gt_hand_note if gt_hand_note and "hull" in gt_hand_note else None) if n],
     }
     log(f"grasp-eval: {res['num_proposals']} proposals, {res['num_success']}/{res['num_evaluated']} successful "
@@ -140,6 +178,7 @@ def grasp_eval_command(
     if out is None:
         if png is not None:
             render_grasps_png(pred_object, res["grasps"], png, n_show=show, force=force)
+            log(f"wrote {png}")
         if scene is not None:
             _write_scene(res, pred_object, scene, show, force)
         print(json.dumps(summary, indent=1))

@@ -19,8 +19,14 @@ def render_command(
     max_views: Optional[int] = typer.Option(None, help="Render at most this many cache views."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     appearance: Optional[Path] = typer.Option(None, "--appearance", help="Render with the hand appearance of "
-                                              "this reference image (methods with an appearance model: "
-                                              "handocc; a hand crop on black or with an alpha mask)."),
+                                              "this reference (methods with an appearance model: handocc): an "
+                                              "image (a hand on black, with an alpha mask, or with "
+                                              "--appearance-mask) or a cache .h5 with --appearance-view."),
+    appearance_mask: Optional[Path] = typer.Option(None, "--appearance-mask", help="Hand mask of the "
+                                                   "--appearance image (same size; non-zero = hand)."),
+    appearance_view: Optional[int] = typer.Option(None, "--appearance-view", help="View index of the "
+                                                  "--appearance cache whose hand (masked by the cache's labels) "
+                                                  "gives the appearance."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Render RGB, depth and opacity (PNG + float depth), a contact sheet and optional orbit/pose videos."""
@@ -43,13 +49,23 @@ def render_command(
 
     check_option("orbit", orbit, lo=0)
     check_option("max_views", max_views, lo=1)
+    if appearance is None and (appearance_mask is not None or appearance_view is not None):
+        raise InputError("--appearance-mask and --appearance-view need --appearance", field="appearance")
+    if appearance is not None:
+        is_cache = appearance.suffix.lower() in (".h5", ".hdf5")
+        if is_cache != (appearance_view is not None):
+            raise InputError("a cache (.h5) as --appearance needs --appearance-view N, and only a cache takes it",
+                             path=appearance, field="appearance_view")
+        if is_cache and appearance_mask is not None:
+            raise InputError("--appearance-mask is for images; a cache view is masked by the cache's labels",
+                             field="appearance_mask")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     m = method_class(read_run_config(run)["method"]).from_run(run, cache, device)
     if appearance is not None:
         if not hasattr(m, "set_appearance"):
             raise InputError(f"method {m.method} has no appearance model", field="appearance")
-        m.set_appearance(appearance)
+        m.set_appearance(appearance, mask=appearance_mask, view=appearance_view)
     c = m.cache
     sel_frames = parse_selection(frames)
     if sel_frames:
@@ -65,7 +81,9 @@ def render_command(
     cam_list = c.cameras()
     written = []
     config = {"views": cams, "frames": sorted(sel_frames) if sel_frames else None, "orbit": orbit, "video": video,
-              "appearance": str(appearance.resolve()) if appearance else None}
+              "appearance": str(appearance.resolve()) if appearance else None,
+              "appearance_mask": str(appearance_mask.resolve()) if appearance_mask else None,
+              "appearance_view": appearance_view}
     with atomic_path(out, force=force, is_dir=True) as tmp:
         w = RendersWriter(tmp, m.method, run, c.path, "views", config)
         sheet = []
@@ -113,11 +131,18 @@ def render_command(
                 cam = cam_list[cam_idx]
                 vid_frames = sorted(sel_frames) if sel_frames else list(range(c.num_frames))
                 task = bar.add_task("render pose video", total=len(vid_frames))
+                pw = RendersWriter(tmp / "poses", m.method, run, c.path, "poses", config)
                 images = []
                 for frame in vid_frames:
+                    t = time.perf_counter()
                     r = m.render_camera(frame, cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
+                    pw.add(r["rgb"], r["depth"], r["opacity"], {"name": f"f{frame:04d}_cam{cam['name']}",
+                                                                "frame": frame, "camera": cam["name"], "K": cam["K"],
+                                                                "world_to_cam": cam["world_to_cam"],
+                                                                "seconds": time.perf_counter() - t})
                     images.append((r["rgb"] * 255).astype(np.uint8))
                     bar.advance(task)
+                pw.close()
                 written.append(write_video(images, tmp / "poses.mp4", fps=8))
     log(f"rendered {len(view_ids)} views" + (f", an orbit of {orbit}" if orbit else "") +
         (", a pose video" if video else ""))

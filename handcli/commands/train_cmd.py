@@ -32,6 +32,9 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
     time_budget: Optional[float] = typer.Option(None, help="Stop after this many seconds of training."),
+    fit_budget: bool = typer.Option(False, "--fit-budget", help="With --time-budget: set the step count (over "
+                                    "which the learning rate decays) to what fits in the budget, measured on the "
+                                    "first 5 % of it, instead of stopping a longer schedule early."),
     log_every: int = typer.Option(50, help="Log every N steps."),
     ckpt_every: int = typer.Option(500, help="Checkpoint every N steps."),
     snapshot_every: int = typer.Option(0, help="Render a held-out view every N steps (0: only at the end)."),
@@ -39,6 +42,7 @@ def train_command(
 ) -> None:
     """Train a method on a cache; prints the run folder."""
     import json
+    import os
     import shlex
     import shutil
     import sys
@@ -59,6 +63,9 @@ def train_command(
         check_option(name, value, lo=lo)
     check_option("time_budget", time_budget, lo=0, lo_open=True)
     cls = method_class(method)
+    if fit_budget and (time_budget is None or resume or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        # under torchrun each rank would fit its own step count and the ranks would fall out of step
+        raise InputError("--fit-budget needs --time-budget, a new run and one process", field="fit_budget")
     if threads:
         torch.set_num_threads(threads)
     if device == "auto":
@@ -101,7 +108,6 @@ def train_command(
         if "stage" not in {f.name for f in fields(cfg)}:
             raise InputError(f"method {method} has no training stages", field="stage")
         cfg = replace(cfg, stage=stage)
-    import os
 
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes files and prints
     if device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -115,13 +121,16 @@ def train_command(
             write_run_config(out, method, preset, m.cfg, data, seed, command)
         last = train(m, out, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed, resume=resume,
                      log_every=log_every, ckpt_every=ckpt_every, snapshot_every=snapshot_every or m.cfg.steps,
-                     time_budget=time_budget)
+                     time_budget=time_budget, fit_budget=fit_budget)
     except InputError:
         if created and rank0:  # bad input found mid-training (a damaged chunk): no partial run folder
             shutil.rmtree(out, ignore_errors=True)
         raise
     if not rank0:
         return
+    if fit_budget:  # the run's config records the fitted schedule
+        write_run_config(out, method, preset, m.cfg, data, seed, command)
+        log(f"{method}: schedule fitted to the {time_budget:g} s budget: {m.cfg.steps} steps")
     plot_curves(read_metrics(out), out / "curves.png")
     (out / "complete.json").write_text(json.dumps(last, indent=2))
     log(f"{method}: step {last.get('step')}, train psnr {last.get('psnr', float('nan')):.2f} dB, "

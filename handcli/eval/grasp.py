@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -359,6 +359,7 @@ def grasp_success_ratio(
     n_points: int = 10000,
     min_points: int = 10,
     check_rays: bool = True,
+    on_stage: Callable[[], None] | None = None,
 ) -> dict:
     """Plan on the prediction (avoiding ``pred_hand``), evaluate the ``top_k`` best against GT.
 
@@ -366,7 +367,10 @@ def grasp_success_ratio(
     mesh as ``pred_hand`` reproduces the paper's hand filter (the hand mesh is an input there).
     Returns num_proposals, num_evaluated, num_success, success_ratio (0.0 when nothing was evaluated: a
     reconstruction without a feasible grasp scores zero) and per-grasp dicts (pose, width, score + result).
+    ``on_stage()`` is called when planning starts and when evaluation starts (a progress bar's hook).
     """
+    if on_stage is not None:
+        on_stage()
     proposals = propose_antipodal_grasps(
         pred_object,
         n_samples=n_samples,
@@ -377,6 +381,8 @@ def grasp_success_ratio(
         max_checked=max_checked,
     )
     chosen = proposals[:top_k]
+    if on_stage is not None:
+        on_stage()
     results = GraspEvaluator(
         gt_object,
         gt_hand,

@@ -110,35 +110,72 @@ def hand_crop(rgb: np.ndarray, mask: np.ndarray, size: int, flip: bool = False) 
     return np.ascontiguousarray(out[:, ::-1]) if flip else out
 
 
-def read_reference_image(path: Path, size: int) -> np.ndarray:
-    """A reference image for appearance transfer -> a (size, size, 3) uint8 hand crop.
-
-    An alpha channel is used as the hand mask; otherwise the hand is taken to be the non-black pixels
-    (a masked crop such as the training crops). Raises InputError for unreadable or empty images.
-    """
+def _read_image(path: Path, what: str) -> np.ndarray:
+    """An image file as uint8 (H, W, C) in OpenCV's channel order (BGR / BGRA) or (H, W) grey."""
     import cv2
 
     if not Path(path).is_file():
-        raise InputError("appearance image not found", path=path)
+        raise InputError(f"{what} not found", path=path)
     from handcli.checks import read_image_file
 
-    img = read_image_file(path, cv2.IMREAD_UNCHANGED, "appearance image")  # truncated files are errors
+    img = read_image_file(path, cv2.IMREAD_UNCHANGED, what)  # truncated files are errors
     if img.ndim not in (2, 3):
         raise InputError("not a readable image", path=path)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, -1)
     if img.dtype != np.uint8:
         img = (img.astype(np.float64) / max(float(np.iinfo(img.dtype).max), 1.0) * 255).astype(np.uint8)
-    if img.shape[2] == 4:
+    return img
+
+
+def read_reference_image(path: Path, size: int, mask_path: Path | None = None) -> np.ndarray:
+    """A reference image for appearance transfer -> a (size, size, 3) uint8 hand crop.
+
+    The hand mask is, in order: the image ``mask_path`` (same size; non-zero = hand, e.g. a photo's
+    segmentation), the image's alpha channel, or the non-black pixels (a masked crop such as the training
+    crops). Raises InputError for unreadable, mismatched or empty images.
+    """
+    img = _read_image(path, "appearance image")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, -1)
+    rgb = np.ascontiguousarray(img[..., 2::-1])
+    if mask_path is not None:
+        m = _read_image(mask_path, "appearance mask")
+        m = m if m.ndim == 2 else m.max(-1)
+        if m.shape != rgb.shape[:2]:
+            raise InputError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {rgb.shape[1]}x{rgb.shape[0]}",
+                             path=mask_path)
+        mask = m > 127 if m.max() > 1 else m > 0
+    elif img.shape[2] == 4:
         mask = img[..., 3] > 127
-        rgb = img[..., 2::-1]
     else:
-        rgb = img[..., 2::-1]
         mask = rgb.max(-1) > 10
-    crop = hand_crop(np.ascontiguousarray(rgb), mask, size)
+        if mask.mean() > 0.95:  # a photo, not a hand on black: the "hand" would be the whole picture
+            raise InputError("the image has no black background and no alpha channel, so the hand cannot be "
+                             "told apart; give its mask with --appearance-mask, or use a cache view "
+                             "(--appearance CACHE.h5 --appearance-view N)", path=path)
+    crop = hand_crop(rgb, mask, size)
     if crop is None:
-        raise InputError("no hand pixels found (expected a hand on a black background or an alpha mask)",
-                         path=path)
+        where = mask_path if mask_path is not None else path
+        raise InputError("no hand pixels found (expected a hand on a black background, an alpha mask or "
+                         "--appearance-mask)", path=where)
+    return crop
+
+
+def reference_crop_from_cache(cache_path: Path, view: int, size: int) -> np.ndarray:
+    """The hand of a cache view (masked with the cache's labels) -> a (size, size, 3) uint8 crop.
+
+    The hand with more pixels in the view is used (a left hand is mirrored, as in training). Raises
+    InputError for a view index out of range or a view without hand pixels.
+    """
+    with Cache(cache_path) as c:
+        if not 0 <= view < c.num_views:
+            raise InputError(f"view {view} out of range (the cache has {c.num_views} views)", path=cache_path,
+                             field="appearance_view")
+        v = c.view(view)
+    counts = {side: int((v["label"] == lab).sum()) for side, lab in SIDE_LABEL.items()}
+    side = max(counts, key=counts.get)
+    crop = hand_crop(v["rgb"], v["label"] == SIDE_LABEL[side], size, flip=side == "left")
+    if crop is None:
+        raise InputError(f"view {view} has no hand pixels", path=cache_path, field="appearance_view")
     return crop
 
 
@@ -339,9 +376,12 @@ class HandOccMethod(RendersCacheViews):
             return [code for _ in hands]
         return self.model.default_codes(hands)
 
-    def set_appearance(self, image: Path) -> None:
-        """Render with the appearance of a reference image (``render --appearance``), for every hand."""
-        self.set_appearance_crop(read_reference_image(Path(image), self.cfg.crop_size))
+    def set_appearance(self, image: Path, mask: Path | None = None, view: int | None = None) -> None:
+        """Render every hand with the appearance of a reference (``render --appearance``): an image (with an
+        optional mask image), or, for a cache file, its view ``view`` masked with the cache's labels."""
+        crop = (reference_crop_from_cache(Path(image), view, self.cfg.crop_size) if view is not None
+                else read_reference_image(Path(image), self.cfg.crop_size, mask))
+        self.set_appearance_crop(crop)
 
     def set_appearance_crop(self, crop: np.ndarray | None) -> None:
         """Render every hand with the appearance of a (crop_size, crop_size, 3) uint8 hand crop on black

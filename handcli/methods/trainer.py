@@ -84,14 +84,22 @@ def average_gradients(params, world: int) -> None:
         p.grad /= world
 
 
+FIT_FRACTION = 0.05  # share of the time budget spent measuring the step rate (at the initial learning rate)
+FIT_MARGIN = 0.95  # share of the budget the fitted schedule is planned to fill (logs, checkpoints, snapshot)
+
+
 def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_final: float, seed: int,
           resume: bool, log_every: int = 50, ckpt_every: int = 500, snapshot_every: int = 0,
           time_budget: float | None = None, on_log: Callable[[dict], None] | None = None,
-          stop_at: int | None = None) -> dict:
+          stop_at: int | None = None, fit_budget: bool = False) -> dict:
     """Run (or continue) training; returns the last logged record.
 
     ``stop_at`` ends this call after that step (with a checkpoint), as an interruption would; the
-    learning-rate schedule still follows ``steps``.
+    learning-rate schedule still follows ``steps``. ``fit_budget`` (with ``time_budget``, new runs): the
+    first FIT_FRACTION of the budget runs at the initial learning rate and measures the step rate of these
+    real steps; then ``steps`` (and ``method.cfg.steps``, which some methods' loss schedules read) becomes
+    the number of steps that fill FIT_MARGIN of the budget, so that the learning rate decays over the
+    budget instead of being cut off near its start. The record logged then has ``fitted_steps``.
     """
     rank, world = distributed()
     if hasattr(method, "attach_run"):  # per-frame data the method stores in the run (reused on --resume)
@@ -125,9 +133,11 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     with progress() as bar:
         task = bar.add_task("train", total=steps, completed=start)
         step = start
+        fitting = fit_budget and time_budget is not None and start == 0
+        fitted = None
         while step < steps:
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, steps, lr, lr_final)
+                g["lr"] = lr if fitting else lr_at(step, steps, lr, lr_final)
             loss, logs = method.train_step(step, step_generator(seed, step, rank))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -140,6 +150,17 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1
             bar.advance(task)
+            if fitting and step == 3:
+                t_warm = time.perf_counter()  # the rate leaves out the first steps' one-off costs
+            if fitting and step >= 13 and time.perf_counter() - t_start >= FIT_FRACTION * time_budget:
+                fitting = False
+                rate = (step - 3) / (time.perf_counter() - t_warm)
+                steps = fitted = max(step + 1, int(FIT_MARGIN * time_budget * rate))
+                bar.update(task, total=steps)
+                if hasattr(method, "cfg"):
+                    from dataclasses import replace
+
+                    method.cfg = replace(method.cfg, steps=steps)
             out_of_time = (time_budget is not None and time.perf_counter() - t_start >= time_budget) or \
                 (stop_at is not None and step >= stop_at)
             if step % log_every == 0 or step == steps or out_of_time:
@@ -148,6 +169,8 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
                        "lr": opt.param_groups[0]["lr"], "elapsed_s": round(now - t_start, 3),
                        "rays_per_s": window["rays"] / max(now - window["t"], 1e-9) * world,
                        "samples_per_ray": window["samples"] / max(window["rays"], 1)}
+                if fitted is not None:
+                    rec["fitted_steps"], fitted = fitted, None
                 if "mse" in rec:
                     rec["psnr"] = -10.0 * math.log10(max(rec["mse"], 1e-12))
                 acc, n_acc = {}, 0

@@ -351,14 +351,42 @@ def error_heatmap(pred: np.ndarray, gt: np.ndarray, err_scale: float = 0.25) -> 
     return np.ascontiguousarray(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO)[..., ::-1])
 
 
+def grid_shape(n: int, tile_h: int, tile_w: int) -> tuple[int, int]:
+    """(rows, cols) of a grid of n tiles of (tile_h, tile_w) pixels whose overall shape is nearest a square."""
+    best = None
+    for cols in range(1, n + 1):
+        rows = -(-n // cols)
+        score = abs(np.log((rows * tile_h) / (cols * tile_w))) + 1e-3 * (rows * cols - n)
+        if best is None or score < best[0]:
+            best = (score, rows, cols)
+    return best[1], best[2]
+
+
+def tile_grid(tiles: Sequence[np.ndarray], cols: int | None = None, gap: int = _GAP) -> np.ndarray:
+    """Tiles (h_i, w_i, 3) uint8 laid out row-major in a grid (cols None: nearest a square), padded with
+    black to the largest tile and separated by ``gap`` black pixels; returns (H', W', 3) uint8."""
+    if not tiles:
+        raise ValueError("tile_grid needs at least one tile")
+    h = max(t.shape[0] for t in tiles)
+    w = max(t.shape[1] for t in tiles)
+    rows, cols = grid_shape(len(tiles), h, w) if cols is None else (-(-len(tiles) // cols), cols)
+    out = np.zeros((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, cols)
+        y, x = r * (h + gap), c * (w + gap)
+        out[y:y + t.shape[0], x:x + t.shape[1]] = t
+    return out
+
+
 def contact_sheet(rows: Sequence[tuple[np.ndarray, np.ndarray | None]], labels: Sequence[str],
-                  out_png: str | Path | None = None, err_scale: float = 0.25) -> np.ndarray:
-    """Contact sheet: one row per view, prediction | ground truth | error heat-map.
+                  out_png: str | Path | None = None, err_scale: float = 0.25, cols: int | None = None) -> np.ndarray:
+    """Contact sheet: one cell per view, prediction | ground truth | error heat-map, cells in a grid.
 
     rows: (pred (H, W, 3), gt (H, W, 3) or None) with uint8 or float [0, 1] images; sizes may differ between
     rows (tiles are padded with grey to the largest). labels: one caption per row (drawn on the prediction
     tile). The error tile is `error_heatmap(pred, gt, err_scale)`; rows without ground truth get empty tiles.
-    Writes a PNG when `out_png` is given (any file name); returns the (H', W', 3) uint8 RGB sheet.
+    The cells are laid out row-major, ``cols`` per row (None: the grid whose sheet is nearest a square; 1:
+    one column). Writes a PNG when `out_png` is given (any file name); returns the (H', W', 3) uint8 RGB sheet.
     """
     if not rows:
         raise ValueError("contact_sheet needs at least one row")
@@ -381,11 +409,7 @@ def contact_sheet(rows: Sequence[tuple[np.ndarray, np.ndarray | None]], labels: 
                  _tile(err, H, W, f"|error| (full scale {err_scale:g})" if g is not None else "")]
         gap = np.zeros((_STRIP + H, _GAP, 3), np.uint8)
         out_rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
-    sep = np.zeros((_GAP, out_rows[0].shape[1], 3), np.uint8)
-    parts = [out_rows[0]]
-    for r in out_rows[1:]:
-        parts += [sep, r]
-    sheet = np.concatenate(parts, axis=0)
+    sheet = tile_grid(out_rows, cols, gap=3 * _GAP)
     if out_png is not None:
         write_png(out_png, sheet)
     return sheet

@@ -48,12 +48,23 @@ def _write_mp4(stack: np.ndarray, path: Path, fps: float) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
-def _write_gif(stack: np.ndarray, path: Path, fps: float) -> None:
+def encode_gif(frames: Sequence[np.ndarray], fps: float) -> bytes:
+    """(H, W, 3) uint8 RGB frames -> the bytes of a looping GIF (frames padded to a common size); plays in
+    every browser, which the mp4v videos OpenCV writes do not."""
+    import io
+
     from PIL import Image
 
+    stack = pad_frames(list(frames))
     images = [Image.fromarray(f) for f in stack]
     duration = max(int(round(1000.0 / fps)), 10)  # GIF delays are in 10 ms steps
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+    return buf.getvalue()
+
+
+def _write_gif(stack: np.ndarray, path: Path, fps: float) -> None:
+    path.write_bytes(encode_gif(list(stack), fps))
 
 
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: float = 15) -> Path:

@@ -1,0 +1,72 @@
+"""``train --fit-budget``: the step count (and so the learning-rate decay) is sized to the time budget from
+the rate of the first real steps."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import torch
+from typer.testing import CliRunner
+
+from handcli.cli import app
+from handcli.errors import InputError
+from handcli.methods.trainer import FIT_FRACTION, read_metrics, train
+
+
+@dataclass
+class Cfg:
+    steps: int = 100_000
+
+
+class Sleeper:
+    """A method whose steps take `dt` seconds."""
+
+    def __init__(self, dt: float):
+        self.dt = dt
+        self.model = torch.nn.Linear(2, 1)
+        self.cfg = Cfg()
+
+    def train_step(self, step, gen):
+        time.sleep(self.dt)
+        return (self.model(torch.ones(1, 2)) ** 2).sum(), {}
+
+
+def test_fit_budget_sizes_the_schedule_to_the_budget(tmp_path):
+    m = Sleeper(0.01)
+    last = train(m, tmp_path, steps=100_000, lr=1e-2, lr_final=1e-4, seed=0, resume=False, log_every=20,
+                 ckpt_every=10**9, time_budget=3.0, fit_budget=True)
+    recs = read_metrics(tmp_path)
+    fitted = [r["fitted_steps"] for r in recs if "fitted_steps" in r]
+    assert len(fitted) == 1 and fitted[0] == m.cfg.steps  # the method's config follows the fitted schedule
+    assert 120 <= m.cfg.steps <= 300  # ~0.95 * 3 s / 0.01 s, fewer when sleeps overshoot on a busy machine
+    assert last["step"] == m.cfg.steps and last["elapsed_s"] <= 3.0  # the schedule ran to its end in the budget
+    assert abs(last["lr"] - 1e-4) / 1e-4 < 0.2  # ... so the learning rate decayed to its final value
+    first = [r for r in recs if r["elapsed_s"] < FIT_FRACTION * 3.0]
+    assert all(r["lr"] == 1e-2 for r in first)  # the measuring steps run at the initial rate
+
+    # without the fit, the same budget cuts a long schedule near its start
+    (tmp_path / "b").mkdir()
+    m2 = Sleeper(0.01)
+    last2 = train(m2, tmp_path / "b", steps=100_000, lr=1e-2, lr_final=1e-4, seed=0, resume=False, log_every=20,
+                  ckpt_every=10**9, time_budget=1.0)
+    assert last2["lr"] > 5e-3 and m2.cfg.steps == 100_000
+
+
+def test_fit_budget_needs_a_time_budget(tiny_cache, tmp_path):
+    res = CliRunner().invoke(app, ["train", str(tiny_cache), "-o", str(tmp_path / "run"), "--method", "handocc",
+                                   "--fit-budget"])
+    assert isinstance(res.exception, InputError) and res.exception.field == "fit_budget"
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_budget_through_the_cli(tiny_cache, tmp_path):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(tiny_cache), "-o", str(run), "--method", "handocc", "--set",
+                                   "rays_per_step=64", "--set", "occ_points=256", "--set", "pool_points=2048",
+                                   "--time-budget", "8", "--fit-budget", "--log-every", "5"])
+    assert res.exit_code == 0, res.output
+    steps = json.loads((run / "config.json").read_text())["config"]["steps"]
+    assert steps != 2000 and steps >= 11  # the preset's 2000 replaced by the fitted count
+    assert json.loads((run / "complete.json").read_text())["step"] <= steps
