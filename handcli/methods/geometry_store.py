@@ -132,6 +132,7 @@ class FrameGeometry:
         self._models: dict | None = None
         self._digests: dict[str, str] | None = None
         self.built = self.loaded = self.hits = 0
+        self._hand_models()  # cheap; a damaged hand model in the cache fails before any output is written
 
     def attach(self, run_dir: Path) -> None:
         """Store built geometry in (and read it from) ``run_dir/geometry``; frames already in memory are
