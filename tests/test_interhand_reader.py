@@ -112,3 +112,86 @@ def test_camera_missing_from_camera_json(tmp_path):
     with pytest.raises(InputError) as e:
         InterHandReader(tmp_path).frames()
     assert "InterHand2.6M_train_camera.json" in str(e.value) and "2/focal/400262" in str(e.value)
+
+
+def _frames_summary(frames):
+    """Everything the reader returns, as plain values, for comparing two readings."""
+    out = []
+    for f in frames:
+        out.append((f.key, f.hand_type, [(v.image_id, v.path.name, v.cam_id, v.width, v.height) for v in f.views],
+                    {s: f.joints[s].tolist() for s in f.joints}, {s: f.joint_valid[s].tolist() for s in f.joint_valid},
+                    {s: None if m is None else {k: v.tolist() for k, v in m.items()} for s, m in f.mano.items()}))
+    return out
+
+
+def test_annotations_before_images_reads_the_same(tmp_path):
+    """data.json's top-level key order is not assumed."""
+    _write_fixture(tmp_path)
+    ref = _frames_summary(InterHandReader(tmp_path).frames(keep_mono=True))
+    p = tmp_path / "annotations" / "train" / "InterHand2.6M_train_data.json"
+    data = json.loads(p.read_text())
+    p.write_text(json.dumps({"annotations": data["annotations"], "images": data["images"]}))
+    assert _frames_summary(InterHandReader(tmp_path).frames(keep_mono=True)) == ref
+
+
+def test_inflated_annotations_give_the_same_frames(tmp_path):
+    """Filler entries around the originals (other sequences, frames and cameras) change nothing selected."""
+    from handcli.synth.interhand_inflate import inflate_interhand
+
+    src = tmp_path / "src"
+    _write_fixture(src)
+    ref = _frames_summary(InterHandReader(src).frames(keep_mono=True))
+    info = inflate_interhand(src, tmp_path / "big", images=2000, captures=3)
+    assert info["images"] == 2000 and info["frames"] > 2
+    big = InterHandReader(tmp_path / "big")
+    assert _frames_summary(big.frames(captures={2}, seqs={"0051_dinosaur"}, keep_mono=True)) == ref
+    assert len(big.select(keep_mono=True)) == info["frames"]  # every filler frame is there to select
+    # a selection by frame reads only that frame's cameras, joints and MANO entries
+    assert [f.frame_idx for f in big.frames(frames={563})] == [563]
+
+
+def test_select_keeps_only_the_selection(tmp_path):
+    _write_fixture(tmp_path)
+    rd = InterHandReader(tmp_path)
+    sel = rd.select(cameras={"400262"})
+    assert [(s.capture, s.frame_idx, [v.cam_id for v in s.views]) for s in sel] == [(2, 563, ["400262"])]
+    assert rd._cameras == {}  # select reads data.json only
+    rd.load(sel)
+    assert set(rd._cameras) == {(2, "400262")}
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize("name", ["data", "camera", "joint_3d", "MANO_NeuralAnnot"])
+def test_truncated_annotation_file_names_file_and_field(tmp_path, name, cut):
+    """Truncation anywhere, even after every selected entry, is an InputError naming the file."""
+    _write_fixture(tmp_path)
+    p = tmp_path / "annotations" / "train" / f"InterHand2.6M_train_{name}.json"
+    text = p.read_text()
+    p.write_text(text[: int(len(text) * cut)])
+    with pytest.raises(InputError) as e:
+        InterHandReader(tmp_path).frames(keep_mono=True)
+    assert e.value.path == str(p) and "JSON" in e.value.message
+    if cut > 0.1:
+        assert e.value.field  # the key where the stream broke
+
+
+def test_truncated_after_the_selected_entries(tmp_path):
+    """The selected entries come first and parse; the damage at the end is still found."""
+    _write_fixture(tmp_path)
+    p = tmp_path / "annotations" / "train" / "InterHand2.6M_train_data.json"
+    text = p.read_text()
+    p.write_text(text[:-3])
+    with pytest.raises(InputError) as e:
+        InterHandReader(tmp_path).frames(frames={563})
+    assert e.value.path == str(p) and e.value.field.startswith("annotations[1]")
+
+
+def test_nan_located_by_field(tmp_path):
+    _write_fixture(tmp_path)
+    p = tmp_path / "annotations" / "train" / "InterHand2.6M_train_data.json"
+    data = json.loads(p.read_text())
+    data["images"][1]["width"] = float("nan")
+    p.write_text(json.dumps(data))  # Python writes the non-JSON literal NaN
+    with pytest.raises(InputError) as e:
+        InterHandReader(tmp_path).frames(frames={563})
+    assert e.value.field == "images[1]/width" and "NaN" in e.value.message

@@ -256,5 +256,9 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
             stats = run_pipeline(items, process_frame, writer, workers=workers, description="preprocess interhand")
         finally:
             writer.close()
+        if stats["frames"] == 0:  # raised inside atomic_path: the empty cache is removed
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stats["dropped_frames"].items()))
+            raise InputError(f"every selected frame was dropped ({reasons or 'none selected'}); no cache written",
+                             path=reader.files["data"], field="selection")
     stats["selected_frames"] = len(items)
     return stats
