@@ -195,3 +195,35 @@ def test_nan_located_by_field(tmp_path):
     with pytest.raises(InputError) as e:
         InterHandReader(tmp_path).frames(frames={563})
     assert e.value.field == "images[1]/width" and "NaN" in e.value.message
+
+
+_PEAK_RSS = """
+import sys
+from handcli.data.interhand import InterHandReader
+frames = InterHandReader(sys.argv[1]).frames(captures={2}, seqs={"0051_dinosaur"}, frames={563})
+assert [f.frame_idx for f in frames] == [563]
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (here pytest, with torch)
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))  # KiB
+"""
+
+
+def test_reader_memory_does_not_grow_with_the_annotation_files(tmp_path):
+    """Memory regression: 40k images' annotations (a 24 MB data.json; parsed whole they take ~200 MB) add
+    less than 40 MB of peak RSS over the 2-image fixture when one frame is selected."""
+    import subprocess
+    import sys
+
+    from handcli.synth.interhand_inflate import inflate_interhand
+
+    src = tmp_path / "src"
+    _write_fixture(src)
+    info = inflate_interhand(src, tmp_path / "big", images=40_000, captures=3)
+    assert info["bytes"]["data"] > 20e6
+
+    def peak_kib(root):
+        r = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(root)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return int(r.stdout.split()[-1])
+
+    small, big = peak_kib(src), peak_kib(tmp_path / "big")
+    assert big - small < 40 * 1024, (small, big)
