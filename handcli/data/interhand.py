@@ -242,12 +242,19 @@ class InterHandReader:
         seen = 0
         for i, img in enumerate(stream_items(fd, "images.item")):
             seen += 1
-            fld = f"images[{i}]"
-            img = _object(img, fd, fld)
-            capture = integer(get(img, "capture", fd, f"{fld}/capture"), fd, f"{fld}/capture", 0)
-            seq = string(get(img, "seq_name", fd, f"{fld}/seq_name"), fd, f"{fld}/seq_name")
-            cam = string(get(img, "camera", fd, f"{fld}/camera"), fd, f"{fld}/camera")
-            fidx = integer(get(img, "frame_idx", fd, f"{fld}/frame_idx"), fd, f"{fld}/frame_idx", 0)
+            # fast path for the common, well-formed record; anything else goes through the checks that name
+            # the field (ijson gives exact int/str/float/list/dict/None types)
+            if type(img) is dict:
+                capture, seq, cam, fidx = (img.get("capture"), img.get("seq_name"), img.get("camera"),
+                                           img.get("frame_idx"))
+            if not (type(img) is dict and type(capture) is int and type(fidx) is int and capture >= 0
+                    and fidx >= 0 and type(seq) is str and type(cam) is str and seq and cam):
+                fld = f"images[{i}]"
+                img = _object(img, fd, fld)
+                capture = integer(get(img, "capture", fd, f"{fld}/capture"), fd, f"{fld}/capture", 0)
+                seq = string(get(img, "seq_name", fd, f"{fld}/seq_name"), fd, f"{fld}/seq_name")
+                cam = string(get(img, "camera", fd, f"{fld}/camera"), fd, f"{fld}/camera")
+                fidx = integer(get(img, "frame_idx", fd, f"{fld}/frame_idx"), fd, f"{fld}/frame_idx", 0)
             if captures is not None and capture not in captures:
                 continue
             if seqs is not None and seq not in seqs:
@@ -258,6 +265,7 @@ class InterHandReader:
                 continue
             if not keep_mono and cam.startswith("41"):
                 continue
+            fld = f"images[{i}]"
             image_id = integer(get(img, "id", fd, f"{fld}/id"), fd, f"{fld}/id")
             file_name = check_file_name(string(get(img, "file_name", fd, f"{fld}/file_name"), fd,
                                                f"{fld}/file_name"), fidx, fd, f"{fld}/file_name")
@@ -281,11 +289,14 @@ class InterHandReader:
         seen = 0
         for i, a in enumerate(stream_items(fd, "annotations.item")):
             seen += 1
-            fld = f"annotations[{i}]"
-            a = _object(a, fd, fld)
-            image_id = integer(get(a, "image_id", fd, f"{fld}/image_id"), fd, f"{fld}/image_id")
+            image_id = a.get("image_id") if type(a) is dict else None
+            if type(image_id) is not int:
+                fld = f"annotations[{i}]"
+                a = _object(a, fd, fld)
+                image_id = integer(get(a, "image_id", fd, f"{fld}/image_id"), fd, f"{fld}/image_id")
             if image_id not in by_id:
                 continue
+            fld = f"annotations[{i}]"
             if image_id in anns:
                 raise InputError(f"a second annotation for image id {image_id}", path=fd, field=f"{fld}/image_id")
             hand_type = get(a, "hand_type", fd, f"{fld}/hand_type")

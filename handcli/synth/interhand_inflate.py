@@ -112,7 +112,7 @@ def inflate_interhand(src: str | Path, dst: str | Path, images: int, split: str 
             for j in range(frames_per_cap):
                 if k >= n_frames:
                     return
-                yield c, f"9999_filler_relaxed_{j % FILLER_SEQS}", FILLER_FRAME0 + j, k
+                yield c, f"9999_filler_neutral_relaxed_{j % FILLER_SEQS}", FILLER_FRAME0 + j, k
                 k += 1
 
     paths = {n: ann_dst / f"InterHand2.6M_{split}_{n}.json" for n in _NAMES}
