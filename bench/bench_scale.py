@@ -40,15 +40,18 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "handcli.cli", *args]
 
 
+CODE = REPO  # the checkout whose handcli runs the measured command (--code)
+
+
 def _env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return dict(os.environ, PYTHONPATH=str(CODE))
 
 
 def measure(cmd: list[str], log: Path) -> dict:
     """Run ``cmd`` (stderr to ``log``); its exit code, wall seconds and peak RSS (MiB) from wait4."""
     t = time.perf_counter()
     with open(log, "wb") as err:
-        p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        p = subprocess.Popen(cmd, env=_env(), cwd=CODE, stdout=subprocess.DEVNULL, stderr=err)
         _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     rc = os.waitstatus_to_exitcode(status)
@@ -66,7 +69,7 @@ def parse_size(s: str) -> tuple[str, int]:
 
 
 def part_preprocess(args) -> list[dict]:
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     src = out / "synth_ih"
     if not src.exists():
@@ -123,7 +126,11 @@ def main() -> None:
                     help="comma-separated fractions of the 5 fps train annotations, or 30fps")
     ap.add_argument("--out", default=str(REPO / "bench_out" / "scale"))
     ap.add_argument("--keep", action="store_true", help="keep the inflated roots and caches")
+    ap.add_argument("--code", default=str(REPO),
+                    help="checkout whose handcli is measured (e.g. an older commit, for before/after)")
     args = ap.parse_args()
+    global CODE
+    CODE = Path(args.code).resolve()
     if args.part == "preprocess":
         part_preprocess(args)
 
