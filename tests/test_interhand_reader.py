@@ -227,3 +227,28 @@ def test_reader_memory_does_not_grow_with_the_annotation_files(tmp_path):
 
     small, big = peak_kib(src), peak_kib(tmp_path / "big")
     assert big - small < 40 * 1024, (small, big)
+
+
+def test_small_selection_decodes_annotations_where_they_lie(tmp_path, monkeypatch):
+    """The fast path (image_id stream + local decode) gives the same frames as building every record, and
+    falls back to that when a record cannot be decoded locally (a nested object before image_id)."""
+    from handcli.synth.interhand_inflate import inflate_interhand
+
+    src = tmp_path / "src"
+    _write_fixture(src)
+    inflate_interhand(src, tmp_path / "big", images=3000, captures=2)
+    rd = InterHandReader(tmp_path / "big")
+    streamed = _frames_summary(rd.load(rd.select(captures={2}, keep_mono=True)))
+    calls = []
+    real = InterHandReader._annotations_streamed
+    monkeypatch.setattr(InterHandReader, "_annotations_streamed", lambda self, ids: calls.append(1) or real(self, ids))
+    assert _frames_summary(InterHandReader(tmp_path / "big").frames(captures={2}, keep_mono=True)) == streamed
+    assert calls == []  # decoded by offset
+    p = tmp_path / "big" / "annotations" / "train" / "InterHand2.6M_train_data.json"
+    text = p.read_text()
+    assert text.count('{"id": 7, "image_id": 7,') == 1
+    p.write_text(text.replace('{"id": 7, "image_id": 7,', '{"id": 7, "extra": {"image_id": 1}, "image_id": 7,'))
+    assert _frames_summary(InterHandReader(tmp_path / "big").frames(captures={2}, keep_mono=True)) == streamed
+    assert calls == [1]  # fell back to the full pass
+    ref = _frames_summary(InterHandReader(src).frames(keep_mono=True))
+    assert [f for f in streamed if "/0051_dinosaur/" in f[0]] == ref and len(streamed) > len(ref)

@@ -27,7 +27,9 @@ from handcli.data.jsonio import (
     finite_floats,
     get,
     integer,
+    object_with_key_near,
     stream_items,
+    stream_items_at,
     stream_kvitems,
     string,
 )
@@ -45,6 +47,7 @@ MAX_POSE = 4 * math.pi  # axis-angle radians: two full turns
 MAX_SHAPE = 100.0  # MANO betas are in standard deviations
 MAX_TRANS = 100.0  # metres
 ROTATION_TOL = 1e-3  # max |R R^T - I| of a camera rotation
+OFFSET_SELECTION = 20_000  # up to this many selected images, annotations are decoded where they lie
 _IMAGE_RE = re.compile(r"image(\d{4,})\.jpg")
 
 
@@ -285,27 +288,9 @@ class InterHandReader:
             raise InputError("missing or empty list", path=fd, field="images")
         if not rows:
             return []
-        anns: dict[int, tuple[str, np.ndarray]] = {}
-        seen = 0
-        for i, a in enumerate(stream_items(fd, "annotations.item")):
-            seen += 1
-            image_id = a.get("image_id") if type(a) is dict else None
-            if type(image_id) is not int:
-                fld = f"annotations[{i}]"
-                a = _object(a, fd, fld)
-                image_id = integer(get(a, "image_id", fd, f"{fld}/image_id"), fd, f"{fld}/image_id")
-            if image_id not in by_id:
-                continue
-            fld = f"annotations[{i}]"
-            if image_id in anns:
-                raise InputError(f"a second annotation for image id {image_id}", path=fd, field=f"{fld}/image_id")
-            hand_type = get(a, "hand_type", fd, f"{fld}/hand_type")
-            if hand_type not in HAND_TYPES:
-                raise InputError(f"unknown hand_type {hand_type!r}", path=fd, field=f"{fld}/hand_type")
-            valid = finite_floats(get(a, "joint_valid", fd, f"{fld}/joint_valid"), 42, fd, f"{fld}/joint_valid")
-            anns[image_id] = (hand_type, np.array(valid) > 0)
-        if seen == 0:
-            raise InputError("missing or empty list", path=fd, field="annotations")
+        anns = self._annotations_by_offset(by_id) if len(rows) <= OFFSET_SELECTION else None
+        if anns is None:
+            anns = self._annotations_streamed(by_id)
         grouped: dict[tuple[int, str, int], IHSelected] = {}
         img_dir = self.root / "images" / self.split
         for i, image_id, capture, seq, cam, fidx, w, h, file_name in rows:
@@ -322,6 +307,64 @@ class InterHandReader:
             sel.views.sort(key=lambda v: v.cam_id)
             out.append(sel)
         return out
+
+    def _annotation(self, a, fld: str) -> tuple[str, np.ndarray]:
+        fd = self.files["data"]
+        a = _object(a, fd, fld)
+        hand_type = get(a, "hand_type", fd, f"{fld}/hand_type")
+        if hand_type not in HAND_TYPES:
+            raise InputError(f"unknown hand_type {hand_type!r}", path=fd, field=f"{fld}/hand_type")
+        valid = finite_floats(get(a, "joint_valid", fd, f"{fld}/joint_valid"), 42, fd, f"{fld}/joint_valid")
+        return hand_type, np.array(valid) > 0
+
+    def _annotations_streamed(self, by_id: dict[int, int]) -> dict[int, tuple[str, np.ndarray]]:
+        """Annotations of the selected image ids: one streamed pass building every annotation record."""
+        fd = self.files["data"]
+        anns: dict[int, tuple[str, np.ndarray]] = {}
+        seen = 0
+        for i, a in enumerate(stream_items(fd, "annotations.item")):
+            seen += 1
+            image_id = a.get("image_id") if type(a) is dict else None
+            if type(image_id) is not int:
+                fld = f"annotations[{i}]"
+                a = _object(a, fd, fld)
+                image_id = integer(get(a, "image_id", fd, f"{fld}/image_id"), fd, f"{fld}/image_id")
+            if image_id not in by_id:
+                continue
+            if image_id in anns:
+                raise InputError(f"a second annotation for image id {image_id}", path=fd,
+                                 field=f"annotations[{i}]/image_id")
+            anns[image_id] = self._annotation(a, f"annotations[{i}]")
+        if seen == 0:
+            raise InputError("missing or empty list", path=fd, field="annotations")
+        return anns
+
+    def _annotations_by_offset(self, by_id: dict[int, int]) -> dict[int, tuple[str, np.ndarray]] | None:
+        """Annotations of a small selection without building every record (that costs most of the time):
+        the pass streams only ``image_id`` values (it still parses, so checks, the whole file) and notes
+        where the selected ones are; each selected record is then decoded from a few KB around that spot.
+        None when a record cannot be found that way (unusual layout): the caller streams them instead."""
+        fd = self.files["data"]
+        where: dict[int, tuple[int, int]] = {}
+        seen = 0
+        for i, (image_id, offset) in enumerate(stream_items_at(fd, "annotations.item.image_id")):
+            seen += 1
+            if type(image_id) is not int:
+                integer(image_id, fd, f"annotations[{i}]/image_id")
+            if image_id in by_id:
+                if image_id in where:
+                    raise InputError(f"a second annotation for image id {image_id}", path=fd,
+                                     field=f"annotations[{i}]/image_id")
+                where[image_id] = (i, offset)
+        if seen == 0:
+            raise InputError("missing or empty list", path=fd, field="annotations")
+        anns = {}
+        for image_id, (i, offset) in where.items():
+            a = object_with_key_near(fd, "image_id", image_id, offset)
+            if a is None:
+                return None
+            anns[image_id] = self._annotation(a, f"annotations[{i}]")
+        return anns
 
     # -- joint_3d.json, MANO_NeuralAnnot.json, camera.json ----------------------------------------
     def _per_frame(self, name: str, wanted: dict[int, set[int]]) -> dict[tuple[int, int], object]:

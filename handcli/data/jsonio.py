@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -115,6 +116,66 @@ def stream_items(path: str | Path, prefix: str) -> Iterator[Any]:
             yield from ijson.items(f, prefix, use_float=True, buf_size=1 << 20)
     except ijson.JSONError as e:
         raise _stream_error(path, e) from None
+
+
+class _CountingReader:
+    """A binary file that counts the bytes handed out (ijson reads one buffer, then yields what it parsed)."""
+
+    def __init__(self, f):
+        self.f = f
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.f.read(n)
+        self.pos += len(b)
+        return b
+
+
+POSITION_BUF = 1 << 16  # read size of stream_items_at: a yielded value ends at most this far before its offset
+
+
+def stream_items_at(path: str | Path, prefix: str) -> Iterator[tuple[Any, int]]:
+    """Like :func:`stream_items`, yielding (value, bytes read when it was parsed): the value's text ends
+    within the last ``POSITION_BUF`` bytes before that offset."""
+    import ijson
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            r = _CountingReader(f)
+            for v in ijson.items(r, prefix, use_float=True, buf_size=POSITION_BUF):
+                yield v, r.pos
+    except ijson.JSONError as e:
+        raise _stream_error(path, e) from None
+
+
+def object_with_key_near(path: str | Path, key: str, value: int, offset: int, span: int = 4 * POSITION_BUF):
+    """The JSON object holding ``"key": value`` (an int) whose text lies shortly before ``offset``, or None.
+
+    For a file that already streamed without error: re-reads only ``span`` bytes around the offset, takes
+    the nearest ``{`` before a matching key and decodes from there; the object is returned only if it has
+    that key and value and is an array element (followed by ``,`` or ``]``). None means "not found this
+    way": the caller falls back to a full streamed pass.
+    """
+    start = max(0, offset - span)
+    with open(path, "rb") as f:
+        f.seek(start)
+        win = f.read(offset - start + span)
+    pat = re.compile(rb'"%s"\s*:\s*%d(?![0-9.eE])' % (re.escape(key.encode()), value))
+    dec = json.JSONDecoder()
+    for m in reversed(list(pat.finditer(win))):
+        b = win.rfind(b"{", 0, m.start())
+        if b < 0:
+            continue
+        text = win[b:].decode("utf-8", "replace")
+        try:
+            obj, end = dec.raw_decode(text)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and type(obj.get(key)) is int and obj[key] == value \
+                and text[end:].lstrip()[:1] in (",", "]"):
+            return obj
+    return None
 
 
 def stream_kvitems(path: str | Path, prefix: str) -> Iterator[tuple[str, Any]]:
