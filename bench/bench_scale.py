@@ -50,9 +50,20 @@ def _env() -> dict:
 def measure(cmd: list[str], log: Path) -> dict:
     """Run ``cmd`` (stderr to ``log``); its exit code, wall seconds and peak RSS (MiB) from wait4."""
     t = time.perf_counter()
-    with open(log, "wb") as err:
+    with open(log, "wb") as err, open(log.with_suffix(".hwm"), "w") as hwm:
         p = subprocess.Popen(cmd, env=_env(), cwd=CODE, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, ru = os.wait4(p.pid, 0)
+        while True:  # sample the high-water mark meanwhile, so a run cut short still tells its peak so far
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                with open(f"/proc/{p.pid}/status") as st:
+                    peak = next(line.split()[1] for line in st if line.startswith("VmHWM:"))
+                hwm.write(f"{time.perf_counter() - t:.0f} s: VmHWM {int(peak) / 1024:.0f} MiB\n")
+                hwm.flush()
+            except (OSError, StopIteration):
+                pass
+            time.sleep(5)
     wall = time.perf_counter() - t
     rc = os.waitstatus_to_exitcode(status)
     return {"rc": rc, "seconds": round(wall, 1), "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 1),
