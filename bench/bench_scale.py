@@ -52,10 +52,15 @@ def measure(cmd: list[str], log: Path) -> dict:
     t = time.perf_counter()
     with open(log, "wb") as err, open(log.with_suffix(".hwm"), "w") as hwm:
         p = subprocess.Popen(cmd, env=_env(), cwd=CODE, stdout=subprocess.DEVNULL, stderr=err)
+        polls = 0
         while True:  # sample the high-water mark meanwhile, so a run cut short still tells its peak so far
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 break
+            time.sleep(0.05)
+            polls += 1
+            if polls % 100:
+                continue
             try:
                 with open(f"/proc/{p.pid}/status") as st:
                     peak = next(line.split()[1] for line in st if line.startswith("VmHWM:"))
@@ -63,7 +68,6 @@ def measure(cmd: list[str], log: Path) -> dict:
                 hwm.flush()
             except (OSError, StopIteration):
                 pass
-            time.sleep(5)
     wall = time.perf_counter() - t
     rc = os.waitstatus_to_exitcode(status)
     return {"rc": rc, "seconds": round(wall, 1), "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 1),
