@@ -79,8 +79,9 @@ def _parser_message(e: Exception) -> str:
 
 def _stream_error(path: Path, e: Exception) -> InputError:
     field, msg = locate_json_error(path)
-    return InputError(f"malformed or truncated JSON ({msg}; NaN and Infinity are not JSON)",
-                      path=path, field=field or None)
+    if "invalid char" in msg:
+        msg += "; NaN and Infinity are not JSON"
+    return InputError(f"malformed or truncated JSON ({msg})", path=path, field=field or None)
 
 
 def expect_object(path: str | Path, what: str = "annotation file") -> Path:
