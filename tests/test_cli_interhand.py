@@ -107,7 +107,14 @@ def _break_nan(root):
     return "InterHand2.6M_train_MANO_NeuralAnnot.json", f"0/{frame}/right/pose"
 
 
-@pytest.mark.parametrize("breaker", [_break_missing, _break_truncated, _break_image, _break_camera, _break_nan])
+def _break_truncated_late(root):
+    p = _ann(root, "data")
+    p.write_bytes(p.read_bytes()[:-40])  # inside the last annotation, after every image was read
+    return "InterHand2.6M_train_data.json", "annotations["
+
+
+@pytest.mark.parametrize("breaker", [_break_missing, _break_truncated, _break_image, _break_camera, _break_nan,
+                                     _break_truncated_late])
 def test_bad_input_exit_2_and_no_output(synth_ih, tmp_path, breaker):
     root = _copy(synth_ih, tmp_path)
     fname, key = breaker(root)
@@ -120,3 +127,176 @@ def test_bad_input_exit_2_and_no_output(synth_ih, tmp_path, breaker):
     assert "Traceback" not in r.stderr
     assert r.stdout == ""
     assert list(outdir.iterdir()) == []  # no cache, not even a partial or temporary one
+
+
+# --- issue 11: every value the reader uses is checked (type, range, finiteness, ids, paths) -------------
+
+def _edit(root, name, fn):
+    p = _ann(root, name)
+    obj = json.loads(p.read_text())
+    obj = fn(obj) or obj
+    p.write_text(json.dumps(obj))
+
+
+def _set_image(field, value):
+    def breaker(root):
+        _edit(root, "data", lambda d: d["images"][0].__setitem__(field, value))
+        return "InterHand2.6M_train_data.json", f"images[0]/{field}"
+    return breaker
+
+
+def _first_frame(root):
+    return next(iter(json.loads(_ann(root, "joint_3d").read_text())["0"]))
+
+
+def _set_camera(block, value):
+    def breaker(root):
+        cam = json.loads(_ann(root, "data").read_text())["images"][0]["camera"]
+        _edit(root, "camera", lambda c: c["0"][block].__setitem__(cam, value))
+        return "InterHand2.6M_train_camera.json", f"0/{block}/{cam}"
+    return breaker
+
+
+def _mano_top_list(root):
+    _edit(root, "MANO_NeuralAnnot", lambda m: [m])
+    return "InterHand2.6M_train_MANO_NeuralAnnot.json", "top level"
+
+
+def _joint_top_list(root):
+    _edit(root, "joint_3d", lambda m: [m])
+    return "InterHand2.6M_train_joint_3d.json", "top level"
+
+
+def _mano_entry_not_dict(root):
+    f = _first_frame(root)
+    _edit(root, "MANO_NeuralAnnot", lambda m: m["0"].__setitem__(f, [1, 2, 3]))
+    return "InterHand2.6M_train_MANO_NeuralAnnot.json", f"0/{f}"
+
+
+def _mano_side_not_dict(root):
+    f = _first_frame(root)
+    _edit(root, "MANO_NeuralAnnot", lambda m: m["0"][f].__setitem__("right", "pose"))
+    return "InterHand2.6M_train_MANO_NeuralAnnot.json", f"0/{f}/right"
+
+
+def _joint_entry_not_dict(root):
+    f = _first_frame(root)
+    _edit(root, "joint_3d", lambda m: m["0"].__setitem__(f, 5))
+    return "InterHand2.6M_train_joint_3d.json", f"0/{f}"
+
+
+def _mano_huge(root):
+    f = _first_frame(root)
+    _edit(root, "MANO_NeuralAnnot", lambda m: m["0"][f]["right"]["shape"].__setitem__(3, 1e30))
+    return "InterHand2.6M_train_MANO_NeuralAnnot.json", f"0/{f}/right/shape"
+
+
+def _joint_huge(root):
+    f = _first_frame(root)
+    _edit(root, "joint_3d", lambda m: m["0"][f]["world_coord"][4].__setitem__(1, -3e38))
+    return "InterHand2.6M_train_joint_3d.json", f"0/{f}/world_coord"
+
+
+def _duplicate_image_id(root):
+    def dup(d):
+        d["images"][1]["id"] = d["images"][0]["id"]
+    _edit(root, "data", dup)
+    return "InterHand2.6M_train_data.json", "images[1]/id"
+
+
+def _extra_view(root):
+    def extra(d):
+        im = dict(d["images"][0], id=10_000)
+        d["images"].append(im)
+        d["annotations"].append(dict(d["annotations"][0], id=10_000, image_id=10_000))
+    _edit(root, "data", extra)
+    return "InterHand2.6M_train_data.json", "images["
+
+
+def _file_name_escapes(root):
+    def esc(d):
+        d["images"][0]["file_name"] = "../../../" + d["images"][0]["file_name"]
+    _edit(root, "data", esc)
+    return "InterHand2.6M_train_data.json", "images[0]/file_name"
+
+
+def _hand_type(root):
+    _edit(root, "data", lambda d: d["annotations"][0].__setitem__("hand_type", 3))
+    return "InterHand2.6M_train_data.json", "annotations[0]/hand_type"
+
+
+def _nan_literal(field, literal):
+    def breaker(root):
+        p = _ann(root, "data")
+        d = json.loads(p.read_text())
+        d["images"][0][field] = 12345.5
+        p.write_text(json.dumps(d).replace("12345.5", literal, 1))
+        return "InterHand2.6M_train_data.json", f"images[0]/{field}"
+    return breaker
+
+
+VALIDATION_BREAKERS = {
+    "width-string": _set_image("width", "334"),
+    "width-zero": _set_image("width", 0),
+    "width-float": _set_image("width", 334.5),
+    "capture-string": _set_image("capture", "0"),
+    "frame_idx-null": _set_image("frame_idx", None),
+    "frame_idx-negative": _set_image("frame_idx", -5),
+    "file_name-int": _set_image("file_name", 7),
+    "file_name-dotdot": _file_name_escapes,
+    "camera-list": _set_image("camera", ["400002"]),
+    "width-NaN": _nan_literal("width", "NaN"),
+    "capture-Infinity": _nan_literal("capture", "Infinity"),
+    "frame_idx-overflow": _nan_literal("frame_idx", "1e999"),
+    "focal-zero": _set_camera("focal", [0.0, 1200.0]),
+    "focal-negative": _set_camera("focal", [-1200.0, -1200.0]),
+    "focal-huge": _set_camera("focal", [1e12, 1e12]),
+    "camrot-not-rotation": _set_camera("camrot", [[2.0, 0, 0], [0, 1, 0], [0, 0, 1]]),
+    "camrot-reflection": _set_camera("camrot", [[-1.0, 0, 0], [0, 1, 0], [0, 0, 1]]),
+    "campos-huge": _set_camera("campos", [0.0, 0.0, 1e20]),
+    "mano-top-list": _mano_top_list,
+    "joint-top-list": _joint_top_list,
+    "mano-entry-list": _mano_entry_not_dict,
+    "mano-side-string": _mano_side_not_dict,
+    "joint-entry-int": _joint_entry_not_dict,
+    "mano-huge": _mano_huge,
+    "joint-huge": _joint_huge,
+    "duplicate-image-id": _duplicate_image_id,
+    "extra-view": _extra_view,
+    "hand_type": _hand_type,
+}
+
+
+def handcli_in_process(capsys, monkeypatch, *args):
+    """The console entry point (exit-code mapping included) in this process: no interpreter start-up."""
+    from handcli.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["handcli", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, e.value.code, out, err)
+
+
+@pytest.mark.parametrize("name", list(VALIDATION_BREAKERS))
+def test_reader_validation_exit_2_and_no_output(synth_ih, tmp_path, capsys, monkeypatch, name):
+    root = _copy(synth_ih, tmp_path)
+    fname, key = VALIDATION_BREAKERS[name](root)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    r = handcli_in_process(capsys, monkeypatch, "preprocess", "interhand", root, "-o", outdir / "cache.h5")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and fname in lines[0] and key in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert list(outdir.iterdir()) == []
+
+
+def test_every_frame_dropped_is_exit_2_and_no_output(synth_ih, tmp_path):
+    """The synthetic right-hand sequence's frame 998 is all black: selecting only it leaves nothing."""
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    r = handcli("preprocess", "interhand", synth_ih, "-o", outdir / "cache.h5", "--seq", "0000_rh_wave",
+                "--frames", "998")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "all-black" in r.stderr and r.stdout == "" and list(outdir.iterdir()) == []

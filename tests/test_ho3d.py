@@ -413,3 +413,21 @@ def test_cli_synth_ho3d(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (root / "train").iterdir()) == ["BB10"]
     code, out, _ = _run(["preprocess", "ho3d", root, "-o", tmp_path / "c.h5", "--camera", "BB10"], monkeypatch, capsys)
     assert code == 0 and out.strip() == str(tmp_path / "c.h5")
+
+
+def test_selection_reads_and_lists_only_what_it_needs(tmp_path, monkeypatch):
+    """Unselected sequences' calibration is not read; with --frames no rgb folder is listed."""
+    from pathlib import Path
+
+    _write_fixture(tmp_path)
+    rd = HO3DReader(tmp_path)
+    listed = []
+    real_iterdir = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: listed.append(self.name) or real_iterdir(self))
+    frames = rd.frames(seqs={"MC1"}, frames={1, 2, 7})
+    assert [(f.group, f.frame) for f in frames] == [("MC1", 1), ("MC1", 2)]
+    assert "ABF1" not in rd._calib and "rgb" not in listed
+    assert [(f.group, f.frame, len(f.views)) for f in rd.frames(frames={0})] == [("ABF1", 0, 2), ("MC1", 0, 1)]
+    assert "rgb" not in listed
+    rd.frames(seqs={"MC1"})
+    assert listed.count("rgb") == 1  # without a frame selection the selected sequence's folder is listed

@@ -112,3 +112,143 @@ def test_camera_missing_from_camera_json(tmp_path):
     with pytest.raises(InputError) as e:
         InterHandReader(tmp_path).frames()
     assert "InterHand2.6M_train_camera.json" in str(e.value) and "2/focal/400262" in str(e.value)
+
+
+def _frames_summary(frames):
+    """Everything the reader returns, as plain values, for comparing two readings."""
+    out = []
+    for f in frames:
+        out.append((f.key, f.hand_type, [(v.image_id, v.path.name, v.cam_id, v.width, v.height) for v in f.views],
+                    {s: f.joints[s].tolist() for s in f.joints}, {s: f.joint_valid[s].tolist() for s in f.joint_valid},
+                    {s: None if m is None else {k: v.tolist() for k, v in m.items()} for s, m in f.mano.items()}))
+    return out
+
+
+def test_annotations_before_images_reads_the_same(tmp_path):
+    """data.json's top-level key order is not assumed."""
+    _write_fixture(tmp_path)
+    ref = _frames_summary(InterHandReader(tmp_path).frames(keep_mono=True))
+    p = tmp_path / "annotations" / "train" / "InterHand2.6M_train_data.json"
+    data = json.loads(p.read_text())
+    p.write_text(json.dumps({"annotations": data["annotations"], "images": data["images"]}))
+    assert _frames_summary(InterHandReader(tmp_path).frames(keep_mono=True)) == ref
+
+
+def test_inflated_annotations_give_the_same_frames(tmp_path):
+    """Filler entries around the originals (other sequences, frames and cameras) change nothing selected."""
+    from handcli.synth.interhand_inflate import inflate_interhand
+
+    src = tmp_path / "src"
+    _write_fixture(src)
+    ref = _frames_summary(InterHandReader(src).frames(keep_mono=True))
+    info = inflate_interhand(src, tmp_path / "big", images=2000, captures=3)
+    assert info["images"] == 2000 and info["frames"] > 2
+    big = InterHandReader(tmp_path / "big")
+    assert _frames_summary(big.frames(captures={2}, seqs={"0051_dinosaur"}, keep_mono=True)) == ref
+    assert len(big.select(keep_mono=True)) == info["frames"]  # every filler frame is there to select
+    # a selection by frame reads only that frame's cameras, joints and MANO entries
+    assert [f.frame_idx for f in big.frames(frames={563})] == [563]
+
+
+def test_select_keeps_only_the_selection(tmp_path):
+    _write_fixture(tmp_path)
+    rd = InterHandReader(tmp_path)
+    sel = rd.select(cameras={"400262"})
+    assert [(s.capture, s.frame_idx, [v.cam_id for v in s.views]) for s in sel] == [(2, 563, ["400262"])]
+    assert rd._cameras == {}  # select reads data.json only
+    rd.load(sel)
+    assert set(rd._cameras) == {(2, "400262")}
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize("name", ["data", "camera", "joint_3d", "MANO_NeuralAnnot"])
+def test_truncated_annotation_file_names_file_and_field(tmp_path, name, cut):
+    """Truncation anywhere, even after every selected entry, is an InputError naming the file."""
+    _write_fixture(tmp_path)
+    p = tmp_path / "annotations" / "train" / f"InterHand2.6M_train_{name}.json"
+    text = p.read_text()
+    p.write_text(text[: int(len(text) * cut)])
+    with pytest.raises(InputError) as e:
+        InterHandReader(tmp_path).frames(keep_mono=True)
+    assert e.value.path == str(p) and "JSON" in e.value.message
+    if cut > 0.1:
+        assert e.value.field  # the key where the stream broke
+
+
+def test_truncated_after_the_selected_entries(tmp_path):
+    """The selected entries come first and parse; the damage at the end is still found."""
+    _write_fixture(tmp_path)
+    p = tmp_path / "annotations" / "train" / "InterHand2.6M_train_data.json"
+    text = p.read_text()
+    p.write_text(text[:-3])
+    with pytest.raises(InputError) as e:
+        InterHandReader(tmp_path).frames(frames={563})
+    assert e.value.path == str(p) and e.value.field.startswith("annotations[1]")
+
+
+def test_nan_located_by_field(tmp_path):
+    _write_fixture(tmp_path)
+    p = tmp_path / "annotations" / "train" / "InterHand2.6M_train_data.json"
+    data = json.loads(p.read_text())
+    data["images"][1]["width"] = float("nan")
+    p.write_text(json.dumps(data))  # Python writes the non-JSON literal NaN
+    with pytest.raises(InputError) as e:
+        InterHandReader(tmp_path).frames(frames={563})
+    assert e.value.field == "images[1]/width" and "NaN" in e.value.message
+
+
+_PEAK_RSS = """
+import sys
+from handcli.data.interhand import InterHandReader
+frames = InterHandReader(sys.argv[1]).frames(captures={2}, seqs={"0051_dinosaur"}, frames={563})
+assert [f.frame_idx for f in frames] == [563]
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (here pytest, with torch)
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))  # KiB
+"""
+
+
+def test_reader_memory_does_not_grow_with_the_annotation_files(tmp_path):
+    """Memory regression: 40k images' annotations (a 24 MB data.json; parsed whole they take ~200 MB) add
+    less than 40 MB of peak RSS over the 2-image fixture when one frame is selected."""
+    import subprocess
+    import sys
+
+    from handcli.synth.interhand_inflate import inflate_interhand
+
+    src = tmp_path / "src"
+    _write_fixture(src)
+    info = inflate_interhand(src, tmp_path / "big", images=40_000, captures=3)
+    assert info["bytes"]["data"] > 20e6
+
+    def peak_kib(root):
+        r = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(root)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return int(r.stdout.split()[-1])
+
+    small, big = peak_kib(src), peak_kib(tmp_path / "big")
+    assert big - small < 40 * 1024, (small, big)
+
+
+def test_small_selection_decodes_annotations_where_they_lie(tmp_path, monkeypatch):
+    """The fast path (image_id stream + local decode) gives the same frames as building every record, and
+    falls back to that when a record cannot be decoded locally (a nested object before image_id)."""
+    from handcli.synth.interhand_inflate import inflate_interhand
+
+    src = tmp_path / "src"
+    _write_fixture(src)
+    inflate_interhand(src, tmp_path / "big", images=3000, captures=2)
+    rd = InterHandReader(tmp_path / "big")
+    streamed = _frames_summary(rd.load(rd.select(captures={2}, keep_mono=True)))
+    calls = []
+    real = InterHandReader._annotations_streamed
+    monkeypatch.setattr(InterHandReader, "_annotations_streamed", lambda self, ids: calls.append(1) or real(self, ids))
+    assert _frames_summary(InterHandReader(tmp_path / "big").frames(captures={2}, keep_mono=True)) == streamed
+    assert calls == []  # decoded by offset
+    p = tmp_path / "big" / "annotations" / "train" / "InterHand2.6M_train_data.json"
+    text = p.read_text()
+    assert text.count('{"id": 7, "image_id": 7,') == 1
+    p.write_text(text.replace('{"id": 7, "image_id": 7,', '{"id": 7, "extra": {"image_id": 1}, "image_id": 7,'))
+    assert _frames_summary(InterHandReader(tmp_path / "big").frames(captures={2}, keep_mono=True)) == streamed
+    assert calls == [1]  # fell back to the full pass
+    ref = _frames_summary(InterHandReader(src).frames(keep_mono=True))
+    assert [f for f in streamed if "/0051_dinosaur/" in f[0]] == ref and len(streamed) > len(ref)

@@ -339,6 +339,21 @@ class HO3DReader:
                 return seq[:-1], cams[k], True
         return seq, HOCamera(seq, None, np.eye(4)), False
 
+    @staticmethod
+    def _images(rgb: Path, frames: set[int] | None) -> list[Path]:
+        """A sequence's colour images: with a frame selection only those names are looked up (the real
+        layout's ``0000.jpg``), without one the folder is listed."""
+        if frames is None:
+            return sorted(rgb.iterdir())
+        out = []
+        for fid in sorted(frames):
+            for ext in ("jpg", "png"):
+                p = rgb / f"{fid:04d}.{ext}"
+                if p.is_file():
+                    out.append(p)
+                    break
+        return out
+
     def frames(self, seqs: set[str] | None = None, cameras: set[str] | None = None, frames: set[int] | None = None,
                every: int = 1, listed_only: bool = False) -> list[HOFrame]:
         """Frames (one per group and frame id, with a view per camera sequence that has the image), sorted by
@@ -352,13 +367,17 @@ class HO3DReader:
             self.files_read.add(str(self.list_file))
         grouped: dict[tuple[str, int], HOFrame] = {}
         for seq in self.sequences():
-            group, cam, multi = self.group_of(seq)
-            if seqs is not None and seq not in seqs and group not in seqs:
+            # a sequence's group is itself or seq[:-1]: unselected sequences are skipped before their
+            # calibration is read
+            if seqs is not None and seq not in seqs and seq[:-1] not in seqs:
                 continue
             if cameras is not None and seq not in cameras:
                 continue
+            group, cam, multi = self.group_of(seq)
+            if seqs is not None and seq not in seqs and group not in seqs:
+                continue
             d = self.split_dir / seq
-            for p in sorted((d / "rgb").iterdir()):
+            for p in self._images(d / "rgb", frames):
                 m = _ID_RE.match(p.name)
                 if not m:
                     continue

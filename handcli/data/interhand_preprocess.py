@@ -277,15 +277,17 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
         "cameras": set(c.strip().removeprefix("cam") for c in cameras.split(",")) if cameras else None,
         "frames": parse_selection(frames),
     }
-    all_frames = reader.frames(sel["captures"], sel["seqs"], sel["cameras"], sel["frames"], keep_mono)
-    if not all_frames:
+    selected = reader.select(sel["captures"], sel["seqs"], sel["cameras"], sel["frames"], keep_mono)
+    if not selected:
         raise InputError("no frames match the selection", path=reader.files["data"])
+    # joints, MANO and cameras are read for this shard's frames only
+    shard_frames = reader.load(shard_items(selected, shard_ij))
     mesh = choose_mesh_source(root, mano_dir, mesh_from)
     if mesh.kind != "mano" and mesh.mode == "joints":
         log("[yellow]no MANO files given: fitting the open hand model to the 3D joints (approximate masks; "
             "pass --mano-dir for the real model)[/yellow]")
     items = []
-    for fr in shard_items(all_frames, shard_ij):
+    for fr in shard_frames:
         cams = {v.cam_id: reader.camera(fr.capture, v.cam_id, v.width, v.height) for v in fr.views}
         items.append(WorkItem(fr, cams, scale, mesh, skip_bad_images=skip_bad_images))
     if mesh.mode == "joints":
