@@ -390,6 +390,14 @@ class Cache:
             rec.object = ObjectRecord(_s(g["name"][i]), g["pose"][i], g["box"][i])
         return rec
 
+    def frame_value(self, key: str, i: int):
+        """``frames/<key>`` of frame i (e.g. "capture", "right/present")."""
+        return self.f["frames"][key][i]
+
+    def frame_column(self, key: str) -> np.ndarray:
+        """``frames/<key>`` of every frame: (N, ...)."""
+        return self.f["frames"][key][()]
+
     def view_table(self) -> dict[str, np.ndarray]:
         """All per-view metadata arrays (small), keyed by dataset name."""
         v = self.f["views"]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from handcli.data.cache import Cache, FrameRecord
+from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handnerf_ho import (
@@ -290,7 +291,7 @@ class HandNeRFHOMethod(RendersCacheViews):
         self.method = method
         self.device = torch.device(device)
         self.cache_path = Path(cache_path)
-        self.cache = Cache(cache_path)
+        self.cache = open_cache(cache_path)
         if not self.cache.has_objects:
             raise InputError("handnerf-ho needs a hand-object cache (preprocess dexycb or ho3d)", path=cache_path,
                              field="frames/object")
@@ -531,7 +532,7 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu")
     m.method = doc["method"]
     m.device = torch.device(device)
     m.cache_path = cache
-    m.cache = Cache(cache)
+    m.cache = open_cache(cache)
     if not m.cache.has_objects:
         raise InputError("handnerf-ho needs a hand-object cache (preprocess dexycb or ho3d)", path=cache,
                          field="frames/object")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from handcli.data.cache import Cache
+from handcli.data.shards import open_cache
 from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
 from handcli.errors import InputError
 from handcli.methods import losses as L
@@ -130,7 +131,7 @@ class HandNeRFMethod(RendersCacheViews):
                  eval_cameras: list[str] | None = None, depth_only: bool = False):
         self.method = method
         self.device = torch.device(device)
-        self.cache = Cache(cache_path)
+        self.cache = open_cache(cache_path)
         self.cache_path = Path(cache_path)
         n_frames = self.cache.num_frames
         self.frames = list(range(n_frames)) if train_frames is None else list(train_frames)
@@ -237,7 +238,7 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu",
     m = HandNeRFMethod.__new__(HandNeRFMethod)
     m.method = doc["method"]
     m.device = torch.device(device)
-    m.cache = Cache(cache)
+    m.cache = open_cache(cache)
     m.cache_path = cache
     m.cfg = cfg
     same_cache = cache.resolve() == Path(data["cache"]).resolve()

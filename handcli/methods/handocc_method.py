@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from handcli.data.cache import LABELS, Cache
+from handcli.data.shards import open_cache
 from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
 from handcli.errors import InputError
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
@@ -37,12 +38,12 @@ def frame_joints(cache: Cache, frame: int) -> list[tuple[str, np.ndarray]]:
     if not 0 <= frame < cache.num_frames:
         raise InputError(f"frame {frame} out of range (the cache has {cache.num_frames})", path=cache.path,
                          field="frames")
-    g = cache.f["frames"]
     out = []
     for side in ("right", "left"):
-        if not bool(g[side]["present"][frame]) or not np.all(g[side]["joint_valid"][frame]):
+        if not bool(cache.frame_value(f"{side}/present", frame)) or \
+                not np.all(cache.frame_value(f"{side}/joint_valid", frame)):
             continue
-        j = np.asarray(g[side]["joints"][frame], dtype=np.float32)
+        j = np.asarray(cache.frame_value(f"{side}/joints", frame), dtype=np.float32)
         if not np.isfinite(j).all():
             raise InputError(f"non-finite joints in frame {frame}", path=cache.path, field=f"frames/{side}/joints")
         out.append((side, j))
@@ -194,7 +195,7 @@ class HandOccMethod(RendersCacheViews):
         self.method = method
         self.cfg = cfg
         self.device = torch.device(device)
-        self.cache = Cache(cache_path)
+        self.cache = open_cache(cache_path)
         self.cache_path = Path(cache_path)
         n_frames = self.cache.num_frames
         frames = list(range(n_frames)) if train_frames is None else list(train_frames)
@@ -245,7 +246,7 @@ class HandOccMethod(RendersCacheViews):
         """Masked hand crops of every training view (left hands flipped) and the run's reference crops."""
         S = self.cfg.crop_size
         vs = self.views
-        captures = self.cache.f["frames/capture"][()]
+        captures = self.cache.frame_column("capture")
         crops = np.zeros((len(vs.view_ids), 2, S, S, 3), np.uint8)
         ok = np.zeros((len(vs.view_ids), 2), bool)
         for i in range(len(vs.view_ids)):
@@ -443,7 +444,7 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu")
     m.method = doc["method"]
     m.cfg = cfg
     m.device = torch.device(device)
-    m.cache = Cache(cache)
+    m.cache = open_cache(cache)
     m.cache_path = cache
     m.joints = {}
     m.frames = []
