@@ -58,7 +58,7 @@ def adapt_command(
 
         cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr)
         m = HandNeRFMethod(cfg, cache, method=doc["method"], train_frames=sorted(sel) if sel else None,
-                           depth_path=depth_path, device=device, depth_only=True)
+                           depth_path=depth_path, device=device, depth_only=True, seed=seed)
         state = trained.model.state_dict()
         state["latent.weight"] = trained.model.latent.weight.mean(0, keepdim=True).expand(
             m.model.latent.weight.shape[0], -1).clone()  # novel frames: the mean appearance code

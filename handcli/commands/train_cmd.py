@@ -92,7 +92,7 @@ def train_command(
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes files and prints
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    m = cls.from_data(cfg, data, method, device)
+    m = cls.from_data(cfg, {**data, "seed": seed}, method, device)  # the seed also drives the view pool
     data.update(m.run_data())
     out.mkdir(parents=True, exist_ok=True)
     if rank0:

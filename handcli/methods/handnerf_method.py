@@ -15,7 +15,8 @@ import torch
 
 from handcli.data.cache import Cache
 from handcli.data.shards import open_cache
-from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
+from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
+from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods import losses as L
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
@@ -105,7 +106,7 @@ class HandNeRFMethod(RendersCacheViews):
 
         return cls(cfg, Path(data["cache"]), method=method, train_cameras=data.get("cameras"),
                    train_frames=data.get("frames"), depth_path=opt("depth"), feat_path=opt("features"),
-                   device=device, eval_cameras=data.get("eval_cameras"))
+                   device=device, eval_cameras=data.get("eval_cameras"), seed=int(data.get("seed") or 0))
 
     @classmethod
     def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandNeRFMethod":
@@ -128,7 +129,7 @@ class HandNeRFMethod(RendersCacheViews):
     def __init__(self, cfg: HandNeRFConfig, cache_path: Path, *, method: str = "handnerf",
                  train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
                  depth_path: Path | None = None, feat_path: Path | None = None, device: str = "cpu",
-                 eval_cameras: list[str] | None = None, depth_only: bool = False):
+                 eval_cameras: list[str] | None = None, depth_only: bool = False, seed: int = 0):
         self.method = method
         self.device = torch.device(device)
         self.cache = open_cache(cache_path)
@@ -158,16 +159,17 @@ class HandNeRFMethod(RendersCacheViews):
         view_ids = select_views(self.cache, train_cameras, self.frames)
         if len(view_ids) == 0:
             raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
-        self.views = load_views(self.cache, view_ids, self.depth)
-        self.frames = [f for f in self.frames if np.any(self.views.frames == f)]
+        self.pool = ViewPool(self.cache, rank_part(view_ids), self.frames, depth=self.depth, capacity=cfg.view_pool,
+                             refresh_every=cfg.pool_refresh, replace=cfg.pool_replace, seed=seed)
+        self.frames = self.pool.frames
         self.model = HandNeRF(cfg, len(self.frame_codes)).to(self.device)
         self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        frame = self.frames[int(torch.randint(len(self.frames), (1,), generator=gen))]
-        b = sample_batch(self.views, frame, cfg.rays_per_step, cfg.fg_fraction, gen, self.features)
+        views, frame = self.pool.draw(step, gen)
+        b = sample_batch(views, frame, cfg.rays_per_step, cfg.fg_fraction, gen, self.features)
         b = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in b.items()}
         out = self.model.render(self.geoms[frame], b["origins"], b["dirs"], b["radii"], self.frame_codes[frame],
                                 perturb=True, gen=gen)

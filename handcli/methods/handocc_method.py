@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from handcli.data.cache import LABELS, Cache
 from handcli.data.shards import open_cache
-from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
+from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
+from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handocc import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
@@ -178,7 +179,8 @@ class HandOccMethod(RendersCacheViews):
             if data.get(k):
                 raise InputError(f"handocc does not use --{k} targets", field=k)
         return cls(cfg, Path(data["cache"]), method=method, train_cameras=data.get("cameras"),
-                   train_frames=data.get("frames"), device=device, eval_cameras=data.get("eval_cameras"))
+                   train_frames=data.get("frames"), device=device, eval_cameras=data.get("eval_cameras"),
+                   seed=int(data.get("seed") or 0))
 
     @classmethod
     def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandOccMethod":
@@ -207,45 +209,61 @@ class HandOccMethod(RendersCacheViews):
         view_ids = select_views(self.cache, train_cameras, frames)
         if len(view_ids) == 0:
             raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
-        self.views = load_views(self.cache, view_ids)
-        self.frames = [f for f in frames if self.joints[f] and np.any(self.views.frames == f)]
+        self.pool = ViewPool(self.cache, rank_part(view_ids), [f for f in frames if self.joints[f]],
+                             capacity=cfg.view_pool, refresh_every=cfg.pool_refresh, replace=cfg.pool_replace,
+                             seed=seed)
+        self.frames = self.pool.frames
         if not self.frames:
             raise InputError("no training frame has both a valid skeleton and a view", path=cache_path,
                              field="frames")
         self.model = HandOcc(cfg).to(self.device)
         self.app_override: torch.Tensor | None = None
-        gen = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self.pools: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         if cfg.supervision == "mesh":
-            self._measure_meshes(gen)
-        self._prepare_crops()
+            self._measure_meshes()
+        self._crops_of = None
+        self._prepare_crops(self.pool.at(0), self.pool.resident_frames, reference=True)
         self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
-    def _measure_meshes(self, gen: torch.Generator) -> None:
-        """Capsule radii from the training meshes and labelled occupancy points per training hand."""
-        faces = {s: self.cache.hand_model(s) for s in ("right", "left")}
+    def _hand_mesh(self, rec, f: int, side: str) -> torch.Tensor:
+        h = rec.hands[side]
+        if h.vertices is None or self.cache.hand_model(side) is None or not np.any(h.vertices):
+            raise InputError("supervision=mesh needs posed meshes; use --set supervision=silhouette",
+                             path=self.cache_path, field=f"frames/{side}/vertices")
+        return torch.as_tensor(h.vertices, dtype=torch.float32)
+
+    def _measure_meshes(self) -> None:
+        """Capsule radii from all training meshes (one pass; the labelled points are drawn per resident frame)."""
         rel = None
         with progress() as bar:
-            task = bar.add_task("occupancy labels", total=len(self.frames))
+            task = bar.add_task("capsule radii", total=len(self.frames))
             for f in self.frames:
                 rec = self.cache.frame(f)
                 for side, j in self.joints[f]:
-                    h = rec.hands[side]
-                    if h.vertices is None or faces[side] is None or not np.any(h.vertices):
-                        raise InputError("supervision=mesh needs posed meshes; use --set supervision=silhouette",
-                                         path=self.cache_path, field=f"frames/{side}/vertices")
-                    V = torch.as_tensor(h.vertices, dtype=torch.float32)
-                    rel = grow_relative_radii(rel, V, j.cpu())
-                    pts, lab = labelled_points(V, torch.as_tensor(faces[side]["faces"].astype(np.int64)),
-                                               self.cfg.pool_points, gen)
-                    self.pools[(f, side)] = (pts.to(self.device), lab.to(self.device))
+                    rel = grow_relative_radii(rel, self._hand_mesh(rec, f, side), j.cpu())
                 bar.advance(task)
         self.model.rel_radii.copy_(rel.to(self.device))
 
-    def _prepare_crops(self) -> None:
-        """Masked hand crops of every training view (left hands flipped) and the run's reference crops."""
+    def _labelled(self, f: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labelled occupancy points of a training hand, drawn on first use from a generator seeded by
+        (seed, frame); kept while the frame is resident in the view pool."""
+        if (f, side) not in self.pools:
+            faces = self.cache.hand_model(side)["faces"].astype(np.int64)
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + f * 7_919 + (side == "left")) % (2 ** 63))
+            pts, lab = labelled_points(self._hand_mesh(self.cache.frame(f), f, side), torch.as_tensor(faces),
+                                       self.cfg.pool_points, gen)
+            self.pools[(f, side)] = (pts.to(self.device), lab.to(self.device))
+        return self.pools[(f, side)]
+
+    def _prepare_crops(self, vs, resident: list[int], reference: bool = False) -> None:
+        """Masked hand crops of the resident training views (left hands flipped); ``reference``: also the
+        run's reference crops (from the first resident frame). Labelled points of frames that left the pool
+        are dropped."""
+        self._crops_of = vs
+        keep = set(resident)
+        self.pools = {k: v for k, v in self.pools.items() if k[0] in keep}
         S = self.cfg.crop_size
-        vs = self.views
         captures = self.cache.frame_column("capture")
         crops = np.zeros((len(vs.view_ids), 2, S, S, 3), np.uint8)
         ok = np.zeros((len(vs.view_ids), 2), bool)
@@ -260,9 +278,11 @@ class HandOccMethod(RendersCacheViews):
         cap = captures[vs.frames]
         self.crop_index = {(int(c), k): np.nonzero((cap == c) & ok[:, k])[0]
                            for c in np.unique(cap) for k in (0, 1)}
-        self.frame_capture = {f: int(captures[f]) for f in self.frames}
+        self.frame_capture = {f: int(captures[f]) for f in resident}
+        if not reference:
+            return
         ref = np.zeros((2, S, S, 3), np.uint8)
-        first = np.nonzero(vs.frames == self.frames[0])[0]
+        first = np.nonzero(vs.frames == resident[0])[0]
         for k in (0, 1):
             for pool in (first[ok[first, k]], np.nonzero(ok[:, k])[0], np.nonzero(ok[:, 1 - k])[0]):
                 if len(pool):
@@ -309,14 +329,16 @@ class HandOccMethod(RendersCacheViews):
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        frame = self.frames[int(torch.randint(len(self.frames), (1,), generator=gen))]
+        views, frame = self.pool.draw(step, gen)
+        if views is not self._crops_of:
+            self._prepare_crops(views, self.pool.resident_frames)
         hands = self.hands(frame)
         terms: dict[str, torch.Tensor] = {}
         logs: dict = {"rays": 0, "samples": 0}
         if cfg.supervision == "mesh":
             self._occupancy_losses(frame, hands, gen, terms, logs)
         if cfg.stage == "full" or cfg.supervision == "silhouette":
-            self._ray_losses(frame, hands, gen, terms, logs)
+            self._ray_losses(views, frame, hands, gen, terms, logs)
         loss = sum(terms.values())
         logs.update({k: float(v.detach()) for k, v in terms.items()})
         logs["loss"] = float(loss.detach())
@@ -326,7 +348,7 @@ class HandOccMethod(RendersCacheViews):
         cfg = self.cfg
         occ_l, inside, inter, tp, fp_fn = [], [], [], 0.0, 0.0
         for h in hands:
-            P, Y = self.pools[(frame, h.side)]
+            P, Y = self._labelled(frame, h.side)
             sel = torch.randint(len(P), (cfg.occ_points,), generator=gen).to(self.device)
             x, y = P[sel], Y[sel].float()
             o = self.model.occ(h, x, soft=True)["occ"]
@@ -348,9 +370,9 @@ class HandOccMethod(RendersCacheViews):
             if inter:
                 terms["int"] = cfg.w_int * sum(inter)
 
-    def _ray_losses(self, frame, hands, gen, terms, logs) -> None:
+    def _ray_losses(self, views, frame, hands, gen, terms, logs) -> None:
         cfg = self.cfg
-        b = sample_batch(self.views, frame, cfg.rays_per_step, cfg.fg_fraction, gen)
+        b = sample_batch(views, frame, cfg.rays_per_step, cfg.fg_fraction, gen)
         o, d = b["origins"].to(self.device), b["dirs"].to(self.device)
         label, target = b["label"].to(self.device), b["rgb"].to(self.device)
         full = cfg.stage == "full"
