@@ -129,6 +129,15 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("elapsed_s", "rays_per_s")} for r in recs]
 
 
+def _without_paths(doc):
+    """A JSON document without its path-valued entries (they name the directory or the merged file)."""
+    if isinstance(doc, dict):
+        return {k: _without_paths(v) for k, v in doc.items() if not (isinstance(v, str) and "/" in v)}
+    if isinstance(doc, list):
+        return [_without_paths(v) for v in doc]
+    return doc
+
+
 @pytest.mark.slow
 def test_shard_directory_trains_renders_and_evaluates_like_the_merged_cache(shards, tmp_path):
     """train (handnerf with depth targets, handocc), adapt, render, eval and mesh take the directory and give
@@ -147,10 +156,12 @@ def test_shard_directory_trains_renders_and_evaluates_like_the_merged_cache(shar
         handcli("train", cache, "-o", t / "occ", "--method", "handocc", "--steps", "2", "--log-every", "1",
                 *HANDOCC_TINY)
         handcli("mesh", t / "occ", cache, "--frame", "0", "-o", t / "mesh", "--resolution", "16")
+        handcli("eval", t / "mesh", cache, "--frame", "0", "-o", t / "geometry.json")
         res[tag] = {"train": _metrics(t / "run"), "adapt": _metrics(t / "adapted"), "occ": _metrics(t / "occ"),
                     "eval": json.loads((t / "metrics.json").read_text())["mean"],
-                    "mesh": sorted((p.name, p.read_bytes()) for p in (t / "mesh").iterdir())}
-    for k in ("train", "adapt", "occ", "eval", "mesh"):
+                    "mesh": sorted((p.name, p.read_bytes()) for p in (t / "mesh").iterdir()),
+                    "geometry": _without_paths(json.loads((t / "geometry.json").read_text()))}
+    for k in ("train", "adapt", "occ", "eval", "mesh", "geometry"):
         assert res["dir"][k] == res["merged"][k], k
     assert len(res["dir"]["train"]) == 3 and res["dir"]["eval"]["psnr_full"] is not None
 

@@ -10,7 +10,7 @@ import typer
 
 def adapt_command(
     run: Path = typer.Argument(..., help="Trained run folder."),
-    cache: Path = typer.Argument(..., help="Cache with the novel poses (no RGB needed: depth only)."),
+    cache: Path = typer.Argument(..., help="Cache (or directory of shard caches) with the novel poses (no RGB needed: depth only)."),
     out: Path = typer.Option(..., "-o", "--out", help="New run folder to write."),
     steps: int = typer.Option(200, help="Fine-tuning steps."),
     depth: Optional[Path] = typer.Option(None, help="Pseudo-depth targets of the novel cache (default: "

@@ -8,7 +8,7 @@ import typer
 
 
 def inspect(
-    path: Path = typer.Argument(..., help="A cache (.h5) or another handcli artifact."),
+    path: Path = typer.Argument(..., help="A cache (.h5), a directory of shard caches or another handcli artifact."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     all_frames: bool = typer.Option(False, "--all", help="List every frame (default: the first 100)."),
 ) -> None:

@@ -10,7 +10,7 @@ import typer
 
 def mesh_command(
     run: Path = typer.Argument(..., help="Run folder from 'handcli train'."),
-    cache: Optional[Path] = typer.Argument(None, help="Cache whose frame to mesh (default: the training cache)."),
+    cache: Optional[Path] = typer.Argument(None, help="Cache or shard directory whose frame to mesh (default: the training cache)."),
     frame: int = typer.Option(..., "--frame", help="Cache frame index."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for one PLY per part (hand.ply, or right.ply and "
                                                       "left.ply); a path ending in .ply for a single hand."),

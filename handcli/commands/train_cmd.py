@@ -13,7 +13,7 @@ def _csv(s: Optional[str]) -> Optional[list[str]]:
 
 
 def train_command(
-    cache: Path = typer.Argument(..., help="Training cache (.h5) from 'handcli preprocess'."),
+    cache: Path = typer.Argument(..., help="Training cache (.h5) from 'handcli preprocess', or a directory of shard caches."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder to create."),
     method: str = typer.Option("handnerf", help="Method: handnerf, posenerf, handocc, handnerf-ho, pixelnerf."),
     preset: str = typer.Option("fast", help="Hyperparameter preset: paper (published sizes) or fast (CPU)."),

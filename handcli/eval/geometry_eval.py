@@ -35,9 +35,12 @@ CONVENTIONS = {
 
 
 def is_cache_file(path: Path) -> bool:
-    """A handcli cache candidate: an existing HDF5 file (by signature, whatever its suffix)."""
+    """A handcli cache candidate: an existing HDF5 file (by signature, whatever its suffix), or a directory of
+    shard caches (``*.h5`` HDF5 files, handcli.data.shards)."""
     import h5py
 
+    if path.is_dir():
+        return any(p.is_file() and h5py.is_hdf5(str(p)) for p in path.glob("*.h5"))
     return path.is_file() and h5py.is_hdf5(str(path))
 
 
