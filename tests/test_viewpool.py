@@ -92,3 +92,26 @@ def test_rank_parts_are_disjoint_and_cover(world):
     assert sorted(np.concatenate(parts).tolist()) == items.tolist()
     assert sum(len(p) for p in parts) == len(items)
     assert len(rank_part([1], 1, 2)) == 1  # fewer items than ranks: every rank keeps them
+
+
+def test_new_caches_store_one_view_per_chunk(tiny_cache):
+    """Reading one view of a new cache touches one chunk of each pixel buffer (views share H*W)."""
+    import h5py
+
+    with h5py.File(tiny_cache) as f:
+        v = f["views"]
+        hw = v["height"][()].astype(int) * v["width"][()]
+        assert len(set(hw.tolist())) == 1
+        assert v["rgb"].chunks == (hw[0], 3) and v["label"].chunks == (hw[0],)
+        assert np.all(v["offset"][()] % hw[0] == 0)
+
+
+def test_bulk_frame_joints_match_per_frame_reads(tiny_cache):
+    from handcli.methods.handocc_method import frame_joints, frames_joints
+
+    with Cache(tiny_cache) as c:
+        bulk = frames_joints(c, list(range(c.num_frames)))
+        for f in range(c.num_frames):
+            one = frame_joints(c, f)
+            assert [s for s, _ in bulk[f]] == [s for s, _ in one]
+            assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(bulk[f], one))

@@ -143,11 +143,7 @@ class CacheWriter:
                              ("width", (), "i4"), ("near_far", (2,), "f4"), ("box2d", (4,), "f4"),
                              ("fg_pixels", (), "i4")):
             v.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(1024,) + shape)
-        v.create_dataset("rgb", (0, 3), maxshape=(None, 3), dtype="u1", chunks=(1 << 16, 3))
-        v.create_dataset("label", (0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,))
-        self.depth = bool(depth)
-        if self.depth:
-            v.create_dataset("depth", (0,), maxshape=(None,), dtype="f2", chunks=(1 << 16,))
+        self.depth = bool(depth)  # the pixel datasets are created with the first view (_pixel_datasets)
         self.objects = bool(objects)
         self._object_loader = object_loader
         self._object_names: set[str] = set()
@@ -161,6 +157,19 @@ class CacheWriter:
         self._cam_index: dict[tuple[int, str], int] = {}
         self._num_pixels = 0
         self._label_sources: dict[str, int] = {}
+
+    def _pixel_datasets(self, view_pixels: int) -> None:
+        """Create views/rgb, label (and depth) chunked by one view's pixel count, so that a view of that size
+        is exactly one chunk (views of one dataset share H*W; portrait and landscape too): reading a view
+        touches one chunk of each buffer. Older caches (65536-pixel chunks) read the same way."""
+        v = self.f["views"]
+        if "rgb" in v:
+            return
+        n = max(int(view_pixels), 1)
+        v.create_dataset("rgb", (0, 3), maxshape=(None, 3), dtype="u1", chunks=(n, 3))
+        v.create_dataset("label", (0,), maxshape=(None,), dtype="u1", chunks=(n,))
+        if self.depth:
+            v.create_dataset("depth", (0,), maxshape=(None,), dtype="f2", chunks=(n,))
 
     def add_object_mesh(self, name: str, vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> None:
         """Store an object model once (model frame, metres); later calls with the same name are ignored."""
@@ -237,6 +246,8 @@ class CacheWriter:
         elif rec.object is not None:
             raise ValueError("frame has an object but the cache was not opened with objects=True")
         v = self.f["views"]
+        if views:
+            self._pixel_datasets(views[0].label.size)
         offsets, rgbs, labels = [], [], []
         for vr in views:
             if vr.label_source is not None:
@@ -263,6 +274,7 @@ class CacheWriter:
                     for vr in views]))
 
     def close(self) -> None:
+        self._pixel_datasets(1 << 16)  # a cache without views still has the (empty) buffers
         if self._label_sources:
             self.f.attrs["label_source"] = json.dumps(dict(sorted(self._label_sources.items())))
         self.f.attrs["num_frames"] = self.f["frames/key"].shape[0]

@@ -88,6 +88,9 @@ def render_image(model: HandNeRF, geoms: list[HandGeometry], K: np.ndarray, w2c:
             "evaluated": evaluated, "rays": int(len(idx))}
 
 
+FEATURES_RAM = 256 << 20  # teacher features kept in RAM when the file is at most this big (bytes)
+
+
 class HandNeRFMethod(RendersCacheViews):
     """A HandNeRF or Pose-NeRF run: ``method`` is "handnerf" or "posenerf" (API: handcli.methods.base)."""
 
@@ -144,14 +147,15 @@ class HandNeRFMethod(RendersCacheViews):
         if feat_path is not None:
             from handcli.targets.store import FeatureTargets
 
-            self.features = FeatureTargets(feat_path)
+            # in RAM up to a fixed size whatever the cache size, else read per batch from the file
+            self.features = FeatureTargets(feat_path, max_ram_bytes=FEATURES_RAM)
             self.features.check_matches(self.cache)
             cfg = replace(cfg, feat_dim=self.features.dim)
         self.depth = None
         if depth_path is not None:
             from handcli.targets.store import DepthTargets
 
-            self.depth = DepthTargets(depth_path)
+            self.depth = DepthTargets(depth_path, max_ram_bytes=0)  # read per view into the view pool
             self.depth.check_matches(self.cache)
         self.cfg = cfg
         self.depth_only = depth_only

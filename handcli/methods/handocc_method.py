@@ -34,6 +34,30 @@ SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
 # Inputs from the cache
 
 
+RADII_FRAMES = 1024  # training meshes measured for the capsule radii (all of them when there are fewer)
+
+
+def frames_joints(cache: Cache, frames: list[int]) -> dict[int, list[tuple[str, np.ndarray]]]:
+    """``frame_joints`` of many frames, from whole columns (a few reads, not a few per frame)."""
+    cols = {s: (cache.frame_column(f"{s}/present").astype(bool), cache.frame_column(f"{s}/joint_valid"),
+                cache.frame_column(f"{s}/joints")) for s in ("right", "left")}
+    out = {}
+    for f in frames:
+        if not 0 <= f < cache.num_frames:
+            raise InputError(f"frame {f} out of range (the cache has {cache.num_frames})", path=cache.path,
+                             field="frames")
+        hands = []
+        for side, (present, valid, joints) in cols.items():
+            if not present[f] or not np.all(valid[f]):
+                continue
+            j = np.asarray(joints[f], dtype=np.float32)
+            if not np.isfinite(j).all():
+                raise InputError(f"non-finite joints in frame {f}", path=cache.path, field=f"frames/{side}/joints")
+            hands.append((side, j))
+        out[f] = hands
+    return out
+
+
 def frame_joints(cache: Cache, frame: int) -> list[tuple[str, np.ndarray]]:
     """[(side, joints (21, 3) world)] of a frame's hands, right first; hands with invalid joints are left out."""
     if not 0 <= frame < cache.num_frames:
@@ -204,8 +228,8 @@ class HandOccMethod(RendersCacheViews):
         bad = [f for f in frames if not 0 <= f < n_frames]
         if bad:
             raise InputError(f"frame indices {bad} outside 0..{n_frames - 1}", path=cache_path, field="frames")
-        self.joints = {f: [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, f)]
-                       for f in frames}
+        self.joints = {f: [(s, torch.as_tensor(j, device=self.device)) for s, j in js]
+                       for f, js in frames_joints(self.cache, frames).items()}
         view_ids = select_views(self.cache, train_cameras, frames)
         if len(view_ids) == 0:
             raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
@@ -234,11 +258,15 @@ class HandOccMethod(RendersCacheViews):
         return torch.as_tensor(h.vertices, dtype=torch.float32)
 
     def _measure_meshes(self) -> None:
-        """Capsule radii from all training meshes (one pass; the labelled points are drawn per resident frame)."""
+        """Capsule radii from the training meshes (at most RADII_FRAMES frames, evenly spaced, so start-up does
+        not grow with the dataset); the labelled points are drawn per resident frame (``_labelled``)."""
         rel = None
+        frames = self.frames
+        if len(frames) > RADII_FRAMES:
+            frames = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, RADII_FRAMES).round().astype(int))]
         with progress() as bar:
-            task = bar.add_task("capsule radii", total=len(self.frames))
-            for f in self.frames:
+            task = bar.add_task("capsule radii", total=len(frames))
+            for f in frames:
                 rec = self.cache.frame(f)
                 for side, j in self.joints[f]:
                     rel = grow_relative_radii(rel, self._hand_mesh(rec, f, side), j.cpu())
