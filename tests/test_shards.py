@@ -124,11 +124,6 @@ def test_cache_reading_commands_accept_a_directory(shards, tmp_path, command):
                                                                            fb["views/offset"][()])
 
 
-def _metrics(run: Path) -> list[dict]:
-    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "rays_per_s")} for r in recs]
-
-
 def _without_paths(doc):
     """A JSON document without its path-valued entries (they name the directory or the merged file)."""
     if isinstance(doc, dict):
@@ -138,32 +133,59 @@ def _without_paths(doc):
     return doc
 
 
-@pytest.mark.slow
-def test_shard_directory_trains_renders_and_evaluates_like_the_merged_cache(shards, tmp_path):
-    """train (handnerf with depth targets, handocc), adapt, render, eval and mesh take the directory and give
-    the merged cache's numbers."""
+def test_training_steps_on_a_directory_equal_the_merged_cache(shards):
+    """Same seed, same model init: the directory and the merged cache give the same losses step by step
+    (bounded pool with refreshes, HandOcc: rays, appearance crops and labelled occupancy points)."""
+    from dataclasses import replace
+
+    from handcli.methods.handocc import PRESETS
+    from handcli.methods.handocc_method import HandOccMethod
+
     d, merged = shards
+    cfg = replace(PRESETS["fast"], rays_per_step=64, occ_points=256, pool_points=1024, occ_hidden=16,
+                  color_hidden=16, max_samples=16, view_pool=9, pool_refresh=2)
+    losses = []
+    for cache in (d, merged):
+        torch.manual_seed(0)
+        m = HandOccMethod(cfg, cache, seed=2)
+        assert not m.pool.complete
+        out = []
+        for step in range(5):
+            loss, logs = m.train_step(step, step_generator(2, step))
+            out.append((float(loss), logs["rays"], m.pool.resident_frames))
+        losses.append(out)
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.slow
+def test_shard_directory_renders_evaluates_and_meshes_like_the_merged_cache(shards, tmp_path):
+    """train and adapt take the directory; render, eval (images and geometry) and mesh give the merged
+    cache's outputs for the same run."""
+    d, merged = shards
+    run, occ = tmp_path / "run", tmp_path / "occ"
+    handcli("targets", "depth", d, "-o", tmp_path / "depth.h5")
+    handcli("train", d, "-o", run, "--steps", "2", "--log-every", "1", "--depth", tmp_path / "depth.h5",
+            "--set", "view_pool=9", "--set", "pool_refresh=1", *HANDNERF_TINY)
+    handcli("adapt", run, d, "-o", tmp_path / "adapted", "--steps", "2", "--frames", "0-1")
+    handcli("train", d, "-o", occ, "--method", "handocc", "--steps", "2", "--log-every", "1", *HANDOCC_TINY)
     res = {}
     for tag, cache in (("dir", d), ("merged", merged)):
         t = tmp_path / tag
         t.mkdir()
-        handcli("targets", "depth", cache, "-o", t / "depth.h5")
-        handcli("train", cache, "-o", t / "run", "--steps", "3", "--log-every", "1", "--depth", t / "depth.h5",
-                "--set", "view_pool=9", "--set", "pool_refresh=1", *HANDNERF_TINY)
-        handcli("render", t / "run", cache, "-o", t / "renders", "--max-views", "2")
+        handcli("render", run, cache, "-o", t / "renders", "--max-views", "2")
         handcli("eval", t / "renders", cache, "-o", t / "metrics.json")
-        handcli("adapt", t / "run", cache, "-o", t / "adapted", "--steps", "2", "--frames", "0-1")
-        handcli("train", cache, "-o", t / "occ", "--method", "handocc", "--steps", "2", "--log-every", "1",
-                *HANDOCC_TINY)
-        handcli("mesh", t / "occ", cache, "--frame", "0", "-o", t / "mesh", "--resolution", "16")
+        handcli("eval", tmp_path / "dir" / "renders", cache, "-o", t / "metrics_dir_renders.json")
+        handcli("mesh", occ, cache, "--frame", "0", "-o", t / "mesh", "--resolution", "16")
         handcli("eval", t / "mesh", cache, "--frame", "0", "-o", t / "geometry.json")
-        res[tag] = {"train": _metrics(t / "run"), "adapt": _metrics(t / "adapted"), "occ": _metrics(t / "occ"),
+        res[tag] = {"renders": sorted((str(p.relative_to(t)), p.read_bytes()) for p in (t / "renders").rglob("*")
+                                      if p.is_file() and p.suffix in (".png", ".npy", ".exr", ".h5")),
                     "eval": json.loads((t / "metrics.json").read_text())["mean"],
+                    "eval_same_renders": json.loads((t / "metrics_dir_renders.json").read_text())["mean"],
                     "mesh": sorted((p.name, p.read_bytes()) for p in (t / "mesh").iterdir()),
                     "geometry": _without_paths(json.loads((t / "geometry.json").read_text()))}
-    for k in ("train", "adapt", "occ", "eval", "mesh", "geometry"):
+    for k in res["dir"]:
         assert res["dir"][k] == res["merged"][k], k
-    assert len(res["dir"]["train"]) == 3 and res["dir"]["eval"]["psnr_full"] is not None
+    assert res["dir"]["renders"] and res["dir"]["eval"]["psnr_full"] is not None
 
 
 def test_slurm_array_recipe_builds_shards_that_train_like_the_merged_cache(synth_ih, tmp_path):

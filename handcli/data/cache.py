@@ -419,12 +419,15 @@ class Cache:
     def view(self, j: int) -> dict:
         """One view: rgb (H,W,3) uint8, label (H,W) uint8 and its metadata."""
         v = self.f["views"]
-        off, H, W = int(v["offset"][j]), int(v["height"][j]), int(v["width"][j])
+        if getattr(self, "_meta", None) is None:  # the small per-view arrays, read once (not 7 reads per view)
+            self._meta = self.view_table()
+        m = self._meta
+        off, H, W = int(m["offset"][j]), int(m["height"][j]), int(m["width"][j])
         out = {
-            "frame": int(v["frame"][j]), "camera": int(v["camera"][j]),
+            "frame": int(m["frame"][j]), "camera": int(m["camera"][j]),
             "rgb": v["rgb"][off:off + H * W].reshape(H, W, 3),
             "label": v["label"][off:off + H * W].reshape(H, W),
-            "near_far": v["near_far"][j], "box2d": v["box2d"][j],
+            "near_far": m["near_far"][j].copy(), "box2d": m["box2d"][j].copy(),
         }
         if "depth" in v:
             out["depth"] = v["depth"][off:off + H * W].reshape(H, W).astype(np.float32)
