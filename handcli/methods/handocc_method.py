@@ -244,18 +244,22 @@ class HandOccMethod(RendersCacheViews):
         self.app_override: torch.Tensor | None = None
         self.seed = seed
         self.pools: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        models = {s: self.cache.hand_model(s) for s in ("right", "left")}
+        self._faces = {s: torch.as_tensor(m["faces"].astype(np.int64)) for s, m in models.items() if m is not None}
+        self._has_model = {s: s in self._faces for s in ("right", "left")}
         if cfg.supervision == "mesh":
             self._measure_meshes()
         self._crops_of = None
         self._prepare_crops(self.pool.at(0), self.pool.resident_frames, reference=True)
         self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
-    def _hand_mesh(self, rec, f: int, side: str) -> torch.Tensor:
-        h = rec.hands[side]
-        if h.vertices is None or self.cache.hand_model(side) is None or not np.any(h.vertices):
+    def _hand_mesh(self, f: int, side: str) -> torch.Tensor:
+        """(V, 3) posed mesh of a training hand (one read, not a whole frame record)."""
+        v = self.cache.frame_value(f"{side}/vertices", f) if self._has_model[side] else None
+        if v is None or v.size == 0 or not np.any(v):
             raise InputError("supervision=mesh needs posed meshes; use --set supervision=silhouette",
                              path=self.cache_path, field=f"frames/{side}/vertices")
-        return torch.as_tensor(h.vertices, dtype=torch.float32)
+        return torch.as_tensor(v, dtype=torch.float32)
 
     def _measure_meshes(self) -> None:
         """Capsule radii from the training meshes (at most RADII_FRAMES frames, evenly spaced, so start-up does
@@ -267,9 +271,8 @@ class HandOccMethod(RendersCacheViews):
         with progress() as bar:
             task = bar.add_task("capsule radii", total=len(frames))
             for f in frames:
-                rec = self.cache.frame(f)
                 for side, j in self.joints[f]:
-                    rel = grow_relative_radii(rel, self._hand_mesh(rec, f, side), j.cpu())
+                    rel = grow_relative_radii(rel, self._hand_mesh(f, side), j.cpu())
                 bar.advance(task)
         self.model.rel_radii.copy_(rel.to(self.device))
 
@@ -277,9 +280,8 @@ class HandOccMethod(RendersCacheViews):
         """Labelled occupancy points of a training hand, drawn on first use from a generator seeded by
         (seed, frame); kept while the frame is resident in the view pool."""
         if (f, side) not in self.pools:
-            faces = self.cache.hand_model(side)["faces"].astype(np.int64)
             gen = torch.Generator().manual_seed((self.seed * 1_000_003 + f * 7_919 + (side == "left")) % (2 ** 63))
-            pts, lab = labelled_points(self._hand_mesh(self.cache.frame(f), f, side), torch.as_tensor(faces),
+            pts, lab = labelled_points(self._hand_mesh(f, side), self._faces[side],
                                        self.cfg.pool_points, gen)
             self.pools[(f, side)] = (pts.to(self.device), lab.to(self.device))
         return self.pools[(f, side)]
