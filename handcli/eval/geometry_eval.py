@@ -85,8 +85,8 @@ def cache_gt_points(cache_path: Path, frame: int) -> tuple[dict[str, np.ndarray]
 
     Returns (part -> (N, 3) metres, part -> description).
     """
-    from handcli.data.shards import open_cache
     from handcli.data.objects import apply_pose
+    from handcli.data.shards import open_cache
 
     with open_cache(cache_path) as c:
         if not 0 <= frame < c.num_frames:
@@ -109,8 +109,8 @@ def cache_gt_points(cache_path: Path, frame: int) -> tuple[dict[str, np.ndarray]
 
 def cache_gt_meshes(cache_path: Path, frame: int) -> dict[str, trimesh.Trimesh]:
     """GT meshes of a cache frame in world coordinates: hand (posed hand model mesh), object (posed model)."""
-    from handcli.data.shards import open_cache
     from handcli.data.objects import apply_pose
+    from handcli.data.shards import open_cache
 
     with open_cache(cache_path) as c:
         rec = c.frame(frame)

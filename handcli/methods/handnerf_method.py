@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from handcli.data.cache import Cache
-from handcli.data.shards import open_cache
 from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
+from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods import losses as L

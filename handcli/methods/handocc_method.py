@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from handcli.data.cache import LABELS, Cache
-from handcli.data.shards import open_cache
 from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
+from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config

@@ -29,9 +29,9 @@ import h5py
 import numpy as np
 
 from handcli import __version__
-from handcli.data.cache import SIDES
-from handcli.data.shards import open_cache
+from handcli.data.cache import SIDES, Cache
 from handcli.data.camera import transform
+from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.outputs import atomic_path
 
