@@ -405,3 +405,27 @@ def test_cli_train_mesh_pipe_grasp_eval_and_eval(dex_cache, tmp_path):
     im = json.loads((tmp_path / "im.json").read_text())
     assert im["mean"]["semantic_iou"] is not None and 0 <= im["mean"]["semantic_iou"] <= 100
     assert m.method == "handnerf-ho"
+
+
+def test_shard_directory_trains_like_the_merged_cache(dex_cache, tmp_path):
+    """HandNeRF-HO on a directory of shard caches (two copies of the cache) takes the steps it takes on their
+    merged cache, with a frame window smaller than the data (view_pool) refreshed every step."""
+    import shutil
+
+    from handcli.data.cache import merge_caches
+
+    d = tmp_path / "parts"
+    d.mkdir()
+    for i in range(2):
+        shutil.copy(dex_cache, d / f"part-{i}.h5")
+    merged = tmp_path / "merged.h5"
+    merge_caches(sorted(d.glob("*.h5")), merged)
+    runs = []
+    for cache in (d, merged):
+        torch.manual_seed(0)
+        m = HandNeRFHOMethod(tiny(view_pool=7, pool_refresh=1), cache, seed=1)
+        assert not m.window.complete and len(m._train_data) <= 3
+        runs.append([(float(m.train_step(s, step_generator(1, s))[0].detach()), list(m._resident))
+                     for s in range(3)])
+        assert len(m._train_data) <= 3  # at most 7 views = 2 frames of 3 views (+1 when a frame has more)
+    assert runs[0] == runs[1]

@@ -10,7 +10,7 @@ import typer
 
 def adapt_command(
     run: Path = typer.Argument(..., help="Trained run folder."),
-    cache: Path = typer.Argument(..., help="Cache with the novel poses (no RGB needed: depth only)."),
+    cache: Path = typer.Argument(..., help="Cache (or directory of shard caches) with the novel poses (no RGB needed: depth only)."),
     out: Path = typer.Option(..., "-o", "--out", help="New run folder to write."),
     steps: int = typer.Option(200, help="Fine-tuning steps."),
     depth: Optional[Path] = typer.Option(None, help="Pseudo-depth targets of the novel cache (default: "
@@ -31,8 +31,8 @@ def adapt_command(
     import torch
 
     from handcli.checks import check_indices, check_option
-    from handcli.data.cache import Cache
     from handcli.data.interhand import parse_selection
+    from handcli.data.shards import open_cache
     from handcli.errors import InputError
     from handcli.methods.base import read_run_config, write_run_config
     from handcli.methods.handnerf_method import HandNeRFMethod, load_run
@@ -51,7 +51,7 @@ def adapt_command(
     check_writable(out, force)
     trained = load_run(run, device=device)
     sel = parse_selection(frames)
-    with Cache(cache) as c:  # validated before any work
+    with open_cache(cache) as c:  # validated before any work
         if sel:
             check_indices("frames", sel, c.num_frames, cache)
     with tempfile.TemporaryDirectory() as td:
@@ -65,7 +65,7 @@ def adapt_command(
 
         cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr)
         m = HandNeRFMethod(cfg, cache, method=doc["method"], train_frames=sorted(sel) if sel else None,
-                           depth_path=depth_path, device=device, depth_only=True)
+                           depth_path=depth_path, device=device, depth_only=True, seed=seed)
         state = trained.model.state_dict()
         state["latent.weight"] = trained.model.latent.weight.mean(0, keepdim=True).expand(
             m.model.latent.weight.shape[0], -1).clone()  # novel frames: the mean appearance code

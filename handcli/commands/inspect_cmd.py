@@ -8,7 +8,7 @@ import typer
 
 
 def inspect(
-    path: Path = typer.Argument(..., help="A cache (.h5) or another handcli artifact."),
+    path: Path = typer.Argument(..., help="A cache (.h5), a directory of shard caches or another handcli artifact."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     all_frames: bool = typer.Option(False, "--all", help="List every frame (default: the first 100)."),
 ) -> None:
@@ -21,9 +21,9 @@ def inspect(
         raise InputError("not found", path=path)
     summary = _other_artifact(path)
     if summary is None:
-        from handcli.data.cache import Cache
+        from handcli.data.shards import open_cache
 
-        with Cache(path) as c:
+        with open_cache(path) as c:
             summary = c.summary(all_frames=all_frames)
     elif not as_json:
         from rich.console import Console
@@ -83,7 +83,9 @@ def _other_artifact(path: Path) -> dict | None:
                     "cache": doc["cache"], "num_views": len(doc["views"]),
                     "views": [{k: v.get(k) for k in ("name", "cache_view", "camera", "width", "height")}
                               for v in doc["views"][:100]]}
-        raise InputError("not a handcli artifact (no config.json or renders.json)", path=path)
+        if any(path.glob("*.h5")):
+            return None  # a directory of shard caches: summarised as one cache
+        raise InputError("not a handcli artifact (no config.json, renders.json or shard caches)", path=path)
     if path.suffix == ".json":
         try:
             doc = json.loads(path.read_text())

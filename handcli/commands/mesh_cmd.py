@@ -10,7 +10,7 @@ import typer
 
 def mesh_command(
     run: Path = typer.Argument(..., help="Run folder from 'handcli train'."),
-    cache: Optional[Path] = typer.Argument(None, help="Cache whose frame to mesh (default: the training cache)."),
+    cache: Optional[Path] = typer.Argument(None, help="Cache or shard directory whose frame to mesh (default: the training cache)."),
     frame: Optional[int] = typer.Option(None, "--frame", help="Cache frame index."),
     frames: Optional[str] = typer.Option(None, "--frames", help="A pose sequence instead: cache frame indices, "
                                          "e.g. '0-9'; one sub-folder frameNNNN/ per frame."),

@@ -10,7 +10,7 @@ import typer
 
 def render_command(
     run: Path = typer.Argument(..., help="Run folder from 'handcli train' or 'handcli adapt'."),
-    cache: Path = typer.Argument(..., help="Cache whose poses and cameras to render (training or novel)."),
+    cache: Path = typer.Argument(..., help="Cache or shard directory whose poses and cameras to render (training or novel)."),
     out: Path = typer.Option(..., "-o", "--out", help="Renders folder to create."),
     views: Optional[str] = typer.Option(None, "--views", help="Cameras to render (comma-separated ids)."),
     frames: Optional[str] = typer.Option(None, help="Cache frame indices, e.g. '0-4'."),

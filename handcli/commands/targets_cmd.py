@@ -13,7 +13,7 @@ app = typer.Typer(help="Compute training targets from a cache: pseudo-depth maps
 
 @app.command("depth")
 def depth(
-    cache: Path = typer.Argument(..., help="Cache file (.h5) written by 'handcli preprocess'."),
+    cache: Path = typer.Argument(..., help="Cache file (.h5) written by 'handcli preprocess', or a directory of shard caches."),
     out: Path = typer.Option(..., "-o", "--out", help="Depth targets file to write (.h5)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
@@ -28,7 +28,7 @@ def depth(
 
 @app.command("features")
 def features(
-    cache: Path = typer.Argument(..., help="Cache file (.h5) written by 'handcli preprocess'."),
+    cache: Path = typer.Argument(..., help="Cache file (.h5) written by 'handcli preprocess', or a directory of shard caches."),
     out: Path = typer.Option(..., "-o", "--out", help="Feature targets file to write (.h5)."),
     teacher: str = typer.Option("auto", help="dino-vits8 or efficientnet-lite0; 'auto' = dino-vits8 when "
                                              "--weights is given, else efficientnet-lite0."),

@@ -13,7 +13,7 @@ def _csv(s: Optional[str]) -> Optional[list[str]]:
 
 
 def train_command(
-    cache: Path = typer.Argument(..., help="Training cache (.h5) from 'handcli preprocess'."),
+    cache: Path = typer.Argument(..., help="Training cache (.h5) from 'handcli preprocess', or a directory of shard caches."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder to create."),
     method: str = typer.Option("handnerf", help="Method: handnerf, posenerf, handocc, handnerf-ho, pixelnerf."),
     preset: str = typer.Option("fast", help="Hyperparameter preset: paper (published sizes) or fast (CPU)."),
@@ -95,9 +95,9 @@ def train_command(
         cfg = configure(cls.presets(method), preset, steps, set_)
         sel = parse_selection(frames)
         if sel:
-            from handcli.data.cache import Cache
+            from handcli.data.shards import open_cache
 
-            with Cache(cache) as c:
+            with open_cache(cache) as c:
                 check_indices("frames", sel, c.num_frames, cache)
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
@@ -112,7 +112,7 @@ def train_command(
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes files and prints
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    m = cls.from_data(cfg, data, method, device)
+    m = cls.from_data(cfg, {**data, "seed": seed}, method, device)  # the seed also drives the view pool
     data.update(m.run_data())
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

@@ -170,11 +170,7 @@ class CacheWriter:
                              ("width", (), "i4"), ("near_far", (2,), "f4"), ("box2d", (4,), "f4"),
                              ("fg_pixels", (), "i4")):
             v.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(1024,) + shape, **CHECKSUM)
-        v.create_dataset("rgb", (0, 3), maxshape=(None, 3), dtype="u1", chunks=(1 << 16, 3), **CHECKSUM)
-        v.create_dataset("label", (0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,), **CHECKSUM)
-        self.depth = bool(depth)
-        if self.depth:
-            v.create_dataset("depth", (0,), maxshape=(None,), dtype="f2", chunks=(1 << 16,), **CHECKSUM)
+        self.depth = bool(depth)  # the pixel datasets are created with the first view (_pixel_datasets)
         self.objects = bool(objects)
         self._object_loader = object_loader
         self._object_names: set[str] = set()
@@ -188,6 +184,19 @@ class CacheWriter:
         self._cam_index: dict[tuple[int, str], int] = {}
         self._num_pixels = 0
         self._label_sources: dict[str, int] = {}
+
+    def _pixel_datasets(self, view_pixels: int) -> None:
+        """Create views/rgb, label (and depth) chunked by one view's pixel count, so that a view of that size
+        is exactly one chunk (views of one dataset share H*W; portrait and landscape too): reading a view
+        touches one chunk of each buffer. Older caches (65536-pixel chunks) read the same way."""
+        v = self.f["views"]
+        if "rgb" in v:
+            return
+        n = max(int(view_pixels), 1)
+        v.create_dataset("rgb", (0, 3), maxshape=(None, 3), dtype="u1", chunks=(n, 3), **CHECKSUM)
+        v.create_dataset("label", (0,), maxshape=(None,), dtype="u1", chunks=(n,), **CHECKSUM)
+        if self.depth:
+            v.create_dataset("depth", (0,), maxshape=(None,), dtype="f2", chunks=(n,), **CHECKSUM)
 
     def add_object_mesh(self, name: str, vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> None:
         """Store an object model once (model frame, metres); later calls with the same name are ignored."""
@@ -264,6 +273,8 @@ class CacheWriter:
         elif rec.object is not None:
             raise ValueError("frame has an object but the cache was not opened with objects=True")
         v = self.f["views"]
+        if views:
+            self._pixel_datasets(views[0].label.size)
         offsets, rgbs, labels = [], [], []
         for vr in views:
             if vr.label_source is not None:
@@ -290,6 +301,7 @@ class CacheWriter:
                     for vr in views]))
 
     def close(self) -> None:
+        self._pixel_datasets(1 << 16)  # a cache without views still has the (empty) buffers
         if self._label_sources:
             self.f.attrs["label_source"] = json.dumps(dict(sorted(self._label_sources.items())))
         self.f.attrs["num_frames"] = self.f["frames/key"].shape[0]
@@ -541,6 +553,14 @@ class Cache:
             rec.object = ObjectRecord(_s(r(f"{g}/name", i)), r(f"{g}/pose", i), r(f"{g}/box", i))
         return rec
 
+    def frame_value(self, key: str, i: int):
+        """``frames/<key>`` of frame i (e.g. "capture", "right/present")."""
+        return self.read(f"frames/{key}", i)
+
+    def frame_column(self, key: str) -> np.ndarray:
+        """``frames/<key>`` of every frame: (N, ...)."""
+        return self.read(f"frames/{key}")
+
     def view_table(self) -> dict[str, np.ndarray]:
         """All per-view metadata arrays (small), keyed by dataset name."""
         return {k: self.read(f"views/{k}") for k in VIEW_META}
@@ -548,13 +568,16 @@ class Cache:
     def view(self, j: int) -> dict:
         """One view: rgb (H,W,3) uint8, label (H,W) uint8 and its metadata."""
         r = self.read
-        off, H, W = int(r("views/offset", j)), int(r("views/height", j)), int(r("views/width", j))
+        if getattr(self, "_meta", None) is None:  # the small per-view arrays, read once (not 7 reads per view)
+            self._meta = self.view_table()
+        m = self._meta
+        off, H, W = int(m["offset"][j]), int(m["height"][j]), int(m["width"][j])
         px = slice(off, off + H * W)
         out = {
-            "frame": int(r("views/frame", j)), "camera": int(r("views/camera", j)),
+            "frame": int(m["frame"][j]), "camera": int(m["camera"][j]),
             "rgb": r("views/rgb", px).reshape(H, W, 3),
             "label": r("views/label", px).reshape(H, W),
-            "near_far": r("views/near_far", j), "box2d": r("views/box2d", j),
+            "near_far": m["near_far"][j].copy(), "box2d": m["box2d"][j].copy(),
         }
         if "depth" in self.f["views"]:
             out["depth"] = r("views/depth", px).reshape(H, W).astype(np.float32)

@@ -65,30 +65,40 @@ def pick_eval_view(cache: Cache, frame: int, train_cameras: list[str] | None,
     return int(cands[0]) if cands else None
 
 
-def load_views(cache: Cache, view_ids: np.ndarray, depth=None) -> ViewSet:
-    """Load the given views' pixels, labels, cameras (and pseudo-depth maps) into memory."""
+def read_view(cache: Cache, j: int, depth=None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """One view's rgb (H, W, 3) uint8, label (H, W) uint8, flat foreground indices (F,) and depth (H, W) or None."""
+    v = cache.view(int(j))
+    rgb = torch.from_numpy(np.ascontiguousarray(v["rgb"]))
+    lab = torch.from_numpy(np.ascontiguousarray(v["label"]))
+    fg = torch.nonzero(lab.reshape(-1) > 0)[:, 0]
+    d = torch.from_numpy(np.asarray(depth.view(int(j)), dtype=np.float32)) if depth is not None else None
+    return rgb, lab, fg, d
+
+
+def assemble_views(cache: Cache, view_ids: np.ndarray, parts: list, with_depth: bool) -> ViewSet:
+    """A ViewSet of ``view_ids`` (M,) from their ``read_view`` results (same order)."""
     cams = cache.cameras()
     vt = cache.view_table()
-    rgb, label, depths, fg = [], [], [], []
-    for j in view_ids:
-        v = cache.view(int(j))
-        rgb.append(torch.from_numpy(np.ascontiguousarray(v["rgb"])))
-        lab = torch.from_numpy(np.ascontiguousarray(v["label"]))
-        label.append(lab)
-        fg.append(torch.nonzero(lab.reshape(-1) > 0)[:, 0])
-        if depth is not None:
-            depths.append(torch.from_numpy(np.asarray(depth.view(int(j)), dtype=np.float32)))
-    counts = torch.tensor([len(f) for f in fg])
+    view_ids = np.asarray(view_ids, dtype=np.int64)
+    rgb = [p[0] for p in parts]
+    fg = [p[2] for p in parts]
+    counts = torch.tensor([len(f) for f in fg], dtype=torch.long)
     offsets = torch.cumsum(counts, 0) - counts
     ci = vt["camera"][view_ids]
     return ViewSet(
-        view_ids=np.asarray(view_ids), frames=vt["frame"][view_ids], rgb=rgb, label=label,
-        K=torch.tensor(np.stack([cams[c]["K"] for c in ci]), dtype=torch.float32),
-        w2c=torch.tensor(np.stack([cams[c]["world_to_cam"] for c in ci]), dtype=torch.float32),
-        box2d=torch.tensor(vt["box2d"][view_ids], dtype=torch.float32), depth=depths if depth is not None else None,
+        view_ids=view_ids, frames=vt["frame"][view_ids], rgb=rgb, label=[p[1] for p in parts],
+        K=torch.tensor(np.stack([cams[c]["K"] for c in ci]).reshape(-1, 3, 3), dtype=torch.float32),
+        w2c=torch.tensor(np.stack([cams[c]["world_to_cam"] for c in ci]).reshape(-1, 4, 4), dtype=torch.float32),
+        box2d=torch.tensor(vt["box2d"][view_ids], dtype=torch.float32),
+        depth=[p[3] for p in parts] if with_depth else None,
         fg_index=torch.cat(fg) if fg else torch.zeros(0, dtype=torch.long), fg_offset=offsets, fg_count=counts,
-        width=torch.tensor([r.shape[1] for r in rgb]),
+        width=torch.tensor([r.shape[1] for r in rgb], dtype=torch.long),
     )
+
+
+def load_views(cache: Cache, view_ids: np.ndarray, depth=None) -> ViewSet:
+    """Load the given views' pixels, labels, cameras (and pseudo-depth maps) into memory."""
+    return assemble_views(cache, view_ids, [read_view(cache, j, depth) for j in view_ids], depth is not None)
 
 
 def sample_pixels(vs: ViewSet, local_views: Tensor, n: int, fg_fraction: float, gen: torch.Generator) -> Tensor:

@@ -35,9 +35,12 @@ CONVENTIONS = {
 
 
 def is_cache_file(path: Path) -> bool:
-    """A handcli cache candidate: an existing HDF5 file (by signature, whatever its suffix)."""
+    """A handcli cache candidate: an existing HDF5 file (by signature, whatever its suffix), or a directory of
+    shard caches (``*.h5`` HDF5 files, handcli.data.shards)."""
     import h5py
 
+    if path.is_dir():
+        return any(p.is_file() and h5py.is_hdf5(str(p)) for p in path.glob("*.h5"))
     return path.is_file() and h5py.is_hdf5(str(path))
 
 
@@ -82,10 +85,10 @@ def cache_gt_points(cache_path: Path, frame: int) -> tuple[dict[str, np.ndarray]
 
     Returns (part -> (N, 3) metres, part -> description).
     """
-    from handcli.data.cache import Cache
     from handcli.data.objects import apply_pose
+    from handcli.data.shards import open_cache
 
-    with Cache(cache_path) as c:
+    with open_cache(cache_path) as c:
         if not 0 <= frame < c.num_frames:
             raise InputError(f"frame {frame} outside 0..{c.num_frames - 1}", path=cache_path, field="frame")
         rec = c.frame(frame)
@@ -106,10 +109,10 @@ def cache_gt_points(cache_path: Path, frame: int) -> tuple[dict[str, np.ndarray]
 
 def cache_gt_meshes(cache_path: Path, frame: int) -> dict[str, trimesh.Trimesh]:
     """GT meshes of a cache frame in world coordinates: hand (posed hand model mesh), object (posed model)."""
-    from handcli.data.cache import Cache
     from handcli.data.objects import apply_pose
+    from handcli.data.shards import open_cache
 
-    with Cache(cache_path) as c:
+    with open_cache(cache_path) as c:
         rec = c.frame(frame)
         out = {}
         hands = []

@@ -284,7 +284,7 @@ def evaluate_renders(renders_dir: str | Path, cache_path: str | Path, depth_path
     Bad input (renders.json, image files, cache/renders mismatch, depth targets, LPIPS weight files given
     but unusable) raises InputError before any metric is returned. on_view(done, total) reports progress.
     """
-    from handcli.data.cache import Cache
+    from handcli.data.shards import open_cache
     from handcli.eval.lpips import load_lpips
     from handcli.render.outputs import load_render_view, read_renders
 
@@ -298,10 +298,10 @@ def evaluate_renders(renders_dir: str | Path, cache_path: str | Path, depth_path
         raise InputError(f"no view has a cache_view (kind {renders['kind']!r}); nothing to evaluate", path=jp,
                          field="views")
     notes = [PSNR_INF_NOTE]
-    with Cache(cache_path) as cache:
+    with open_cache(cache_path) as cache:
         vt = cache.view_table()
         cams = cache.cameras()
-        keys = cache.read("frames/key")
+        keys = cache.frame_column("key")
         cache_views = [_check_view_against_cache(v, cache, vt, cams, keys, jp) for v in todo]
         if renders.get("cache") and Path(renders["cache"]).resolve() != Path(cache_path).resolve():
             notes.append(f"renders.json names the cache {renders['cache']}; evaluated against {cache_path}")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from handcli.data.cache import Cache
 from handcli.data.raybatch import select_views
+from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.outputs import atomic_path
 from handcli.render.outputs import write_png
@@ -63,7 +63,7 @@ def export_nerfstudio(cache_path: Path, out_dir: Path, cameras: list[str] | None
     on_view(): called after each written view (a progress hook). Returns the transforms.json document.
     Raises InputError for unknown cameras or an empty selection; nothing is written then.
     """
-    with Cache(cache_path) as c:
+    with open_cache(cache_path) as c:
         cams = c.cameras()
         names = [cam["name"] for cam in cams]
         eval_set = set(eval_cameras or [])

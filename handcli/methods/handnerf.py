@@ -84,6 +84,11 @@ class HandNeRFConfig:
     steps: int = 200_000
     chunk: int = 65536  # points per field evaluation (bounds memory at render time)
     geometry_cache: int = 64  # frames of geometry kept in memory (LRU); every built frame is stored in the run
+    # out-of-core training (handcli.data.viewpool): training views held in memory at once (<= 0: all),
+    # steps between pool refreshes and the fraction of the pool replaced at each
+    view_pool: int = 256
+    pool_refresh: int = 50
+    pool_replace: float = 0.25
 
     def to_dict(self) -> dict:
         d = asdict(self)

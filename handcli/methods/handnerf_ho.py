@@ -94,6 +94,11 @@ class HandNeRFHOConfig:
     mesh_level: float = 10.0
     mesh_masks: str = "all"  # "all": inside every view's mask (Choi); "input": the input view's; "none"
     dust_ratio: float = 0.1
+    # out-of-core training (handcli.data.viewpool): training views held in memory at once (<= 0: all),
+    # steps between pool refreshes and the fraction of the pool replaced at each
+    view_pool: int = 256
+    pool_refresh: int = 50
+    pool_replace: float = 0.25
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -4,8 +4,8 @@ Glue between the cache (DexYCB or HO-3D, with objects and labels 0 background, 1
 3 object), the model (``handnerf_ho.py``) and the trainer. Per training frame it precomputes the scene
 input (input-view crop, feature grid, hand and object voxels; the encoder maps too when the encoder is
 frozen) and square crops of every view around its hand-object mask (the render targets, background black);
-up to MAX_CACHED_FRAMES frames stay in memory (all of them are built at start-up when they fit; beyond that
-they are built on first use and the least recently used are dropped, so memory stays bounded).
+the frames of a window of at most ``view_pool`` views stay in memory (all of them, built at start-up, when
+they fit; else the window slides every ``pool_refresh`` steps, ``handcli.data.viewpool.FrameWindow``).
 A step picks a frame and one of its views and renders ``rays_per_step`` rays of that view inside the 3D
 box, a growing fraction of them on object pixels.
 
@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from handcli.data.cache import Cache, FrameRecord
+from handcli.data.shards import open_cache
+from handcli.data.viewpool import FrameWindow, rank_part
 from handcli.errors import InputError
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handnerf_ho import (
@@ -44,7 +46,6 @@ from handcli.render.volume import ray_distance_to_z
 
 CACHE_TO_CLASS = np.array([0, 2, 2, 1], np.int64)  # cache label -> Choi class (0 bg, 1 object, 2 hand)
 SIDE_LABEL = {"right": 1, "left": 2}
-MAX_CACHED_FRAMES = 1024  # training frames whose scene input and target crops stay in memory
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,7 +275,8 @@ class HandNeRFHOMethod(RendersCacheViews):
     @classmethod
     def from_data(cls, cfg: HandNeRFHOConfig, data: dict, method: str, device: str) -> "HandNeRFHOMethod":
         return cls(cfg, Path(data["cache"]), method=method, train_frames=data.get("frames"),
-                   train_cameras=data.get("cameras"), eval_cameras=data.get("eval_cameras"), device=device)
+                   train_cameras=data.get("cameras"), eval_cameras=data.get("eval_cameras"), device=device,
+                   seed=int(data.get("seed") or 0))
 
     @classmethod
     def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandNeRFHOMethod":
@@ -282,7 +284,7 @@ class HandNeRFHOMethod(RendersCacheViews):
 
     def __init__(self, cfg: HandNeRFHOConfig, cache_path: Path, *, method: str = "handnerf-ho",
                  train_frames: list[int] | None = None, train_cameras: list[str] | None = None,
-                 eval_cameras: list[str] | None = None, device: str = "cpu"):
+                 eval_cameras: list[str] | None = None, device: str = "cpu", seed: int = 0):
         try:
             check_config(cfg)
         except ValueError as e:
@@ -290,7 +292,7 @@ class HandNeRFHOMethod(RendersCacheViews):
         self.method = method
         self.device = torch.device(device)
         self.cache_path = Path(cache_path)
-        self.cache = Cache(cache_path)
+        self.cache = open_cache(cache_path)
         if not self.cache.has_objects:
             raise InputError("handnerf-ho needs a hand-object cache (preprocess dexycb or ho3d)", path=cache_path,
                              field="frames/object")
@@ -309,11 +311,12 @@ class HandNeRFHOMethod(RendersCacheViews):
         bad = [f for f in frames if not 0 <= f < n]
         if bad:
             raise InputError(f"frame indices {bad} outside 0..{n - 1}", path=cache_path, field="frames")
-        usable = []
-        for f in frames:
-            rec = self.cache.frame(f)
-            if frame_hand(rec) is not None and rec.object is not None:
-                usable.append(f)
+        ok = np.zeros(n, bool)  # frame_hand(rec) and rec.object, from whole columns (no per-frame reads)
+        for side in ("right", "left"):
+            if self.cache.hand_model(side) is not None:
+                ok |= self.cache.frame_column(f"{side}/present").astype(bool)
+        ok &= self.cache.frame_column("object/present").astype(bool)
+        usable = [f for f in frames if ok[f]]
         if len(usable) < len(frames):
             log(f"handnerf-ho: {len(frames) - len(usable)} frames without a hand mesh or an object skipped")
         if not usable:
@@ -325,16 +328,17 @@ class HandNeRFHOMethod(RendersCacheViews):
         self._train_data: OrderedDict[int, tuple[SceneInput, FrameTargets]] = OrderedDict()
         self._scenes: OrderedDict[int, SceneInput] = OrderedDict()
         self.input_views: dict[int, int] = {}
-        if len(self.frames) <= MAX_CACHED_FRAMES:  # else built on first use, least recently used dropped
-            with progress() as bar:
-                task = bar.add_task("scenes and target crops", total=len(self.frames))
-                for f in self.frames:
-                    self._frame_data(f)
-                    bar.advance(task)
+        # the frames whose scene and target crops are in memory: a window of at most cfg.view_pool views
+        # (handcli.data.viewpool), refreshed every cfg.pool_refresh steps; under torchrun a disjoint part per rank
+        part = rank_part(self.frames)
+        per_frame = np.bincount(self.cache.view_table()["frame"], minlength=n)[part]
+        self.window = FrameWindow(part, per_frame, cfg.view_pool, cfg.pool_refresh, cfg.pool_replace, seed)
+        self._epoch = None
+        self._resident_frames(0)
         self.eval_view = self._pick_eval_view(eval_cameras)
 
     def _frame_data(self, f: int) -> tuple[SceneInput, FrameTargets]:
-        """A training frame's scene input and target crops (kept for at most MAX_CACHED_FRAMES frames)."""
+        """A training frame's scene input and target crops (kept while the frame is in the window)."""
         if f in self._train_data:
             self._train_data.move_to_end(f)
             return self._train_data[f]
@@ -342,9 +346,23 @@ class HandNeRFHOMethod(RendersCacheViews):
         targets = FrameTargets(self.cache, f, self.cfg, scene, j, self.train_cameras)
         self.input_views[f] = j
         self._train_data[f] = (self._cache_levels(scene).to(self.device), targets)
-        if len(self._train_data) > MAX_CACHED_FRAMES:
-            self._train_data.popitem(last=False)
         return self._train_data[f]
+
+    def _resident_frames(self, step: int) -> list[int]:
+        """The window's frames at ``step``; frames that left it are dropped, new ones built."""
+        e = self.window.epoch(step)
+        if e != self._epoch:
+            frames = self.window.resident(e)
+            keep = set(frames)
+            for f in [f for f in self._train_data if f not in keep]:
+                del self._train_data[f]
+            with progress() as bar:
+                task = bar.add_task("scenes and target crops", total=len(frames))
+                for f in frames:
+                    self._frame_data(f)
+                    bar.advance(task)
+            self._epoch, self._resident = e, frames
+        return self._resident
 
     def _cache_levels(self, scene: SceneInput) -> SceneInput:
         """Encoder maps computed once per scene when the encoder is frozen."""
@@ -359,7 +377,8 @@ class HandNeRFHOMethod(RendersCacheViews):
         cams = self.cache.view_table()["camera"]
         views = self.cache.views_of_frame(f)
         cands = [j for j in views if eval_cameras and names[int(cams[j])] in eval_cameras]
-        cands = cands or [j for j in views if j != self.input_views.get(f)] or views
+        inp = self.input_views.get(f, input_view_index(self.cache, f, self.cfg.input_camera) if views else None)
+        cands = cands or [j for j in views if j != inp] or views
         return int(cands[0]) if cands else None
 
     def run_data(self) -> dict:
@@ -371,7 +390,8 @@ class HandNeRFHOMethod(RendersCacheViews):
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        f = self.frames[int(torch.randint(len(self.frames), (1,), generator=gen))]
+        frames = self._resident_frames(step)
+        f = frames[int(torch.randint(len(frames), (1,), generator=gen))]
         ramp = min(1.0, step / max(cfg.object_ramp_steps, 1))
         scene, targets = self._frame_data(f)
         b = targets.sample(cfg.rays_per_step, cfg.object_fraction * ramp, gen)
@@ -531,7 +551,7 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu")
     m.method = doc["method"]
     m.device = torch.device(device)
     m.cache_path = cache
-    m.cache = Cache(cache)
+    m.cache = open_cache(cache)
     if not m.cache.has_objects:
         raise InputError("handnerf-ho needs a hand-object cache (preprocess dexycb or ho3d)", path=cache,
                          field="frames/object")

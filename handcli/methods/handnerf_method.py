@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from handcli.data.cache import Cache
-from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
+from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
+from handcli.data.shards import open_cache
+from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods import losses as L
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
@@ -77,6 +79,9 @@ def render_image(model: HandNeRF, geoms: list[HandGeometry], K: np.ndarray, w2c:
             "evaluated": evaluated, "rays": int(len(idx))}
 
 
+FEATURES_RAM = 256 << 20  # teacher features kept in RAM when the file is at most this big (bytes)
+
+
 class HandNeRFMethod(RendersCacheViews):
     """A HandNeRF or Pose-NeRF run: ``method`` is "handnerf" or "posenerf" (API: handcli.methods.base)."""
 
@@ -95,7 +100,7 @@ class HandNeRFMethod(RendersCacheViews):
 
         return cls(cfg, Path(data["cache"]), method=method, train_cameras=data.get("cameras"),
                    train_frames=data.get("frames"), depth_path=opt("depth"), feat_path=opt("features"),
-                   device=device, eval_cameras=data.get("eval_cameras"))
+                   device=device, eval_cameras=data.get("eval_cameras"), seed=int(data.get("seed") or 0))
 
     @classmethod
     def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandNeRFMethod":
@@ -116,10 +121,10 @@ class HandNeRFMethod(RendersCacheViews):
     def __init__(self, cfg: HandNeRFConfig, cache_path: Path, *, method: str = "handnerf",
                  train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
                  depth_path: Path | None = None, feat_path: Path | None = None, device: str = "cpu",
-                 eval_cameras: list[str] | None = None, depth_only: bool = False):
+                 eval_cameras: list[str] | None = None, depth_only: bool = False, seed: int = 0):
         self.method = method
         self.device = torch.device(device)
-        self.cache = Cache(cache_path)
+        self.cache = open_cache(cache_path)
         self.cache_path = Path(cache_path)
         n_frames = self.cache.num_frames
         self.frames = list(range(n_frames)) if train_frames is None else list(train_frames)
@@ -131,14 +136,15 @@ class HandNeRFMethod(RendersCacheViews):
         if feat_path is not None:
             from handcli.targets.store import FeatureTargets
 
-            self.features = FeatureTargets(feat_path)
+            # in RAM up to a fixed size whatever the cache size, else read per batch from the file
+            self.features = FeatureTargets(feat_path, max_ram_bytes=FEATURES_RAM)
             self.features.check_matches(self.cache)
             cfg = replace(cfg, feat_dim=self.features.dim)
         self.depth = None
         if depth_path is not None:
             from handcli.targets.store import DepthTargets
 
-            self.depth = DepthTargets(depth_path)
+            self.depth = DepthTargets(depth_path, max_ram_bytes=0)  # read per view into the view pool
             self.depth.check_matches(self.cache)
         self.cfg = cfg
         self.depth_only = depth_only
@@ -146,16 +152,17 @@ class HandNeRFMethod(RendersCacheViews):
         view_ids = select_views(self.cache, train_cameras, self.frames)
         if len(view_ids) == 0:
             raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
-        self.views = load_views(self.cache, view_ids, self.depth)
-        self.frames = [f for f in self.frames if np.any(self.views.frames == f)]
+        self.pool = ViewPool(self.cache, rank_part(view_ids), self.frames, depth=self.depth, capacity=cfg.view_pool,
+                             refresh_every=cfg.pool_refresh, replace=cfg.pool_replace, seed=seed)
+        self.frames = self.pool.frames
         self.model = HandNeRF(cfg, len(self.frame_codes)).to(self.device)
         self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        frame = self.frames[int(torch.randint(len(self.frames), (1,), generator=gen))]
-        b = sample_batch(self.views, frame, cfg.rays_per_step, cfg.fg_fraction, gen, self.features)
+        views, frame = self.pool.draw(step, gen)
+        b = sample_batch(views, frame, cfg.rays_per_step, cfg.fg_fraction, gen, self.features)
         b = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in b.items()}
         out = self.model.render(self.geoms[frame], b["origins"], b["dirs"], b["radii"], self.frame_codes[frame],
                                 perturb=True, gen=gen)
@@ -227,7 +234,7 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu",
     m = HandNeRFMethod.__new__(HandNeRFMethod)
     m.method = doc["method"]
     m.device = torch.device(device)
-    m.cache = Cache(cache)
+    m.cache = open_cache(cache)
     m.cache_path = cache
     m.cfg = cfg
     same_cache = cache.resolve() == Path(data["cache"]).resolve()

@@ -110,6 +110,11 @@ class HandOccConfig:
     lr_final: float = 5e-5
     steps: int = 100_000
     chunk: int = 8192  # rays per render chunk
+    # out-of-core training (handcli.data.viewpool): training views held in memory at once (<= 0: all),
+    # steps between pool refreshes and the fraction of the pool replaced at each
+    view_pool: int = 256
+    pool_refresh: int = 50
+    pool_replace: float = 0.25
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from handcli.data.cache import LABELS, Cache
-from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, select_views
+from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
+from handcli.data.shards import open_cache
+from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handocc import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
@@ -51,7 +53,7 @@ class LabelledPools:
         frame, side = key
         if side not in self._faces:
             self._faces[side] = torch.as_tensor(self.cache.hand_model(side)["faces"].astype(np.int64))
-        V = torch.as_tensor(self.cache.frame(frame).hands[side].vertices, dtype=torch.float32)
+        V = torch.as_tensor(self.cache.frame_value(f"{side}/vertices", frame), dtype=torch.float32)
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + frame * 2 + (side == "left")) % (2 ** 63))
         pts, lab = labelled_points(V, self._faces[side], self.n, gen)
         self._lru[key] = (pts.to(self.device), lab.to(self.device))
@@ -68,6 +70,30 @@ class LabelledPools:
 # Inputs from the cache
 
 
+RADII_FRAMES = 1024  # training meshes measured for the capsule radii (all of them when there are fewer)
+
+
+def frames_joints(cache: Cache, frames: list[int]) -> dict[int, list[tuple[str, np.ndarray]]]:
+    """``frame_joints`` of many frames, from whole columns (a few reads, not a few per frame)."""
+    cols = {s: (cache.frame_column(f"{s}/present").astype(bool), cache.frame_column(f"{s}/joint_valid"),
+                cache.frame_column(f"{s}/joints")) for s in ("right", "left")}
+    out = {}
+    for f in frames:
+        if not 0 <= f < cache.num_frames:
+            raise InputError(f"frame {f} out of range (the cache has {cache.num_frames})", path=cache.path,
+                             field="frames")
+        hands = []
+        for side, (present, valid, joints) in cols.items():
+            if not present[f] or not np.all(valid[f]):
+                continue
+            j = np.asarray(joints[f], dtype=np.float32)
+            if not np.isfinite(j).all():
+                raise InputError(f"non-finite joints in frame {f}", path=cache.path, field=f"frames/{side}/joints")
+            hands.append((side, j))
+        out[f] = hands
+    return out
+
+
 def frame_joints(cache: Cache, frame: int) -> list[tuple[str, np.ndarray]]:
     """[(side, joints (21, 3) world)] of a frame's hands, right first; hands with invalid joints are left out."""
     if not 0 <= frame < cache.num_frames:
@@ -75,10 +101,10 @@ def frame_joints(cache: Cache, frame: int) -> list[tuple[str, np.ndarray]]:
                          field="frames")
     out = []
     for side in ("right", "left"):
-        g = f"frames/{side}"
-        if not bool(cache.read(f"{g}/present", frame)) or not np.all(cache.read(f"{g}/joint_valid", frame)):
+        if not bool(cache.frame_value(f"{side}/present", frame)) or \
+                not np.all(cache.frame_value(f"{side}/joint_valid", frame)):
             continue
-        j = np.asarray(cache.read(f"{g}/joints", frame), dtype=np.float32)
+        j = np.asarray(cache.frame_value(f"{side}/joints", frame), dtype=np.float32)
         if not np.isfinite(j).all():
             raise InputError(f"non-finite joints in frame {frame}", path=cache.path, field=f"frames/{side}/joints")
         out.append((side, j))
@@ -166,7 +192,7 @@ def reference_crop_from_cache(cache_path: Path, view: int, size: int) -> np.ndar
     The hand with more pixels in the view is used (a left hand is mirrored, as in training). Raises
     InputError for a view index out of range or a view without hand pixels.
     """
-    with Cache(cache_path) as c:
+    with open_cache(cache_path) as c:
         if not 0 <= view < c.num_views:
             raise InputError(f"view {view} out of range (the cache has {c.num_views} views)", path=cache_path,
                              field="appearance_view")
@@ -252,7 +278,8 @@ class HandOccMethod(RendersCacheViews):
             if data.get(k):
                 raise InputError(f"handocc does not use --{k} targets", field=k)
         return cls(cfg, Path(data["cache"]), method=method, train_cameras=data.get("cameras"),
-                   train_frames=data.get("frames"), device=device, eval_cameras=data.get("eval_cameras"))
+                   train_frames=data.get("frames"), device=device, eval_cameras=data.get("eval_cameras"),
+                   seed=int(data.get("seed") or 0))
 
     @classmethod
     def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandOccMethod":
@@ -269,20 +296,22 @@ class HandOccMethod(RendersCacheViews):
         self.method = method
         self.cfg = cfg
         self.device = torch.device(device)
-        self.cache = Cache(cache_path)
+        self.cache = open_cache(cache_path)
         self.cache_path = Path(cache_path)
         n_frames = self.cache.num_frames
         frames = list(range(n_frames)) if train_frames is None else list(train_frames)
         bad = [f for f in frames if not 0 <= f < n_frames]
         if bad:
             raise InputError(f"frame indices {bad} outside 0..{n_frames - 1}", path=cache_path, field="frames")
-        self.joints = {f: [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, f)]
-                       for f in frames}
+        self.joints = {f: [(s, torch.as_tensor(j, device=self.device)) for s, j in js]
+                       for f, js in frames_joints(self.cache, frames).items()}
         view_ids = select_views(self.cache, train_cameras, frames)
         if len(view_ids) == 0:
             raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
-        self.views = load_views(self.cache, view_ids)
-        self.frames = [f for f in frames if self.joints[f] and np.any(self.views.frames == f)]
+        self.pool = ViewPool(self.cache, rank_part(view_ids), [f for f in frames if self.joints[f]],
+                             capacity=cfg.view_pool, refresh_every=cfg.pool_refresh, replace=cfg.pool_replace,
+                             seed=seed)
+        self.frames = self.pool.frames
         if not self.frames:
             raise InputError("no training frame has both a valid skeleton and a view", path=cache_path,
                              field="frames")
@@ -295,33 +324,44 @@ class HandOccMethod(RendersCacheViews):
         self.app_override: torch.Tensor | None = None
         self.seed = seed
         self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device)
+        models = {s: self.cache.hand_model(s) for s in ("right", "left")}
+        self._faces = {s: torch.as_tensor(m["faces"].astype(np.int64)) for s, m in models.items() if m is not None}
+        self._has_model = {s: s in self._faces for s in ("right", "left")}
         if cfg.supervision == "mesh":
             self._measure_meshes()
-        self._prepare_crops()
+        self._crops_of = None
+        self._prepare_crops(self.pool.at(0), self.pool.resident_frames, reference=True)
         self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
+    def _hand_mesh(self, f: int, side: str) -> torch.Tensor:
+        """(V, 3) posed mesh of a training hand (one read, not a whole frame record)."""
+        v = self.cache.frame_value(f"{side}/vertices", f) if self._has_model[side] else None
+        if v is None or v.size == 0 or not np.any(v):
+            raise InputError("supervision=mesh needs posed meshes; use --set supervision=silhouette",
+                             path=self.cache_path, field=f"frames/{side}/vertices")
+        return torch.as_tensor(v, dtype=torch.float32)
+
     def _measure_meshes(self) -> None:
-        """Capsule radii from the training meshes (the labelled occupancy points are drawn on first use)."""
-        faces = {s: self.cache.hand_model(s) for s in ("right", "left")}
+        """Capsule radii from the training meshes (at most RADII_FRAMES frames, evenly spaced, so start-up does
+        not grow with the dataset); the labelled points are drawn on first use (``LabelledPools``)."""
         rel = None
+        frames = self.frames
+        if len(frames) > RADII_FRAMES:
+            frames = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, RADII_FRAMES).round().astype(int))]
         with progress() as bar:
-            task = bar.add_task("capsule radii", total=len(self.frames))
-            for f in self.frames:
-                rec = self.cache.frame(f)
+            task = bar.add_task("capsule radii", total=len(frames))
+            for f in frames:
                 for side, j in self.joints[f]:
-                    h = rec.hands[side]
-                    if h.vertices is None or faces[side] is None or not np.any(h.vertices):
-                        raise InputError("supervision=mesh needs posed meshes; use --set supervision=silhouette",
-                                         path=self.cache_path, field=f"frames/{side}/vertices")
-                    rel = grow_relative_radii(rel, torch.as_tensor(h.vertices, dtype=torch.float32), j.cpu())
+                    rel = grow_relative_radii(rel, self._hand_mesh(f, side), j.cpu())
                 bar.advance(task)
         self.model.rel_radii.copy_(rel.to(self.device))
 
-    def _prepare_crops(self) -> None:
-        """Masked hand crops of every training view (left hands flipped) and the run's reference crops."""
+    def _prepare_crops(self, vs, resident: list[int], reference: bool = False) -> None:
+        """Masked hand crops of the resident training views (left hands flipped); ``reference``: also the
+        run's reference crops (from the first resident frame)."""
+        self._crops_of = vs
         S = self.cfg.crop_size
-        vs = self.views
-        captures = self.cache.read("frames/capture")
+        captures = self.cache.frame_column("capture")
         crops = np.zeros((len(vs.view_ids), 2, S, S, 3), np.uint8)
         ok = np.zeros((len(vs.view_ids), 2), bool)
         for i in range(len(vs.view_ids)):
@@ -335,9 +375,11 @@ class HandOccMethod(RendersCacheViews):
         cap = captures[vs.frames]
         self.crop_index = {(int(c), k): np.nonzero((cap == c) & ok[:, k])[0]
                            for c in np.unique(cap) for k in (0, 1)}
-        self.frame_capture = {f: int(captures[f]) for f in self.frames}
+        self.frame_capture = {f: int(captures[f]) for f in resident}
+        if not reference:
+            return
         ref = np.zeros((2, S, S, 3), np.uint8)
-        first = np.nonzero(vs.frames == self.frames[0])[0]
+        first = np.nonzero(vs.frames == resident[0])[0]
         for k in (0, 1):
             for pool in (first[ok[first, k]], np.nonzero(ok[:, k])[0], np.nonzero(ok[:, 1 - k])[0]):
                 if len(pool):
@@ -391,7 +433,7 @@ class HandOccMethod(RendersCacheViews):
     def appearance_crops(self) -> dict[str, np.ndarray]:
         """One reference crop per capture (subject) of the cache: {"capture N": (S, S, 3) uint8}, from the
         first view of the capture with a hand mask (left hands flipped, as in training)."""
-        captures = self.cache.f["frames/capture"][()]
+        captures = self.cache.frame_column("capture")
         vt = self.cache.view_table()
         out = {}
         for cap in np.unique(captures):
@@ -423,14 +465,16 @@ class HandOccMethod(RendersCacheViews):
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        frame = self.frames[int(torch.randint(len(self.frames), (1,), generator=gen))]
+        views, frame = self.pool.draw(step, gen)
+        if views is not self._crops_of:
+            self._prepare_crops(views, self.pool.resident_frames)
         hands = self.hands(frame)
         terms: dict[str, torch.Tensor] = {}
         logs: dict = {"rays": 0, "samples": 0}
         if cfg.supervision == "mesh":
             self._occupancy_losses(frame, hands, gen, terms, logs)
         if cfg.stage == "full" or cfg.supervision == "silhouette":
-            self._ray_losses(frame, hands, gen, terms, logs)
+            self._ray_losses(views, frame, hands, gen, terms, logs)
         loss = sum(terms.values())
         logs.update({k: float(v.detach()) for k, v in terms.items()})
         logs["loss"] = float(loss.detach())
@@ -462,9 +506,9 @@ class HandOccMethod(RendersCacheViews):
             if inter:
                 terms["int"] = cfg.w_int * sum(inter)
 
-    def _ray_losses(self, frame, hands, gen, terms, logs) -> None:
+    def _ray_losses(self, views, frame, hands, gen, terms, logs) -> None:
         cfg = self.cfg
-        b = sample_batch(self.views, frame, cfg.rays_per_step, cfg.fg_fraction, gen)
+        b = sample_batch(views, frame, cfg.rays_per_step, cfg.fg_fraction, gen)
         o, d = b["origins"].to(self.device), b["dirs"].to(self.device)
         label, target = b["label"].to(self.device), b["rgb"].to(self.device)
         full = cfg.stage == "full"
@@ -562,7 +606,7 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu")
     m.method = doc["method"]
     m.cfg = cfg
     m.device = torch.device(device)
-    m.cache = Cache(cache)
+    m.cache = open_cache(cache)
     m.cache_path = cache
     m.joints = {}
     m.frames = []

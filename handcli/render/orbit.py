@@ -83,11 +83,11 @@ def orbit_from_cache(cache, frame: int, n: int, elevation_deg: float | None = No
     the cameras' image-up directions (InterHand's world is not z-up); elevation (default) = the cameras' mean
     elevation above the plane through the centre perpendicular to `up`.
     """
-    from handcli.data.cache import Cache
+    from handcli.data.shards import open_cache
     from handcli.errors import InputError
 
     if isinstance(cache, (str, Path)):
-        with Cache(cache) as c:
+        with open_cache(cache) as c:
             return orbit_from_cache(c, frame, n, elevation_deg)
     if not 0 <= frame < cache.num_frames:
         raise InputError(f"frame {frame} out of range (the cache has {cache.num_frames})", path=cache.path,

@@ -31,6 +31,7 @@ import numpy as np
 from handcli import __version__
 from handcli.data.cache import CHECKSUM, SIDES, Cache
 from handcli.data.camera import transform
+from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.outputs import atomic_path
 
@@ -120,7 +121,7 @@ def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = Fals
     if command is None:
         command = " ".join(shlex.quote(a) for a in sys.argv)
     t0 = time.perf_counter()
-    with Cache(cache_path) as cache, atomic_path(out, force=force) as tmp:
+    with open_cache(cache_path) as cache, atomic_path(out, force=force) as tmp:
         vt = cache.view_table()
         cams = cache.cameras()
         M = cache.num_views

@@ -215,7 +215,7 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
     """
     import h5py
 
-    from handcli.data.cache import Cache
+    from handcli.data.shards import open_cache
     from handcli.outputs import atomic_path, check_writable
     from handcli.progress import progress
 
@@ -227,7 +227,7 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
         command = " ".join(shlex.quote(a) for a in sys.argv)
     check_writable(out, force)
     t0 = time.perf_counter()
-    with Cache(cache_path) as cache:
+    with open_cache(cache_path) as cache:
         t = load_teacher(teacher, weights, device=device, input_norm=input_norm)
         if dim > t.channels:
             raise InputError(f"--dim {dim} is larger than the {t.channels} channels of teacher {t.name}",

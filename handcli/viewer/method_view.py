@@ -83,7 +83,7 @@ class MethodView:
         self.start_frame = self._first_frame_with_views()
         self.orbit = orbit_from_cache(self.cache, self.start_frame, 1)
         self.channels = self._channels()
-        self.sides = [s for s in ("right", "left") if bool(np.any(self.cache.f["frames"][s]["present"][()]))]
+        self.sides = [s for s in ("right", "left") if bool(np.any(self.cache.frame_column(f"{s}/present")))]
         self.appearances = method.appearance_crops() if hasattr(method, "set_appearance_crop") else {}
         self.edits_skeleton = hasattr(method, "set_skeletons")
         self.has_meshes = hasattr(method, "extract_meshes")
