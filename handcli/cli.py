@@ -74,8 +74,14 @@ app.command("grasp-eval")(grasp_cmd.grasp_eval_command)
 
 def main() -> None:
     """Console-script entry: map input errors to exit 2 and bugs to exit 1."""
+    import signal
+
     from handcli.errors import InputError
 
+    def _term(signum, frame):  # SIGTERM unwinds like Ctrl-C: temporary outputs are removed, exit 130
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     try:
         app(standalone_mode=True)
     except InputError as e:
@@ -83,8 +89,8 @@ def main() -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # a bug, not bad input
         if _state["debug"]:

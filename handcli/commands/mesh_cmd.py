@@ -27,7 +27,7 @@ def mesh_command(
     from handcli.progress import log
     from handcli.registry import method_class
 
-    check_writable(out, force)
+    check_writable(out, force, inputs=[run, cache])
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     name = read_run_config(run)["method"]
@@ -44,11 +44,11 @@ def mesh_command(
             log(f"warning: {part}: empty surface (nothing above the 0.5 level)")
     written = []
     if single_file:
-        with atomic_path(out, force=force) as tmp:
+        with atomic_path(out, force=force, inputs=[run, cache]) as tmp:
             tmp.write_bytes(next(iter(meshes.values())).export(file_type="ply"))
         written.append(out)
     else:
-        with atomic_path(out, force=force, is_dir=True) as tmp:
+        with atomic_path(out, force=force, is_dir=True, inputs=[run, cache], kind="meshes") as tmp:
             for part, mesh in meshes.items():
                 (tmp / f"{part}.ply").write_bytes(mesh.export(file_type="ply"))
         written += [out / f"{part}.ply" for part in meshes]

@@ -59,7 +59,7 @@ def render_command(
     written = []
     config = {"views": cams, "frames": sorted(sel_frames) if sel_frames else None, "orbit": orbit, "video": video,
               "appearance": str(appearance.resolve()) if appearance else None}
-    with atomic_path(out, force=force, is_dir=True) as tmp:
+    with atomic_path(out, force=force, is_dir=True, inputs=[run, cache, appearance], kind="renders") as tmp:
         w = RendersWriter(tmp, m.method, run, c.path, "views", config)
         sheet = []
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from handcli.data.camera import intrinsics
 from handcli import safe_pickle
+from handcli.data.camera import intrinsics
 from handcli.errors import InputError
 from handcli.hand.skeleton import HO3D_TO_21
 

@@ -57,11 +57,15 @@ def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
     return replace(cfg, **over)
 
 
-def write_run_config(run_dir: Path, method: str, preset: str, cfg, data: dict, seed: int, command: str) -> None:
+def write_run_config(run_dir: Path, method: str, preset: str, cfg, data: dict, seed: int, command: str,
+                     train: dict | None = None) -> None:
+    """Write ``config.json`` atomically; ``train``: the trainer settings a ``--resume`` keeps (log_every...)."""
     from handcli import __version__
 
     doc = {"schema": RUN_SCHEMA, "handcli_version": __version__, "method": method, "preset": preset,
            "config": cfg.to_dict(), "data": data, "seed": seed, "command": command}
+    if train is not None:
+        doc["train"] = train
     tmp = run_dir / ".config.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2))
     tmp.replace(run_dir / "config.json")
