@@ -17,7 +17,7 @@ def adapt_command(
                                                     "rendered from its meshes now)."),
     frames: Optional[str] = typer.Option(None, help="Frames of the novel cache to adapt on."),
     lr: float = typer.Option(1e-4, help="Learning rate of the deformation field."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, help="Random seed of everything: initialisation, batches, data order."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output run."),
 ) -> None:

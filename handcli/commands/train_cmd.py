@@ -28,7 +28,7 @@ def train_command(
     cameras: Optional[str] = typer.Option(None, help="Training cameras (comma-separated ids; default all)."),
     eval_cameras: Optional[str] = typer.Option(None, help="Held-out cameras for snapshots."),
     frames: Optional[str] = typer.Option(None, help="Training frames as cache frame indices, e.g. '0-9'."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, help="Random seed of everything: initialisation, batches, data order."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (keeps the "
                                 "run's seed and logging settings)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder (only once the new run is "
