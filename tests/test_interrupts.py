@@ -118,7 +118,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_cache, tmp_path, mo
 
 
 # ------------------------------------------------------------------------------------------------- signals
-@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+                         ids=["SIGINT", "SIGTERM"])
 def test_signal_during_train_checkpoints_the_current_step(tiny_cache, tmp_path, monkeypatch, capsys, sig):
     run = tmp_path / "run"
     proc = start(*train_args(tiny_cache, run, "--steps", "100000", "--log-every", "1", "--ckpt-every", "1000"))

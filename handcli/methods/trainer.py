@@ -90,7 +90,7 @@ def checkpoint_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, 
 def clean_stale_temps(run_dir: Path) -> list[Path]:
     """Remove temporary files a killed trainer left in ``run_dir`` (``.checkpoint.pt.tmp``...); returns them."""
     gone = []
-    for p in (run_dir / ".checkpoint.pt.tmp", run_dir / ".config.json.tmp"):
+    for p in (run_dir / ".checkpoint.pt.tmp", run_dir / ".config.json.tmp", run_dir / ".metrics.jsonl.tmp"):
         if p.exists():
             p.unlink()
             gone.append(p)
