@@ -99,6 +99,8 @@ def train_command(
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
                 "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}
+        if out.exists() and not force:
+            raise InputError("run folder exists; pass --force to replace it or --resume to continue", path=out)
         # refuse before anything is built or removed: an input as output, a folder that is not a run
         check_writable(out, force, inputs=[cache, depth, features], kind="run", is_dir=True)
     for k, v in (("log_every", log_every), ("ckpt_every", ckpt_every), ("snapshot_every", snapshot_every)):
