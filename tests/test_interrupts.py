@@ -97,6 +97,18 @@ def test_identical_seeds_give_bit_identical_checkpoints(tiny_cache, tmp_path, mo
 
 
 @pytest.mark.slow
+def test_identical_seeds_handocc(tiny_cache, tmp_path, monkeypatch, capsys):
+    small = ["--method", "handocc", "--stage", "occupancy", "--steps", "3", "--set", "rays_per_step=64", "--set",
+             "occ_points=256", "--set", "pool_points=1024", "--set", "occ_hidden=16", "--set", "color_hidden=16",
+             "--set", "max_samples=8", "--cameras", "400002,400009", "--threads", "1"]
+    for run in (tmp_path / "a", tmp_path / "b"):
+        torch.rand(5)
+        code, _, err = run_cli(["train", tiny_cache, "-o", run, *small], monkeypatch, capsys)
+        assert code == 0, err
+    assert_same_state(ckpt(tmp_path / "a"), ckpt(tmp_path / "b"))
+
+
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch, capsys):
     steps = ["--steps", "60", "--ckpt-every", "5", "--log-every", "1", "--seed", "3"]
     a, b = tmp_path / "a", tmp_path / "b"
@@ -208,3 +220,17 @@ def test_sigint_during_preprocess_is_never_swallowed(synth_ih, tmp_path):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err[-2000:]
         assert list(tmp_path.iterdir()) == [], [p.name for p in tmp_path.iterdir()]
+
+
+@pytest.mark.slow
+def test_sigint_during_adapt_keeps_a_checkpoint(tiny_cache, tmp_path, monkeypatch, capsys):
+    run, out = tmp_path / "run", tmp_path / "adapted"
+    code, _, err = run_cli(train_args(tiny_cache, run, "--steps", "1"), monkeypatch, capsys)
+    assert code == 0, err
+    proc = start("adapt", run, tiny_cache, "-o", out, "--steps", "100000")
+    wait_for(lambda: any(metric_steps(p) for p in tmp_path.glob(".adapted.*.tmp")), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert 1 <= ckpt(out)["step"] == metric_steps(out)[-1] < 100000
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -164,17 +164,12 @@ TINY_SET = ["--set", "rays_per_step=64", "--set", "n_samples=8", "--set", "hidde
             "--set", "skips=[]", "--set", "latent_dim=4", "--set", "ec_hidden=8", "--set", "ec_layers=2"]
 
 
-def handcli_rc(*args) -> tuple[int, str, str]:
-    r = subprocess.run([sys.executable, "-m", "handcli.cli", *map(str, args)], capture_output=True, text=True,
-                       timeout=300)
-    return r.returncode, r.stdout, r.stderr
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tiny_cache, tmp_path_factory):
     run = tmp_path_factory.mktemp("saferun") / "run"
-    rc, _, err = handcli_rc("train", tiny_cache, "-o", run, "--steps", "1", *TINY_SET)
-    assert rc == 0, err
+    r = subprocess.run([sys.executable, "-m", "handcli.cli", "train", str(tiny_cache), "-o", str(run), "--steps",
+                        "1", *TINY_SET], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
     return run
 
 
@@ -184,7 +179,7 @@ def test_checkpoint_is_tensors_and_plain_data(tiny_run):
 
 
 @pytest.mark.parametrize("stage", ["render", "resume", "mesh"])
-def test_checkpoint_with_a_pickled_object_exits_2(tiny_run, tiny_cache, tmp_path, stage):
+def test_checkpoint_with_a_pickled_object_exits_2(tiny_run, tiny_cache, tmp_path, monkeypatch, capsys, stage):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     marker = tmp_path / "pwned"
@@ -195,16 +190,16 @@ def test_checkpoint_with_a_pickled_object_exits_2(tiny_run, tiny_cache, tmp_path
     args = {"render": ("render", run, tiny_cache, "-o", tmp_path / "r", "--max-views", "1"),
             "resume": ("train", tiny_cache, "-o", run, "--resume", "--steps", "2"),
             "mesh": ("mesh", run, "--frame", "0", "-o", tmp_path / "m.ply")}[stage]
-    rc, out, err = handcli_rc(*args)
+    rc, out, err = _run(args, monkeypatch, capsys)
     assert rc == 2 and "checkpoint.pt" in err and "refusing" in err and "Traceback" not in err, err
     assert not marker.exists() and out == ""
     assert (run / "checkpoint.pt").read_bytes() == before
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.ply").exists()
 
 
-def test_truncated_checkpoint_exits_2(tiny_run, tiny_cache, tmp_path):
+def test_truncated_checkpoint_exits_2(tiny_run, tiny_cache, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:100])
-    rc, out, err = handcli_rc("render", run, tiny_cache, "-o", tmp_path / "r", "--max-views", "1")
+    rc, out, err = _run(["render", run, tiny_cache, "-o", tmp_path / "r", "--max-views", "1"], monkeypatch, capsys)
     assert rc == 2 and "checkpoint.pt" in err and "Traceback" not in err, err

@@ -76,7 +76,7 @@ def adapt_command(
             data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": None,
                     "eval_cameras": None, "frames": sorted(sel) if sel else None, **m.run_data(),
                     "adapted_from": str(Path(run).resolve())}
-            log_every = max(steps // 10, 1)
+            log_every = max(min(steps // 10, 50), 1)  # ten rows for short runs, every 50 steps for long ones
             write_run_config(tmp, doc["method"], doc["preset"], m.cfg, data, seed,
                              " ".join(shlex.quote(a) for a in sys.argv),
                              train={"log_every": log_every, "ckpt_every": steps, "snapshot_every": 0})
