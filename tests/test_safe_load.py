@@ -203,3 +203,18 @@ def test_truncated_checkpoint_exits_2(tiny_run, tiny_cache, tmp_path, monkeypatc
     (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:100])
     rc, out, err = _run(["render", run, tiny_cache, "-o", tmp_path / "r", "--max-views", "1"], monkeypatch, capsys)
     assert rc == 2 and "checkpoint.pt" in err and "Traceback" not in err, err
+
+
+def test_crafted_sparse_state_is_an_input_error(tmp_path):
+    """An allowed class with a nonsense state (attributes set by BUILD) is bad input, not a crash."""
+    import scipy.sparse as sp
+
+    from handcli.hand.mano_io import load_mano_dict
+
+    m = sp.csc_matrix(np.eye(3))
+    m.indptr = "not an index array"
+    p = tmp_path / "MANO_RIGHT.pkl"
+    p.write_bytes(pickle.dumps({"J_regressor": m}, protocol=2))
+    with pytest.raises(InputError, match="malformed MANO value") as e:
+        load_mano_dict(p)
+    assert str(p) in str(e.value)

@@ -43,8 +43,8 @@ def load_mano_dict(path: str | Path) -> dict:
         raise InputError(f"expected a dict in the pickle, found {type(raw).__name__}", path=path)
     try:
         d = {str(k): _to_numpy(v) for k, v in raw.items()}
-    except ValueError as e:
-        raise InputError(str(e), path=path) from None
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as e:  # a crafted sparse/chumpy state
+        raise InputError(f"malformed MANO value ({type(e).__name__}: {e})", path=path) from None
     for key in REQUIRED_KEYS:
         if key not in d:
             raise InputError("missing key in MANO model", path=path, field=key)
