@@ -29,6 +29,7 @@ from handcli.commands import (  # noqa: E402
     synth_cmd,
     targets_cmd,
     train_cmd,
+    view_cmd,
 )
 
 app = typer.Typer(
@@ -70,6 +71,7 @@ app.command("eval")(eval_cmd.eval_command)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("mesh")(mesh_cmd.mesh_command)
 app.command("grasp-eval")(grasp_cmd.grasp_eval_command)
+app.command("view")(view_cmd.view_command)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ def test_help_does_not_import_torch():
                                   ["cache", "merge"], ["mano", "convert"], ["hand", "show"], ["synth", "dexycb"],
                                   ["synth", "ho3d"], ["preprocess", "dexycb"], ["preprocess", "ho3d"],
                                   ["targets", "depth"], ["targets", "features"], ["train"], ["adapt"], ["render"],
-                                  ["eval"], ["mesh"], ["grasp-eval"]])
+                                  ["eval"], ["mesh"], ["grasp-eval"], ["view"]])
 def test_every_stage_has_help(args):
     from typer.testing import CliRunner
 

@@ -1,6 +1,6 @@
 """InterHand2.6M reading checked key by key against a fixture written here in the real layout.
 
-The fixture mirrors the real files' quirks (specs/datasets.md §1): string keys, frame indices
+The fixture mirrors the real files' quirks (docs/formats.md#interhand26m): string keys, frame indices
 below 1000 padded to 4 digits and a 5-digit one, a landscape camera, int validity in data.json
 and bool validity in joint_3d.json, a null hand in MANO_NeuralAnnot, joints tip-first/wrist-last.
 """

@@ -127,7 +127,7 @@ def test_proportions_match_the_spec(right):
         seg = np.linalg.norm(np.diff(j21[idx], axis=0), axis=1)
         reach[name] = seg.sum()
     assert reach["middle"] > reach["ring"] > reach["pinky"] and reach["middle"] > reach["index"] > reach["pinky"]
-    # proximal/middle bone lengths (mm) from specs/hand-model.md, within 10 %
+    # proximal/middle bone lengths (mm) from docs/hand-model.md#reference-proportions, within 10 %
     spec = {"index": (40, 22), "middle": (45, 26), "ring": (41, 26), "pinky": (33, 18), "thumb": (46, 32)}
     for name, lengths in spec.items():
         chain = MANO_FINGER_CHAINS[name]

@@ -35,7 +35,8 @@ def test_objects_are_watertight_and_their_sdf_matches_trimesh(name):
 def test_ycb_model_files_round_trip(tmp_path):
     o = make_object("025_mug")
     d = write_ycb_model(tmp_path / "models", o, num_points=500, seed=1)
-    assert {p.name for p in d.iterdir()} == {"textured_simple.obj", "textured_simple.obj.mtl", "points.xyz"}
+    assert {p.name for p in d.iterdir()} == {"textured_simple.obj", "textured_simple.obj.mtl", "texture_map.png",
+                                             "points.xyz"}
     mesh = load_object_mesh(tmp_path / "models", "025_mug")
     assert np.allclose(mesh.vertices, o.vertices, atol=1e-6) and np.array_equal(mesh.faces, o.faces)
     pts = read_points_xyz(d / "points.xyz")

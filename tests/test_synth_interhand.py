@@ -67,6 +67,9 @@ def test_black_frame_and_null_mano(synth_ih):
     assert black
     for im in black:
         assert cv2.imread(str(synth_ih / "images" / "train" / im["file_name"])).max() == 0
+        gt = synth_ih / "handcli_gt" / "train" / im["file_name"].rsplit("/", 1)[0]
+        assert not cv2.imread(str(gt / "mask0998.png"), cv2.IMREAD_UNCHANGED).any()  # nothing seen, nothing true
+        assert not np.load(gt / "depth0998.npy").any()
     mano = _load(synth_ih, "MANO_NeuralAnnot")["0"]
     nulls = [k for k, v in mano.items() if v["left"] is None and v["right"] is not None]
     inter = {im["frame_idx"] for im in data["images"] if im["seq_name"].endswith("dh_touch")}

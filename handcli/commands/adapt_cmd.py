@@ -34,6 +34,8 @@ def adapt_command(
 
     import torch
 
+    from handcli.checks import check_indices, check_option
+    from handcli.data.cache import Cache
     from handcli.data.interhand import parse_selection
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import read_run_config, write_run_config
@@ -42,6 +44,8 @@ def adapt_command(
     from handcli.outputs import check_writable, clean_stale, swap_into_place, temp_beside
     from handcli.progress import log
 
+    check_option("steps", steps, lo=1)
+    check_option("lr", lr, lo=0, lo_open=True)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     doc = read_run_config(run)
@@ -52,6 +56,9 @@ def adapt_command(
     seed_everything(seed)
     trained = load_run(run, device=device)
     sel = parse_selection(frames)
+    with Cache(cache) as c:  # validated before any work
+        if sel:
+            check_indices("frames", sel, c.num_frames, cache)
     with tempfile.TemporaryDirectory() as td:
         depth_path = depth
         if depth_path is None:

@@ -21,12 +21,14 @@ def mesh_command(
     """Marching cubes of the run's surfaces for one frame; prints each PLY path."""
     import torch
 
+    from handcli.checks import check_indices, check_option
     from handcli.errors import InputError
     from handcli.methods.base import read_run_config
     from handcli.outputs import atomic_path, check_writable
     from handcli.progress import log
     from handcli.registry import method_class
 
+    check_option("resolution", resolution, lo=8, hi=1024)
     check_writable(out, force, inputs=[run, cache])
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -34,11 +36,15 @@ def mesh_command(
     m = method_class(name).from_run(run, cache, device)
     if not hasattr(m, "extract_meshes"):
         raise InputError(f"method {name} has no mesh extraction", path=run)
+    check_indices("frame", [frame], m.cache.num_frames, m.cache.path)
     meshes = m.extract_meshes(frame, resolution)
     single_file = out.suffix.lower() == ".ply"
     if single_file and len(meshes) != 1:
         raise InputError(f"frame {frame} has {len(meshes)} parts ({', '.join(meshes)}); give a folder for -o",
                          path=out)
+    if not meshes or all(len(mesh.faces) == 0 for mesh in meshes.values()):
+        raise InputError(f"frame {frame}: every surface is empty (nothing above the 0.5 level); nothing to "
+                         "write", path=run, field="frame")
     for part, mesh in meshes.items():
         if len(mesh.faces) == 0:
             log(f"warning: {part}: empty surface (nothing above the 0.5 level)")

@@ -15,6 +15,8 @@ SHARD = typer.Option(None, help="Process shard i of N ('i/N'); join with 'cache 
 MANO_DIR = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (default: the open hand model).")
 MESH_FROM = typer.Option("auto", help="Posed meshes from MANO 'params', from fitting to 3D 'joints', or 'auto'.")
 FORCE = typer.Option(False, "--force", help="Overwrite an existing cache.")
+SKIP_BAD = typer.Option(False, "--skip-bad-images", help="Skip truncated or undecodable images (counted and "
+                        "reported as 'bad image') instead of failing.")
 
 
 
@@ -34,6 +36,7 @@ def interhand(
     mano_dir: Optional[Path] = MANO_DIR,
     mesh_from: str = MESH_FROM,
     force: bool = FORCE,
+    skip_bad_images: bool = SKIP_BAD,
 ) -> None:
     """InterHand2.6M v1.0 -> cache: cameras in metres, MANO, joints, images, masks, near/far bounds."""
     from handcli.data.interhand_preprocess import preprocess_interhand
@@ -41,7 +44,8 @@ def interhand(
 
     stats = preprocess_interhand(root, out, split=split, captures=capture, seqs=seq, cameras=cameras,
                                  frames=frames, scale=scale, keep_mono=keep_mono, workers=workers, shard=shard,
-                                 mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force)
+                                 mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
+                                 skip_bad_images=skip_bad_images)
     dropped = ", ".join(f"{v} {k}" for k, v in {**stats["dropped_frames"]}.items()) or "none"
     dviews = ", ".join(f"{v} {k}" for k, v in stats["dropped_views"].items()) or "none"
     log(f"{stats['frames']} frames, {stats['views']} views written; dropped frames: {dropped}; dropped views: "
@@ -68,13 +72,15 @@ def dexycb(
     mano_dir: Optional[Path] = MANO_DIR,
     mesh_from: str = MESH_FROM,
     force: bool = FORCE,
+    skip_bad_images: bool = SKIP_BAD,
 ) -> None:
     """DexYCB -> cache: world = calibration world; hand, grasped object, seg labels, near/far bounds."""
     from handcli.data.ho_preprocess import preprocess_dexycb
 
     stats = preprocess_dexycb(root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
                               objects=objects, scale=scale, depth=depth, workers=workers, shard=shard,
-                              mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force)
+                              mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
+                              skip_bad_images=skip_bad_images)
     _report(stats)
     print(out)
 
@@ -101,6 +107,7 @@ def ho3d(
     mano_dir: Optional[Path] = MANO_DIR,
     mesh_from: str = MESH_FROM,
     force: bool = FORCE,
+    skip_bad_images: bool = SKIP_BAD,
 ) -> None:
     """HO-3D v3 -> cache: OpenGL converted to OpenCV, multi-camera reference world, seg labels, bounds."""
     from handcli.data.ho_preprocess import preprocess_ho3d
@@ -108,7 +115,8 @@ def ho3d(
     stats = preprocess_ho3d(root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
                             objects=objects, listed_only=listed_only, models=str(models) if models else None,
                             scale=scale, depth=depth, workers=workers, shard=shard,
-                            mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force)
+                            mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
+                            skip_bad_images=skip_bad_images)
     _report(stats)
     print(out)
 

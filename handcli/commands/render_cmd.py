@@ -29,8 +29,10 @@ def render_command(
     import numpy as np
     import torch
 
+    from handcli.checks import check_indices, check_option
     from handcli.data.interhand import parse_selection
     from handcli.data.raybatch import select_views
+    from handcli.errors import InputError
     from handcli.methods.base import read_run_config
     from handcli.outputs import atomic_path
     from handcli.progress import log, progress
@@ -39,21 +41,26 @@ def render_command(
     from handcli.render.outputs import RendersWriter, contact_sheet
     from handcli.render.video import write_video
 
+    check_option("orbit", orbit, lo=0)
+    check_option("max_views", max_views, lo=1)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     m = method_class(read_run_config(run)["method"]).from_run(run, cache, device)
     if appearance is not None:
-        from handcli.errors import InputError
-
         if not hasattr(m, "set_appearance"):
             raise InputError(f"method {m.method} has no appearance model", field="appearance")
         m.set_appearance(appearance)
     c = m.cache
     sel_frames = parse_selection(frames)
+    if sel_frames:
+        check_indices("frames", sel_frames, c.num_frames, c.path)
     cams = [x.strip().removeprefix("cam") for x in views.split(",")] if views else None
     view_ids = select_views(c, cams, sorted(sel_frames) if sel_frames is not None else None)
     if max_views is not None:
         view_ids = view_ids[:max_views]
+    if not len(view_ids) and not orbit and not video:
+        raise InputError("no cache view matches the selection (nothing to render)", path=c.path,
+                         field="--views" if cams else "--frames")
     vt = c.view_table()
     cam_list = c.cameras()
     written = []

@@ -8,6 +8,19 @@ import typer
 
 app = typer.Typer(help="Write synthetic datasets in the real datasets' on-disk layouts.", no_args_is_help=True)
 
+PROFILE_HELP = ("ideal: annotations are exactly what was rendered; realistic: annotation error, hand detail "
+                "outside the hand model, camera colour response, specular skin, sensor noise, JPEG 90 "
+                "(see docs/datasets.md).")
+
+
+def _realism(profile: str, dataset: str):
+    from handcli.errors import InputError
+    from handcli.synth.realism import PROFILES, realism_config
+
+    if profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r}; use {', '.join(PROFILES)}", field="profile")
+    return realism_config(profile, dataset)
+
 
 @app.command("interhand")
 def interhand(
@@ -22,6 +35,7 @@ def interhand(
     black_frame: bool = typer.Option(True, help="Include an all-black (failed capture) frame."),
     null_mano: bool = typer.Option(True, help="Null the left-hand MANO entry of one interacting frame."),
     seed: int = typer.Option(0, help="Random seed; the output is deterministic given the seed."),
+    profile: str = typer.Option("ideal", help=PROFILE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Synthetic InterHand2.6M v1.0 (images + the four annotation JSONs), ground truth in handcli_gt/."""
@@ -36,7 +50,8 @@ def interhand(
     cfg = InterHandSynthConfig(split=split, captures=captures, seqs=kinds, frames=frames, cameras=cameras,
                                mono_cameras=mono_cameras,
                                camera_ids=tuple(c.strip() for c in camera_ids.split(",") if c.strip()),
-                               black_frame=black_frame, null_mano=null_mano, seed=seed)
+                               black_frame=black_frame, null_mano=null_mano, seed=seed,
+                               realism=_realism(profile, "interhand"))
     with atomic_path(out, force=force, is_dir=True, kind="synth-interhand") as tmp:
         write_interhand(tmp, cfg)
     print(out)
@@ -51,6 +66,7 @@ def dexycb(
     cameras: int = typer.Option(8, min=1, max=8, help="Camera serials (640x480)."),
     distractors: int = typer.Option(1, min=0, max=3, help="Other objects on the table."),
     seed: int = typer.Option(0, help="Random seed; the output is deterministic given the seed."),
+    profile: str = typer.Option("ideal", help=PROFILE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Synthetic DexYCB (hand grasping procedural YCB objects), ground truth in handcli_gt/."""
@@ -58,7 +74,7 @@ def dexycb(
     from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
 
     cfg = DexYCBSynthConfig(subjects=subjects, seqs=seqs, frames=frames, cameras=cameras, distractors=distractors,
-                            seed=seed)
+                            seed=seed, realism=_realism(profile, "dexycb"))
     with atomic_path(out, force=force, is_dir=True, kind="synth-dexycb") as tmp:
         write_dexycb(tmp, cfg)
     print(out)
@@ -72,6 +88,7 @@ def ho3d(
     cameras: int = typer.Option(5, min=1, max=10, help="Cameras of the multi-camera base (BB10..)."),
     single: bool = typer.Option(True, help="Also write a single-camera sequence (SMu1)."),
     seed: int = typer.Option(0, help="Random seed; the output is deterministic given the seed."),
+    profile: str = typer.Option("ideal", help=PROFILE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Synthetic HO-3D v3 (OpenGL annotations, 320x240 seg, encoded depth), ground truth in handcli_gt/."""
@@ -79,7 +96,7 @@ def ho3d(
     from handcli.synth.ho3d import HO3DSynthConfig, write_ho3d
 
     cfg = HO3DSynthConfig(frames=frames, cameras=cameras, seed=seed,
-                          single=HO3DSynthConfig.single if single else None)
+                          single=HO3DSynthConfig.single if single else None, realism=_realism(profile, "ho3d"))
     with atomic_path(out, force=force, is_dir=True, kind="synth-ho3d") as tmp:
         write_ho3d(tmp, cfg)
     print(out)

@@ -48,8 +48,12 @@ def features(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Per-view 2D teacher features of the masked images: L2-normalised, PCA to D, stored at native stride."""
+    from handcli.checks import check_option
     from handcli.progress import log
     from handcli.targets.features import compute_features
+
+    for name, value in (("dim", dim), ("batch", batch), ("pca_views", pca_views), ("pca_samples", pca_samples)):
+        check_option(name, value, lo=1)
 
     if teacher == "auto":
         teacher = "dino-vits8" if weights is not None else "efficientnet-lite0"

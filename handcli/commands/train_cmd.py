@@ -34,11 +34,11 @@ def train_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder (only once the new run is "
                                "complete; never an input, nor a folder that is not a handcli run)."),
     time_budget: Optional[float] = typer.Option(None, help="Stop after this many seconds of training."),
-    log_every: Optional[int] = typer.Option(None, min=1, help="Log every N steps (default 50; a resume keeps "
+    log_every: Optional[int] = typer.Option(None, help="Log every N steps (default 50; a resume keeps "
                                             "the run's)."),
-    ckpt_every: Optional[int] = typer.Option(None, min=1, help="Checkpoint every N steps (default 500; a resume "
+    ckpt_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 500; a resume "
                                              "keeps the run's)."),
-    snapshot_every: Optional[int] = typer.Option(None, min=0, help="Render a held-out view every N steps (0: only "
+    snapshot_every: Optional[int] = typer.Option(None, help="Render a held-out view every N steps (0: only "
                                                  "at the end; a resume keeps the run's)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
 ) -> None:
@@ -49,11 +49,13 @@ def train_command(
     import json
     import os
     import shlex
+    import shutil
     import sys
     from dataclasses import replace
 
     import torch
 
+    from handcli.checks import check_indices, check_option
     from handcli.data.interhand import parse_selection
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import configure, read_run_config, write_run_config
@@ -70,6 +72,10 @@ def train_command(
     from handcli.progress import log
     from handcli.registry import method_class
 
+    for name, value, lo in (("steps", steps, 1), ("log_every", log_every, 1), ("ckpt_every", ckpt_every, 1),
+                            ("snapshot_every", snapshot_every, 0), ("threads", threads, 1)):
+        check_option(name, value, lo=lo)
+    check_option("time_budget", time_budget, lo=0, lo_open=True)
     cls = method_class(method)
     if threads:
         torch.set_num_threads(threads)
@@ -90,12 +96,20 @@ def train_command(
         cfg = cls.Config.from_dict(doc["config"])
         if steps is not None:
             cfg = replace(cfg, steps=steps)
+        from handcli.methods.base import read_checkpoint
+
+        read_checkpoint(out, "cpu")  # a damaged or unsafe checkpoint fails before anything in the run is rewritten
         data = doc["data"]
         preset, seed = doc["preset"], doc["seed"]
         settings.update({k: v for k, v in (doc.get("train") or {}).items() if k in settings})
     else:
         cfg = configure(cls.presets(method), preset, steps, set_)
         sel = parse_selection(frames)
+        if sel:
+            from handcli.data.cache import Cache
+
+            with Cache(cache) as c:
+                check_indices("frames", sel, c.num_frames, cache)
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
                 "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}
@@ -152,10 +166,13 @@ def train_command(
         if staged:  # the new run holds a checkpoint of the work done: it replaces the old one
             swap_into_place(run_dir, out)
         raise
+    except InputError:
+        # bad input found mid-training (a damaged chunk): no new run folder is left behind
+        if rank0 and (staged or not resume):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     except BaseException:
         if staged:
-            import shutil
-
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     if not rank0:

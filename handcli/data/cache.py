@@ -24,6 +24,7 @@ so the writer holds one frame at a time whatever the dataset size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,30 @@ SCHEMA = "handcli.cache/1"
 LABELS = {"background": 0, "right": 1, "left": 2, "object": 3}
 SIDES = ("right", "left")
 _STR = h5py.string_dtype()
+# Every numeric dataset carries an HDF5 Fletcher-32 checksum per chunk, so corrupted bytes are found on read
+# (``read_errors``) instead of flowing into training; variable-length strings cannot carry filters.
+CHECKSUM = {"fletcher32": True}
+
+
+def _checksum(data_or_dtype) -> dict:
+    """``CHECKSUM`` for a numeric array or dtype; ``{}`` for strings and scalars (HDF5 cannot filter them)."""
+    dt = np.dtype(data_or_dtype) if isinstance(data_or_dtype, (str, np.dtype)) else np.asarray(data_or_dtype).dtype
+    if dt.kind in "OSU" or h5py.check_string_dtype(dt) is not None:
+        return {}
+    if not isinstance(data_or_dtype, (str, np.dtype)) and np.ndim(data_or_dtype) == 0:
+        return {}
+    return CHECKSUM
+
+
+@contextlib.contextmanager
+def read_errors(path: str | Path, field: str | None = None):
+    """Map h5py's read failures (a failed Fletcher-32 checksum, a damaged chunk or header) to ``InputError``
+    naming the file and the dataset."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        raise InputError(f"corrupt data: {e} (the file is damaged; re-create it)", path=path,
+                         field=field) from None
 
 
 @dataclass
@@ -112,23 +137,24 @@ class CacheWriter:
         for side, hm in hand_models.items():
             g = self.f.create_group(f"hand_model/{side}")
             for k in ("faces", "weights", "parents"):
-                g.create_dataset(k, data=np.asarray(hm[k]))
+                g.create_dataset(k, data=np.asarray(hm[k]), **_checksum(hm[k]))
             for k, v in hm.get("mano", {}).items():
-                g.create_dataset(f"mano/{k}", data=np.asarray(v), compression="gzip", compression_opts=4)
+                g.create_dataset(f"mano/{k}", data=np.asarray(v), compression="gzip", compression_opts=4,
+                                 **_checksum(v))
             for k, v in hm.items():
                 if k not in ("faces", "weights", "parents", "mano"):
                     g.attrs[k] = v
             self.num_verts[side] = int(np.asarray(hm["weights"]).shape[0])
         c = self.f.create_group("cameras")
         c.create_dataset("name", (0,), maxshape=(None,), dtype=_STR)
-        c.create_dataset("capture", (0,), maxshape=(None,), dtype="i4")
-        c.create_dataset("K", (0, 3, 3), maxshape=(None, 3, 3), dtype="f8")
-        c.create_dataset("world_to_cam", (0, 4, 4), maxshape=(None, 4, 4), dtype="f8")
-        c.create_dataset("width", (0,), maxshape=(None,), dtype="i4")
-        c.create_dataset("height", (0,), maxshape=(None,), dtype="i4")
+        c.create_dataset("capture", (0,), maxshape=(None,), dtype="i4", **CHECKSUM)
+        c.create_dataset("K", (0, 3, 3), maxshape=(None, 3, 3), dtype="f8", **CHECKSUM)
+        c.create_dataset("world_to_cam", (0, 4, 4), maxshape=(None, 4, 4), dtype="f8", **CHECKSUM)
+        c.create_dataset("width", (0,), maxshape=(None,), dtype="i4", **CHECKSUM)
+        c.create_dataset("height", (0,), maxshape=(None,), dtype="i4", **CHECKSUM)
         fr = self.f.create_group("frames")
         for k, dt in (("key", _STR), ("split", _STR), ("seq", _STR), ("capture", "i4"), ("frame_idx", "i8")):
-            fr.create_dataset(k, (0,), maxshape=(None,), dtype=dt, chunks=(1024,))
+            fr.create_dataset(k, (0,), maxshape=(None,), dtype=dt, chunks=(1024,), **_checksum(dt))
         for side in SIDES:
             V = self.num_verts.get(side, 0)
             g = fr.create_group(side)
@@ -137,26 +163,27 @@ class CacheWriter:
                                  ("mano_trans", (3,), "f4"), ("vertices", (V, 3), "f4"), ("box", (2, 3), "f4"),
                                  ("model_pose", (48,), "f4"), ("model_shape", (10,), "f4"),
                                  ("model_trans", (3,), "f4")):
-                g.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(64,) + shape)
+                g.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(64,) + shape,
+                                 **CHECKSUM)
         v = self.f.create_group("views")
         for k, shape, dt in (("frame", (), "i4"), ("camera", (), "i4"), ("offset", (), "i8"), ("height", (), "i4"),
                              ("width", (), "i4"), ("near_far", (2,), "f4"), ("box2d", (4,), "f4"),
                              ("fg_pixels", (), "i4")):
-            v.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(1024,) + shape)
-        v.create_dataset("rgb", (0, 3), maxshape=(None, 3), dtype="u1", chunks=(1 << 16, 3))
-        v.create_dataset("label", (0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,))
+            v.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(1024,) + shape, **CHECKSUM)
+        v.create_dataset("rgb", (0, 3), maxshape=(None, 3), dtype="u1", chunks=(1 << 16, 3), **CHECKSUM)
+        v.create_dataset("label", (0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,), **CHECKSUM)
         self.depth = bool(depth)
         if self.depth:
-            v.create_dataset("depth", (0,), maxshape=(None,), dtype="f2", chunks=(1 << 16,))
+            v.create_dataset("depth", (0,), maxshape=(None,), dtype="f2", chunks=(1 << 16,), **CHECKSUM)
         self.objects = bool(objects)
         self._object_loader = object_loader
         self._object_names: set[str] = set()
         if self.objects:
             g = fr.create_group("object")
-            g.create_dataset("present", (0,), maxshape=(None,), dtype="b1", chunks=(1024,))
+            g.create_dataset("present", (0,), maxshape=(None,), dtype="b1", chunks=(1024,), **CHECKSUM)
             g.create_dataset("name", (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
-            g.create_dataset("pose", (0, 4, 4), maxshape=(None, 4, 4), dtype="f8", chunks=(256, 4, 4))
-            g.create_dataset("box", (0, 2, 3), maxshape=(None, 2, 3), dtype="f4", chunks=(256, 2, 3))
+            g.create_dataset("pose", (0, 4, 4), maxshape=(None, 4, 4), dtype="f8", chunks=(256, 4, 4), **CHECKSUM)
+            g.create_dataset("box", (0, 2, 3), maxshape=(None, 2, 3), dtype="f4", chunks=(256, 2, 3), **CHECKSUM)
             self.f.create_group("objects")
         self._cam_index: dict[tuple[int, str], int] = {}
         self._num_pixels = 0
@@ -170,11 +197,11 @@ class CacheWriter:
             return
         g = self.f["objects"].create_group(name)
         g.create_dataset("vertices", data=np.asarray(vertices, dtype=np.float32), compression="gzip",
-                         compression_opts=4)
+                         compression_opts=4, **CHECKSUM)
         g.create_dataset("faces", data=np.asarray(faces, dtype=np.int32).reshape(-1, 3), compression="gzip",
-                         compression_opts=4)
+                         compression_opts=4, **CHECKSUM)
         g.create_dataset("points", data=np.asarray(points, dtype=np.float32), compression="gzip",
-                         compression_opts=4)
+                         compression_opts=4, **CHECKSUM)
         self._object_names.add(name)
 
     def add_camera(self, name: str, capture: int, K: np.ndarray, world_to_cam: np.ndarray, width: int,
@@ -285,6 +312,121 @@ def _py(v):
     return v
 
 
+VIEW_META = ("frame", "camera", "offset", "height", "width", "near_far", "box2d", "fg_pixels")
+_REQUIRED = {
+    "cameras": {"name": (), "capture": (), "K": (3, 3), "world_to_cam": (4, 4), "width": (), "height": ()},
+    "frames": {"key": (), "split": (), "seq": (), "capture": (), "frame_idx": ()},
+    "views": {"frame": (), "camera": (), "offset": (), "height": (), "width": (), "near_far": (2,), "box2d": (4,),
+              "fg_pixels": (), "rgb": (3,), "label": ()},
+}
+_HAND = {"present": (), "joints": (21, 3), "joint_valid": (21,), "mano_valid": (), "mano_pose": (48,),
+         "mano_shape": (10,), "mano_trans": (3,), "box": (2, 3)}
+
+
+def validate_cache(f: h5py.File, path: str | Path) -> None:
+    """Check an open cache before any stage uses it; raise ``InputError`` naming the file and the field.
+
+    Checks the schema, the required groups and datasets and their shapes (docs/cache.md), cameras (finite K
+    with positive focal lengths and ``[0, 0, 1]`` last row, finite world->camera with an orthonormal
+    right-handed rotation, positive image sizes), and the view table (frame and camera indices in range, view
+    sizes equal to their camera's, pixel ranges inside the pixel buffers, finite near <= far). Reads only the
+    small per-camera and per-view arrays (their checksums are verified on the way); pixel buffers and per-frame
+    arrays are checked by their checksums when read (``Cache.read``).
+    """
+    schema = f.attrs.get("schema")
+    if schema is None or _s(schema) != SCHEMA:
+        raise InputError(f"not a handcli cache (schema {schema!r}, expected {SCHEMA!r})", path=path, field="schema")
+
+    def bad(field: str, msg: str):
+        raise InputError(msg, path=path, field=field)
+
+    def get(name: str):
+        with read_errors(path, name):
+            return f[name][()]
+
+    with read_errors(path):
+        for grp, spec in _REQUIRED.items():
+            if not isinstance(f.get(grp), h5py.Group):
+                bad(grp, "required group missing (not a complete cache; re-run preprocess)")
+            for k, tail in spec.items():
+                ds = f[grp].get(k)
+                if not isinstance(ds, h5py.Dataset):
+                    bad(f"{grp}/{k}", "required dataset missing")
+                if ds.ndim != 1 + len(tail) or tuple(ds.shape[1:]) != tail:
+                    bad(f"{grp}/{k}", f"shape {ds.shape}, expected (n, {', '.join(map(str, tail))})".replace(", )", ")"))
+        for grp in ("cameras", "frames"):
+            n = {k: f[grp][k].shape[0] for k in _REQUIRED[grp]}
+            if len(set(n.values())) != 1:
+                bad(grp, f"datasets disagree on the count: {n}")
+        N = f["frames/key"].shape[0]
+        for side in SIDES:
+            g = f["frames"].get(side)
+            if g is None:
+                continue
+            for k, tail in _HAND.items():
+                if k not in g or g[k].shape != (N,) + tail:
+                    bad(f"frames/{side}/{k}", f"missing or shape {g[k].shape if k in g else None}, expected "
+                        f"{(N,) + tail}")
+            hm = f.get(f"hand_model/{side}")
+            if "vertices" in g and hm is not None and "faces" in hm and "weights" in hm:
+                V = g["vertices"].shape[1] if g["vertices"].ndim == 3 else -1
+                faces = get(f"hand_model/{side}/faces")
+                if g["vertices"].shape[0] != N or V != hm["weights"].shape[0]:
+                    bad(f"frames/{side}/vertices", f"shape {g['vertices'].shape} does not match the hand model "
+                        f"({hm['weights'].shape[0]} vertices)")
+                if faces.ndim != 2 or faces.shape[1] != 3 or (faces.size and (faces.min() < 0 or faces.max() >= V)):
+                    bad(f"hand_model/{side}/faces", f"faces must be (F, 3) indices in [0, {V})")
+
+    K, M = get("cameras/K"), get("cameras/world_to_cam")
+    cw, ch = get("cameras/width"), get("cameras/height")
+    C = len(K)
+    for i in range(C):
+        k, m = K[i], M[i]
+        if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
+            bad("cameras/K", f"camera {i}: intrinsics must be finite with positive focal lengths and last row "
+                f"[0, 0, 1], got {np.round(k, 4).tolist()}")
+        R = m[:3, :3]
+        if (not np.isfinite(m).all() or not np.allclose(R @ R.T, np.eye(3), atol=1e-4)
+                or np.linalg.det(R) < 0 or not np.allclose(m[3], [0, 0, 0, 1])):
+            bad("cameras/world_to_cam", f"camera {i}: must be finite with an orthonormal right-handed rotation "
+                f"and last row [0, 0, 0, 1]")
+        if cw[i] <= 0 or ch[i] <= 0:
+            bad("cameras/width", f"camera {i}: image size {cw[i]}x{ch[i]} must be positive")
+
+    vt = {k: get(f"views/{k}") for k in VIEW_META}
+    counts = {k: len(a) for k, a in vt.items()}
+    if len(set(counts.values())) != 1:
+        bad("views", f"per-view datasets disagree on the count: {counts}")
+    if not len(vt["frame"]):
+        return
+    P = f["views/rgb"].shape[0]
+    for k in ("label", "depth"):
+        if k in f["views"] and f[f"views/{k}"].shape[0] != P:
+            bad(f"views/{k}", f"{f[f'views/{k}'].shape[0]} pixels but views/rgb has {P}")
+    checks = (
+        ("views/frame", (vt["frame"] < 0) | (vt["frame"] >= N), f"frame index outside [0, {N})"),
+        ("views/camera", (vt["camera"] < 0) | (vt["camera"] >= C), f"camera index outside [0, {C})"),
+    )
+    for field_, mask, msg in checks:
+        if mask.any():
+            bad(field_, f"view {int(np.flatnonzero(mask)[0])}: {msg}")
+    cam = vt["camera"]
+    size_bad = (vt["height"] != ch[cam]) | (vt["width"] != cw[cam])
+    if size_bad.any():
+        j = int(np.flatnonzero(size_bad)[0])
+        bad("views/height", f"view {j} is {vt['width'][j]}x{vt['height'][j]} but its camera {cam[j]} is "
+            f"{cw[cam[j]]}x{ch[cam[j]]}")
+    end = vt["offset"].astype(np.int64) + vt["height"].astype(np.int64) * vt["width"]
+    range_bad = (vt["offset"] < 0) | (end > P)
+    if range_bad.any():
+        bad("views/offset", f"view {int(np.flatnonzero(range_bad)[0])}: pixels outside the {P}-pixel buffer")
+    nf = vt["near_far"]
+    nf_bad = ~np.isfinite(nf).all(1) | (nf[:, 0] < 0) | (nf[:, 1] < nf[:, 0])
+    if nf_bad.any():
+        bad("views/near_far", f"view {int(np.flatnonzero(nf_bad)[0])}: near/far must be finite with "
+            f"0 <= near <= far, got {nf[int(np.flatnonzero(nf_bad)[0])].tolist()}")
+
+
 class Cache:
     """Read access to a cache file (opened read-only; use as a context manager)."""
 
@@ -296,11 +438,16 @@ class Cache:
             self.f = h5py.File(self.path, "r")
         except OSError as e:
             raise InputError(f"not a readable HDF5 file ({e})", path=self.path) from None
-        schema = self.f.attrs.get("schema")
-        if _s(schema) != SCHEMA if schema is not None else True:
+        try:
+            validate_cache(self.f, self.path)
+        except BaseException:
             self.f.close()
-            raise InputError(f"not a handcli cache (schema {schema!r}, expected {SCHEMA!r})", path=self.path,
-                             field="schema")
+            raise
+
+    def read(self, name: str, sel=()) -> np.ndarray:
+        """``self.f[name][sel]``; a damaged chunk (failed checksum) is an ``InputError`` naming the dataset."""
+        with read_errors(self.path, name):
+            return self.f[name][sel]
 
     def __enter__(self) -> "Cache":
         return self
@@ -340,12 +487,12 @@ class Cache:
         """An object model in its own frame: vertices (V,3), faces (F,3), points (P,3) (metres)."""
         if "objects" not in self.f or name not in self.f["objects"]:
             raise InputError(f"cache holds no object model {name!r}", path=self.path, field=f"objects/{name}")
-        g = self.f["objects"][name]
-        return {"vertices": g["vertices"][()].astype(np.float64), "faces": g["faces"][()].astype(np.int64),
-                "points": g["points"][()].astype(np.float64)}
+        g = f"objects/{name}"
+        return {"vertices": self.read(f"{g}/vertices").astype(np.float64),
+                "faces": self.read(f"{g}/faces").astype(np.int64), "points": self.read(f"{g}/points").astype(np.float64)}
 
     def cameras(self) -> list[dict]:
-        c = self.f["cameras"]
+        c = {k: self.read(f"cameras/{k}") for k in ("name", "capture", "width", "height", "K", "world_to_cam")}
         return [
             {"name": _s(c["name"][i]), "capture": int(c["capture"][i]), "width": int(c["width"][i]),
              "height": int(c["height"][i]), "K": c["K"][i], "world_to_cam": c["world_to_cam"][i]}
@@ -355,66 +502,69 @@ class Cache:
     def hand_model(self, side: str) -> dict | None:
         if f"hand_model/{side}" not in self.f:
             return None
-        g = self.f[f"hand_model/{side}"]
-        out = {k: g[k][()] for k in g if isinstance(g[k], h5py.Dataset)}
+        name = f"hand_model/{side}"
+        g = self.f[name]
+        out = {k: self.read(f"{name}/{k}") for k in g if isinstance(g[k], h5py.Dataset)}
         if "mano" in g:
-            out["mano"] = {k: g["mano"][k][()] for k in g["mano"]}
+            out["mano"] = {k: self.read(f"{name}/mano/{k}") for k in g["mano"]}
         out.update({k: _py(v) for k, v in g.attrs.items()})
         return out
 
     def hand_model_module(self, side: str):
         """The HandModel that posed this cache's meshes (absolute poses: flat_hand_mean=True)."""
         from handcli.hand.export import model_from_dict
+        from handcli.hand.mano_io import check_mano_arrays
 
         hm = self.hand_model(side)
         if hm is None or "mano" not in hm:
             raise InputError("cache holds no hand model arrays", path=self.path, field=f"hand_model/{side}/mano")
+        check_mano_arrays(hm["mano"], self.path, prefix=f"hand_model/{side}/mano/")
         return model_from_dict(hm["mano"], side, kind=hm.get("kind", "open-hand/1"))
 
     def frame(self, i: int) -> FrameRecord:
-        fr = self.f["frames"]
-        rec = FrameRecord(_s(fr["key"][i]), _s(fr["split"][i]), int(fr["capture"][i]), _s(fr["seq"][i]),
-                          int(fr["frame_idx"][i]))
+        r = self.read
+        rec = FrameRecord(_s(r("frames/key", i)), _s(r("frames/split", i)), int(r("frames/capture", i)),
+                          _s(r("frames/seq", i)), int(r("frames/frame_idx", i)))
         for side in SIDES:
-            g = fr[side]
-            if not g["present"][i]:
+            g = f"frames/{side}"
+            if not r(f"{g}/present", i):
                 continue
             mano = None
-            if g["mano_valid"][i]:
-                mano = {k: g[f"mano_{k}"][i].astype(np.float64) for k in ("pose", "shape", "trans")}
-            verts = g["vertices"][i] if g["vertices"].shape[1] else None
-            params = {k: g[f"model_{k}"][i].astype(np.float64) for k in ("pose", "shape", "trans")}
-            rec.hands[side] = HandRecord(g["joints"][i], g["joint_valid"][i], mano, verts, g["box"][i], params)
-        if self.has_objects and fr["object/present"][i]:
-            g = fr["object"]
-            rec.object = ObjectRecord(_s(g["name"][i]), g["pose"][i], g["box"][i])
+            if r(f"{g}/mano_valid", i):
+                mano = {k: r(f"{g}/mano_{k}", i).astype(np.float64) for k in ("pose", "shape", "trans")}
+            verts = r(f"{g}/vertices", i) if self.f[f"{g}/vertices"].shape[1] else None
+            params = {k: r(f"{g}/model_{k}", i).astype(np.float64) for k in ("pose", "shape", "trans")}
+            rec.hands[side] = HandRecord(r(f"{g}/joints", i), r(f"{g}/joint_valid", i), mano, verts,
+                                         r(f"{g}/box", i), params)
+        if self.has_objects and r("frames/object/present", i):
+            g = "frames/object"
+            rec.object = ObjectRecord(_s(r(f"{g}/name", i)), r(f"{g}/pose", i), r(f"{g}/box", i))
         return rec
 
     def view_table(self) -> dict[str, np.ndarray]:
         """All per-view metadata arrays (small), keyed by dataset name."""
-        v = self.f["views"]
-        return {k: v[k][()] for k in ("frame", "camera", "offset", "height", "width", "near_far", "box2d",
-                                      "fg_pixels")}
+        return {k: self.read(f"views/{k}") for k in VIEW_META}
 
     def view(self, j: int) -> dict:
         """One view: rgb (H,W,3) uint8, label (H,W) uint8 and its metadata."""
-        v = self.f["views"]
-        off, H, W = int(v["offset"][j]), int(v["height"][j]), int(v["width"][j])
+        r = self.read
+        off, H, W = int(r("views/offset", j)), int(r("views/height", j)), int(r("views/width", j))
+        px = slice(off, off + H * W)
         out = {
-            "frame": int(v["frame"][j]), "camera": int(v["camera"][j]),
-            "rgb": v["rgb"][off:off + H * W].reshape(H, W, 3),
-            "label": v["label"][off:off + H * W].reshape(H, W),
-            "near_far": v["near_far"][j], "box2d": v["box2d"][j],
+            "frame": int(r("views/frame", j)), "camera": int(r("views/camera", j)),
+            "rgb": r("views/rgb", px).reshape(H, W, 3),
+            "label": r("views/label", px).reshape(H, W),
+            "near_far": r("views/near_far", j), "box2d": r("views/box2d", j),
         }
-        if "depth" in v:
-            out["depth"] = v["depth"][off:off + H * W].reshape(H, W).astype(np.float32)
+        if "depth" in self.f["views"]:
+            out["depth"] = r("views/depth", px).reshape(H, W).astype(np.float32)
         return out
 
     def views_of_frame(self, i: int) -> list[int]:
-        return [int(j) for j in np.nonzero(self.f["views/frame"][()] == i)[0]]
+        return [int(j) for j in np.nonzero(self.read("views/frame") == i)[0]]
 
     def summary(self, all_frames: bool = False) -> dict:
-        """The JSON summary of ``handcli inspect cache.h5 --json`` (DESIGN.md)."""
+        """The JSON summary of ``handcli inspect cache.h5 --json`` (docs/design.md#inspect-json)."""
         a = self.attrs
         cams = [{"name": c["name"], "capture": c["capture"], "width": c["width"], "height": c["height"],
                  "K": np.round(c["K"], 6).tolist(), "world_to_cam": np.round(c["world_to_cam"], 9).tolist()}
@@ -469,6 +619,7 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                     inputs=inputs, hand_models=hand_models, command=command, objects=objects, depth=depth)
     try:
         total = 0
+        seen: dict[str, Path] = {}  # frame key -> the shard holding it: keys stay unique
         for p in paths:
             with Cache(p) as c:
                 a = c.attrs
@@ -499,6 +650,11 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                 remap = [w.add_camera(cm["name"], cm["capture"], cm["K"], cm["world_to_cam"], cm["width"],
                                       cm["height"]) for cm in cams]
                 vt = c.view_table()
+                for key in c.read("frames/key"):
+                    if _s(key) in seen:
+                        raise InputError(f"frame {_s(key)!r} is already in {seen[_s(key)]} (a shard given twice?)",
+                                         path=p, field="frames/key")
+                    seen[_s(key)] = p
                 for i in range(c.num_frames):
                     views = []
                     for j in np.nonzero(vt["frame"] == i)[0]:

@@ -1,4 +1,4 @@
-"""DexYCB reader (specs/datasets.md §2).
+"""DexYCB reader (docs/formats.md#dexycb).
 
 Reads the real layout exactly::
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from handcli.checks import read_image_file
 from handcli.data.camera import intrinsics
 from handcli.data.objects import YCB_CLASSES
 from handcli.errors import InputError
@@ -243,8 +244,8 @@ def read_depth_png(path: str | Path) -> np.ndarray | None:
     path = Path(path)
     if not path.is_file():
         return None
-    d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if d is None or d.ndim != 2:
+    d = read_image_file(path, cv2.IMREAD_UNCHANGED, "depth image")
+    if d.ndim != 2:
         raise InputError("depth image does not decode as a single-channel PNG", path=path)
     return d.astype(np.float32) / 1000.0
 

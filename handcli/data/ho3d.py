@@ -1,4 +1,4 @@
-"""HO-3D v3 reader (specs/datasets.md §3).
+"""HO-3D v3 reader (docs/formats.md#ho3d).
 
 Reads the real layout exactly::
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from handcli import safe_pickle
+from handcli.checks import check_size, read_image_file
 from handcli.data.camera import intrinsics
 from handcli.errors import InputError
 from handcli.hand.skeleton import HO3D_TO_21
@@ -127,10 +128,7 @@ def read_depth(path: str | Path) -> np.ndarray | None:
     path = Path(path)
     if not path.is_file():
         return None
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError("depth image does not decode", path=path)
-    return decode_depth(img)
+    return decode_depth(read_image_file(path, cv2.IMREAD_COLOR, "depth image"))
 
 
 def read_seg(path: str | Path, height: int = HEIGHT, width: int = WIDTH) -> tuple[np.ndarray, np.ndarray] | None:
@@ -144,9 +142,9 @@ def read_seg(path: str | Path, height: int = HEIGHT, width: int = WIDTH) -> tupl
     path = Path(path)
     if not path.is_file():
         return None
-    seg = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if seg is None:
-        raise InputError("segmentation image does not decode", path=path)
+    seg = read_image_file(path, cv2.IMREAD_COLOR, "segmentation image")
+    # v3 stores masks at half resolution; any other size does not belong to this image
+    check_size(seg, height, width, path, "segmentation image", allowed=((height // 2, width // 2),))
     if seg.shape[:2] != (height, width):
         seg = cv2.resize(seg, (width, height), interpolation=cv2.INTER_NEAREST)
     return seg[:, :, 0] == 255, seg[:, :, 1] == 255

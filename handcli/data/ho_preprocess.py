@@ -26,12 +26,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from handcli.checks import BadImageError, check_size, read_image_file
 from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ObjectRecord, ViewRecord
 from handcli.data.camera import camera_center, scale_intrinsics, transform
 from handcli.data.interhand import parse_selection
 from handcli.data.interhand_preprocess import MeshSource, box_2d, box_near_far, choose_mesh_source
 from handcli.data.objects import YCB_CLASSES, YCB_IDS, aabb, apply_pose, load_object_mesh
-from handcli.data.pipeline import CameraSpec, FrameResult, parse_shard, run_pipeline, shard_items
+from handcli.data.pipeline import (
+    BAD_IMAGE,
+    CameraSpec,
+    FrameResult,
+    check_not_empty,
+    parse_shard,
+    run_pipeline,
+    shard_items,
+)
 from handcli.errors import InputError
 from handcli.hand.export import model_to_dict
 from handcli.outputs import atomic_path
@@ -60,7 +69,7 @@ def move_mano(pose: np.ndarray, trans: np.ndarray, J0: np.ndarray, M: np.ndarray
 
     pose (48,) (only the global orient changes), trans (3,), J0 (3,) the shaped model's root joint (the
     pivot of the global rotation). Exact: ``root' = R root``, ``trans' = R (J0 + trans) + t - J0``
-    (specs/datasets.md §3.3 for R = diag(1, -1, -1), t = 0).
+    (docs/formats.md#ho3d-conventions for R = diag(1, -1, -1), t = 0).
     """
     from scipy.spatial.transform import Rotation
 
@@ -118,16 +127,13 @@ class Options:
     models_root: str
     scale: float
     depth: bool
+    skip_bad_images: bool = False  # drop a frame whose image is truncated or undecodable (counted) instead of failing
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; a missing or undecodable file is an InputError naming it."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        if not path.is_file():
-            raise InputError("image file missing", path=path)
-        raise InputError("image does not decode", path=path)
-    return np.ascontiguousarray(img[:, :, ::-1])
+    """(H, W, 3) uint8 RGB; a missing file is an InputError naming it, a truncated or undecodable one a
+    ``BadImageError``."""
+    return np.ascontiguousarray(read_image_file(path)[:, :, ::-1])
 
 
 def downscale_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -242,6 +248,7 @@ def _write(items: list, process, out, *, dataset: str, scale: float, config: dic
             stats = run_pipeline(items, process, writer, workers=workers, description=description)
         finally:
             writer.close()
+        check_not_empty(stats, inputs.get("root"))
     stats["selected_frames"] = len(items)
     return stats
 
@@ -329,7 +336,12 @@ def dexycb_sample(item: DexItem) -> HOSample | str:
     sample = HOSample(fr.key, seq.split, item.capture, seq.key, fr.frame, hand, seq.grasp_name, obj_pose)
     for k, v in enumerate(fr.views):
         lab = ref if k == 0 else read_label(v.label, len(seq.ycb_ids))
-        rgb = read_image(v.color)
+        try:
+            rgb = read_image(v.color)
+        except BadImageError:
+            if not item.opts.skip_bad_images:
+                raise
+            return BAD_IMAGE
         if rgb.shape[:2] != (HEIGHT, WIDTH):
             raise InputError(f"image is {rgb.shape[1]}x{rgb.shape[0]}, expected {WIDTH}x{HEIGHT} (the "
                              "intrinsics are for 640x480)", path=v.color)
@@ -338,6 +350,8 @@ def dexycb_sample(item: DexItem) -> HOSample | str:
         cam = item.cameras[v.serial]
         spec = CameraSpec(v.serial, item.capture, cam.K, cam.world_to_cam, WIDTH, HEIGHT)
         depth = read_depth_png(v.depth) if opts.depth else None
+        if depth is not None:
+            check_size(depth, HEIGHT, WIDTH, v.depth, "depth image")
         sample.views.append(HOViewData(spec, rgb, seg_to_labels(lab["seg"], seq.grasp_id, seq.mano_side), depth))
     return sample
 
@@ -353,8 +367,10 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
                       cameras: str | None = None, frames: str | None = None, every: int = 1,
                       objects: str | None = None, scale: float = 1.0, depth: bool = False, workers: int = 1,
                       shard: str | None = None, mano_dir: str | None = None, mesh_from: str = "auto",
-                      force: bool = False) -> dict:
-    """Read a DexYCB root and write the cache at ``out`` atomically. Returns run statistics."""
+                      force: bool = False, skip_bad_images: bool = False) -> dict:
+    """Read a DexYCB root and write the cache at ``out`` atomically. Returns run statistics.
+
+    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image")."""
     from handcli.data.dexycb import DexYCBReader
 
     root = Path(root)
@@ -369,7 +385,7 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
     ext_ids = sorted({fr.seq.extrinsics for fr in all_frames})
     mesh = choose_mesh_source(root, mano_dir, mesh_from)
     _log_mesh(mesh)
-    opts = Options("dexycb", mesh, str(reader.models), scale, depth)
+    opts = Options("dexycb", mesh, str(reader.models), scale, depth, skip_bad_images)
     items = []
     for fr in shard_items(all_frames, shard_ij):
         cams = {v.serial: reader.camera(v.serial, fr.seq.extrinsics) for v in fr.views}
@@ -424,7 +440,12 @@ def ho3d_sample(item: HOItem) -> HOSample | str:
         hand.params = {"pose": pose_w, "shape": meta.betas, "trans": trans_w}
     sample = HOSample(fr.key, fr.split, item.capture, fr.group, fr.frame, hand, meta.obj_name, obj_pose)
     for v, m in zip(fr.views, metas):
-        rgb = read_image(v.rgb)
+        try:
+            rgb = read_image(v.rgb)
+        except BadImageError:
+            if not opts.skip_bad_images:
+                raise
+            return BAD_IMAGE
         H, W = rgb.shape[:2]
         K = v.camera.K
         if K is None:  # single-camera sequence: the frame's own camMat
@@ -435,8 +456,8 @@ def ho3d_sample(item: HOItem) -> HOSample | str:
         seg = read_seg(v.seg, H, W)
         labels = seg_to_labels(*seg) if seg is not None else None
         depth = read_depth(v.depth) if opts.depth else None
-        if depth is not None and depth.shape != (H, W):
-            depth = cv2.resize(depth, (W, H), interpolation=cv2.INTER_NEAREST)
+        if depth is not None:
+            check_size(depth, H, W, v.depth, "depth image")
         sample.views.append(HOViewData(spec, rgb, labels, depth))
     return sample
 
@@ -452,8 +473,11 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
                     cameras: str | None = None, frames: str | None = None, every: int = 1,
                     objects: str | None = None, listed_only: bool = False, models: str | None = None,
                     scale: float = 1.0, depth: bool = False, workers: int = 1, shard: str | None = None,
-                    mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False) -> dict:
-    """Read a HO-3D v3 root and write the cache at ``out`` atomically. Returns run statistics."""
+                    mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False,
+                    skip_bad_images: bool = False) -> dict:
+    """Read a HO-3D v3 root and write the cache at ``out`` atomically. Returns run statistics.
+
+    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image")."""
     from handcli.data.ho3d import HO3DReader, read_meta
 
     root = Path(root)
@@ -477,7 +501,7 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
     groups = sorted({fr.group for fr in all_frames})
     mesh = choose_mesh_source(root, mano_dir, mesh_from)
     _log_mesh(mesh)
-    opts = Options("ho3d", mesh, str(models_root), scale, depth)
+    opts = Options("ho3d", mesh, str(models_root), scale, depth, skip_bad_images)
     items = [HOItem(fr, groups.index(fr.group), opts) for fr in shard_items(all_frames, shard_ij)]
     config = {"dataset": "ho3d", "mano_flags": "ho3d", "split": split,
               "selection": {"seqs": sorted(_names(seqs)) if seqs else None,

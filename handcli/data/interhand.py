@@ -1,4 +1,4 @@
-"""InterHand2.6M v1.0 reader (specs/datasets.md §1).
+"""InterHand2.6M v1.0 reader (docs/formats.md#interhand26m).
 
 Reads the real layout exactly: per-split COCO-style ``data.json`` (per-image records), the
 per-capture cameras (campos in mm, camrot world->camera), world joints in mm (42 joints,
@@ -106,11 +106,17 @@ def parse_selection(spec: str | None) -> set[int] | None:
     out: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
-        if "-" in part[1:]:
-            a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-            out.update(range(int(a), int(b) + 1))
-        elif part:
-            out.add(int(part))
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                if int(b) < int(a):
+                    raise ValueError
+                out.update(range(int(a), int(b) + 1))
+            elif part:
+                out.add(int(part))
+        except ValueError:
+            raise InputError(f"bad selection {part!r} in {spec!r} (expected e.g. '0-10,15')",
+                             field="selection") from None
     return out
 
 

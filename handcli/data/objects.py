@@ -1,4 +1,4 @@
-"""YCB object models as DexYCB and HO-3D use them (specs/datasets.md §2.6, §3.2).
+"""YCB object models as DexYCB and HO-3D use them (docs/formats.md#dexycb-objects, #ho3d-meta).
 
 A model lives at ``models/{ycb_name}/textured_simple.obj`` (metres, model frame; with ``.mtl`` and a
 texture in the real download) next to ``points.xyz`` (one ``x y z`` line per point, the point set

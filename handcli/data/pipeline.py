@@ -19,8 +19,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from handcli.data.cache import CacheWriter, FrameRecord, ViewRecord
+from handcli.errors import InputError
 from handcli.interrupts import graceful_signals, raise_if_signalled
 from handcli.progress import progress
+
+BAD_IMAGE = "bad image"  # drop reason of views/frames skipped by --skip-bad-images
 
 
 @dataclass
@@ -61,6 +64,15 @@ def shard_items(items: Sequence[Any], shard: tuple[int, int]) -> list[Any]:
     i, n = shard
     total = len(items)
     return list(items[i * total // n:(i + 1) * total // n])
+
+
+def check_not_empty(stats: dict, root) -> None:
+    """``InputError`` when a preprocess run kept no frame (an empty cache is never written)."""
+    if stats["frames"] == 0:
+        why = {**stats["dropped_frames"], **{f"views: {k}": v for k, v in stats["dropped_views"].items()}}
+        raise InputError("no frame kept, nothing to write (dropped: "
+                         f"{', '.join(f'{v} {k}' for k, v in why.items()) or 'none selected'})", path=root,
+                         field="frames")
 
 
 def _init_worker() -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
+from handcli.checks import MAX_ABS_COORD, check_mesh_arrays
 from handcli.errors import InputError
 
 DEFAULT_THRESHOLDS = (0.005, 0.010)
@@ -191,6 +192,7 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh | None:
         raise InputError("file holds no triangle mesh", path=path)
     if len(mesh.vertices) and not np.isfinite(mesh.vertices).all():
         raise InputError("mesh vertices contain NaN or Inf", path=path, field="vertices")
+    check_mesh_arrays(mesh.vertices, mesh.faces, path)
     return None if is_empty_mesh(mesh) else mesh
 
 
@@ -216,4 +218,7 @@ def load_points(path: str | Path) -> np.ndarray:
         raise InputError(f"expected a non-empty (N, 3) point array, got shape {points.shape}", path=path)
     if not np.isfinite(points).all():
         raise InputError("points contain NaN or Inf", path=path)
+    if np.abs(points).max() > MAX_ABS_COORD:
+        raise InputError(f"coordinates up to {np.abs(points).max():.3g}; expected metres within {MAX_ABS_COORD:g}",
+                         path=path, field="points")
     return points

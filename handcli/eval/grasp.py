@@ -3,7 +3,8 @@
 The paper plans grasps with Contact-GraspNet on the reconstructed object, drops grasps that collide with
 the hand mesh, and counts a grasp as successful when it "envelops a part of the ground-truth object mesh
 without colliding with it". No network weights exist here, so the planner is a Dex-Net/GPD-style antipodal
-sampler on the reconstructed mesh; the success test is geometric (specs/methods.md §5, docs/grasp-eval.md):
+sampler on the reconstructed mesh; the success test is geometric (docs/formulas.md#grasp-protocol,
+docs/grasp-eval.md):
 
 1. planner (on the prediction): surface point c1 with outward normal n1, closing direction d drawn uniformly
    in the friction cone around −n1 (half-angle atan μ), ray-cast to the exit point c2 (normal n2); keep pairs

@@ -1,4 +1,4 @@
-"""Image-quality metrics with their conventions named (specs/methods.md §3, §4, §6).
+"""Image-quality metrics with their conventions named (docs/formulas.md#metric-conventions, docs/metrics.md).
 
 Images are float arrays in [0, 1] of shape (H, W, C) (C = 3 for RGB). Several papers compute "PSNR" and
 "SSIM" differently, so each convention is its own function, and `METRIC_CONVENTIONS` gives the one-line
@@ -176,7 +176,7 @@ def ssim_skimage_default(pred, gt) -> float:
 
 
 def depth_error_mm(pred_depth, gt_depth, mask) -> float | None:
-    """Depth error DE: mean |pred - gt| in millimetres (methods.md §6).
+    """Depth error DE: mean |pred - gt| in millimetres (docs/formulas.md#metric-conventions).
 
     pred_depth, gt_depth: (H, W) in metres; mask: (H, W) bool (GT hand/object mask). Pixels count when the
     mask is set, the GT depth is finite and > 0 (valid pseudo-depth) and the prediction is finite.
@@ -196,7 +196,7 @@ def depth_error_mm(pred_depth, gt_depth, mask) -> float | None:
 
 
 def semantic_iou(pred_labels, gt_labels, num_classes: int = 3) -> float:
-    """Mean per-class IoU x 100 of two (H, W) integer label maps (Choi HandNeRF, methods.md §4).
+    """Mean per-class IoU x 100 of two (H, W) integer label maps (Choi; docs/formulas.md#handnerf-choi).
 
     Classes are 0..num_classes-1 (background, object, hand). A class absent from both maps scores 1.
     """

@@ -172,11 +172,14 @@ class TargetsDepth:
                              field=key)
 
     def view(self, j: int, frame: int, camera: int, height: int, width: int) -> np.ndarray:
-        if self.offsets is None:
-            d = self.ds[j]
-        else:
-            off = int(self.offsets[j])
-            d = self.ds[off:off + height * width].reshape(height, width)
+        from handcli.data.cache import read_errors
+
+        with read_errors(self.path, self.key):
+            if self.offsets is None:
+                d = self.ds[j]
+            else:
+                off = int(self.offsets[j])
+                d = self.ds[off:off + height * width].reshape(height, width)
         d = np.asarray(d, dtype=np.float32)
         if np.isnan(d).any():
             raise InputError(f"view {j} depth contains NaN", path=self.path, field=self.key)
@@ -298,7 +301,7 @@ def evaluate_renders(renders_dir: str | Path, cache_path: str | Path, depth_path
     with Cache(cache_path) as cache:
         vt = cache.view_table()
         cams = cache.cameras()
-        keys = cache.f["frames/key"][()]
+        keys = cache.read("frames/key")
         cache_views = [_check_view_against_cache(v, cache, vt, cams, keys, jp) for v in todo]
         if renders.get("cache") and Path(renders["cache"]).resolve() != Path(cache_path).resolve():
             notes.append(f"renders.json names the cache {renders['cache']}; evaluated against {cache_path}")

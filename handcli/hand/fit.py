@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from handcli.errors import InputError
@@ -24,6 +25,13 @@ def kabsch(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor | None = None) 
     return vt.transpose(1, 2) @ s @ u.transpose(1, 2)
 
 
+def batch_rodrigues_(aa: torch.Tensor) -> torch.Tensor:
+    """(B, 3) axis-angle -> (B, 3, 3) rotations (smplx's Rodrigues)."""
+    from smplx.lbs import batch_rodrigues
+
+    return batch_rodrigues(aa.reshape(-1, 3))
+
+
 def matrix_to_axis_angle(r: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) rotations -> (B, 3) axis-angle (via scipy; used only for initialisation)."""
     from scipy.spatial.transform import Rotation
@@ -34,13 +42,19 @@ def matrix_to_axis_angle(r: torch.Tensor) -> torch.Tensor:
 
 def fit_to_joints(model: HandModel, joints: torch.Tensor, valid: torch.Tensor | None = None, steps: int = 300,
                   lr: float = 0.05, shape_prior: float = 0.05, pose_prior: float = 0.5,
-                  fit_shape: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  fit_shape: bool = True, init: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fit pose, shape and translation to target joints with batched Adam.
 
     joints (B, 21, 3) metres in handcli order; valid (B, 21) bool or None. Returns pose (B, 48) in the
     model's convention (relative to hands_mean unless flat_hand_mean), shape (B, 10), trans (B, 3) and the
     mean distance over valid joints (B,) in metres. Priors are in mm^2 per unit beta / per radian^2, small
     next to the joint term; they settle the finger twists the joints cannot see.
+
+    Frames are independent (the loss is a sum over frames, Adam is elementwise): fitting B frames in one
+    call gives each frame what a call of its own would, at a fraction of the cost per frame. ``init``
+    = (pose (B, 48), shape (B, 10), trans (B, 3)) starts from a previous solution instead of the
+    palm-aligned relaxed pose (warm start; see :func:`fit_sequence`).
     """
     joints = torch.as_tensor(joints, dtype=torch.float32, device=model.hands_mean.device)
     b = joints.shape[0]
@@ -65,12 +79,29 @@ def fit_to_joints(model: HandModel, joints: torch.Tensor, valid: torch.Tensor | 
         src_c = (wp[..., None] * rest[:, PALM_JOINTS]).sum(1) / wp.sum(1, keepdim=True).clamp_min(1e-6)
         dst_c = (wp[..., None] * joints[:, PALM_JOINTS]).sum(1) / wp.sum(1, keepdim=True).clamp_min(1e-6)
         trans0 = dst_c - torch.einsum("bij,bj->bi", rot, src_c - j0) - j0
-    orient = matrix_to_axis_angle(rot).requires_grad_(True)
     # start from (and regularise towards) the relaxed hands_mean pose, in the model's convention
     relaxed = (model.hands_mean - model.pose_mean[3:]).expand(b, 45)
-    hand = relaxed.clone().requires_grad_(True)
-    shape = torch.zeros(b, 10, device=joints.device, requires_grad=fit_shape)
-    trans = trans0.clone().requires_grad_(True)
+    if init is None:
+        orient = matrix_to_axis_angle(rot).requires_grad_(True)
+        hand = relaxed.clone().requires_grad_(True)
+        shape = torch.zeros(b, 10, device=joints.device, requires_grad=fit_shape)
+        trans = trans0.clone().requires_grad_(True)
+    else:
+        # the previous solution's fingers and shape, rigidly re-aligned onto this frame's joints
+        p0, s0, t0 = (torch.as_tensor(x, dtype=torch.float32, device=joints.device).detach() for x in init)
+        with torch.no_grad():
+            prev = model.forward_joints(p0, s0, t0)
+            rd = kabsch(prev, joints, w + 1e-6)
+            cp = (w[..., None] * prev).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)
+            ct = (w[..., None] * joints).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)
+            j0s = model.rest_joints(s0)[:, 0]
+            # x' = Rd (R (x - J0) + J0 + t - cp) + ct  =  (Rd R)(x - J0) + J0 + t'
+            t1 = torch.einsum("bij,bj->bi", rd, j0s + t0 - cp) + ct - j0s
+            r1 = rd @ batch_rodrigues_(p0[:, :3] + model.pose_mean[:3])
+        orient = (matrix_to_axis_angle(r1) - model.pose_mean[:3]).requires_grad_(True)
+        hand = p0[:, 3:].clone().requires_grad_(True)
+        shape = s0.clone().requires_grad_(fit_shape)
+        trans = t1.clone().requires_grad_(True)
     params = [orient, hand, trans] + ([shape] if fit_shape else [])
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.02)
@@ -89,3 +120,59 @@ def fit_to_joints(model: HandModel, joints: torch.Tensor, valid: torch.Tensor | 
         pred = model.forward_joints(pose, shape.detach(), trans.detach())
         err = ((pred - joints).norm(dim=-1) * w).sum(1) / wsum
     return pose, shape.detach(), trans.detach(), err
+
+
+def sequence_runs(n: int, starts: np.ndarray | None, segment: int) -> np.ndarray:
+    """(n,) position of each frame in its run: runs are at most ``segment`` consecutive frames that never
+    cross a sequence start (``starts`` (n,) bool, True where a sequence begins; frame 0 always does)."""
+    if segment < 1:
+        raise InputError(f"segment must be >= 1, got {segment}", field="segment")
+    starts = np.zeros(n, bool) if starts is None else np.asarray(starts, bool).copy()
+    if starts.shape != (n,):
+        raise InputError(f"starts must have shape ({n},), got {starts.shape}", field="starts")
+    pos = np.zeros(n, np.int64)
+    for t in range(1, n):
+        pos[t] = 0 if starts[t] or pos[t - 1] + 1 >= segment else pos[t - 1] + 1
+    return pos
+
+
+def fit_sequence(model: HandModel, joints: torch.Tensor, valid: torch.Tensor | None = None,
+                 starts=None, *, segment: int = 16, min_batch: int = 256, batch: int = 4096, steps: int = 300,
+                 warm_steps: int = 300, warm_lr: float = 0.05,
+                 **kw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fit many frames of one or more sequences at once, each warm-started from the previous frame.
+
+    joints (T, 21, 3) metres in frame order, valid (T, 21) bool or None, ``starts`` (T,) bool marking the
+    first frame of each sequence (None: one sequence). Frames are cut into runs of at most ``segment``
+    consecutive frames (:func:`sequence_runs`; shorter when that would leave fewer than ``min_batch`` runs
+    to fit at once: a small batch costs nearly as much per step as a large one). The first frame of every
+    run is fitted from the palm-aligned relaxed pose (``steps``), then frame k of every run from the
+    solution of frame k-1, rigidly re-aligned onto its joints (``warm_steps`` at ``warm_lr``): all runs in
+    lockstep, at most ``batch`` frames per :func:`fit_to_joints` call. At equal steps the warm start ends
+    closer to the optimum than a cold start (docs/benchmarks.md); Adam's progress is bounded by its step
+    size, so fewer warm steps do not keep the error.
+    Returns pose (T, 48), shape (T, 10), trans (T, 3) and the mean joint error (T,) in metres, as
+    :func:`fit_to_joints`; ``kw`` goes to it (priors, fit_shape).
+    """
+    joints = torch.as_tensor(joints, dtype=torch.float32)
+    n = joints.shape[0]
+    if valid is None:
+        valid = torch.ones(n, 21, dtype=torch.bool)
+    valid = torch.as_tensor(valid).bool()
+    pos = torch.as_tensor(sequence_runs(n, starts, max(1, min(segment, n // max(min_batch, 1)))))
+    dev = model.hands_mean.device
+    pose, shape = torch.zeros(n, 48, device=dev), torch.zeros(n, 10, device=dev)
+    trans, err = torch.zeros(n, 3, device=dev), torch.zeros(n, device=dev)
+    for r in range(int(pos.max()) + 1 if n else 0):
+        idx = torch.nonzero(pos == r)[:, 0]
+        for c in range(0, len(idx), batch):
+            sl = idx[c:c + batch]
+            if r == 0:
+                out = fit_to_joints(model, joints[sl], valid[sl], steps=steps, **kw)
+            else:
+                prev = (sl - 1).to(dev)
+                out = fit_to_joints(model, joints[sl], valid[sl], steps=warm_steps, lr=warm_lr,
+                                    init=(pose[prev], shape[prev], trans[prev]), **kw)
+            sl = sl.to(dev)
+            pose[sl], shape[sl], trans[sl], err[sl] = out
+    return pose, shape, trans, err

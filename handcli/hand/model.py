@@ -21,7 +21,7 @@ from handcli.errors import InputError
 from handcli.hand.mano_io import load_mano_dict
 from handcli.hand.skeleton import MANO_TIP_VERTEX_IDS, MANO_TO_21
 
-# How each dataset's MANO parameters are meant to be used (specs/datasets.md).
+# How each dataset's MANO parameters are meant to be used (docs/formats.md#mano-flags).
 DATASET_MANO_FLAGS = {
     "interhand": dict(flat_hand_mean=False, use_pca=False, fix_left_shapedirs=True),
     "ho3d": dict(flat_hand_mean=True, use_pca=False, fix_left_shapedirs=False),

@@ -12,6 +12,10 @@ A method class (registered in ``handcli.registry.METHODS``) has:
 - ``render_view(j)`` for cache view j (inherit :class:`RendersCacheViews`);
 - ``run_data() -> dict`` extra entries for config.json (e.g. frame codes); attributes ``model``, ``cfg``,
   ``method``, ``cache``.
+
+Optional, used by ``handcli mesh`` and ``handcli view`` when present: ``extract_meshes(frame, resolution)``;
+``appearance_crops()`` / ``set_appearance_crop(crop)`` (subjects' appearances); ``skeletons(frame)`` /
+``set_skeletons(frame, skeletons)`` (skeleton-driven methods); ``input_views`` ({frame: cache view}).
 """
 
 from __future__ import annotations
@@ -39,6 +43,69 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
+_POSITIVE = ("steps", "lr", "lr_final", "rays_per_step", "n_samples", "chunk")  # must be > 0 where a config has them
+
+
+def _kind(default) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, str):
+        return "str"
+    if isinstance(default, (tuple, list)):
+        return "list"
+    return "any"
+
+
+def _value_error(key: str, value, default) -> str | None:
+    """Why ``value`` cannot replace the default of config field ``key`` (None when it can)."""
+    import math
+
+    kind = _kind(default)
+    if kind == "bool" and not isinstance(value, bool):
+        return f"expected true or false, got {value!r}"
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"expected an integer, got {value!r}"
+    if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"expected a number, got {value!r}"
+    if kind in ("int", "float"):
+        if not math.isfinite(value):
+            return f"must be finite, got {value!r}"
+        if key in _POSITIVE and value <= 0:
+            return f"must be > 0, got {value!r}"
+        if kind == "int" and value < 0 or kind == "float" and key.startswith("w_") and value < 0:
+            return f"must be >= 0, got {value!r}"
+    if kind == "str" and not isinstance(value, str):
+        return f"expected a string, got {value!r}"
+    if kind == "any" and not (value is None or isinstance(value, (str, int, float))):
+        return f"expected a string or null, got {value!r}"
+    if kind == "list":
+        if not isinstance(value, (list, tuple)):
+            return f"expected a JSON list, got {value!r}"
+        for x in value:
+            err = _value_error(key, x, default[0] if len(default) else 0.0)
+            if err is not None:
+                return f"element {x!r}: {err}"
+    return None
+
+
+def check_config_values(config_cls, values: dict, path: str | Path | None = None, prefix: str = "") -> None:
+    """``InputError`` (naming ``prefix + key``) unless every entry of ``values`` is a known field of the
+    dataclass ``config_cls`` with a value of its default's type, finite and in range (counts >= 0; steps,
+    learning rates, batch sizes > 0; loss weights ``w_*`` >= 0)."""
+    defaults = {f.name: f.default for f in fields(config_cls)}
+    for k, v in values.items():
+        if k not in defaults:
+            raise InputError(f"unknown config key; known: {', '.join(sorted(defaults))}", path=path,
+                             field=f"{prefix}{k}")
+        err = _value_error(k, v, defaults[k])
+        if err is not None:
+            raise InputError(err, path=path, field=f"{prefix}{k}")
+
+
 def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
     """A config from a named preset with ``--steps`` and ``--set key=value`` overrides."""
     if preset not in presets:
@@ -49,11 +116,15 @@ def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
     unknown = sorted(set(over) - set(names))
     if unknown:
         raise InputError(f"unknown config keys {unknown}; known: {', '.join(sorted(names))}", field="set")
+    if steps is not None:
+        over["steps"] = steps
+    for k, v in over.items():
+        err = _value_error(k, v, getattr(cfg, k))
+        if err is not None:
+            raise InputError(err, field="--steps" if k == "steps" and steps is not None else f"--set {k}")
     for k, v in list(over.items()):
         if isinstance(getattr(cfg, k), tuple) and isinstance(v, list):
             over[k] = tuple(v)
-    if steps is not None:
-        over["steps"] = steps
     return replace(cfg, **over)
 
 
@@ -79,8 +150,23 @@ def read_run_config(run_dir: Path) -> dict:
         doc = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise InputError(f"malformed JSON ({e.msg})", path=p) from None
-    if doc.get("schema") != RUN_SCHEMA:
-        raise InputError(f"unknown schema {doc.get('schema')!r}", path=p, field="schema")
+    if not isinstance(doc, dict) or doc.get("schema") != RUN_SCHEMA:
+        raise InputError(f"unknown schema {doc.get('schema') if isinstance(doc, dict) else doc!r}", path=p,
+                         field="schema")
+    for key, types in (("method", str), ("preset", str), ("config", dict), ("data", dict), ("seed", int)):
+        if not isinstance(doc.get(key), types) or isinstance(doc.get(key), bool):
+            raise InputError(f"missing or of the wrong type ({type(doc.get(key)).__name__}, expected "
+                             f"{types.__name__})", path=p, field=key)
+    if not isinstance(doc["data"].get("cache"), str):
+        raise InputError("missing or not a path", path=p, field="data.cache")
+    from handcli.registry import METHODS, method_class
+
+    if doc["method"] not in METHODS:
+        raise InputError(f"unknown method {doc['method']!r}; available: {', '.join(sorted(METHODS))}", path=p,
+                         field="method")
+    config_cls = getattr(method_class(doc["method"]), "Config", None)
+    if config_cls is not None:
+        check_config_values(config_cls, doc["config"], path=p, prefix="config.")
     return doc
 
 
@@ -104,7 +190,7 @@ def load_checkpoint(ckpt: Path, device="cpu") -> dict:
         detail = next((ln.strip() for ln in first if "Unsupported global" in ln or "GLOBAL" in ln), first[0] if first else "")
         raise InputError(f"checkpoint holds more than tensors and plain data; refusing to load it ({detail})",
                          path=ckpt) from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError, ImportError) as e:
         raise InputError(f"not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
                          path=ckpt) from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):

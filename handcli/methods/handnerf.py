@@ -83,6 +83,7 @@ class HandNeRFConfig:
     lr_final: float = 5e-5
     steps: int = 200_000
     chunk: int = 65536  # points per field evaluation (bounds memory at render time)
+    geometry_cache: int = 64  # frames of geometry kept in memory (LRU); every built frame is stored in the run
 
     def to_dict(self) -> dict:
         d = asdict(self)

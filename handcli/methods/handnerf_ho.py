@@ -1,6 +1,6 @@
 """HandNeRF (Choi et al., ICRA 2024): a generalizable semantic radiance field of a hand and the object it
-holds, from one RGB image, the 3D hand mesh and the 2D object mask (specs/methods.md §4). Its baseline
-``pixelnerf`` (the paper's ablation M2) uses the pixel-aligned image feature only.
+holds, from one RGB image, the 3D hand mesh and the 2D object mask (docs/formulas.md#handnerf-choi). Its
+baseline ``pixelnerf`` (the paper's ablation M2) uses the pixel-aligned image feature only.
 
 Per scene (one frame seen by one input camera):
 

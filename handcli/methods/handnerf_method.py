@@ -1,7 +1,8 @@
 """Training, rendering and pose adaptation of HandNeRF / Pose-NeRF runs on a cache.
 
-Glue between the cache, the targets, the model (``handnerf.py``) and the trainer: precomputes each
-frame's hand geometry (blend-weight grids), draws foreground-focused ray batches, computes the six
+Glue between the cache, the targets, the model (``handnerf.py``) and the trainer: gets each frame's hand
+geometry (blend-weight grids) on first use from a bounded LRU backed by the run's store
+(``geometry_store.py``), draws foreground-focused ray batches, computes the six
 losses, and renders whole views for snapshots and the ``render`` stage.
 """
 
@@ -18,35 +19,25 @@ from handcli.data.raybatch import load_views, pick_eval_view, sample_batch, sele
 from handcli.errors import InputError
 from handcli.methods import losses as L
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
-from handcli.methods.deform import HandGeometry, build_hand_geometry
+from handcli.methods.deform import HandGeometry
+from handcli.methods.geometry_store import FrameGeometry
 from handcli.methods.handnerf import HandNeRF, HandNeRFConfig
-from handcli.progress import progress
 from handcli.render.rays import camera_rays, pixel_radii
 from handcli.render.volume import ray_distance_to_z
 
 
-def frame_geometry(cache: Cache, frame: int, cfg: HandNeRFConfig, models: dict) -> list[HandGeometry]:
-    """Deformation data of every hand in a cache frame (right first)."""
-    rec = cache.frame(frame)
-    out = []
-    for side in ("right", "left"):
-        h = rec.hands.get(side)
-        if h is None or h.vertices is None:
-            continue
-        out.append(build_hand_geometry(models[side], side, h.model_params, h.vertices.astype(np.float64),
-                                       cfg.voxel, cfg.norm_th + cfg.voxel))
-    return out
+def frame_geometry(cache: Cache, frame: int, cfg: HandNeRFConfig) -> list[HandGeometry]:
+    """Deformation data of every hand in a cache frame (right first), built now (no store, no LRU)."""
+    return geometry_cache(cache, cfg, "cpu").build(cache.frame(frame))
 
 
-def precompute_geometry(cache: Cache, frames: list[int], cfg: HandNeRFConfig, device) -> dict[int, list]:
-    models = {s: cache.hand_model_module(s) for s in ("right", "left") if cache.hand_model(s) is not None}
-    out = {}
-    with progress() as bar:
-        task = bar.add_task("blend-weight grids", total=len(frames))
-        for f in frames:
-            out[f] = [g.to(device) for g in frame_geometry(cache, f, cfg, models)]
-            bar.advance(task)
-    return out
+def geometry_cache(cache: Cache, cfg: HandNeRFConfig, device, run_dir: Path | None = None) -> FrameGeometry:
+    """Per-frame geometry built on first use: at most ``cfg.geometry_cache`` frames in memory, stored in
+    ``run_dir/geometry`` when given (see ``geometry_store``)."""
+    g = FrameGeometry(cache, cfg.voxel, cfg.norm_th + cfg.voxel, device, cfg.geometry_cache)
+    if run_dir is not None:
+        g.attach(run_dir)
+    return g
 
 
 def render_image(model: HandNeRF, geoms: list[HandGeometry], K: np.ndarray, w2c: np.ndarray, height: int,
@@ -110,19 +101,17 @@ class HandNeRFMethod(RendersCacheViews):
     def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandNeRFMethod":
         return load_run(run_dir, cache_path, device)
 
+    def attach_run(self, run_dir: Path) -> None:
+        """Called by the trainer: keep the per-frame geometry in ``run_dir/geometry`` (reused on resume)."""
+        self.geoms.attach(run_dir)
+
     def run_data(self) -> dict:
         return {"frame_codes": {str(f): i for f, i in self.frame_codes.items()}, "num_codes": len(self.frame_codes)}
 
     def render_camera(self, frame: int, K, world_to_cam, height: int, width: int) -> dict:
         """Render cache frame ``frame`` seen by any camera: rgb, depth (z), opacity, evaluated, rays."""
-        geoms = self.geoms.get(frame)
-        if geoms is None:
-            models = {s: self.cache.hand_model_module(s) for s in ("right", "left")
-                      if self.cache.hand_model(s) is not None}
-            geoms = [g.to(self.device) for g in frame_geometry(self.cache, frame, self.cfg, models)]
-            self.geoms[frame] = geoms
-        return render_image(self.model, geoms, K, world_to_cam, height, width, self.frame_codes.get(frame),
-                            self.device)
+        return render_image(self.model, self.geoms[frame], K, world_to_cam, height, width,
+                            self.frame_codes.get(frame), self.device)
 
     def __init__(self, cfg: HandNeRFConfig, cache_path: Path, *, method: str = "handnerf",
                  train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
@@ -153,7 +142,7 @@ class HandNeRFMethod(RendersCacheViews):
             self.depth.check_matches(self.cache)
         self.cfg = cfg
         self.depth_only = depth_only
-        self.geoms = precompute_geometry(self.cache, self.frames, cfg, self.device)
+        self.geoms = geometry_cache(self.cache, cfg, self.device)  # built on first use; stored once attached
         view_ids = select_views(self.cache, train_cameras, self.frames)
         if len(view_ids) == 0:
             raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
@@ -228,7 +217,8 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu",
              **overrides) -> HandNeRFMethod:
     """Rebuild a trained method from its folder (model weights from checkpoint.pt).
 
-    ``cache_path`` defaults to the training cache; ``frames`` restricts which frames get geometry.
+    ``cache_path`` defaults to the training cache; ``frames`` restricts which frames are rendered. Frame
+    geometry comes from the run's store (``run_dir/geometry``) and is built (and stored) only when missing.
     """
     doc = read_run_config(run_dir)
     cfg = HandNeRFConfig.from_dict(doc["config"])
@@ -243,7 +233,7 @@ def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu",
     same_cache = cache.resolve() == Path(data["cache"]).resolve()
     m.frame_codes = {int(k): v for k, v in data["frame_codes"].items()} if same_cache else {}
     m.frames = frames if frames is not None else list(range(m.cache.num_frames))
-    m.geoms = {}
+    m.geoms = geometry_cache(m.cache, cfg, m.device, run_dir)
     m.model = HandNeRF(cfg, int(data["num_codes"])).to(m.device)
     state, ckpt = read_checkpoint(run_dir, m.device)
     load_model_weights(m.model, state, ckpt)

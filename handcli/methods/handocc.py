@@ -1,7 +1,7 @@
 """HandOcc (Ivashechkin et al., 2025): a skeleton-driven occupancy network, an occupancy-conditioned NeRF
 and a convolutional appearance encoder, rendered with the shared core (docs/methods/handocc.md).
 
-Only the paper's abstract is public; the design follows specs/methods.md §1 (HALO/NASA):
+Only the paper's abstract is public; the design follows HALO/NASA (docs/formulas.md#handocc):
 
 - occupancy: the 21-joint skeleton is canonicalised (``skeleton_frames``); a query point is expressed in
   the local frames of its ``top_k`` nearest bones (by capsule distance) and each of those bones' own small
@@ -98,11 +98,14 @@ class HandOccConfig:
     rays_per_step: int = 4096
     fg_fraction: float = 0.5
     occ_points: int = 4096  # labelled points per hand and step
-    pool_points: int = 32768  # labelled points kept per training hand (drawn once)
+    pool_points: int = 32768  # labelled points per training hand (drawn on first use, seeded per hand)
+    pool_cache: int = 256  # hands' labelled-point pools kept in memory (LRU; a dropped pool is redrawn the same)
     w_rgb: float = 1.0
     w_mask: float = 0.1
     w_occ: float = 1.0
     w_int: float = 0.1
+    camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
+    w_colour: float = 1e-2  # ... kept near the identity by this penalty
     lr: float = 5e-4
     lr_final: float = 5e-5
     steps: int = 100_000
@@ -133,6 +136,8 @@ class HandOccConfig:
             raise InputError("step must be > 0 and max_samples >= 1", field="step")
         if self.render_step < 0:
             raise InputError("render_step must be >= 0 (0: the training step)", field="render_step")
+        if self.pool_cache < 1:
+            raise InputError("pool_cache must be >= 1", field="pool_cache")
 
 
 PRESETS = {

@@ -28,6 +28,42 @@ from handcli.render.volume import ray_distance_to_z
 SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
 
 
+class LabelledPools:
+    """``pools[(frame, side)]`` -> (points (n, 3), inside labels (n,)) around that hand's posed mesh.
+
+    Drawn on first use from a generator seeded by (seed, frame, side), so a pool is the same whenever and
+    in whatever order it is drawn (a resumed run sees the pools an uninterrupted one saw); at most
+    ``capacity`` pools stay in memory (least recently used dropped, redrawn identically when needed).
+    """
+
+    def __init__(self, cache: Cache, n: int, seed: int, capacity: int, device):
+        from collections import OrderedDict
+
+        self.cache, self.n, self.seed, self.capacity, self.device = cache, n, seed, capacity, device
+        self._lru: OrderedDict = OrderedDict()
+        self._faces: dict = {}
+        self.drawn = 0
+
+    def __getitem__(self, key: tuple[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if key in self._lru:
+            self._lru.move_to_end(key)
+            return self._lru[key]
+        frame, side = key
+        if side not in self._faces:
+            self._faces[side] = torch.as_tensor(self.cache.hand_model(side)["faces"].astype(np.int64))
+        V = torch.as_tensor(self.cache.frame(frame).hands[side].vertices, dtype=torch.float32)
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + frame * 2 + (side == "left")) % (2 ** 63))
+        pts, lab = labelled_points(V, self._faces[side], self.n, gen)
+        self._lru[key] = (pts.to(self.device), lab.to(self.device))
+        self.drawn += 1
+        while len(self._lru) > self.capacity:
+            self._lru.popitem(last=False)
+        return self._lru[key]
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Inputs from the cache
 
@@ -37,12 +73,12 @@ def frame_joints(cache: Cache, frame: int) -> list[tuple[str, np.ndarray]]:
     if not 0 <= frame < cache.num_frames:
         raise InputError(f"frame {frame} out of range (the cache has {cache.num_frames})", path=cache.path,
                          field="frames")
-    g = cache.f["frames"]
     out = []
     for side in ("right", "left"):
-        if not bool(g[side]["present"][frame]) or not np.all(g[side]["joint_valid"][frame]):
+        g = f"frames/{side}"
+        if not bool(cache.read(f"{g}/present", frame)) or not np.all(cache.read(f"{g}/joint_valid", frame)):
             continue
-        j = np.asarray(g[side]["joints"][frame], dtype=np.float32)
+        j = np.asarray(cache.read(f"{g}/joints", frame), dtype=np.float32)
         if not np.isfinite(j).all():
             raise InputError(f"non-finite joints in frame {frame}", path=cache.path, field=f"frames/{side}/joints")
         out.append((side, j))
@@ -84,8 +120,10 @@ def read_reference_image(path: Path, size: int) -> np.ndarray:
 
     if not Path(path).is_file():
         raise InputError("appearance image not found", path=path)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.ndim not in (2, 3):
+    from handcli.checks import read_image_file
+
+    img = read_image_file(path, cv2.IMREAD_UNCHANGED, "appearance image")  # truncated files are errors
+    if img.ndim not in (2, 3):
         raise InputError("not a readable image", path=path)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, -1)
@@ -212,20 +250,25 @@ class HandOccMethod(RendersCacheViews):
             raise InputError("no training frame has both a valid skeleton and a view", path=cache_path,
                              field="frames")
         self.model = HandOcc(cfg).to(self.device)
+        if cfg.camera_colour:  # training-only colour maps; renders use the field's own colour
+            from handcli.nn.camera_colour import CameraColour
+
+            self.model.colour = CameraColour(len(self.cache.cameras())).to(self.device)
+            self.view_camera = torch.as_tensor(self.cache.view_table()["camera"].astype(np.int64))
         self.app_override: torch.Tensor | None = None
-        gen = torch.Generator().manual_seed(seed)
-        self.pools: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.seed = seed
+        self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device)
         if cfg.supervision == "mesh":
-            self._measure_meshes(gen)
+            self._measure_meshes()
         self._prepare_crops()
         self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
 
-    def _measure_meshes(self, gen: torch.Generator) -> None:
-        """Capsule radii from the training meshes and labelled occupancy points per training hand."""
+    def _measure_meshes(self) -> None:
+        """Capsule radii from the training meshes (the labelled occupancy points are drawn on first use)."""
         faces = {s: self.cache.hand_model(s) for s in ("right", "left")}
         rel = None
         with progress() as bar:
-            task = bar.add_task("occupancy labels", total=len(self.frames))
+            task = bar.add_task("capsule radii", total=len(self.frames))
             for f in self.frames:
                 rec = self.cache.frame(f)
                 for side, j in self.joints[f]:
@@ -233,11 +276,7 @@ class HandOccMethod(RendersCacheViews):
                     if h.vertices is None or faces[side] is None or not np.any(h.vertices):
                         raise InputError("supervision=mesh needs posed meshes; use --set supervision=silhouette",
                                          path=self.cache_path, field=f"frames/{side}/vertices")
-                    V = torch.as_tensor(h.vertices, dtype=torch.float32)
-                    rel = grow_relative_radii(rel, V, j.cpu())
-                    pts, lab = labelled_points(V, torch.as_tensor(faces[side]["faces"].astype(np.int64)),
-                                               self.cfg.pool_points, gen)
-                    self.pools[(f, side)] = (pts.to(self.device), lab.to(self.device))
+                    rel = grow_relative_radii(rel, torch.as_tensor(h.vertices, dtype=torch.float32), j.cpu())
                 bar.advance(task)
         self.model.rel_radii.copy_(rel.to(self.device))
 
@@ -245,7 +284,7 @@ class HandOccMethod(RendersCacheViews):
         """Masked hand crops of every training view (left hands flipped) and the run's reference crops."""
         S = self.cfg.crop_size
         vs = self.views
-        captures = self.cache.f["frames/capture"][()]
+        captures = self.cache.read("frames/capture")
         crops = np.zeros((len(vs.view_ids), 2, S, S, 3), np.uint8)
         ok = np.zeros((len(vs.view_ids), 2), bool)
         for i in range(len(vs.view_ids)):
@@ -302,8 +341,44 @@ class HandOccMethod(RendersCacheViews):
 
     def set_appearance(self, image: Path) -> None:
         """Render with the appearance of a reference image (``render --appearance``), for every hand."""
-        crop = read_reference_image(Path(image), self.cfg.crop_size)
-        self.app_override = crops_to_tensor(crop[None], self.device)
+        self.set_appearance_crop(read_reference_image(Path(image), self.cfg.crop_size))
+
+    def set_appearance_crop(self, crop: np.ndarray | None) -> None:
+        """Render every hand with the appearance of a (crop_size, crop_size, 3) uint8 hand crop on black
+        (see ``hand_crop``); None restores the run's own appearance."""
+        self.app_override = None if crop is None else crops_to_tensor(crop[None], self.device)
+
+    def appearance_crops(self) -> dict[str, np.ndarray]:
+        """One reference crop per capture (subject) of the cache: {"capture N": (S, S, 3) uint8}, from the
+        first view of the capture with a hand mask (left hands flipped, as in training)."""
+        captures = self.cache.f["frames/capture"][()]
+        vt = self.cache.view_table()
+        out = {}
+        for cap in np.unique(captures):
+            for j in np.nonzero(captures[vt["frame"]] == cap)[0]:
+                v = self.cache.view(int(j))
+                crops = [hand_crop(v["rgb"], v["label"] == SIDE_LABEL[s], self.cfg.crop_size, flip=s == "left")
+                         for s in ("right", "left")]
+                crops = [c for c in crops if c is not None]
+                if crops:
+                    out[f"capture {int(cap)}"] = crops[0]
+                    break
+        return out
+
+    def skeletons(self, frame: int) -> list[tuple[str, np.ndarray]]:
+        """[(side, joints (21, 3) world)] that drive ``frame``'s render (the cache's, unless replaced)."""
+        js = self.joints.get(frame)
+        if js is None:
+            return frame_joints(self.cache, frame)
+        return [(s, j.detach().cpu().numpy()) for s, j in js]
+
+    def set_skeletons(self, frame: int, skeletons: list[tuple[str, np.ndarray]] | None) -> None:
+        """Render ``frame`` with other skeletons [(side, joints (21, 3))] (the viewer's pose editing);
+        None restores the cache's."""
+        if skeletons is None:
+            skeletons = frame_joints(self.cache, frame)
+        self.joints[frame] = [(s, torch.as_tensor(np.asarray(j), dtype=torch.float32, device=self.device))
+                              for s, j in skeletons]
 
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -360,8 +435,12 @@ class HandOccMethod(RendersCacheViews):
         w_mask = cfg.w_mask if (full or cfg.supervision == "mesh") else 1.0
         terms["mask"] = w_mask * F.binary_cross_entropy(op, masks)
         if full:
-            terms["rgb"] = cfg.w_rgb * F.mse_loss(out["rgb"], target)
-            logs["mse"] = float(((out["rgb"].detach() - target) ** 2).mean())
+            rgb = out["rgb"]
+            if cfg.camera_colour:  # the rendered colour as this ray's camera records it
+                rgb = self.model.colour(rgb, self.view_camera[b["view"]].to(self.device))
+                terms["colour"] = cfg.w_colour * self.model.colour.penalty()
+            terms["rgb"] = cfg.w_rgb * F.mse_loss(rgb, target)
+            logs["mse"] = float(((rgb.detach() - target) ** 2).mean())
         logs["rays"] = len(o)
         logs["samples"] = out["evaluated"]
         logs["color_evals_per_ray"] = out["color_evals"] / max(len(o), 1)

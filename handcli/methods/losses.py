@@ -1,4 +1,4 @@
-"""The HandNeRF (Guo et al., CVPR'23) losses, as small pure functions (specs/methods.md §3, §7)."""
+"""The HandNeRF (Guo et al., CVPR'23) losses, as small pure functions (docs/formulas.md#handnerf-guo)."""
 
 from __future__ import annotations
 

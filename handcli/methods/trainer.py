@@ -10,6 +10,7 @@ The run folder::
     run/snapshots/*.png    evaluation snapshots: prediction | ground truth | error on a held-out view
     run/curves.png         training curves
     run/complete.json      written when training finishes (final metrics)
+    run/geometry/          per-frame data a method stores for reuse (HandNeRF's grids; ``attach_run``)
 
 Every step draws its batch from a generator seeded by (seed, step, rank), so a resumed run sees exactly
 the batches an uninterrupted one would and ends with the same weights. :func:`seed_everything` seeds the
@@ -153,6 +154,8 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     from handcli.methods.base import load_checkpoint
 
     rank, world = distributed()
+    if hasattr(method, "attach_run"):  # per-frame data the method stores in the run (reused on --resume)
+        method.attach_run(run_dir)
     params = [p for p in method.model.parameters() if p.requires_grad]
     # the fused kernel is ~10x faster than the per-parameter loop for these small networks (CPU and CUDA)
     opt = torch.optim.Adam(params, lr=lr, fused=True)

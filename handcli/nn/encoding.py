@@ -1,4 +1,6 @@
-"""Positional encodings: NeRF's PE and Mip-NeRF's integrated PE of conical frustums (methods.md §2).
+"""Positional encodings: NeRF's PE and Mip-NeRF's integrated PE of conical frustums.
+
+Formulas and sources: docs/formulas.md#mip-nerf-ipe.
 
 Feature ordering (both encodings, as in Mip-NeRF `pos_enc` / `integrated_pos_enc`): with
 y = [2^min·x, 2^(min+1)·x, ..., 2^(max−1)·x] (frequency-major, the D coordinates inside each frequency),

@@ -49,7 +49,7 @@ def camera_rays(K: Tensor, world_to_cam: Tensor, pix: Tensor) -> tuple[Tensor, T
 
 
 def pixel_radii(K: Tensor, world_to_cam: Tensor, pix: Tensor) -> Tensor:
-    """Mip-NeRF cone base radius of each pixel's ray: radius = Δ·2/√12 (methods.md §2).
+    """Mip-NeRF cone base radius of each pixel's ray: radius = Δ·2/√12 (docs/formulas.md#mip-nerf-ipe).
 
     Δ is the distance between the unit direction of a pixel and the unit directions of its neighbours
     (u+1, v) and (u, v+1), computed analytically (no image grid needed). Mip-NeRF uses the neighbour along

@@ -1,4 +1,4 @@
-"""Synthetic DexYCB in the real layout (specs/datasets.md §2), rendered from the open hand model grasping
+"""Synthetic DexYCB in the real layout (docs/formats.md#dexycb), rendered from the open hand model grasping
 procedural YCB-like objects.
 
 Writes exactly the real layout::
@@ -17,6 +17,12 @@ plus, outside the layout, ground truth::
     ROOT/handcli_gt/{subject}/{sequence}/{serial}/label_{f:06d}.png   handcli labels 0/1/2/3
     ROOT/handcli_synth.json                                generator config (MANO parameters are the open
                                                            hand model's: PCA over its own hands_components)
+    ROOT/handcli_est/{subject}/{sequence}/{serial}/mano_{f:06d}.npz   realistic profile only: a per-view hand
+                                                           estimate (pose_m, joint_3d, vertices; camera frame)
+
+In the realistic profile (``synth/realism.py``) ``pose.npz``/``labels`` carry annotation error and ``seg`` is
+rendered from the annotated hand; the ground-truth npz keeps the exact parameters (``hand_pose``,
+``hand_trans``, ``hand_joints``, ``hand_model_vertices``) and the rendered surface (``hand_vertices``).
 
 A scene is a table (z up) with the grasped object and distractor objects; the camera rig's world is the
 master camera's frame. Frame 0 of every sequence has no hand (pose_m zeros); frame 1 of the first sequence
@@ -26,7 +32,7 @@ shows the hand but carries no hand annotation. Left-hand subjects alternate with
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -40,8 +46,18 @@ from handcli.data.dexycb import SERIALS, SUBJECTS, invert_rigid
 from handcli.data.ho_preprocess import move_mano, root_joint
 from handcli.data.objects import YCB_IDS, aabb
 from handcli.progress import progress
+from handcli.render.raster import rasterize_meshes
 from handcli.synth.grasp import grasp_object
 from handcli.synth.objects import ScenePart, make_object, render_scene, write_ycb_model
+from handcli.synth.realism import (
+    RealismConfig,
+    camera_response,
+    displace,
+    perturb_pose,
+    random_direction,
+    stream,
+    surface_offsets,
+)
 from handcli.synth.texture import skin_color, subject_style, value_noise
 
 MASTER = "840412060917"
@@ -63,6 +79,7 @@ class DexYCBSynthConfig:
     seed: int = 0
     jpeg_quality: int = 95
     mano_model: str = "open-hand/1"
+    realism: RealismConfig = field(default_factory=RealismConfig)  # profile (synth/realism.py)
 
 
 class _Hands:
@@ -72,6 +89,8 @@ class _Hands:
         self.flat = {s: HandModel.load(s, None, flat_hand_mean=True) for s in ("right", "left")}
         with torch.no_grad():
             self.rest21 = self.flat["right"](torch.zeros(1, 48)).joints[0].double().numpy()
+        self.faces = {s: np.asarray(m.faces, np.int64) for s, m in self.flat.items()}
+        self.lbs_weights = {s: m.lbs_weights.detach().numpy().astype(np.float64) for s, m in self.flat.items()}
 
     @torch.no_grad()
     def pose(self, side: str, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray):
@@ -193,6 +212,8 @@ def write_dexycb(root: str | Path, cfg: DexYCBSynthConfig) -> Path:
         (calib / f"mano_{mano_calib}" / "mano.yml").write_text(yaml.safe_dump({"betas": betas.tolist()}))
         style = subject_style(cfg.seed * 100 + si)
         J0 = root_joint(hands.flat[side], betas)
+        real = cfg.realism
+        offsets = surface_offsets(hands.canon(side), hands.lbs_weights[side], real, stream(cfg.seed, "surface", si))
         for q in range(cfg.seqs):
             seq_name = f"{date}_14{10 + q:02d}{(7 * si) % 60:02d}"
             grasp_name = cfg.objects[seq_counter % len(cfg.objects)]
@@ -217,6 +238,7 @@ def write_dexycb(root: str | Path, cfg: DexYCBSynthConfig) -> Path:
             (seq_dir / "meta.yml").write_text(yaml.safe_dump(meta, default_flow_style=False))
             seq_pose_y = np.zeros((cfg.frames, len(ycb_ids), 7), np.float32)
             seq_pose_m = np.zeros((cfg.frames, 1, 51), np.float32)
+            mano_off = random_direction(stream(cfg.seed, "seq-offset", subject, seq_name)) * real.mano_seq_mm / 1000
             for k in range(cfg.frames):
                 t = (k - 1) / max(cfg.frames - 2, 1)
                 lifted = k >= 1
@@ -230,10 +252,17 @@ def write_dexycb(root: str | Path, cfg: DexYCBSynthConfig) -> Path:
                 if lifted:
                     pose_w, trans_w = move_mano(g.pose, g.trans, J0, obj_world)
                     verts, joints = hands.pose(side, pose_w, betas, trans_w)
-                    state = {"pose": pose_w, "trans": trans_w, "verts": verts, "joints": joints}
+                    state = {"pose": pose_w, "trans": trans_w, "verts": verts, "joints": joints,
+                             "render_verts": displace(verts, hands.faces[side], offsets)}
+                    # the annotation: a fit that is off by the profile's error (exact when ideal)
+                    ann_pose = perturb_pose(lambda p: hands.pose(side, p, betas, trans_w)[0], pose_w,
+                                            real.mano_frame_mm, stream(cfg.seed, "annotation", subject, seq_name, k))
+                    ann_trans = trans_w + mano_off
+                    ann_verts, ann_joints = hands.pose(side, ann_pose, betas, ann_trans)
+                    state.update(ann_pose=ann_pose, ann_trans=ann_trans, ann_verts=ann_verts, ann_joints=ann_joints)
                     annotated = not (cfg.unannotated_frame and seq_counter == 0 and k == 1)
                     if annotated:
-                        seq_pose_m[k, 0] = _pca_pose_m(hands, side, pose_w, trans_w)
+                        seq_pose_m[k, 0] = _pca_pose_m(hands, side, ann_pose, ann_trans)
                     state["annotated"] = annotated
                 jobs.append(dict(subject=subject, seq=seq_name, frame=k, side=side, betas=betas, J0=J0,
                                  state=state, obj=obj, obj_world=obj_world, rest=rest, table_to_world=table_to_world,
@@ -249,7 +278,8 @@ def write_dexycb(root: str | Path, cfg: DexYCBSynthConfig) -> Path:
             _write_frame(root, job, serials, hands, table, cfg)
             bar.advance(task, len(serials))
     meta = {"schema": "handcli.synth/1", "dataset": "dexycb", "config": asdict(cfg), "mano_model": cfg.mano_model,
-            "flat_hand_mean": False, "master": master,
+            "flat_hand_mean": False, "master": master, "profile": cfg.realism.profile,
+            "camera_response": {s: camera_response(cfg.realism, cfg.seed, s).as_dict() for s in serials},
             "note": "pose_m PCA coefficients use the open hand model's hands_components; ground truth in handcli_gt/"}
     (root / "handcli_synth.json").write_text(json.dumps(meta, indent=1))
     return root
@@ -277,10 +307,11 @@ def _write_frame(root: Path, job: dict, serials: list[str], hands: _Hands, table
         seg_values.append(o.ycb_id)
     parts.append(ScenePart(transform(world_to_table, grasped_world), obj.faces, obj.vertices, obj.albedo))
     seg_values.append(obj.ycb_id)
+    real = cfg.realism
     if state is not None:
         rest21 = hands.rest21
-        parts.append(ScenePart(transform(world_to_table, state["verts"]), hands.flat[side].faces,
-                               hands.canon(side), lambda p: skin_color(p, rest21, job["style"])))
+        parts.append(ScenePart(transform(world_to_table, state["render_verts"]), hands.flat[side].faces,
+                               hands.canon(side), lambda p: skin_color(p, rest21, job["style"]), real.specular))
         seg_values.append(255)
     seg_lut = np.array(seg_values, np.int64)
     label_lut = np.array([0] * (len(parts) - (2 if state is not None else 1)) + [3]
@@ -292,19 +323,32 @@ def _write_frame(root: Path, job: dict, serials: list[str], hands: _Hands, table
           "object_name": obj.name, "object_pose": job["obj_world"], "object_vertices": grasped_world,
           "object_faces": obj.faces, "object_box": obj_box, "betas": job["betas"]}
     if state is not None:
-        gt.update(hand_vertices=state["verts"], hand_joints=state["joints"], hand_faces=hands.flat[side].faces,
-                  hand_pose=state["pose"], hand_trans=state["trans"])
+        # hand_vertices: the rendered surface; hand_model_vertices: the exact parameters' model mesh
+        gt.update(hand_vertices=state["render_verts"], hand_model_vertices=state["verts"], hand_joints=state["joints"],
+                  hand_faces=hands.flat[side].faces, hand_pose=state["pose"], hand_trans=state["trans"])
+    capture = real.profile != "ideal"
     for s in serials:
         c2w = job["cam_to_world"][s]
         w2c = invert_rigid(c2w)
         K = job["intr"][s]
-        rgb, part, depth = render_scene(parts, K, w2c @ job["table_to_world"], HEIGHT, WIDTH, job["bg_seed"])
-        seg = np.where(part >= 0, seg_lut[np.maximum(part, 0)], 0).astype(np.uint8)
+        rgb, part, depth = render_scene(
+            parts, K, w2c @ job["table_to_world"], HEIGHT, WIDTH, job["bg_seed"], realism=real,
+            response=camera_response(real, cfg.seed, s) if capture else None,
+            noise_rng=stream(cfg.seed, "sensor", job["subject"], job["seq"], f, s) if capture else None)
+        seg_part = part
+        if state is not None and real.annotation_error:
+            # DexYCB's seg is rendered from the annotated models, so it misses the true silhouette at the edges
+            ann_parts = parts[:-1] + [ScenePart(transform(world_to_table, state["ann_verts"]), parts[-1].faces,
+                                                parts[-1].canon, parts[-1].albedo)]
+            M = w2c @ job["table_to_world"]
+            seg_part = rasterize_meshes([(transform(M, p.vertices), p.faces) for p in ann_parts], K, HEIGHT,
+                                        WIDTH).mesh_id
+        seg = np.where(seg_part >= 0, seg_lut[np.maximum(seg_part, 0)], 0).astype(np.uint8)
         label = np.where(part >= 0, label_lut[np.maximum(part, 0)], 0).astype(np.uint8)
         cam_dir = seq_dir / s
         cam_dir.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(cam_dir / f"color_{f:06d}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+                    [cv2.IMWRITE_JPEG_QUALITY, real.jpeg_quality or cfg.jpeg_quality])
         cv2.imwrite(str(cam_dir / f"aligned_depth_to_color_{f:06d}.png"),
                     np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16))
         pose_y = np.zeros((len(job["ycb_ids"]), 3, 4), np.float32)
@@ -318,13 +362,38 @@ def _write_frame(root: Path, job: dict, serials: list[str], hands: _Hands, table
             j_cam = transform(w2c, state["joints"])
             gt[f"joints2d_{s}"] = project(j_cam, K)
             if state["annotated"]:
-                pose_c, trans_c = move_mano(state["pose"], state["trans"], job["J0"], w2c)
+                pose_c, trans_c = move_mano(state["ann_pose"], state["ann_trans"], job["J0"], w2c)
                 pose_m[0] = _pca_pose_m(hands, side, pose_c, trans_c)
-                joint_3d[0] = j_cam
-                joint_2d[0] = project(j_cam, K)
+                ann_cam = transform(w2c, state["ann_joints"])
+                joint_3d[0] = ann_cam
+                joint_2d[0] = project(ann_cam, K)
+                if real.estimates:
+                    _write_estimate(root, job, s, w2c, hands, real, cfg.seed)
         gt[f"corners2d_{s}"] = project(transform(w2c, corners), K)
         np.savez_compressed(cam_dir / f"labels_{f:06d}.npz", seg=seg, pose_y=pose_y, pose_m=pose_m,
                             joint_3d=joint_3d, joint_2d=joint_2d)
         (gt_dir / s).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(gt_dir / s / f"label_{f:06d}.png"), label)
     np.savez_compressed(gt_dir / f"{f:06d}.npz", **gt)
+
+
+def _write_estimate(root: Path, job: dict, serial: str, w2c: np.ndarray, hands: _Hands, real: RealismConfig,
+                    seed: int) -> None:
+    """The input hand a single-image estimator would give for this view (realistic profile), written to
+    ``handcli_est/{subject}/{seq}/{serial}/mano_{f:06d}.npz`` in the labels' convention (camera frame):
+    ``pose_m`` (1, 51) PCA, ``joint_3d`` (1, 21, 3), ``vertices`` (1, 778, 3), float32."""
+    side, state, f = job["side"], job["state"], job["frame"]
+    rng = stream(seed, "estimate", job["subject"], job["seq"], f, serial)
+    betas = job["betas"]
+    pose = perturb_pose(lambda p: hands.pose(side, p, betas, state["trans"])[0], state["pose"], real.estimate_pa_mm,
+                        rng)
+    # monocular estimates are worst along the viewing axis: the root offset is mostly camera depth
+    offset_cam = random_direction(rng, (0.35, 0.35, 1.0)) * real.estimate_root_mm / 1000.0
+    trans = state["trans"] + w2c[:3, :3].T @ offset_cam
+    pose_c, trans_c = move_mano(pose, trans, job["J0"], w2c)
+    verts, joints = hands.pose(side, pose_c, betas, trans_c)
+    d = root / "handcli_est" / job["subject"] / job["seq"] / serial
+    d.mkdir(parents=True, exist_ok=True)
+    pose_m = _pca_pose_m(hands, side, pose_c, trans_c)[None].astype(np.float32)
+    np.savez_compressed(d / f"mano_{f:06d}.npz", pose_m=pose_m, joint_3d=joints[None].astype(np.float32),
+                        vertices=verts[None].astype(np.float32))

@@ -1,4 +1,4 @@
-"""Synthetic HO-3D v3 in the real layout (specs/datasets.md §3), rendered from the open hand model grasping
+"""Synthetic HO-3D v3 in the real layout (docs/formats.md#ho3d), rendered from the open hand model grasping
 procedural YCB-like objects, with annotations in the **OpenGL** camera convention.
 
 Writes exactly the real layout::
@@ -18,6 +18,11 @@ download) and ground truth outside the layout::
                                                     joints and object-box corners per camera sequence
     ROOT/handcli_gt/train/{SEQ}/label_{id:04d}.png  full-resolution handcli labels (0, 1 hand, 3 object)
     ROOT/handcli_synth.json
+    ROOT/handcli_est/train/{SEQ}/{id:04d}.npz       realistic profile only: a per-view hand estimate (OpenGL)
+
+In the realistic profile (``synth/realism.py``) the meta pickles carry annotation error and ``seg`` is
+rendered from the annotated hand; the ground-truth npz keeps the exact parameters and ``hand_model_vertices``
+(their mesh) and the rendered surface (``hand_vertices``).
 
 One multi-camera base (``BB1``: cameras ``BB10``.., a banana) whose world is the calibration's reference
 frame, and one single-camera sequence (``SMu1``, a mug) whose world is its camera's OpenCV frame. In every
@@ -29,7 +34,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -47,6 +52,15 @@ from handcli.progress import progress
 from handcli.render.raster import rasterize_meshes
 from handcli.synth.grasp import grasp_object
 from handcli.synth.objects import ScenePart, make_object, render_scene, write_ycb_model
+from handcli.synth.realism import (
+    RealismConfig,
+    camera_response,
+    displace,
+    perturb_pose,
+    random_direction,
+    stream,
+    surface_offsets,
+)
 from handcli.synth.texture import skin_color, subject_style
 
 WIDTH, HEIGHT = 640, 480
@@ -67,6 +81,7 @@ class HO3DSynthConfig:
     seed: int = 0
     jpeg_quality: int = 95
     mano_model: str = "open-hand/1"
+    realism: RealismConfig = field(default_factory=RealismConfig)  # profile (synth/realism.py)
 
 
 # ------------------------------------------------------------------------------------------------- pickles
@@ -105,6 +120,7 @@ class _Hand:
         with torch.no_grad():
             self.rest21 = self.model(torch.zeros(1, 48)).joints[0].double().numpy()
         self.canon = self.model.v_template.numpy().astype(np.float64)
+        self.lbs_weights = self.model.lbs_weights.detach().numpy().astype(np.float64)
 
     @torch.no_grad()
     def pose(self, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray):
@@ -185,6 +201,9 @@ def write_ho3d(root: str | Path, cfg: HO3DSynthConfig) -> Path:
             seqs = [(name, np.eye(4), _K(rng))]
             scene_to_world = invert_rigid(c2s)  # world = the camera's OpenCV frame
         yaw0 = rng.uniform(-np.pi, np.pi)
+        real = cfg.realism
+        offsets = surface_offsets(hand.canon, hand.lbs_weights, real, stream(cfg.seed, "surface", name))
+        mano_off = random_direction(stream(cfg.seed, "seq-offset", name)) * real.mano_seq_mm / 1000.0
         for fid in range(cfg.frames):
             t = fid / max(cfg.frames - 1, 1)
             R = (Rotation.from_euler("z", yaw0 + 1.2 * t) * Rotation.from_euler("x", 0.4 * np.sin(2 * np.pi * t))
@@ -195,9 +214,16 @@ def write_ho3d(root: str | Path, cfg: HO3DSynthConfig) -> Path:
             obj_world = scene_to_world @ T_obj
             pose_w, trans_w = move_mano(g.pose, g.trans, J0, obj_world)
             verts, joints = hand.pose(pose_w, betas, trans_w)
+            # the annotation: a fit that is off by the profile's error (exact when ideal)
+            ann_pose = perturb_pose(lambda p: hand.pose(p, betas, trans_w)[0], pose_w, real.mano_frame_mm,
+                                    stream(cfg.seed, "annotation", name, fid))
+            ann_trans = trans_w + mano_off
+            ann_verts, ann_joints = hand.pose(ann_pose, betas, ann_trans)
             annotated = not (kind == "multi" and fid == UNANNOTATED_ID and cfg.frames > UNANNOTATED_ID + 1)
             jobs.append(dict(kind=kind, group=name, fid=fid, seqs=seqs, obj=obj, obj_world=obj_world, betas=betas,
                              J0=J0, pose=pose_w, trans=trans_w, verts=verts, joints=joints, annotated=annotated,
+                             render_verts=displace(verts, hand.faces, offsets), ann_pose=ann_pose,
+                             ann_trans=ann_trans, ann_verts=ann_verts, ann_joints=ann_joints,
                              scene_to_world=scene_to_world, style=subject_style(cfg.seed * 100 + gi),
                              bg_seed=cfg.seed * 7919 + gi * 101 + fid))
             if annotated:
@@ -209,8 +235,10 @@ def write_ho3d(root: str | Path, cfg: HO3DSynthConfig) -> Path:
             bar.advance(task, len(job["seqs"]))
     (root / "train.txt").write_text("".join(f"{x}\n" for x in sorted(listed)))
     (root / "evaluation.txt").write_text("")
+    seqs_all = sorted({s for j in jobs for s, _, _ in j["seqs"]})
     meta = {"schema": "handcli.synth/1", "dataset": "ho3d", "config": asdict(cfg), "mano_model": cfg.mano_model,
-            "flat_hand_mean": True, "note": "annotations in the OpenGL camera frame; ground truth in handcli_gt/"}
+            "flat_hand_mean": True, "profile": cfg.realism.profile,
+            "camera_response": {s: camera_response(cfg.realism, cfg.seed, s).as_dict() for s in seqs_all}, "note": "annotations in the OpenGL camera frame; ground truth in handcli_gt/"}
     (root / "handcli_synth.json").write_text(json.dumps(meta, indent=1))
     return root
 
@@ -224,20 +252,30 @@ def _write_frame(root: Path, job: dict, hand: _Hand, cfg: HO3DSynthConfig) -> No
     box_corners = np.array([[x, y, z] for x in obj_box[:, 0] for y in obj_box[:, 1] for z in obj_box[:, 2]])
     rest_box = aabb(obj.vertices)
     rest_corners = np.array([[x, y, z] for x in rest_box[:, 0] for y in rest_box[:, 1] for z in rest_box[:, 2]])
+    real = cfg.realism
     parts = [ScenePart(transform(world_to_scene, obj_world_verts), obj.faces, obj.vertices, obj.albedo),
-             ScenePart(transform(world_to_scene, job["verts"]), hand.faces, hand.canon,
-                       lambda p: skin_color(p, hand.rest21, job["style"]))]
+             ScenePart(transform(world_to_scene, job["render_verts"]), hand.faces, hand.canon,
+                       lambda p: skin_color(p, hand.rest21, job["style"]), real.specular)]
+    # HO-3D's seg is rendered from the annotated models: with annotation error it misses the true silhouette
+    seg_parts = parts[:1] + [ScenePart(transform(world_to_scene, job["ann_verts"]), hand.faces, hand.canon,
+                                       parts[1].albedo)]
+    # hand_vertices: the rendered surface; hand_model_vertices: the exact parameters' model mesh
     gt = {"object_name": obj.name, "object_pose": job["obj_world"], "object_vertices": obj_world_verts,
-          "object_faces": obj.faces, "object_box": obj_box, "hand_vertices": job["verts"],
+          "object_faces": obj.faces, "object_box": obj_box, "hand_vertices": job["render_verts"],
+          "hand_model_vertices": job["verts"],
           "hand_joints": job["joints"], "hand_faces": hand.faces, "hand_pose": job["pose"],
           "hand_trans": job["trans"], "betas": job["betas"], "annotated": job["annotated"]}
     # hand-object contact fields, from the object's SDF in its model frame
-    v_obj = transform(invert_rigid(job["obj_world"]), job["verts"])
+    v_obj = transform(invert_rigid(job["obj_world"]), job["ann_verts"])
     dist = obj.sdf(v_obj)
     surf = v_obj - dist[:, None] * _sdf_grad(obj.sdf, v_obj)
     for seq, c2w, K in job["seqs"]:
         w2c = invert_rigid(c2w)
-        rgb, part, depth = render_scene(parts, K, w2c @ job["scene_to_world"], HEIGHT, WIDTH, job["bg_seed"])
+        capture = real.profile != "ideal"
+        rgb, part, depth = render_scene(
+            parts, K, w2c @ job["scene_to_world"], HEIGHT, WIDTH, job["bg_seed"], realism=real,
+            response=camera_response(real, cfg.seed, seq) if capture else None,
+            noise_rng=stream(cfg.seed, "sensor", seq, fid) if capture else None)
         label = np.zeros((HEIGHT, WIDTH), np.uint8)
         label[part == 0] = 3
         label[part == 1] = 1
@@ -245,12 +283,12 @@ def _write_frame(root: Path, job: dict, hand: _Hand, cfg: HO3DSynthConfig) -> No
         for sub in ("rgb", "depth", "seg", "meta"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(d / "rgb" / f"{fid:04d}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+                    [cv2.IMWRITE_JPEG_QUALITY, real.jpeg_quality or cfg.jpeg_quality])
         cv2.imwrite(str(d / "depth" / f"{fid:04d}.png"), encode_depth(depth))
         # the segmentation is rendered at 320x240 (centre-aligned intrinsics), not subsampled from 640x480
         Ks = scale_intrinsics(K, SEG_SIZE[0] / WIDTH, SEG_SIZE[1] / HEIGHT)
-        ras = rasterize_meshes([(transform(w2c @ job["scene_to_world"], p.vertices), p.faces) for p in parts], Ks,
-                               SEG_SIZE[1], SEG_SIZE[0])
+        ras = rasterize_meshes([(transform(w2c @ job["scene_to_world"], p.vertices), p.faces) for p in seg_parts],
+                               Ks, SEG_SIZE[1], SEG_SIZE[0])
         small = np.zeros(ras.mesh_id.shape, np.uint8)
         small[ras.mesh_id == 0] = 3
         small[ras.mesh_id == 1] = 1
@@ -268,13 +306,13 @@ def _write_frame(root: Path, job: dict, hand: _Hand, cfg: HO3DSynthConfig) -> No
         meta = {"objName": obj.name, "objLabel": OBJ_LABELS.get(obj.name, 0), "camMat": K.astype(np.float64),
                 "camIDList": [seq[-1]], "objCorners3DRest": rest_corners.astype(np.float64)}
         if job["annotated"]:
-            pose_gl, trans_gl = move_mano(job["pose"], job["trans"], job["J0"], gl_from_world)
+            pose_gl, trans_gl = move_mano(job["ann_pose"], job["ann_trans"], job["J0"], gl_from_world)
             obj_gl = gl_from_world @ job["obj_world"]
             trans_field = trans_gl.reshape(3, 1) if job["kind"] == "single" else trans_gl.reshape(3)
             meta.update({
                 "handPose": pose_gl.astype(np.float64), "handBeta": job["betas"].astype(np.float64),
                 "handTrans": trans_field.astype(np.float64),
-                "handJoints3D": _ho3d_joints(transform(gl_from_world, job["joints"])).astype(np.float64),
+                "handJoints3D": _ho3d_joints(transform(gl_from_world, job["ann_joints"])).astype(np.float64),
                 "objRot": Rotation.from_matrix(obj_gl[:3, :3]).as_rotvec().reshape(3, 1),
                 "objTrans": obj_gl[:3, 3].astype(np.float64),
                 "objCorners3D": transform(obj_gl, rest_corners),
@@ -287,6 +325,29 @@ def _write_frame(root: Path, job: dict, hand: _Hand, cfg: HO3DSynthConfig) -> No
                                            "objCorners3D", "handVertContact", "handVertDist", "handVertIntersec",
                                            "handVertObjSurfProj")})
         (d / "meta" / f"{fid:04d}.pkl").write_bytes(py2_pickle_bytes(meta))
+        if job["annotated"] and real.estimates:
+            _write_estimate(root, job, seq, w2c, hand, real, cfg.seed)
     gdir = root / "handcli_gt" / "train" / job["group"]
     gdir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(gdir / f"{fid:04d}.npz", **gt)
+
+
+def _write_estimate(root: Path, job: dict, seq: str, w2c: np.ndarray, hand: _Hand, real: RealismConfig,
+                    seed: int) -> None:
+    """The input hand a single-image estimator would give for this view (realistic profile), written to
+    ``handcli_est/train/{SEQ}/{id:04d}.npz`` in the meta files' convention (this camera's OpenGL frame):
+    ``handPose`` (48,), ``handBeta`` (10,), ``handTrans`` (3,), ``handJoints3D`` (21, 3) HO-3D order and
+    ``vertices`` (778, 3)."""
+    fid, betas = job["fid"], job["betas"]
+    rng = stream(seed, "estimate", seq, fid)
+    pose = perturb_pose(lambda p: hand.pose(p, betas, job["trans"])[0], job["pose"], real.estimate_pa_mm, rng)
+    # monocular estimates are worst along the viewing axis: the root offset is mostly camera depth
+    offset_cam = random_direction(rng, (0.35, 0.35, 1.0)) * real.estimate_root_mm / 1000.0
+    trans = job["trans"] + w2c[:3, :3].T @ offset_cam
+    gl_from_world = C4 @ w2c
+    pose_gl, trans_gl = move_mano(pose, trans, job["J0"], gl_from_world)
+    verts, joints = hand.pose(pose_gl, betas, trans_gl)
+    d = root / "handcli_est" / "train" / seq
+    d.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(d / f"{fid:04d}.npz", handPose=pose_gl, handBeta=np.asarray(betas, np.float64),
+                        handTrans=trans_gl, handJoints3D=_ho3d_joints(joints), vertices=verts.astype(np.float32))

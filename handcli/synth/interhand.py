@@ -1,6 +1,6 @@
 """Synthetic InterHand2.6M (v1.0 layout) rendered from the open hand model.
 
-Writes exactly the real layout (specs/datasets.md §1)::
+Writes exactly the real layout (docs/formats.md#interhand26m)::
 
     ROOT/images/{split}/Capture{c}/{seq}/cam{cam}/image{frame:04d}.jpg
     ROOT/annotations/skeleton.txt, subject.txt
@@ -10,8 +10,14 @@ plus, outside the real layout, ground truth for evaluation::
 
     ROOT/handcli_gt/{split}/Capture{c}/{seq}/cam{cam}/mask{frame:04d}.png   0 bg, 100 left, 200 right
     ROOT/handcli_gt/{split}/Capture{c}/{seq}/cam{cam}/depth{frame:04d}.npy  float32 z-depth, metres
-    ROOT/handcli_gt/joints2d.json   {image_id: 42x2 projected joints (px, unrounded)}
+    ROOT/handcli_gt/joints2d.json   {image_id: 42x2 projected exact joints (px, unrounded)}
+    ROOT/handcli_gt/InterHand2.6M_{split}_{joint_3d,MANO_NeuralAnnot}.json   the exact rendered values
+    ROOT/handcli_gt/surface_offsets.npz   per capture and side: the rendered surface's offsets along normals
     ROOT/handcli_synth.json         generator config; MANO parameters are for the open hand model
+
+With ``--profile realistic`` (``synth/realism.py``) the annotation files carry annotation error, the
+rendered hand has detail outside the model and the images capture effects; the exact values stay in
+``handcli_gt/``. The all-black frame's ground-truth mask and depth are empty.
 
 Quirks of the real data that are reproduced on purpose: frame indices below and above
 1000 (zero-padded to 4 digits), a 5-digit frame index, a landscape colour camera, a
@@ -36,10 +42,21 @@ from handcli.hand.skeleton import IH_TO_21
 from handcli.progress import progress
 from handcli.render.raster import interpolate, rasterize_meshes
 from handcli.synth.motion import finger_pose, gesture_flex, hand_orientation, mirror_rotation
-from handcli.synth.shading import background, lambert, vertex_normals
+from handcli.synth.realism import (
+    RealismConfig,
+    apply_capture,
+    camera_response,
+    displace,
+    joint_noise,
+    perturb_pose,
+    random_direction,
+    stream,
+    surface_offsets,
+)
+from handcli.synth.shading import background, blinn_phong, lambert, vertex_normals
 from handcli.synth.texture import skin_color, subject_style
 
-# HandNeRF's published view split (specs/methods.md §3): portrait colour cameras.
+# HandNeRF's published view split (docs/formats.md#handnerf-guo-data): portrait colour cameras.
 HANDNERF_TRAIN_VIEWS = ["400002", "400004", "400010", "400012", "400013", "400016", "400018", "400042",
                         "400053", "400059"]
 HANDNERF_TEST_VIEWS = ["400009", "400017", "400019", "400023", "400026", "400027", "400028", "400029",
@@ -75,6 +92,7 @@ class InterHandSynthConfig:
     jpeg_quality: int = 95
     mano_model: str = "open-hand/1"
     extra: dict = field(default_factory=dict)
+    realism: RealismConfig = field(default_factory=RealismConfig)  # profile (synth/realism.py)
 
 
 def portrait_camera_ids(n: int) -> list[str]:
@@ -137,6 +155,7 @@ class _Hands:
         self.faces = {s: np.asarray(m.faces, dtype=np.int64) for s, m in self.models.items()}
         self.hands_mean = {s: m.hands_mean.numpy().astype(np.float64) for s, m in self.models.items()}
         self.template = {s: m.v_template.numpy().astype(np.float64) for s, m in self.models.items()}
+        self.lbs_weights = {s: m.lbs_weights.detach().numpy().astype(np.float64) for s, m in self.models.items()}
         zero = torch.zeros(1, 48)
         self.rest_joints21 = {}
         for s, m in self.models.items():
@@ -220,22 +239,32 @@ def sequence_states(hands: _Hands, kind: str, n_frames: int, rng: np.random.Gene
     return states
 
 
-def _render_view(hands: _Hands, frame: dict[str, dict], cam: SynthCamera, styles: dict, bg_seed: int):
-    """Render one image: (rgb uint8 HxWx3, label HxW uint8 {0,100,200}, z-depth HxW float32)."""
+def _render_view(hands: _Hands, frame: dict[str, dict], cam: SynthCamera, styles: dict, bg_seed: int,
+                 realism: RealismConfig | None = None, noise_rng: np.random.Generator | None = None,
+                 response=None):
+    """Render one image: (rgb uint8 HxWx3, label HxW uint8 {0,100,200}, z-depth HxW float32).
+
+    The hands are drawn with their ``render_verts`` (the realistic profile's surface) when present; with a
+    ``realism`` config the skin gets its specular term and the image the camera ``response`` and sensor noise.
+    """
+    realism = realism or RealismConfig()
     sides = [s for s in ("right", "left") if s in frame]
     M = cam.world_to_cam
-    meshes = [(transform(M, frame[s]["verts"]), hands.faces[s]) for s in sides]
+    verts = {s: frame[s].get("render_verts", frame[s]["verts"]) for s in sides}
+    meshes = [(transform(M, verts[s]), hands.faces[s]) for s in sides]
     ras = rasterize_meshes(meshes, cam.K, cam.height, cam.width)
     img = background(cam.height, cam.width, bg_seed)
     label = np.zeros((cam.height, cam.width), np.uint8)
     fg = ras.face_id >= 0
     if fg.any():
         face_offsets = np.cumsum([0] + [len(hands.faces[s]) for s in sides])
-        vert_offsets = np.cumsum([0] + [len(frame[s]["verts"]) for s in sides])
+        vert_offsets = np.cumsum([0] + [len(verts[s]) for s in sides])
         faces_all = np.concatenate([hands.faces[s] + vert_offsets[i] for i, s in enumerate(sides)])
         canon = np.concatenate([hands.template[s] * ([-1.0, 1, 1] if s == "left" else 1.0) for s in sides])
-        normals = np.concatenate([vertex_normals(frame[s]["verts"], hands.faces[s]) for s in sides])
+        normals = np.concatenate([vertex_normals(verts[s], hands.faces[s]) for s in sides])
         attr = np.concatenate([canon, normals], axis=1)
+        if realism.specular > 0:
+            attr = np.concatenate([attr, np.concatenate([verts[s] for s in sides])], axis=1)
         interp = interpolate(ras, attr, faces_all)[fg]
         pix_mesh = ras.mesh_id[fg]
         albedo = np.zeros((fg.sum(), 3))
@@ -243,13 +272,23 @@ def _render_view(hands: _Hands, frame: dict[str, dict], cam: SynthCamera, styles
             sel = pix_mesh == i
             joints = hands.rest_joints21["right"]
             albedo[sel] = skin_color(interp[sel, :3], joints, styles[s])
-        n = interp[:, 3:]
+        n = interp[:, 3:6]
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
-        img[fg] = np.clip(albedo * lambert(n)[:, None], 0.0, 1.0)
+        shade = albedo * lambert(n)[:, None]
+        if realism.specular > 0:  # skin's view-dependent highlight (white, as for a dielectric)
+            view = cam.campos - interp[:, 6:9]
+            view /= np.maximum(np.linalg.norm(view, axis=1, keepdims=True), 1e-12)
+            shade = shade + realism.specular * blinn_phong(n, view, realism.shininess)[:, None]
+        img[fg] = np.clip(shade, 0.0, 1.0)
         for i, s in enumerate(sides):
             label[fg & (ras.mesh_id == i)] = 200 if s == "right" else 100
         del face_offsets
-    rgb = (img * 255.0 + 0.5).astype(np.uint8)
+    if noise_rng is not None or response is not None:
+        from handcli.synth.realism import CameraResponse
+
+        rgb = apply_capture(img, response or CameraResponse(), realism, noise_rng or np.random.default_rng(0))
+    else:
+        rgb = (img * 255.0 + 0.5).astype(np.uint8)
     if cam.mono:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         rgb = np.repeat(grey[:, :, None], 3, axis=2)
@@ -292,6 +331,7 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
     """Generate a synthetic InterHand2.6M dataset under ``root`` (absent or an empty folder)."""
     root = Path(root)
     rng = np.random.default_rng(cfg.seed)
+    real = cfg.realism
     hands = _Hands()
     split = cfg.split
     ann_dir = root / "annotations" / split
@@ -300,6 +340,7 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
 
     data = {"images": [], "annotations": []}
     camera_json, joint_json, mano_json, joints2d = {}, {}, {}, {}
+    exact_joint_json, exact_mano_json, offsets_npz, responses = {}, {}, {}, {}
     subjects = []
     image_id = 0
     jobs = []
@@ -317,6 +358,14 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
         betas = {"right": np.clip(rng.normal(0, 0.6, size=10), -1.5, 1.5)}
         betas["left"] = betas["right"].copy()
         joint_json[str(c)], mano_json[str(c)] = {}, {}
+        exact_joint_json[str(c)], exact_mano_json[str(c)] = {}, {}
+        offsets = {}
+        for sd in ("right", "left"):  # the subject's hand detail outside the model (zero when ideal)
+            canon = hands.template[sd] * ([-1.0, 1, 1] if sd == "left" else 1.0)
+            offsets[sd] = surface_offsets(canon, hands.lbs_weights[sd], real, stream(cfg.seed, "surface", c, sd))
+            offsets_npz[f"capture{c}_{sd}"] = offsets[sd].astype(np.float32)
+        for cam in cams:
+            responses[f"{c}/{cam.cam_id}"] = camera_response(real, cfg.seed, f"{c}/{cam.cam_id}")
         for s, kind in enumerate(cfg.seqs):
             if kind not in SEQ_KINDS:
                 raise ValueError(f"unknown sequence kind {kind!r} (use {sorted(SEQ_KINDS)})")
@@ -324,29 +373,43 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
             start, step = FRAME_STARTS[s % len(FRAME_STARTS)]
             states = sequence_states(hands, kind, cfg.frames, rng, betas)
             black = 1 if (cfg.black_frame and s == 0 and cfg.frames >= 3) else -1
+            seq_rng = stream(cfg.seed, "seq-offsets", c, seq_name)
+            mano_off = {sd: random_direction(seq_rng) * real.mano_seq_mm / 1000.0 for sd in ("right", "left")}
+            joint_off = {sd: random_direction(seq_rng) * real.joint_seq_mm / 1000.0 for sd in ("right", "left")}
             for k, frame in enumerate(states):
                 fidx = start + step * k
                 hand_type = "interacting" if len(frame) == 2 else next(iter(frame))
-                j42, jvalid = _ih42({sd: st["joints"] for sd, st in frame.items()})
-                joint_json[str(c)][str(fidx)] = {
-                    "world_coord": j42.tolist(),
-                    "joint_valid": [[bool(v)] for v in jvalid],
-                    "hand_type": hand_type,
-                    "hand_type_valid": True,
-                }
-                mano_entry = {}
-                for sd in ("right", "left"):
-                    if sd not in frame:
-                        mano_entry[sd] = None
-                        continue
-                    st = frame[sd]
-                    rel = st["pose_abs"].copy()
-                    rel[3:] -= hands.hands_mean[sd]  # InterHand poses are relative to the mean pose
-                    mano_entry[sd] = {"pose": rel.tolist(), "shape": st["betas"].tolist(),
-                                      "trans": st["trans"].tolist()}
-                if cfg.null_mano and kind == "interacting" and k == min(2, cfg.frames - 1):
-                    mano_entry["left"] = None
-                mano_json[str(c)][str(fidx)] = mano_entry
+                ann = {}  # what the annotation files say: the exact state plus annotation error
+                for sd, st in frame.items():
+                    st["render_verts"] = displace(st["verts"], hands.faces[sd], offsets[sd])
+                    frng = stream(cfg.seed, "annotation", c, seq_name, k, sd)
+                    pose = perturb_pose(lambda p, sd=sd, st=st: hands.pose(sd, p, st["betas"], st["trans"])[0],
+                                        st["pose_abs"], real.mano_frame_mm, frng)
+                    ann[sd] = {"pose_abs": pose, "betas": st["betas"], "trans": st["trans"] + mano_off[sd],
+                               "joints": st["joints"] + joint_noise(frng, 21, real.joint_frame_mm) + joint_off[sd]}
+                j42, jvalid = _ih42({sd: a["joints"] for sd, a in ann.items()})
+                j42_exact, _ = _ih42({sd: st["joints"] for sd, st in frame.items()})
+                for out, joints in ((joint_json, j42), (exact_joint_json, j42_exact)):
+                    out[str(c)][str(fidx)] = {
+                        "world_coord": joints.tolist(),
+                        "joint_valid": [[bool(v)] for v in jvalid],
+                        "hand_type": hand_type,
+                        "hand_type_valid": True,
+                    }
+                for out, states_ in ((mano_json, ann), (exact_mano_json, frame)):
+                    mano_entry = {}
+                    for sd in ("right", "left"):
+                        if sd not in states_:
+                            mano_entry[sd] = None
+                            continue
+                        st = states_[sd]
+                        rel = st["pose_abs"].copy()
+                        rel[3:] -= hands.hands_mean[sd]  # InterHand poses are relative to the mean pose
+                        mano_entry[sd] = {"pose": rel.tolist(), "shape": st["betas"].tolist(),
+                                          "trans": st["trans"].tolist()}
+                    if cfg.null_mano and kind == "interacting" and k == min(2, cfg.frames - 1):
+                        mano_entry["left"] = None
+                    out[str(c)][str(fidx)] = mano_entry
                 for cam in cams:
                     file_name = f"Capture{c}/{seq_name}/cam{cam.cam_id}/image{fidx:04d}.jpg"
                     data["images"].append({
@@ -364,22 +427,28 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
                         "joint_valid": [[int(v)] for v in jvalid], "hand_type": hand_type,
                         "hand_type_valid": 1,
                     })
-                    joints2d[str(image_id)] = np.where(jvalid[:, None], uv, np.nan).tolist()
-                    jobs.append((file_name, frame, cam, styles, image_id, k == black))
+                    uv_exact = project(transform(cam.world_to_cam, j42_exact / 1000.0), cam.K)
+                    joints2d[str(image_id)] = np.where(jvalid[:, None], uv_exact, np.nan).tolist()
+                    jobs.append((file_name, frame, cam, styles, image_id, k == black, c))
                     image_id += 1
 
     img_root = root / "images" / split
     gt_root = root / "handcli_gt" / split
     with progress() as bar:
         task = bar.add_task("synth interhand", total=len(jobs))
-        for file_name, frame, cam, styles, iid, is_black in jobs:
-            rgb, label, depth = _render_view(hands, frame, cam, styles, bg_seed=cfg.seed * 7919 + iid)
-            if is_black:
+        for file_name, frame, cam, styles, iid, is_black, c in jobs:
+            capture = real.profile != "ideal"
+            rgb, label, depth = _render_view(hands, frame, cam, styles, bg_seed=cfg.seed * 7919 + iid, realism=real,
+                                             noise_rng=stream(cfg.seed, "sensor", iid) if capture else None,
+                                             response=responses[f"{c}/{cam.cam_id}"] if capture else None)
+            if is_black:  # a failed capture: nothing was seen, so the ground truth is empty too
                 rgb[:] = 0
+                label[:] = 0
+                depth[:] = 0
             path = img_root / file_name
             path.parent.mkdir(parents=True, exist_ok=True)
             ok = cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                             [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+                             [cv2.IMWRITE_JPEG_QUALITY, real.jpeg_quality or cfg.jpeg_quality])
             if not ok:
                 raise OSError(f"could not write {path}")
             gt_dir = gt_root / Path(file_name).parent
@@ -399,8 +468,15 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
     dump(mano_json, ann_dir / f"InterHand2.6M_{split}_MANO_NeuralAnnot.json")
     (root / "annotations" / "subject.txt").write_text("# capture subject_id\n" + "\n".join(subjects) + "\n")
     dump(joints2d, root / "handcli_gt" / "joints2d.json")
+    # the exact values the images were rendered from, in the annotation files' own format
+    dump(exact_joint_json, root / "handcli_gt" / f"InterHand2.6M_{split}_joint_3d.json")
+    dump(exact_mano_json, root / "handcli_gt" / f"InterHand2.6M_{split}_MANO_NeuralAnnot.json")
+    np.savez_compressed(root / "handcli_gt" / "surface_offsets.npz", **offsets_npz)
     meta = {"schema": "handcli.synth/1", "dataset": "interhand2.6m", "config": asdict(cfg),
-            "mano_model": cfg.mano_model, "flat_hand_mean": False,
-            "note": "MANO parameters drive the open hand model exactly; ground truth in handcli_gt/"}
+            "mano_model": cfg.mano_model, "flat_hand_mean": False, "profile": real.profile,
+            "camera_response": {k: v.as_dict() for k, v in responses.items()},
+            "note": ("MANO parameters drive the open hand model; ground truth in handcli_gt/"
+                     + ("" if real.profile == "ideal" else
+                        " (annotations carry the realistic profile's error: exact values in handcli_gt/)"))}
     dump(meta, root / "handcli_synth.json")
     return root

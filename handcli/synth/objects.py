@@ -5,7 +5,8 @@ Four shapes stand in for the real scans: a box (``003_cracker_box``, also ``004_
 cylinder with a handle (``025_mug``). Each is a watertight trimesh in its model frame (metres, centred near
 the origin) with an exact (or, for the mug's union, outside-exact) signed distance function that the grasp
 synthesis uses, and a solid colour texture evaluated at model-frame points. ``write_ycb_model`` writes
-``models/{name}/textured_simple.obj`` (+ ``.mtl``) and ``points.xyz`` like the DexYCB download.
+``models/{name}/textured_simple.obj`` (``f v/vt/vn``) + ``.mtl`` + ``texture_map.png`` (the colours baked into
+a per-face atlas) and ``points.xyz`` like the DexYCB download.
 """
 
 from __future__ import annotations
@@ -188,22 +189,92 @@ def make_object(name: str) -> ProceduralObject:
     return ProceduralObject(name, YCB_IDS[name], kind, v, f, sdf, COLOURS[name], approach, finger, float(up))
 
 
+def face_atlas(n_faces: int, min_cell: int = 6, max_size: int = 2048) -> tuple[np.ndarray, int]:
+    """A texture atlas with one triangle per face: (F, 3, 2) corner positions in pixels and the image size.
+
+    Faces are paired in square cells of a grid (one triangle below the cell's diagonal, one above it), each
+    inset by 1.5 px so that bilinear lookups never mix two faces' texels.
+    """
+    cells = max(1, (n_faces + 1) // 2)
+    g = int(np.ceil(np.sqrt(cells)))
+    size = int(min(max_size, max(256, 64 * int(np.ceil(min_cell * g / 64)))))
+    c = size / g
+    m = 1.5
+    k = np.arange(n_faces)
+    cell = k // 2
+    x0 = (cell % g) * c
+    y0 = (cell // g) * c
+    lower = np.array([[m, m], [c - 2 * m, m], [m, c - 2 * m]])
+    upper = np.array([[c - m, c - m], [2 * m, c - m], [c - m, 2 * m]])
+    corners = np.where((k % 2 == 0)[:, None, None], lower[None], upper[None])
+    return corners + np.stack([x0, y0], axis=1)[:, None, :], size
+
+
+def bake_texture(vertices: np.ndarray, faces: np.ndarray, albedo: Callable[[np.ndarray], np.ndarray],
+                 corners: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB: ``albedo`` at the surface point of every texel of the atlas ``corners``.
+
+    Texels in a cell's gutter take the nearest point of their face (barycentrics clamped), so filtering at
+    the triangle edges sees that face's own colours.
+    """
+    g = int(np.ceil(np.sqrt(max(1, (len(faces) + 1) // 2))))
+    c = size / g
+    yy, xx = np.mgrid[0:size, 0:size]
+    px = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], axis=1)
+    col, row = np.minimum((px[:, 0] // c).astype(np.int64), g - 1), np.minimum((px[:, 1] // c).astype(np.int64), g - 1)
+    local = px - np.stack([col, row], axis=1) * c
+    face = 2 * (row * g + col) + (local.sum(axis=1) > c)
+    valid = face < len(faces)
+    face = np.where(valid, face, 0)
+    a, b, d = corners[face, 0], corners[face, 1], corners[face, 2]
+    e1, e2, q = b - a, d - a, px - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    w1 = (q[:, 0] * e2[:, 1] - q[:, 1] * e2[:, 0]) / det
+    w2 = (e1[:, 0] * q[:, 1] - e1[:, 1] * q[:, 0]) / det
+    w = np.clip(np.stack([1.0 - w1 - w2, w1, w2], axis=1), 0.0, None)
+    w /= w.sum(axis=1, keepdims=True)
+    pts = np.einsum("nk,nkd->nd", w, vertices[faces[face]])
+    rgb = np.where(valid[:, None], albedo(pts), 0.5)
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).reshape(size, size, 3)
+
+
+_BAKED: dict[tuple, np.ndarray] = {}
+
+
 def write_ycb_model(models_root: str | Path, obj: ProceduralObject, num_points: int = 2000,
                     seed: int = 0) -> Path:
-    """Write ``{models_root}/{name}/textured_simple.obj``, ``textured_simple.obj.mtl`` and ``points.xyz``."""
+    """Write ``{models_root}/{name}/textured_simple.obj``, ``textured_simple.obj.mtl``, ``texture_map.png``
+    and ``points.xyz`` like the YCB models of the DexYCB download.
+
+    Faces are ``f v/vt/vn`` with one normal per vertex (the ``v`` and ``vn`` indices agree, as the DexYCB
+    toolkit's YCBLayer asserts) and texture coordinates into a baked atlas of the object's colours; the
+    ``v`` lines are the watertight mesh in order, so readers that ignore materials get it unchanged.
+    """
+    import cv2
+
     d = Path(models_root) / obj.name
     d.mkdir(parents=True, exist_ok=True)
     normals = vertex_normals(obj.vertices, obj.faces)
+    corners, size = face_atlas(len(obj.faces))
+    uv = corners.reshape(-1, 2) / size
+    uv[:, 1] = 1.0 - uv[:, 1]  # OBJ texture v runs up from the image's bottom row
     lines = ["# handcli procedural stand-in for a YCB model (metres, model frame)",
              "mtllib textured_simple.obj.mtl"]
     lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in obj.vertices]
+    lines += [f"vt {a:.6f} {b:.6f}" for a, b in uv]
     lines += [f"vn {a:.6f} {b:.6f} {c:.6f}" for a, b, c in normals]
     lines.append("usemtl material_0")
-    lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in (obj.faces + 1)]
+    t = np.arange(1, 3 * len(obj.faces) + 1).reshape(-1, 3)
+    lines += [f"f {a}/{ta}/{a} {b}/{tb}/{b} {c}/{tc}/{c}"
+              for (a, b, c), (ta, tb, tc) in zip(obj.faces + 1, t)]
     (d / "textured_simple.obj").write_text("\n".join(lines) + "\n")
-    r, g, b = obj.base_rgb
     (d / "textured_simple.obj.mtl").write_text(
-        f"newmtl material_0\nKa 0.2 0.2 0.2\nKd {r:.4f} {g:.4f} {b:.4f}\nKs 0.0 0.0 0.0\nd 1.0\n")
+        "newmtl material_0\nKa 0.2 0.2 0.2\nKd 0.8 0.8 0.8\nKs 0.0 0.0 0.0\nd 1.0\nmap_Kd texture_map.png\n")
+    key = (obj.name, len(obj.vertices), len(obj.faces))
+    if key not in _BAKED:  # the colours depend on the object only: bake once per process
+        _BAKED[key] = bake_texture(obj.vertices, obj.faces, obj.albedo, corners, size)
+    tex = _BAKED[key]
+    cv2.imwrite(str(d / "texture_map.png"), cv2.cvtColor(tex, cv2.COLOR_RGB2BGR))
     pts = obj.sample_points(num_points, seed=seed)
     (d / "points.xyz").write_text("".join(f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in pts))
     return d
@@ -218,16 +289,24 @@ class ScenePart:
     faces: np.ndarray  # (F, 3)
     canon: np.ndarray  # (V, 3) coordinates the albedo function reads (rest pose / model frame)
     albedo: Callable[[np.ndarray], np.ndarray]  # (N, 3) canon -> (N, 3) in [0, 1]
+    specular: float = 0.0  # Blinn-Phong strength (skin in the realistic profile)
 
 
 def render_scene(parts: list[ScenePart], K: np.ndarray, world_to_cam: np.ndarray, height: int, width: int,
-                 bg_seed: int, scene_to_light: np.ndarray | None = None):
+                 bg_seed: int, scene_to_light: np.ndarray | None = None, realism=None, response=None,
+                 noise_rng: np.random.Generator | None = None):
     """Rasterize and shade ``parts`` for one camera.
 
     Returns rgb (H, W, 3) uint8, part (H, W) int16 index of the visible part (-1 empty) and z-depth
     (H, W) float32 metres (0 empty). Normals are lit in the world frame rotated by ``scene_to_light``
-    (3, 3) (the lights of ``handcli.synth.shading`` expect z up).
+    (3, 3) (the lights of ``handcli.synth.shading`` expect z up). Parts with ``specular`` > 0 get a
+    Blinn-Phong highlight (``realism.shininess``); with a camera ``response`` or ``noise_rng`` the image goes
+    through ``realism.apply_capture`` (colour response, sensor noise) before quantisation.
     """
+    from handcli.synth.realism import CameraResponse, RealismConfig, apply_capture
+    from handcli.synth.shading import blinn_phong
+
+    realism = realism or RealismConfig()
     from handcli.data.camera import transform
     from handcli.render.raster import interpolate, rasterize_meshes
 
@@ -251,6 +330,20 @@ def render_scene(parts: list[ScenePart], K: np.ndarray, world_to_cam: np.ndarray
                 albedo[sel] = p.albedo(interp[sel, :3])
         n = interp[:, 3:]
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
-        img[fg] = np.clip(albedo * lambert(n)[:, None], 0.0, 1.0)
-    rgb = (img * 255.0 + 0.5).astype(np.uint8)
+        shade = albedo * lambert(n)[:, None]
+        spec = np.array([p.specular for p in parts])[owner]
+        if spec.any():
+            # view directions in the light frame: camera centre minus the surface point
+            inv = np.linalg.inv(world_to_cam)
+            pos = interpolate(ras, np.concatenate([p.vertices for p in parts]), faces_all)[fg]
+            view = inv[:3, 3] - pos
+            if scene_to_light is not None:
+                view = view @ np.asarray(scene_to_light).T
+            view /= np.maximum(np.linalg.norm(view, axis=1, keepdims=True), 1e-12)
+            shade = shade + (spec * blinn_phong(n, view, realism.shininess))[:, None]
+        img[fg] = np.clip(shade, 0.0, 1.0)
+    if response is not None or noise_rng is not None:
+        rgb = apply_capture(img, response or CameraResponse(), realism, noise_rng or np.random.default_rng(0))
+    else:
+        rgb = (img * 255.0 + 0.5).astype(np.uint8)
     return rgb, ras.mesh_id.copy(), ras.depth.astype(np.float32)

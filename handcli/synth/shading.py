@@ -39,3 +39,18 @@ def background(height: int, width: int, seed: int) -> np.ndarray:
     grad = np.linspace(0.0, 0.05, height)[:, None, None]
     noise = rng.normal(0.0, 0.006, size=(height, width, 1))
     return np.clip(base[None, None, :] + grad + noise, 0.0, 1.0)
+
+
+def blinn_phong(normals_world: np.ndarray, view_world: np.ndarray, shininess: float) -> np.ndarray:
+    """(N,) specular factor of the fixed lights: sum_l w_l (n . h_l)^shininess where n . l > 0.
+
+    normals_world (N, 3) unit normals; view_world (N, 3) unit directions from the surface to the camera.
+    """
+    s = np.zeros(len(normals_world))
+    for d, w in LIGHTS:
+        d = d / np.linalg.norm(d)
+        h = view_world + d
+        h /= np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+        lit = (normals_world @ d) > 0
+        s += w * lit * np.clip(np.sum(normals_world * h, axis=1), 0.0, None) ** shininess
+    return s

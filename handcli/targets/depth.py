@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from handcli import __version__
-from handcli.data.cache import SIDES, Cache
+from handcli.data.cache import CHECKSUM, SIDES, Cache
 from handcli.data.camera import transform
 from handcli.errors import InputError
 from handcli.outputs import atomic_path
@@ -140,11 +140,11 @@ def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = Fals
             a["config"] = json.dumps({"source": "posed hand meshes (frames/{side}/vertices)"})
             a["inputs"] = json.dumps({"cache": str(cache_path)})
             g = f.create_group("views")
-            g.create_dataset("offset", data=vt["offset"].astype(np.int64))
-            g.create_dataset("height", data=vt["height"].astype(np.int32))
-            g.create_dataset("width", data=vt["width"].astype(np.int32))
+            g.create_dataset("offset", data=vt["offset"].astype(np.int64), **CHECKSUM)
+            g.create_dataset("height", data=vt["height"].astype(np.int32), **CHECKSUM)
+            g.create_dataset("width", data=vt["width"].astype(np.int32), **CHECKSUM)
             ds = f.create_dataset("depth", (total,), dtype="f4", chunks=(min(_CHUNK, max(total, 1)),),
-                                  compression="gzip", compression_opts=1, shuffle=True)
+                                  compression="gzip", compression_opts=1, shuffle=True, **CHECKSUM)
             fg = 0
             faces = {s: m["faces"] for s in SIDES if (m := cache.hand_model(s)) is not None}
             with progress() as bar:

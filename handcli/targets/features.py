@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from handcli import __version__
+from handcli.data.cache import CHECKSUM
 from handcli.errors import InputError
 from handcli.targets.store import FeatureTargets, sample_features  # noqa: F401  (re-exported)
 
@@ -243,7 +244,8 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
         rng = np.random.default_rng(seed)
         clock = [0.0, 0]
         with atomic_path(out, force=force) as tmp, h5py.File(tmp, "w") as f, progress() as bar:
-            ds = f.create_dataset("features", (total, dim), dtype="f2", chunks=(max(1, min(4096, total)), dim))
+            ds = f.create_dataset("features", (total, dim), dtype="f2", chunks=(max(1, min(4096, total)), dim),
+                                  **CHECKSUM)
             kept: dict[int, np.ndarray] = {}
             mean = comps = None
             if pca == "global":
@@ -260,8 +262,8 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
                     samples.append(X[np.sort(pick)])
                     bar.advance(task)
                 mean, comps = fit_pca(np.concatenate(samples)[:pca_samples], dim)
-                f.create_dataset("pca/mean", data=mean.astype(np.float32))
-                f.create_dataset("pca/components", data=comps.astype(np.float32))
+                f.create_dataset("pca/mean", data=mean.astype(np.float32), **CHECKSUM)
+                f.create_dataset("pca/components", data=comps.astype(np.float32), **CHECKSUM)
             task = bar.add_task("targets features", total=M)
             for b0 in range(0, M, batch if pca == "batch" else M):
                 group = range(b0, min(M, b0 + (batch if pca == "batch" else M)))
@@ -279,11 +281,11 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
                     ds[offsets[j]:offsets[j] + cells[j]] = Y.astype(np.float16)
                     bar.advance(task)
             g = f.create_group("views")
-            g.create_dataset("offset", data=offsets)
-            g.create_dataset("grid_h", data=gh.astype(np.int32))
-            g.create_dataset("grid_w", data=gw.astype(np.int32))
-            g.create_dataset("height", data=H.astype(np.int32))
-            g.create_dataset("width", data=W.astype(np.int32))
+            g.create_dataset("offset", data=offsets, **CHECKSUM)
+            g.create_dataset("grid_h", data=gh.astype(np.int32), **CHECKSUM)
+            g.create_dataset("grid_w", data=gw.astype(np.int32), **CHECKSUM)
+            g.create_dataset("height", data=H.astype(np.int32), **CHECKSUM)
+            g.create_dataset("width", data=W.astype(np.int32), **CHECKSUM)
             config = {"teacher": t.name, "dim": dim, "batch": batch, "pca": pca, "pca_views": pca_views,
                       "pca_samples": pca_samples, "seed": seed, "input_norm": input_norm, "device": device}
             a = f.attrs

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from handcli.data.cache import read_errors
 from handcli.errors import InputError
 
 DEPTH_SCHEMA = "handcli.targets.depth/1"
@@ -60,13 +61,41 @@ class _TargetFile:
             self.f.close()
             raise InputError(f"not a {self.kind} targets file (schema {schema!r}, expected {self.schema!r})",
                              path=self.path, field="schema")
-        v = self.f["views"]
-        self.offset = v["offset"][()].astype(np.int64)
-        self.height = v["height"][()].astype(np.int64)
-        self.width = v["width"][()].astype(np.int64)
+        try:
+            self._open(max_ram_bytes)
+        except BaseException:
+            self.f.close()
+            raise
+
+    def _open(self, max_ram_bytes: int) -> None:
+        """Read the view table and check it against the data array (``InputError`` naming the field)."""
+        for name in ("views/offset", "views/height", "views/width", self._dataset) + self._extra:
+            if not isinstance(self.f.get(name), h5py.Dataset):
+                raise InputError("required dataset missing", path=self.path, field=name)
+        with read_errors(self.path, "views"):
+            self.offset = self.f["views/offset"][()].astype(np.int64)
+            self.height = self.f["views/height"][()].astype(np.int64)
+            self.width = self.f["views/width"][()].astype(np.int64)
         self.num_views = len(self.offset)
+        if len(self.height) != self.num_views or len(self.width) != self.num_views:
+            raise InputError("views/offset, height and width differ in length", path=self.path, field="views")
+        if self.num_views and (self.height.min() <= 0 or self.width.min() <= 0):
+            raise InputError("view sizes must be positive", path=self.path, field="views/height")
         self._ds = self.f[self._dataset]
-        self._ram = self._ds[()] if self._ds.size * self._ds.dtype.itemsize <= max_ram_bytes else None
+        end = self.offset + self._view_rows()
+        if self.num_views and (self.offset.min() < 0 or end.max() > self._ds.shape[0]):
+            raise InputError(f"view rows outside the {self._ds.shape[0]}-row array", path=self.path,
+                             field="views/offset")
+        with read_errors(self.path, self._dataset):
+            self._ram = self._ds[()] if self._ds.size * self._ds.dtype.itemsize <= max_ram_bytes else None
+        if self._ram is not None and not np.isfinite(self._ram).all():
+            raise InputError("non-finite values", path=self.path, field=self._dataset)
+
+    _extra: tuple[str, ...] = ()
+
+    def _view_rows(self) -> np.ndarray:
+        """(M,) rows of the data array each view uses."""
+        return self.height * self.width
 
     _dataset = ""
 
@@ -113,7 +142,8 @@ class _TargetFile:
         for j in np.unique(views):
             sel = views == j
             lo, hi = flat[sel].min(), flat[sel].max() + 1
-            part = self._ds[block[j] + lo:block[j] + hi]
+            with read_errors(self.path, self._dataset):
+                part = self._ds[block[j] + lo:block[j] + hi]
             out[sel] = part[flat[sel] - lo]
         return out
 
@@ -129,7 +159,8 @@ class DepthTargets(_TargetFile):
         """(H, W) float32 z-depth map of view j."""
         H, W, off = int(self.height[j]), int(self.width[j]), int(self.offset[j])
         src = self._ram if self._ram is not None else self._ds
-        return np.asarray(src[off:off + H * W], dtype=np.float32).reshape(H, W)
+        with read_errors(self.path, self._dataset):
+            return np.asarray(src[off:off + H * W], dtype=np.float32).reshape(H, W)
 
     def sample(self, views, pix) -> np.ndarray:
         """z-depth at pixels: views int or (N,), pix (N, 2) (u, v) (rounded to the nearest centre) -> (N,) float32.
@@ -151,18 +182,29 @@ class FeatureTargets(_TargetFile):
     kind = "feature"
     _dataset = "features"
 
-    def __init__(self, path: str | Path, max_ram_bytes: int = DEFAULT_MAX_RAM):
-        super().__init__(path, max_ram_bytes)
-        self.grid_h = self.f["views/grid_h"][()].astype(np.int64)
-        self.grid_w = self.f["views/grid_w"][()].astype(np.int64)
+    _extra = ("views/grid_h", "views/grid_w")
+
+    def _view_rows(self) -> np.ndarray:
+        with read_errors(self.path, "views/grid_h"):
+            self.grid_h = self.f["views/grid_h"][()].astype(np.int64)
+            self.grid_w = self.f["views/grid_w"][()].astype(np.int64)
+        if self.grid_h.shape != self.offset.shape or self.grid_w.shape != self.offset.shape:
+            raise InputError("views/grid_h and grid_w differ in length from views/offset", path=self.path,
+                             field="views/grid_h")
+        if "stride" not in self.f.attrs or int(self.f.attrs["stride"]) < 1:
+            raise InputError("missing or non-positive stride", path=self.path, field="stride")
         self.stride = int(self.f.attrs["stride"])
+        if self._ds.ndim != 2:
+            raise InputError(f"shape {self._ds.shape}, expected (cells, D)", path=self.path, field="features")
         self.dim = int(self._ds.shape[1])
+        return self.grid_h * self.grid_w
 
     def view(self, j: int) -> np.ndarray:
         """(grid_h, grid_w, D) float32 feature map of view j at the teacher's stride."""
         h, w, off = int(self.grid_h[j]), int(self.grid_w[j]), int(self.offset[j])
         src = self._ram if self._ram is not None else self._ds
-        return np.asarray(src[off:off + h * w], dtype=np.float32).reshape(h, w, self.dim)
+        with read_errors(self.path, self._dataset):
+            return np.asarray(src[off:off + h * w], dtype=np.float32).reshape(h, w, self.dim)
 
     def sample(self, views, pix) -> np.ndarray:
         """Target features of rays: views int or (N,), pix (N, 2) (u, v) at cache resolution -> (N, D) float32.

@@ -1,0 +1,159 @@
+"""What the viewer shows of a trained run, without any server: renders for a browser camera under one
+browser's settings, the nearest cache view, meshes, skeletons and the subjects' appearances.
+
+Everything goes through the method contract (``handcli.methods.base``): ``render_camera`` for the images,
+and the optional capabilities a method may have: ``extract_meshes`` (mesh overlay),
+``appearance_crops`` / ``set_appearance_crop`` (switching subjects), ``skeletons`` / ``set_skeletons``
+(pose editing, HandOcc), ``input_views`` (the input view of a hand-object run) and a ``semantic`` channel.
+One method object serves every browser: a lock serialises its use, and a browser's settings are put into
+it (under the lock) before each of that browser's renders.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from handcli.data.cache import LABELS
+from handcli.hand.skeleton import PARENTS_21
+from handcli.viewer.camera import ViewCamera, nearest_camera, opencv_camera, render_size
+from handcli.viewer.pose_edit import flex_fingers
+
+CHANNELS = ("rgb", "depth", "opacity", "semantic")
+# semantic render colours by cache label (background, right hand, left hand, object)
+PALETTE = np.zeros((256, 3), np.uint8)
+PALETTE[LABELS["right"]] = (230, 160, 120)
+PALETTE[LABELS["left"]] = (120, 200, 230)
+PALETTE[LABELS["object"]] = (80, 140, 230)
+
+
+def colourise(r: dict, channel: str) -> np.ndarray:
+    """(H, W, 3) uint8 image of one channel of a render dict (rgb, depth, opacity or semantic)."""
+    if channel == "rgb" or channel not in r:
+        img = r["rgb"]
+    elif channel == "semantic":
+        return PALETTE[np.asarray(r["semantic"], np.uint8)]
+    elif channel == "opacity":
+        img = np.repeat(np.asarray(r["opacity"])[..., None], 3, -1)
+    else:  # depth: near = bright, no surface = black
+        d = np.asarray(r["depth"], np.float64)
+        fg = d > 0
+        g = np.zeros_like(d)
+        if fg.any():
+            lo, hi = float(d[fg].min()), float(d[fg].max())
+            g[fg] = 1.0 - 0.8 * (d[fg] - lo) / max(hi - lo, 1e-9)
+        img = np.repeat(g[..., None], 3, -1)
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def skeleton_segments(joints: np.ndarray) -> np.ndarray:
+    """(20, 2, 3) bone segments (parent joint, joint) of a (21, 3) skeleton."""
+    j = np.asarray(joints, dtype=np.float32)
+    return np.stack([j[[PARENTS_21[k] for k in range(1, 21)]], j[1:]], axis=1)
+
+
+@dataclass
+class ViewSettings:
+    """One browser's choices: frame, appearance (a key of ``MethodView.appearances`` or None for the
+    run's own) and finger flexion per side ({side: 5 angles in degrees, thumb..pinky})."""
+
+    frame: int
+    appearance: str | None = None
+    flex: dict[str, list[float]] = field(default_factory=dict)
+
+
+class MethodView:
+    """A trained method (``from_run``) seen through the viewer. ``resolution``: long side (pixels) of a
+    full-resolution image."""
+
+    def __init__(self, method, resolution: int = 256):
+        from handcli.render.orbit import orbit_from_cache
+
+        self.m = method
+        self.cache = method.cache
+        self.lock = threading.Lock()
+        self.resolution = int(resolution)
+        self.cameras = self.cache.cameras()
+        self.view_table = self.cache.view_table()
+        self.num_frames = int(self.cache.num_frames)
+        self.start_frame = self._first_frame_with_views()
+        self.orbit = orbit_from_cache(self.cache, self.start_frame, 1)
+        self.channels = self._channels()
+        self.sides = [s for s in ("right", "left") if bool(np.any(self.cache.f["frames"][s]["present"][()]))]
+        self.appearances = method.appearance_crops() if hasattr(method, "set_appearance_crop") else {}
+        self.edits_skeleton = hasattr(method, "set_skeletons")
+        self.has_meshes = hasattr(method, "extract_meshes")
+        self.has_input_view = hasattr(method, "input_views")
+
+    def _first_frame_with_views(self) -> int:
+        frames = self.view_table["frame"]
+        for f in range(self.num_frames):
+            rec = self.cache.frame(f)
+            if np.any(frames == f) and any(h.box is not None for h in rec.hands.values()):
+                return f
+        return 0
+
+    def _channels(self) -> list[str]:
+        """The channels the method renders (probed on an 8-pixel image)."""
+        from handcli.data.camera import scale_intrinsics
+
+        K, M = self.orbit.cameras[0]
+        s = 8.0 / max(self.orbit.width, self.orbit.height)
+        with self.lock, torch.no_grad():
+            r = self.m.render_camera(self.start_frame, scale_intrinsics(K, s, s), M, 8, 8)
+        return [c for c in CHANNELS if c in r]
+
+    # ---------------------------------------------------------------------------------------------------
+    def skeletons(self, st: ViewSettings) -> list[tuple[str, np.ndarray]] | None:
+        """[(side, joints (21, 3))] of the frame with the browser's finger edits; None when the method
+        takes no skeleton."""
+        if not self.edits_skeleton:
+            return None
+        from handcli.methods.handocc_method import frame_joints
+
+        out = []
+        for s, j in frame_joints(self.cache, st.frame):
+            flex = st.flex.get(s)
+            out.append((s, flex_fingers(j, flex, s) if flex and any(flex) else j))
+        return out
+
+    def _apply(self, st: ViewSettings) -> None:
+        """Put a browser's appearance and skeletons into the shared method (caller holds the lock)."""
+        if hasattr(self.m, "set_appearance_crop"):
+            self.m.set_appearance_crop(self.appearances.get(st.appearance) if st.appearance else None)
+        sk = self.skeletons(st)
+        if sk is not None:
+            self.m.set_skeletons(st.frame, sk)
+
+    def render(self, st: ViewSettings, cam: ViewCamera, scale: float = 1.0) -> dict:
+        """The method's render dict for a browser camera at ``scale`` x full resolution, plus
+        ``world_to_cam``, ``seconds`` and ``input_view`` (cache view index or None)."""
+        w, h = render_size(cam.aspect, max(8, round(self.resolution * scale)))
+        K, M = opencv_camera(cam, w, h)
+        t = time.perf_counter()
+        with self.lock, torch.no_grad():  # grad mode is per thread: renders run on the viewer's threads
+            self._apply(st)
+            r = dict(self.m.render_camera(st.frame, K, M, h, w))
+            r["input_view"] = getattr(self.m, "input_views", {}).get(st.frame)
+        r["seconds"] = time.perf_counter() - t
+        r["world_to_cam"] = M
+        return r
+
+    def nearest_view(self, frame: int, world_to_cam: np.ndarray) -> tuple[int, int] | None:
+        """(cache view index, camera index) of the frame's view whose camera is nearest; None without views."""
+        views = self.cache.views_of_frame(frame)
+        if not views:
+            return None
+        cams = [int(self.view_table["camera"][j]) for j in views]
+        k = nearest_camera([self.cameras[c]["world_to_cam"] for c in cams], world_to_cam)
+        return int(views[k]), cams[k]
+
+    def meshes(self, st: ViewSettings, resolution: int) -> dict:
+        """{part: trimesh} of the frame under the browser's settings (the method's ``extract_meshes``)."""
+        with self.lock, torch.no_grad():
+            self._apply(st)
+            return self.m.extract_meshes(st.frame, resolution)
