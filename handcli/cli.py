@@ -76,16 +76,20 @@ app.command("view")(view_cmd.view_command)
 
 def main() -> None:
     """Console-script entry: map input errors to exit 2 and bugs to exit 1."""
-    import signal
-
     from handcli.errors import InputError
+    from handcli.interrupts import pending, stage_signals
 
-    def _term(signum, frame):  # SIGTERM unwinds like Ctrl-C: temporary outputs are removed, exit 130
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
     try:
-        app(standalone_mode=True)
+        # SIGTERM unwinds like Ctrl-C (temporary outputs removed, exit 130); both are remembered in case
+        # the KeyboardInterrupt lands in a destructor and is swallowed
+        with stage_signals():
+            try:
+                app(standalone_mode=True)
+            except SystemExit as e:
+                if e.code in (0, None) and pending():
+                    print(f"interrupted ({pending()})", file=sys.stderr)
+                    sys.exit(130)
+                raise
     except InputError as e:
         if _state["debug"]:
             raise

@@ -18,6 +18,37 @@ from typing import Iterator
 
 from handcli.errors import Interrupted
 
+_received: list[str] = []  # signals seen during this command (by any handler below)
+
+
+def pending() -> str | None:
+    """The name of the first SIGINT/SIGTERM received during this command, or None."""
+    return _received[0] if _received else None
+
+
+@contextlib.contextmanager
+def stage_signals() -> Iterator[None]:
+    """For a whole CLI command: SIGINT/SIGTERM raise ``KeyboardInterrupt`` and are remembered.
+
+    Remembering matters because such an exception can be swallowed (raised inside a destructor); the
+    commit points (``outputs.atomic_path``, the trainer, the preprocess loop) check :func:`pending` and stop.
+    """
+    _received.clear()
+
+    def handler(signum, frame):
+        _received.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
 
 @contextlib.contextmanager
 def graceful_signals() -> Iterator[dict]:
@@ -34,6 +65,7 @@ def graceful_signals() -> Iterator[dict]:
         if flag["signal"] is not None:
             raise KeyboardInterrupt
         flag["signal"] = signal.Signals(signum).name
+        _received.append(flag["signal"])
         from handcli.progress import log
 
         log(f"{flag['signal']}: stopping at the next safe point (send it again to abort at once)")
@@ -48,17 +80,21 @@ def graceful_signals() -> Iterator[dict]:
 
 def raise_if_signalled(flag: dict, what: str) -> None:
     """Raise :class:`Interrupted` (exit 130) when :func:`graceful_signals` caught a signal."""
-    if flag["signal"] is not None:
-        raise Interrupted(f"{flag['signal']}: {what}")
+    name = flag["signal"] or pending()
+    if name is not None:
+        raise Interrupted(f"{name}: {what}")
 
 
-def die_with_parent(poll_s: float = 0.2) -> None:
-    """In a worker process: ignore SIGINT (the parent handles it) and exit when the parent process is gone.
+def die_with_parent(parent: int, poll_s: float = 0.2) -> None:
+    """In a worker process: ignore SIGINT (the parent handles it) and exit when process ``parent`` is gone.
 
-    A ``kill -9`` of the parent otherwise leaves pool workers blocked on their task queue forever.
+    ``parent`` is the pid the parent passed when it started the worker (not ``os.getppid()`` here: a parent
+    killed while the worker was still starting up has already been replaced by init). A ``kill -9`` of the
+    parent otherwise leaves pool workers blocked on their task queue forever.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
+    if os.getppid() != parent:
+        os._exit(1)
 
     def watch() -> None:
         while True:

@@ -213,6 +213,12 @@ def atomic_path(path: str | Path, force: bool = False, is_dir: bool = False, *,
         yield tmp
         if is_dir:
             mark_artifact(tmp, kind or "folder")
+        from handcli.interrupts import pending
+
+        if pending():  # a Ctrl-C that a destructor swallowed: commit nothing
+            from handcli.errors import Interrupted
+
+            raise Interrupted(f"{pending()}: nothing written to {path}")
     except BaseException:
         _remove(tmp)
         raise

@@ -193,9 +193,9 @@ def test_kill_9_during_preprocess_workers_die_and_rerun_cleans(synth_ih, tmp_pat
     out = tmp_path / "c.h5"
     proc = start("preprocess", "interhand", synth_ih, "-o", out, "--workers", "2", "--scale", "0.25")
     wait_for(lambda: len(_children(proc.pid)) >= 2 and list(tmp_path.glob(".c.h5.*.tmp")), proc)
-    workers = _children(proc.pid)
+    workers = _children(proc.pid)  # killed while the workers are still starting (the hardest case)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    proc.communicate(timeout=60)  # a surviving worker would keep the output pipes open
     t0 = time.time()
     while any(_alive(w) for w in workers) and time.time() - t0 < 10:
         time.sleep(0.05)

@@ -75,13 +75,14 @@ def check_not_empty(stats: dict, root) -> None:
                          field="frames")
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
+    from handcli.interrupts import die_with_parent
+
+    die_with_parent(parent)  # first: a parent killed during the imports below is noticed at once
+
     import cv2
     import torch
 
-    from handcli.interrupts import die_with_parent
-
-    die_with_parent()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 
@@ -125,12 +126,14 @@ def run_pipeline(items: list[Any], process: Callable[[Any], FrameResult], writer
                 consume(process(item))
                 bar.advance(task)
                 raise_if_signalled(sig, stop)
+            raise_if_signalled(sig, stop)
         else:
             # one thread per worker process: the workers already use every core
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ.setdefault(var, "1")
             ctx = mp.get_context("spawn")
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                       initargs=(os.getpid(),))
             try:
                 pending: deque = deque()
                 it = iter(items)

@@ -33,7 +33,7 @@ from typing import Callable, Protocol
 import torch
 
 from handcli.errors import InputError, Interrupted
-from handcli.interrupts import graceful_signals
+from handcli.interrupts import graceful_signals, pending
 from handcli.progress import console, progress
 
 RUN_SCHEMA = "handcli.run/1"
@@ -203,7 +203,7 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1
             bar.advance(task)
-            interrupted = sig["signal"] is not None
+            interrupted = sig["signal"] is not None or pending() is not None
             if stop_flag is not None:  # every rank stops at the same step
                 import torch.distributed as dist
 
