@@ -81,16 +81,26 @@ app.command("report")(report_cmd.report_command)
 def main() -> None:
     """Console-script entry: map input errors to exit 2 and bugs to exit 1."""
     from handcli.errors import InputError
+    from handcli.interrupts import pending, stage_signals
 
     try:
-        app(standalone_mode=True)
+        # SIGTERM unwinds like Ctrl-C (temporary outputs removed, exit 130); both are remembered in case
+        # the KeyboardInterrupt lands in a destructor and is swallowed
+        with stage_signals():
+            try:
+                app(standalone_mode=True)
+            except SystemExit as e:
+                if e.code in (0, None) and pending():
+                    print(f"interrupted ({pending()})", file=sys.stderr)
+                    sys.exit(130)
+                raise
     except InputError as e:
         if _state["debug"]:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # a bug, not bad input
         if _state["debug"]:

@@ -27,3 +27,7 @@ class InputError(Exception):
         elif self.field:
             where = f"{self.field}: "
         return f"{where}{self.message}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM ended a stage cleanly (work saved where the stage can); the CLI exits 130."""

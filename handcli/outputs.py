@@ -1,29 +1,180 @@
-"""Atomic outputs: write to a temporary name beside the target, rename at the end.
+"""Atomic outputs: write beside the target under a temporary name, swap it in when complete.
 
-An interrupted or failed stage never leaves a half-written file that looks whole, and
-nothing the user had is overwritten unless they pass ``--force``.
+An interrupted or failed stage never leaves a half-written file that looks whole, and nothing the user had is
+removed or overwritten unless they pass ``--force``; even then (:func:`check_writable`):
+
+- the old output is replaced only after the new one is complete (write beside, then swap);
+- an output that is, contains or lies inside one of the stage's inputs is refused;
+- a folder is replaced only by a handcli artifact of the same kind (marker file ``.handcli-artifact``, or a run's
+  ``config.json`` / a renders folder's ``renders.json``), and a file never replaces a folder or the reverse.
+
+Temporary names carry the writer's pid (``.NAME.PID.XXXX.tmp``): a stage removes them on any exception or
+signal, and the next stage writing the same output removes those whose process is gone (a ``kill -9``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from handcli.errors import InputError
 
+ARTIFACT_MARKER = ".handcli-artifact"
+_RUN_SCHEMA = "handcli.run/1"
+_RENDERS_SCHEMA = "handcli.renders/1"
 
-def check_writable(path: str | Path, force: bool) -> Path:
-    """Refuse to overwrite an existing output unless ``force``; return the path."""
+
+# ------------------------------------------------------------------------------------------------- artifacts
+def mark_artifact(folder: str | Path, kind: str) -> None:
+    """Tag ``folder`` as a handcli artifact of ``kind`` (what ``--force`` may later replace)."""
+    (Path(folder) / ARTIFACT_MARKER).write_text(json.dumps({"kind": kind}) + "\n")
+
+
+def _json_schema(p: Path) -> str | None:
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("schema") if isinstance(doc, dict) else None
+
+
+def artifact_kind(folder: str | Path) -> str | None:
+    """The kind of handcli artifact ``folder`` is ('run', 'renders', a marker's kind), or None."""
+    folder = Path(folder)
+    marker = folder / ARTIFACT_MARKER
+    if marker.is_file():
+        try:
+            kind = json.loads(marker.read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if isinstance(kind, str):
+            return kind
+    if _json_schema(folder / "config.json") == _RUN_SCHEMA:
+        return "run"
+    if _json_schema(folder / "renders.json") == _RENDERS_SCHEMA:
+        return "renders"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def _resolved(p: str | Path) -> Path:
+    return Path(os.path.abspath(Path(p).expanduser())).resolve()
+
+
+def check_inputs_apart(path: str | Path, inputs: Iterable[str | Path | None], replacing: bool = True) -> None:
+    """Refuse an output that is or contains an input, or (when ``replacing`` it) lies inside one."""
+    out = _resolved(path)
+    for inp in inputs:
+        if inp is None:
+            continue
+        src = _resolved(inp)
+        if out == src:
+            raise InputError(f"output is an input of this stage ({inp}); write elsewhere", path=path)
+        if out in src.parents:
+            raise InputError(f"output contains an input of this stage ({inp}); write elsewhere", path=path)
+        if replacing and src in out.parents:
+            raise InputError(f"output lies inside an input of this stage ({inp}); refusing to replace it",
+                             path=path)
+
+
+def check_writable(path: str | Path, force: bool, *, inputs: Iterable[str | Path | None] = (),
+                   kind: str | None = None, is_dir: bool | None = None) -> Path:
+    """Refuse to overwrite an existing output unless ``force``, and refuse what ``force`` must not replace.
+
+    ``inputs``: the stage's input paths (an output may not be, contain or replace something inside one).
+    ``is_dir``/``kind``: what the stage writes (None: not known yet); an existing folder is replaced only when
+    it is a handcli artifact of ``kind`` (default kind for folders: 'folder').
+    """
     path = Path(path)
-    if path.exists() and not force:
-        raise InputError("output exists; pass --force to overwrite", path=path)
+    exists = path.exists() or path.is_symlink()
+    check_inputs_apart(path, inputs, replacing=exists)
+    if exists:
+        if not force:
+            raise InputError("output exists; pass --force to overwrite", path=path)
+        if is_dir is False and path.is_dir():
+            raise InputError("output is a folder; refusing to replace a folder with a file", path=path)
+        if is_dir and not path.is_dir():
+            raise InputError("output is a file; refusing to replace it with a folder", path=path)
+        if is_dir:
+            want = kind or "folder"
+            have = artifact_kind(path)
+            if have != want:
+                what = f"a handcli {have} folder" if have else "not a handcli artifact"
+                raise InputError(f"refusing to replace this folder with a {want} folder: it is {what} "
+                                 "(remove it yourself if it may go)", path=path)
     if not path.parent.exists():
         raise InputError("output folder does not exist", path=path.parent)
     return path
+
+
+# ------------------------------------------------------------------------------------------------- temporaries
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_beside(path: str | Path, is_dir: bool) -> Path:
+    """A new temporary file name or folder beside ``path``: ``.NAME.PID.XXXX.tmp``."""
+    path = Path(path)
+    prefix = f".{path.name}.{os.getpid()}."
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output folder gets the usual permissions
+        return tmp
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()  # writers (h5py, cv2) create the file themselves
+    return tmp
+
+
+def clean_stale(path: str | Path) -> list[Path]:
+    """Remove temporaries of ``path`` left by writers that no longer run (a ``kill -9``); returns them.
+
+    A backup of the previous output (``.NAME.PID.old``, only there if a writer died mid-swap) is put back
+    when the output is missing, and removed when the output exists. Temporaries without a pid (older
+    versions) are named on stderr, never removed.
+    """
+    from handcli.progress import log
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pat = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.(?:[^.]+\.tmp|old)$")
+    removed = []
+    for p in sorted(path.parent.iterdir()):
+        if not p.name.startswith(f".{path.name}."):
+            continue
+        m = pat.match(p.name)
+        if m is None:
+            if p.name.endswith(".tmp"):
+                log(f"warning: {p} looks like a temporary of an interrupted handcli stage; remove it if so")
+            continue
+        if _pid_alive(int(m.group(1))) and int(m.group(1)) != os.getpid():
+            continue
+        if p.name.endswith(".old") and not (path.exists() or path.is_symlink()):
+            os.replace(p, path)
+            log(f"restored {path} from the backup an interrupted stage left ({p.name})")
+            continue
+        _remove(p)
+        removed.append(p)
+    if removed:
+        log(f"removed {len(removed)} stale temporary output(s) of an interrupted stage: "
+            + ", ".join(p.name for p in removed))
+    return removed
 
 
 def _remove(p: Path) -> None:
@@ -33,31 +184,42 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path, force: bool = False, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success rename it onto ``path``.
-
-    On any exception the temporary file or folder is removed and the target is untouched.
-    """
-    path = check_writable(path, force)
-    fd_dir = path.parent
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=fd_dir))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=fd_dir)
-        os.close(fd)
-        tmp = Path(name)
-        tmp.unlink()  # writers (h5py, cv2) create the file themselves
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    if path.exists():
-        backup = path.with_name(f".{path.name}.old")
+def swap_into_place(tmp: Path, path: Path) -> None:
+    """Rename the complete ``tmp`` onto ``path``; an existing ``path`` is moved aside first, then removed."""
+    if path.exists() or path.is_symlink():
+        backup = path.with_name(f".{path.name}.{os.getpid()}.old")
         _remove(backup)
         os.replace(path, backup)
         os.replace(tmp, path)
         _remove(backup)
     else:
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, force: bool = False, is_dir: bool = False, *,
+                inputs: Iterable[str | Path | None] = (), kind: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success swap it onto ``path``.
+
+    On any exception (KeyboardInterrupt and SIGTERM included) the temporary is removed and the target is
+    untouched. Folders are tagged as artifacts of ``kind`` (default 'folder') so that a later ``--force``
+    knows it may replace them. See :func:`check_writable` for what is refused.
+    """
+    inputs = list(inputs)
+    path = check_writable(path, force, inputs=inputs, kind=kind, is_dir=is_dir)
+    clean_stale(path)
+    tmp = temp_beside(path, is_dir)
+    try:
+        yield tmp
+        if is_dir:
+            mark_artifact(tmp, kind or "folder")
+        from handcli.interrupts import pending
+
+        if pending():  # a Ctrl-C that a destructor swallowed: commit nothing
+            from handcli.errors import Interrupted
+
+            raise Interrupted(f"{pending()}: nothing written to {path}")
+    except BaseException:
+        _remove(tmp)
+        raise
+    swap_into_place(tmp, path)

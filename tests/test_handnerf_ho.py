@@ -387,7 +387,8 @@ def test_cli_train_mesh_pipe_grasp_eval_and_eval(dex_cache, tmp_path):
     s = json.loads(p.stdout)
     assert s["object"] == str(tmp_path / "mesh" / "object.ply") and s["hand"] == str(tmp_path / "mesh" / "hand.ply")
     assert s["avoid"] == "gt" and 0.0 <= s["success_ratio"] <= 1.0 and s["num_evaluated"] <= 10
-    assert sorted(x.name for x in (tmp_path / "mesh").iterdir()) == ["hand.ply", "mesh.png", "object.ply", "scene.ply"]
+    assert sorted(x.name for x in (tmp_path / "mesh").iterdir()) == [".handcli-artifact", "hand.ply", "mesh.png",
+                                                                     "object.ply", "scene.ply"]
     out = tmp_path / "geo.json"
     res = CliRunner().invoke(app, ["eval", str(tmp_path / "mesh"), str(dex_cache), "--frame", str(f), "-o", str(out)])
     assert res.exit_code == 0, res.output

@@ -150,4 +150,4 @@ def test_handocc_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in recs] == [1, 2]
     assert all(np.isfinite(x["loss"]) for x in recs)
-    assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["step"] == 2
+    assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["step"] == 2

@@ -17,11 +17,15 @@ def adapt_command(
                                                     "rendered from its meshes now)."),
     frames: Optional[str] = typer.Option(None, help="Frames of the novel cache to adapt on."),
     lr: float = typer.Option(1e-4, help="Learning rate of the deformation field."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, help="Random seed of everything: initialisation, batches, data order."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output run."),
 ) -> None:
-    """Pose adaptation as in the paper: only the depth and deformation losses; prints the new run folder."""
+    """Pose adaptation as in the paper: only the depth and deformation losses; prints the new run folder.
+
+    The new run is written beside ``--out`` and swapped in when complete, or on SIGINT/SIGTERM (with a
+    checkpoint of the current step; exit 130).
+    """
     import json
     import shlex
     import shutil
@@ -33,11 +37,11 @@ def adapt_command(
     from handcli.checks import check_indices, check_option
     from handcli.data.interhand import parse_selection
     from handcli.data.shards import open_cache
-    from handcli.errors import InputError
+    from handcli.errors import InputError, Interrupted
     from handcli.methods.base import read_run_config, write_run_config
     from handcli.methods.handnerf_method import HandNeRFMethod, load_run
-    from handcli.methods.trainer import plot_curves, read_metrics, train
-    from handcli.outputs import check_writable
+    from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
+    from handcli.outputs import check_writable, clean_stale, swap_into_place, temp_beside
     from handcli.progress import log
 
     check_option("steps", steps, lo=1)
@@ -48,7 +52,8 @@ def adapt_command(
     if doc["config"].get("deform") != "lbs" or not doc["config"].get("error_correction", False):
         raise InputError("pose adaptation needs a HandNeRF run with the error-correction network",
                          path=Path(run) / "config.json", field="config.deform")
-    check_writable(out, force)
+    check_writable(out, force, inputs=[run, cache, depth], kind="run", is_dir=True)
+    seed_everything(seed)
     trained = load_run(run, device=device)
     sel = parse_selection(frames)
     with open_cache(cache) as c:  # validated before any work
@@ -72,17 +77,26 @@ def adapt_command(
         m.model.load_state_dict(state)
         for name, p in m.model.named_parameters():
             p.requires_grad = name.startswith(("ec.", "pose_net."))  # the deformation field only
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": None,
-                "eval_cameras": None, "frames": sorted(sel) if sel else None, **m.run_data(),
-                "adapted_from": str(Path(run).resolve())}
-        write_run_config(out, doc["method"], doc["preset"], m.cfg, data, seed,
-                         " ".join(shlex.quote(a) for a in sys.argv))
-        last = train(m, out, steps=steps, lr=lr, lr_final=lr, seed=seed, resume=False, log_every=max(steps // 10, 1),
-                     ckpt_every=steps)
-    plot_curves(read_metrics(out), out / "curves.png", keys=("loss", "depth", "dfm"))
-    (out / "complete.json").write_text(json.dumps(last, indent=2))
+        clean_stale(out)
+        tmp = temp_beside(out, is_dir=True)
+        try:
+            data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": None,
+                    "eval_cameras": None, "frames": sorted(sel) if sel else None, **m.run_data(),
+                    "adapted_from": str(Path(run).resolve())}
+            log_every = max(min(steps // 10, 50), 1)  # ten rows for short runs, every 50 steps for long ones
+            write_run_config(tmp, doc["method"], doc["preset"], m.cfg, data, seed,
+                             " ".join(shlex.quote(a) for a in sys.argv),
+                             train={"log_every": log_every, "ckpt_every": steps, "snapshot_every": 0})
+            last = train(m, tmp, steps=steps, lr=lr, lr_final=lr, seed=seed, resume=False, log_every=log_every,
+                         ckpt_every=steps)
+            plot_curves(read_metrics(tmp), tmp / "curves.png", keys=("loss", "depth", "dfm"))
+            (tmp / "complete.json").write_text(json.dumps(last, indent=2))
+        except Interrupted:
+            swap_into_place(tmp, out)  # keeps the checkpoint of the work done
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        swap_into_place(tmp, out)
     log(f"adapted {doc['method']} to {len(m.frames)} frames: depth loss {last.get('depth', float('nan')):.5f}")
     print(out)

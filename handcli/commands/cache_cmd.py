@@ -24,7 +24,7 @@ def merge(
     from handcli.outputs import atomic_path
     from handcli.progress import log
 
-    with atomic_path(out, force=force) as tmp:
+    with atomic_path(out, force=force, inputs=shards) as tmp:
         res = merge_caches(list(shards), tmp, command=" ".join(shlex.quote(a) for a in sys.argv))
     log(f"merged {len(shards)} caches: {res['frames']} frames")
     print(out)

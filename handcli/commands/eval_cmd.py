@@ -56,8 +56,8 @@ def eval_command(
     from handcli.render.outputs import contact_sheet
 
     sheet = sheet_path(out)
-    check_writable(out, force)
-    check_writable(sheet, force)
+    check_writable(out, force, inputs=[renders, cache, depth], is_dir=False)
+    check_writable(sheet, force, inputs=[renders, cache, depth], is_dir=False)
     with progress() as bar:
         task = bar.add_task("eval", total=None)
         res = evaluate_renders(renders, cache, depth, lpips_weights, lpips_lin_weights, sheet_views=sheet_views,
@@ -88,7 +88,7 @@ def _eval_geometry(inputs: list[Path], out: Path, frame, gt_hand, gt_object, see
     from handcli.outputs import atomic_path, check_writable
     from handcli.progress import console
 
-    check_writable(out, force)
+    check_writable(out, force, inputs=inputs, is_dir=False)
     caches = [p for p in inputs if is_cache_file(p)]
     meshes = [p for p in inputs if not is_cache_file(p)]
     if len(caches) > 1:

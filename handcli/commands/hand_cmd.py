@@ -35,7 +35,7 @@ def convert(
     from handcli.hand.mano_io import convert_mano
     from handcli.outputs import atomic_path
 
-    with atomic_path(out, force) as tmp:
+    with atomic_path(out, force, inputs=[in_path]) as tmp:
         convert_mano(in_path, tmp)
     print(out)
 

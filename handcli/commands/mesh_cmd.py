@@ -45,12 +45,12 @@ def mesh_command(
     single_file = out.suffix.lower() == f".{fmt}"
     if frames is not None and single_file:
         raise InputError("--frames writes a folder; give a folder for -o", path=out)
-    check_writable(out, force)
+    check_writable(out, force, inputs=[run, cache])
     png_path = None
     if png:
         png_path = out.with_suffix(".png") if single_file else out / "mesh.png"
         if single_file:
-            check_writable(png_path, force)
+            check_writable(png_path, force, inputs=[run, cache])
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     name = read_run_config(run)["method"]
@@ -82,7 +82,8 @@ def mesh_command(
                 log(f"warning: frame {f}: {part}: empty surface (nothing above the 0.5 level)")
     sheet = mesh_sheet(seq) if png else None
     written = write_mesh_files(seq, out, fmt, single_file=single_file, sequence=frames is not None,
-                               picture=sheet, picture_path=png_path, force=force)
+                               picture=sheet, picture_path=png_path, force=force,
+                               inputs=[run, cache])
     for f, meshes in seq.items():
         log(f"{name}: frame {f}: " + ", ".join(f"{p} {len(mm.vertices)} vertices" for p, mm in meshes.items()))
     if png_path is not None:

@@ -84,7 +84,8 @@ def render_command(
               "appearance": str(appearance.resolve()) if appearance else None,
               "appearance_mask": str(appearance_mask.resolve()) if appearance_mask else None,
               "appearance_view": appearance_view}
-    with atomic_path(out, force=force, is_dir=True) as tmp:
+    with atomic_path(out, force=force, is_dir=True, inputs=[run, cache, appearance, appearance_mask],
+                     kind="renders") as tmp:
         w = RendersWriter(tmp, m.method, run, c.path, "views", config)
         sheet = []
 

@@ -52,7 +52,7 @@ def interhand(
                                camera_ids=tuple(c.strip() for c in camera_ids.split(",") if c.strip()),
                                black_frame=black_frame, null_mano=null_mano, seed=seed,
                                realism=_realism(profile, "interhand"))
-    with atomic_path(out, force=force, is_dir=True) as tmp:
+    with atomic_path(out, force=force, is_dir=True, kind="synth-interhand") as tmp:
         write_interhand(tmp, cfg)
     print(out)
 
@@ -75,7 +75,7 @@ def dexycb(
 
     cfg = DexYCBSynthConfig(subjects=subjects, seqs=seqs, frames=frames, cameras=cameras, distractors=distractors,
                             seed=seed, realism=_realism(profile, "dexycb"))
-    with atomic_path(out, force=force, is_dir=True) as tmp:
+    with atomic_path(out, force=force, is_dir=True, kind="synth-dexycb") as tmp:
         write_dexycb(tmp, cfg)
     print(out)
 
@@ -97,6 +97,6 @@ def ho3d(
 
     cfg = HO3DSynthConfig(frames=frames, cameras=cameras, seed=seed,
                           single=HO3DSynthConfig.single if single else None, realism=_realism(profile, "ho3d"))
-    with atomic_path(out, force=force, is_dir=True) as tmp:
+    with atomic_path(out, force=force, is_dir=True, kind="synth-ho3d") as tmp:
         write_ho3d(tmp, cfg)
     print(out)

@@ -28,19 +28,27 @@ def train_command(
     cameras: Optional[str] = typer.Option(None, help="Training cameras (comma-separated ids; default all)."),
     eval_cameras: Optional[str] = typer.Option(None, help="Held-out cameras for snapshots."),
     frames: Optional[str] = typer.Option(None, help="Training frames as cache frame indices, e.g. '0-9'."),
-    seed: int = typer.Option(0, help="Random seed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
+    seed: int = typer.Option(0, help="Random seed of everything: initialisation, batches, data order."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (keeps the "
+                                "run's seed and logging settings)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run folder (only once the new run is "
+                               "complete; never an input, nor a folder that is not a handcli run)."),
     time_budget: Optional[float] = typer.Option(None, help="Stop after this many seconds of training."),
     fit_budget: bool = typer.Option(False, "--fit-budget", help="With --time-budget: set the step count (over "
                                     "which the learning rate decays) to what fits in the budget, measured on the "
                                     "first 5 % of it, instead of stopping a longer schedule early."),
-    log_every: int = typer.Option(50, help="Log every N steps."),
-    ckpt_every: int = typer.Option(500, help="Checkpoint every N steps."),
-    snapshot_every: int = typer.Option(0, help="Render a held-out view every N steps (0: only at the end)."),
+    log_every: Optional[int] = typer.Option(None, help="Log every N steps (default 50; a resume keeps "
+                                            "the run's)."),
+    ckpt_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 500; a resume "
+                                             "keeps the run's)."),
+    snapshot_every: Optional[int] = typer.Option(None, help="Render a held-out view every N steps (0: only "
+                                                 "at the end; a resume keeps the run's)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
 ) -> None:
-    """Train a method on a cache; prints the run folder."""
+    """Train a method on a cache; prints the run folder.
+
+    SIGINT/SIGTERM write a checkpoint at the current step and exit 130 (continue with --resume).
+    """
     import json
     import os
     import shlex
@@ -52,9 +60,18 @@ def train_command(
 
     from handcli.checks import check_indices, check_option
     from handcli.data.interhand import parse_selection
-    from handcli.errors import InputError
+    from handcli.errors import InputError, Interrupted
     from handcli.methods.base import configure, read_run_config, write_run_config
-    from handcli.methods.trainer import plot_curves, read_metrics, train
+    from handcli.methods.trainer import (
+        checkpoint_state,
+        distributed,
+        plot_curves,
+        read_metrics,
+        save_atomic,
+        seed_everything,
+        train,
+    )
+    from handcli.outputs import check_writable, clean_stale, swap_into_place, temp_beside
     from handcli.progress import log
     from handcli.registry import method_class
 
@@ -73,25 +90,25 @@ def train_command(
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("CUDA is not available on this machine", field="device")
     command = " ".join(shlex.quote(a) for a in sys.argv)
+    settings = {"log_every": 50, "ckpt_every": 500, "snapshot_every": 0}
     if resume:
         doc = read_run_config(out)
         if doc["method"] != method:
             raise InputError(f"run was trained with --method {doc['method']}", path=out / "config.json",
                              field="method")
+        if not (out / "checkpoint.pt").is_file():
+            raise InputError("run has no checkpoint to resume from; pass --force without --resume to start it "
+                             "over", path=out / "checkpoint.pt")
         cfg = cls.Config.from_dict(doc["config"])
         if steps is not None:
             cfg = replace(cfg, steps=steps)
-        if (out / "checkpoint.pt").is_file():
-            from handcli.methods.base import read_checkpoint
+        from handcli.methods.base import read_checkpoint
 
-            read_checkpoint(out, "cpu")  # a damaged checkpoint fails before anything in the run is rewritten
+        read_checkpoint(out, "cpu")  # a damaged or unsafe checkpoint fails before anything in the run is rewritten
         data = doc["data"]
         preset, seed = doc["preset"], doc["seed"]
+        settings.update({k: v for k, v in (doc.get("train") or {}).items() if k in settings})
     else:
-        if out.exists():
-            if not force:
-                raise InputError("run folder exists; pass --force to replace it or --resume to continue", path=out)
-            shutil.rmtree(out)
         cfg = configure(cls.presets(method), preset, steps, set_)
         sel = parse_selection(frames)
         if sel:
@@ -102,37 +119,79 @@ def train_command(
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
                 "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
                 "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}
+        if out.exists() and not force:
+            raise InputError("run folder exists; pass --force to replace it or --resume to continue", path=out)
+        # refuse before anything is built or removed: an input as output, a folder that is not a run
+        check_writable(out, force, inputs=[cache, depth, features], kind="run", is_dir=True)
+    for k, v in (("log_every", log_every), ("ckpt_every", ckpt_every), ("snapshot_every", snapshot_every)):
+        if v is not None:
+            settings[k] = v
     if stage is not None:
         from dataclasses import fields
 
         if "stage" not in {f.name for f in fields(cfg)}:
             raise InputError(f"method {method} has no training stages", field="stage")
         cfg = replace(cfg, stage=stage)
-
-    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes files and prints
+    rank, world = distributed()
+    rank0 = rank == 0  # under torchrun only rank 0 writes files and prints
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    m = cls.from_data(cfg, {**data, "seed": seed}, method, device)  # the seed also drives the view pool
+    seed_everything(seed)  # model initialisation; batches come from per-step generators
+    # reads and validates every input before any output is touched; the seed also drives the view pool
+    m = cls.from_data(cfg, {**data, "seed": seed}, method, device)
     data.update(m.run_data())
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
+    run_dir, staged = out, False
+    if not resume:
+        existed = out.exists()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank has looked at out before rank 0 creates it
+            if existed:
+                raise InputError("under torchrun a run is not replaced in place; remove it or write a new folder",
+                                 path=out)
         if rank0:
-            write_run_config(out, method, preset, m.cfg, data, seed, command)
-        last = train(m, out, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed, resume=resume,
-                     log_every=log_every, ckpt_every=ckpt_every, snapshot_every=snapshot_every or m.cfg.steps,
-                     time_budget=time_budget, fit_budget=fit_budget)
+            clean_stale(out)
+            # the run folder appears complete (config + step-0 checkpoint) or not at all; --force trains beside
+            # the old run and swaps at the end, so a failure or a kill keeps the old one
+            tmp = temp_beside(out, is_dir=True)
+            write_run_config(tmp, method, preset, m.cfg, data, seed, command, train=settings)
+            save_atomic(checkpoint_state(m.model, None, 0), tmp / "checkpoint.pt")
+            if existed:
+                run_dir, staged = tmp, True
+            else:
+                os.replace(tmp, out)
+        if world > 1:
+            dist.barrier()
+    elif rank0:
+        write_run_config(out, method, preset, m.cfg, data, seed, command, train=settings)
+    try:
+        last = train(m, run_dir, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=seed,
+                     resume=resume, log_every=settings["log_every"], ckpt_every=settings["ckpt_every"],
+                     snapshot_every=settings["snapshot_every"] or m.cfg.steps, time_budget=time_budget,
+                     fit_budget=fit_budget)
+    except Interrupted:
+        if staged:  # the new run holds a checkpoint of the work done: it replaces the old one
+            swap_into_place(run_dir, out)
+        raise
     except InputError:
-        if created and rank0:  # bad input found mid-training (a damaged chunk): no partial run folder
-            shutil.rmtree(out, ignore_errors=True)
+        # bad input found mid-training (a damaged chunk): no new run folder is left behind
+        if rank0 and (staged or not resume):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    except BaseException:
+        if staged:
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     if not rank0:
         return
     if fit_budget:  # the run's config records the fitted schedule
-        write_run_config(out, method, preset, m.cfg, data, seed, command)
+        write_run_config(run_dir, method, preset, m.cfg, data, seed, command, train=settings)
         log(f"{method}: schedule fitted to the {time_budget:g} s budget: {m.cfg.steps} steps")
-    plot_curves(read_metrics(out), out / "curves.png")
-    (out / "complete.json").write_text(json.dumps(last, indent=2))
+    plot_curves(read_metrics(run_dir), run_dir / "curves.png")
+    (run_dir / "complete.json").write_text(json.dumps(last, indent=2))
+    if staged:
+        swap_into_place(run_dir, out)
     log(f"{method}: step {last.get('step')}, train psnr {last.get('psnr', float('nan')):.2f} dB, "
         f"{last.get('rays_per_s', 0):.0f} rays/s, {last.get('samples_per_ray', 0):.1f} samples/ray")
     print(out)

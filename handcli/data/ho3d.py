@@ -16,13 +16,13 @@ multi-camera group; a single-camera sequence's world is its camera's OpenCV fram
 
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from handcli import safe_pickle
 from handcli.checks import check_size, read_image_file
 from handcli.data.camera import intrinsics
 from handcli.errors import InputError
@@ -41,16 +41,13 @@ _ID_RE = re.compile(r"^(\d+)\.(jpg|png)$")
 
 # ------------------------------------------------------------------------------------------------- files
 def load_pickle(path: str | Path) -> dict:
-    """A HO-3D meta pickle (python 2, ``encoding='latin1'``) as a dict; errors name the file."""
+    """A HO-3D meta pickle (python 2, ``encoding='latin1'``) as a dict; errors name the file.
+
+    Read with the restricted unpickler: a meta holding anything but plain data and numpy arrays is refused."""
     path = Path(path)
     if not path.is_file():
         raise InputError("missing annotation file", path=path)
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-            IndexError, KeyError) as e:
-        raise InputError(f"malformed or truncated pickle ({type(e).__name__}: {e})", path=path) from None
+    data = safe_pickle.load_pickle(path, "pickle")
     if not isinstance(data, dict):
         raise InputError(f"expected a dict, found {type(data).__name__}", path=path)
     return data

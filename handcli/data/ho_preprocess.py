@@ -240,7 +240,7 @@ def _object_loader(models_root: str):
 def _write(items: list, process, out, *, dataset: str, scale: float, config: dict, inputs: dict, mesh: MeshSource,
            models_root: str, depth: bool, workers: int, force: bool, description: str) -> dict:
     command = " ".join(shlex.quote(a) for a in sys.argv)
-    with atomic_path(out, force=force) as tmp:
+    with atomic_path(out, force=force, inputs=[inputs.get("root")]) as tmp:
         writer = CacheWriter(tmp, dataset=dataset, scale=scale, config=config, inputs=inputs,
                              hand_models=_hand_model_attrs(config["mano_flags"], mesh), command=command,
                              objects=True, depth=depth, object_loader=_object_loader(models_root))

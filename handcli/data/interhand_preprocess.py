@@ -307,7 +307,7 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
               f"{shard_ij[1]}", "mesh": asdict(mesh)}
     inputs = {"root": str(root.resolve()), "files": {k: str(v) for k, v in reader.files.items()}}
     command = " ".join(shlex.quote(a) for a in sys.argv)
-    with atomic_path(out, force=force) as tmp:
+    with atomic_path(out, force=force, inputs=[root]) as tmp:
         writer = CacheWriter(tmp, dataset="interhand2.6m", scale=scale, config=config, inputs=inputs,
                              hand_models=hand_models, command=command)
         try:

@@ -20,6 +20,7 @@ import numpy as np
 
 from handcli.data.cache import CacheWriter, FrameRecord, ViewRecord
 from handcli.errors import InputError
+from handcli.interrupts import graceful_signals, raise_if_signalled
 from handcli.progress import progress
 
 BAD_IMAGE = "bad image"  # drop reason of views/frames skipped by --skip-bad-images
@@ -74,7 +75,11 @@ def check_not_empty(stats: dict, root) -> None:
                          field="frames")
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
+    from handcli.interrupts import die_with_parent
+
+    die_with_parent(parent)  # first: a parent killed during the imports below is noticed at once
+
     import cv2
     import torch
 
@@ -113,18 +118,23 @@ def run_pipeline(items: list[Any], process: Callable[[Any], FrameResult], writer
         stats["frames"] += 1
         stats["views"] += len(views)
 
-    with progress() as bar:
+    stop = "interrupted; no cache written"
+    with graceful_signals() as sig, progress() as bar:
         task = bar.add_task(description, total=len(items))
         if workers <= 1:
             for item in items:
                 consume(process(item))
                 bar.advance(task)
+                raise_if_signalled(sig, stop)
+            raise_if_signalled(sig, stop)
         else:
             # one thread per worker process: the workers already use every core
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ.setdefault(var, "1")
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                       initargs=(os.getpid(),))
+            try:
                 pending: deque = deque()
                 it = iter(items)
                 for item in it:
@@ -132,9 +142,14 @@ def run_pipeline(items: list[Any], process: Callable[[Any], FrameResult], writer
                     if len(pending) >= 2 * workers:
                         consume(pending.popleft().result())
                         bar.advance(task)
+                        raise_if_signalled(sig, stop)
                 while pending:
                     consume(pending.popleft().result())
                     bar.advance(task)
+                    raise_if_signalled(sig, stop)
+            finally:  # on an error or a signal: drop queued frames, wait only for the running ones
+                pool.shutdown(wait=True, cancel_futures=True)
+            raise_if_signalled(sig, stop)
     t1 = time.perf_counter()
     stats["seconds"] = t1 - t0
     stats["images"] = decoded

@@ -44,24 +44,25 @@ def mesh_sheet(seq: dict[int, dict], size: int = 192) -> np.ndarray:
 
 def write_mesh_files(seq: dict[int, dict], out: Path, fmt: str, *, single_file: bool, sequence: bool,
                      picture: np.ndarray | None = None, picture_path: Path | None = None,
-                     force: bool = False) -> list[Path]:
+                     force: bool = False, inputs=()) -> list[Path]:
     """Write {frame: {part: trimesh}} in the layout above; returns the mesh paths (not the picture's).
 
     single_file: ``out`` is the file of the one part of the one frame; sequence: one folder per frame.
-    Folders are written atomically (nothing is left on an error).
+    Folders are written atomically (nothing is left on an error); ``inputs``: the stage's inputs, which an
+    output may never replace (``outputs.check_writable``).
     """
     out = Path(out)
     if single_file:
         (frame, meshes), = seq.items()
         mesh = next(iter(meshes.values()))
-        with atomic_path(out, force=force) as tmp:
+        with atomic_path(out, force=force, inputs=inputs) as tmp:
             tmp.write_bytes(mesh_bytes(mesh, fmt))
         if picture is not None and picture_path is not None:
-            with atomic_path(picture_path, force=force) as tmp:
+            with atomic_path(picture_path, force=force, inputs=inputs) as tmp:
                 write_png(tmp, picture)
         return [out]
     written = []
-    with atomic_path(out, force=force, is_dir=True) as tmp:
+    with atomic_path(out, force=force, is_dir=True, inputs=inputs, kind="meshes") as tmp:
         for frame, meshes in seq.items():
             sub = Path(frame_folder(frame)) if sequence else Path()
             (tmp / sub).mkdir(exist_ok=True)

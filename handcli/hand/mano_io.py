@@ -1,9 +1,9 @@
 """Read official MANO ``.pkl`` files without chumpy, and write plain-numpy MANO-format pickles.
 
 The official files are Python 2 pickles holding chumpy objects (``chumpy.ch.Ch`` and friends). chumpy does not
-import on current Python/numpy, so a restricted unpickler maps every ``chumpy.*`` class to a stub that keeps
-its pickled state and exposes the array inside. Only numpy, scipy.sparse and a few builtins are allowed;
-any other global (``os.system``...) is refused, so a hostile pickle cannot run code.
+import on current Python/numpy; :mod:`handcli.safe_pickle` (the one restricted unpickler) maps the chumpy
+classes to an inert stub that keeps its pickled state and exposes the array inside, and refuses every global
+outside its exact allow-list, so a hostile pickle cannot run code.
 """
 
 from __future__ import annotations
@@ -14,55 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from handcli.errors import InputError
+from handcli.safe_pickle import ChumpyStub, load_pickle
 
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f",
                  "hands_components", "hands_mean")
-
-_ALLOWED_BUILTINS = {"object", "dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str",
-                     "bytes", "bytearray", "bool", "slice", "range"}
-
-
-# numpy globals that array pickles need (no functions that could act on the system).
-_ALLOWED_NUMPY = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer", "frombuffer"}
-
-
-class ChumpyStub:
-    """Stands in for any chumpy object in a pickle; ``array()`` returns its value as numpy."""
-
-    def __init__(self, *args, **kwargs):
-        self.__dict__["_state"] = {}
-
-    def __setstate__(self, state):
-        self.__dict__["_state"] = state if isinstance(state, dict) else {"x": state}
-
-    def array(self) -> np.ndarray:
-        st = self._state
-        for key in ("x", "a"):  # Ch stores its value in 'x'; select/transpose-like wrappers hold 'a'
-            if key in st:
-                val = st[key]
-                val = val.array() if isinstance(val, ChumpyStub) else val
-                arr = val.toarray() if hasattr(val, "toarray") else np.asarray(val)
-                if "idxs" in st and key == "a":
-                    arr = arr.ravel()[np.asarray(st["idxs"]).ravel()].reshape(st.get("preferred_shape", (-1,)))
-                return arr
-        raise ValueError(f"chumpy object without a value (state keys: {sorted(st)})")
-
-
-class _ManoUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if module == "chumpy" or module.startswith("chumpy."):
-            return ChumpyStub
-        if module.split(".")[0] == "numpy" and name in _ALLOWED_NUMPY:
-            return super().find_class(module, name)
-        if module.startswith("scipy.sparse") and (name.endswith("_matrix") or name.endswith("_array")):
-            return super().find_class(module, name)
-        if module == "_codecs" and name == "encode":  # bytes in protocol-2 pickles written by Python 3
-            return super().find_class(module, name)
-        if module in ("builtins", "__builtin__", "copy_reg", "copyreg") and (
-            name in _ALLOWED_BUILTINS or name == "_reconstructor"
-        ):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a MANO file")
 
 
 def _to_numpy(val):
@@ -83,19 +38,13 @@ def load_mano_dict(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError("MANO model file not found", path=path)
-    try:
-        with open(path, "rb") as fh:
-            raw = _ManoUnpickler(fh, encoding="latin1").load()
-    except pickle.UnpicklingError as e:
-        raise InputError(f"not a loadable MANO pickle ({e})", path=path) from None
-    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError) as e:
-        raise InputError(f"not a readable MANO pickle ({type(e).__name__}: {e})", path=path) from None
+    raw = load_pickle(path, "MANO pickle")
     if not isinstance(raw, dict):
         raise InputError(f"expected a dict in the pickle, found {type(raw).__name__}", path=path)
     try:
         d = {str(k): _to_numpy(v) for k, v in raw.items()}
-    except ValueError as e:
-        raise InputError(str(e), path=path) from None
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as e:  # a crafted sparse/chumpy state
+        raise InputError(f"malformed MANO value ({type(e).__name__}: {e})", path=path) from None
     for key in REQUIRED_KEYS:
         if key not in d:
             raise InputError("missing key in MANO model", path=path, field=key)

@@ -128,11 +128,15 @@ def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
     return replace(cfg, **over)
 
 
-def write_run_config(run_dir: Path, method: str, preset: str, cfg, data: dict, seed: int, command: str) -> None:
+def write_run_config(run_dir: Path, method: str, preset: str, cfg, data: dict, seed: int, command: str,
+                     train: dict | None = None) -> None:
+    """Write ``config.json`` atomically; ``train``: the trainer settings a ``--resume`` keeps (log_every...)."""
     from handcli import __version__
 
     doc = {"schema": RUN_SCHEMA, "handcli_version": __version__, "method": method, "preset": preset,
            "config": cfg.to_dict(), "data": data, "seed": seed, "command": command}
+    if train is not None:
+        doc["train"] = train
     tmp = run_dir / ".config.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2))
     tmp.replace(run_dir / "config.json")
@@ -166,25 +170,41 @@ def read_run_config(run_dir: Path) -> dict:
     return doc
 
 
-def read_checkpoint(run_dir: Path, device) -> tuple[dict, Path]:
-    """(the state dict saved by the trainer, its path) of a run; ``InputError`` when the run has none."""
+def load_checkpoint(ckpt: Path, device="cpu") -> dict:
+    """A trainer checkpoint: ``{"model": state dict, "optimizer": state dict, "step": int}``.
+
+    Loaded with ``weights_only=True``: tensors and plain data only, so a checkpoint holding a pickled object
+    (code that would run on load) is refused with an ``InputError``, as is a truncated or foreign file.
+    """
     import pickle
 
     import torch
 
-    ckpt = Path(run_dir) / "checkpoint.pt"
+    ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise InputError("run has no checkpoint", path=ckpt)
     try:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError, ImportError, AttributeError, TypeError,
-            pickle.UnpicklingError) as e:
-        # a truncated, garbage or foreign file: bad input, not a bug
-        raise InputError(f"unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "Unsupported global" in ln or "GLOBAL" in ln), first[0] if first else "")
+        raise InputError(f"checkpoint holds more than tensors and plain data; refusing to load it ({detail})",
+                         path=ckpt) from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError, ImportError) as e:
+        raise InputError(f"not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
                          path=ckpt) from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise InputError("not a handcli checkpoint (no model state)", path=ckpt, field="model")
-    return state, ckpt
+        raise InputError("not a handcli checkpoint (expected a dict with a 'model' state dict)", path=ckpt,
+                         field="model")
+    if not isinstance(state.get("step", 0), int):
+        raise InputError("checkpoint step is not an integer", path=ckpt, field="step")
+    return state
+
+
+def read_checkpoint(run_dir: Path, device) -> tuple[dict, Path]:
+    """(the state dict saved by the trainer, its path) of a run; ``InputError`` when the run has none."""
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    return load_checkpoint(ckpt, device), ckpt
 
 
 def load_model_weights(model, state: dict, ckpt: Path) -> None:

@@ -3,15 +3,21 @@
 The run folder::
 
     run/config.json        schema handcli.run/1: method, preset, method config, data, seed, command
-    run/checkpoint.pt      model + optimizer + step (written atomically every ``ckpt_every`` steps)
-    run/metrics.jsonl      one JSON object per logged step (losses, psnr, rays/s, samples/ray, lr)
+    run/checkpoint.pt      model + optimizer + step: tensors and plain data only (loaded with weights_only=True);
+                           written atomically every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM
+    run/metrics.jsonl      one JSON object per logged step (losses, psnr, rays/s, samples/ray, lr); a resume
+                           drops the rows logged after its checkpoint, so no step appears twice
     run/snapshots/*.png    evaluation snapshots: prediction | ground truth | error on a held-out view
     run/curves.png         training curves
     run/complete.json      written when training finishes (final metrics)
     run/geometry/          per-frame data a method stores for reuse (HandNeRF's grids; ``attach_run``)
 
 Every step draws its batch from a generator seeded by (seed, step, rank), so a resumed run sees exactly
-the batches an uninterrupted one would and ends with the same weights.
+the batches an uninterrupted one would and ends with the same weights. :func:`seed_everything` seeds the
+global generators (model initialisation) before a method is built.
+
+The first SIGINT or SIGTERM during training ends the current step, writes a checkpoint and raises
+:class:`handcli.errors.Interrupted` (the CLI exits 130); a second one aborts at once.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
 
+from handcli.errors import InputError, Interrupted
+from handcli.interrupts import graceful_signals, pending
 from handcli.progress import console, progress
 
 RUN_SCHEMA = "handcli.run/1"
@@ -53,10 +62,59 @@ def lr_at(step: int, steps: int, lr: float, lr_final: float) -> float:
     return lr * (lr_final / lr) ** t
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch global generators (model initialisation and anything else global)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
 def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to ``.NAME.tmp`` beside ``path``, then rename (a kill never leaves half a checkpoint)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, step: int) -> dict:
+    """What checkpoint.pt holds: tensors and plain data only (``weights_only=True`` loads it)."""
+    return {"model": model.state_dict(), "optimizer": opt.state_dict() if opt is not None else None,
+            "step": int(step)}
+
+
+def clean_stale_temps(run_dir: Path) -> list[Path]:
+    """Remove temporary files a killed trainer left in ``run_dir`` (``.checkpoint.pt.tmp``...); returns them."""
+    gone = []
+    for p in (run_dir / ".checkpoint.pt.tmp", run_dir / ".config.json.tmp", run_dir / ".metrics.jsonl.tmp"):
+        if p.exists():
+            p.unlink()
+            gone.append(p)
+    if gone:
+        console.print(f"removed stale temporary files of an interrupted run: {', '.join(p.name for p in gone)}")
+    return gone
+
+
+def truncate_metrics(metrics_path: Path, step: int) -> None:
+    """Keep the rows of ``metrics.jsonl`` up to ``step`` (the checkpoint a resume starts from)."""
+    if not metrics_path.is_file():
+        return
+    keep = []
+    for line in metrics_path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a row cut by a kill
+            continue
+        if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
+            keep.append(line)
+    tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
+    tmp.write_text("".join(f"{ln}\n" for ln in keep))
+    os.replace(tmp, metrics_path)
 
 
 def distributed() -> tuple[int, int]:
@@ -101,6 +159,8 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     the number of steps that fill FIT_MARGIN of the budget, so that the learning rate decays over the
     budget instead of being cut off near its start. The record logged then has ``fitted_steps``.
     """
+    from handcli.methods.base import load_checkpoint
+
     rank, world = distributed()
     if hasattr(method, "attach_run"):  # per-frame data the method stores in the run (reused on --resume)
         method.attach_run(run_dir)
@@ -108,29 +168,32 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     # the fused kernel is ~10x faster than the per-parameter loop for these small networks (CPU and CUDA)
     opt = torch.optim.Adam(params, lr=lr, fused=True)
     ckpt = run_dir / "checkpoint.pt"
-    start = 0
-    if resume and ckpt.is_file():
-        from handcli.methods.base import read_checkpoint
-
-        state, _ = read_checkpoint(run_dir, "cpu")  # a truncated or garbage file is an InputError
-        if "optimizer" not in state or not isinstance(state.get("step"), int):
-            from handcli.errors import InputError
-
-            raise InputError("checkpoint has no optimizer state or step to resume from", path=ckpt,
-                             field="optimizer")
-        method.model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
     metrics_path = run_dir / "metrics.jsonl"
-    if rank == 0 and not resume and metrics_path.exists():
+    start = 0
+    if rank == 0:
+        clean_stale_temps(run_dir)
+    if resume:
+        state = load_checkpoint(ckpt, "cpu")
+        try:
+            method.model.load_state_dict(state["model"])
+            if state.get("optimizer") is not None:
+                opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise InputError(f"checkpoint does not match the run's config ({str(e).splitlines()[0]})", path=ckpt,
+                             field="model") from None
+        start = int(state["step"])
+        if rank == 0:
+            truncate_metrics(metrics_path, start)
+    elif rank == 0 and metrics_path.exists():
         metrics_path.unlink()
     (run_dir / "snapshots").mkdir(exist_ok=True)
+    stop_flag = torch.zeros(1, device=params[0].device) if world > 1 else None
     last: dict = {}
     t_start = time.perf_counter()
     window = {"rays": 0, "samples": 0, "t": time.perf_counter()}
     acc: dict[str, float] = {}
     n_acc = 0
-    with progress() as bar:
+    with graceful_signals() as sig, progress() as bar:
         task = bar.add_task("train", total=steps, completed=start)
         step = start
         fitting = fit_budget and time_budget is not None and start == 0
@@ -161,8 +224,15 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
                     from dataclasses import replace
 
                     method.cfg = replace(method.cfg, steps=steps)
+            interrupted = sig["signal"] is not None or pending() is not None
+            if stop_flag is not None:  # every rank stops at the same step
+                import torch.distributed as dist
+
+                stop_flag.fill_(float(interrupted))
+                dist.all_reduce(stop_flag)
+                interrupted = bool(stop_flag.item() > 0)
             out_of_time = (time_budget is not None and time.perf_counter() - t_start >= time_budget) or \
-                (stop_at is not None and step >= stop_at)
+                (stop_at is not None and step >= stop_at) or interrupted
             if step % log_every == 0 or step == steps or out_of_time:
                 now = time.perf_counter()
                 rec = {"step": step, **{k: v / max(n_acc, 1) for k, v in acc.items()},
@@ -175,7 +245,8 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
                     rec["psnr"] = -10.0 * math.log10(max(rec["mse"], 1e-12))
                 acc, n_acc = {}, 0
                 window = {"rays": 0, "samples": 0, "t": time.perf_counter()}
-                if snapshot_every and rank == 0 and (step % snapshot_every == 0 or step == steps or out_of_time):
+                if snapshot_every and rank == 0 and (step % snapshot_every == 0 or step == steps or
+                                                     (out_of_time and not interrupted)):
                     with torch.no_grad():
                         rec.update(method.snapshot(step, run_dir / "snapshots" / f"step_{step:07d}.png"))
                 if rank == 0:
@@ -185,8 +256,11 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
                 if on_log:
                     on_log(rec)
             if rank == 0 and (step % ckpt_every == 0 or step == steps or out_of_time):
-                save_atomic({"model": method.model.state_dict(), "optimizer": opt.state_dict(), "step": step},
-                            ckpt)
+                save_atomic(checkpoint_state(method.model, opt, step), ckpt)
+            if interrupted:
+                msg = f"interrupted at step {step}: checkpoint written; continue with --resume"
+                console.print(msg)
+                raise Interrupted(msg)
             if out_of_time:
                 console.print(f"stopping at step {step} (time budget or stop_at)")
                 break

@@ -121,7 +121,7 @@ def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = Fals
     if command is None:
         command = " ".join(shlex.quote(a) for a in sys.argv)
     t0 = time.perf_counter()
-    with open_cache(cache_path) as cache, atomic_path(out, force=force) as tmp:
+    with open_cache(cache_path) as cache, atomic_path(out, force=force, inputs=[cache_path]) as tmp:
         vt = cache.view_table()
         cams = cache.cameras()
         M = cache.num_views

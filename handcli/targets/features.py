@@ -225,7 +225,7 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
         raise InputError("--dim, --batch, --pca-views and --pca-samples must be positive")
     if command is None:
         command = " ".join(shlex.quote(a) for a in sys.argv)
-    check_writable(out, force)
+    check_writable(out, force, inputs=[cache_path, weights], is_dir=False)
     t0 = time.perf_counter()
     with open_cache(cache_path) as cache:
         t = load_teacher(teacher, weights, device=device, input_norm=input_norm)
