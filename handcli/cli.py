@@ -78,6 +78,25 @@ app.command("view")(view_cmd.view_command)
 app.command("report")(report_cmd.report_command)
 
 
+def _run_app():
+    """Run the Typer app; a usage error (unknown option, out-of-range value, missing argument) is one line
+    naming the command and the option, exit 2, like every other input error. Returns the exit code."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer pinned in pyproject
+
+    try:
+        return app(standalone_mode=False)
+    except NoArgsIsHelpError as e:
+        e.show()
+        return e.exit_code
+    except UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "handcli"
+        print(f"error: {where}: {' '.join(e.format_message().split())}", file=sys.stderr)
+        return 2
+    except ClickException as e:
+        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        return e.exit_code
+
+
 def main() -> None:
     """Console-script entry: map input errors to exit 2 and bugs to exit 1."""
     from handcli.errors import InputError
@@ -88,7 +107,7 @@ def main() -> None:
         # the KeyboardInterrupt lands in a destructor and is swallowed
         with stage_signals():
             try:
-                app(standalone_mode=True)
+                sys.exit(_run_app() or 0)
             except SystemExit as e:
                 if e.code in (0, None) and pending():
                     print(f"interrupted ({pending()})", file=sys.stderr)

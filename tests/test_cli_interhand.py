@@ -300,3 +300,27 @@ def test_every_frame_dropped_is_exit_2_and_no_output(synth_ih, tmp_path):
                 "--frames", "998")
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "all-black" in r.stderr and r.stdout == "" and list(outdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, option", [
+    (["preprocess", "interhand", "ROOT", "-o", "x.h5", "--workers", "0"], "--workers"),
+    (["synth", "interhand", "OUT", "--frames", "0"], "--frames"),
+    (["grasp-eval", "--top-k", "0"], "--top-k"),
+    (["synth", "interhand", "OUT", "--no-such-option"], "--no-such-option"),
+    (["train"], "cache"),
+])
+def test_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch, args, option):
+    """Options checked by the CLI parser itself (ranges, unknown options, missing arguments) follow the same
+    contract as every input error: exit 2, one ``error:`` line naming the command and the option, no output."""
+    monkeypatch.chdir(tmp_path)
+    r = handcli_in_process(capsys, monkeypatch, *args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0], r.stderr
+    assert args[0] in lines[0] and r.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_success_exits_0_in_process(capsys, monkeypatch):
+    r = handcli_in_process(capsys, monkeypatch, "inspect", "--help")
+    assert r.returncode == 0 and "Usage" in r.stdout
