@@ -81,7 +81,11 @@ app.command("report")(report_cmd.report_command)
 def _run_app():
     """Run the Typer app; a usage error (unknown option, out-of-range value, missing argument) is one line
     naming the command and the option, exit 2, like every other input error. Returns the exit code."""
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer pinned in pyproject
+    from typer._click.exceptions import (  # typer pinned in pyproject
+        ClickException,
+        NoArgsIsHelpError,
+        UsageError,
+    )
 
     try:
         return app(standalone_mode=False)
