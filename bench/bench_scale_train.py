@@ -15,7 +15,7 @@ of metrics.jsonl appears; rays/s = the median of the logged rays_per_s after the
 "rays/s within 10 % of today" check; both checkouts run alternately, ``--repeats`` times each.
 
     python bench/bench_scale_train.py --work /tmp/bst --sizes 1000,5000,20000 --steps 20
-    python bench/bench_scale_train.py --work /tmp/bst --demo-only --baseline-src /work/main --steps 30
+    python bench/bench_scale_train.py --work /tmp/bst --demo-only --baseline-src ../handcli-baseline --steps 30
 """
 
 from __future__ import annotations
