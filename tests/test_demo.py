@@ -21,7 +21,7 @@ def test_demo_script_writes_one_report_with_both_methods(tmp_path):
     exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m handcli.cli \"$@\"\n")
     exe.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "TRAIN_SECONDS": "12", "DEMO_FRAMES": "3", "DEMO_ORBIT": "2", "DEMO_MAX_VIEWS": "2", "DEMO_MESH_RES": "24"}
+           "TRAIN_SECONDS": "16", "DEMO_FRAMES": "3", "DEMO_ORBIT": "2", "DEMO_MAX_VIEWS": "2", "DEMO_MESH_RES": "24"}
     out = tmp_path / "demo_out"
     r = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), str(out)], env=env, capture_output=True, text=True,
                        timeout=1200)

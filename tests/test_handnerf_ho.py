@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import h5py
 import torch
 from typer.testing import CliRunner
 
@@ -419,6 +420,11 @@ def test_shard_directory_trains_like_the_merged_cache(dex_cache, tmp_path):
     d.mkdir()
     for i in range(2):
         shutil.copy(dex_cache, d / f"part-{i}.h5")
+    with h5py.File(d / "part-1.h5", "r+") as f:  # a second shard holds other frames: keys must differ
+        keys = f["frames/key"]
+        for i in range(len(keys)):
+            k = keys[i]
+            keys[i] = (k.decode() if isinstance(k, bytes) else k) + "-copy"
     merged = tmp_path / "merged.h5"
     merge_caches(sorted(d.glob("*.h5")), merged)
     runs = []

@@ -12,6 +12,7 @@ from handcli.errors import InputError
 
 class _Cache:
     num_frames = 5
+    path = "cache.h5"
 
 
 class Boxes:
@@ -87,7 +88,7 @@ def test_single_frame_writes_a_picture(tmp_path, monkeypatch):
 def test_mesh_option_errors(tmp_path, monkeypatch):
     run = _run(tmp_path, monkeypatch)
     cases = [(["--frame", 0, "--frames", "0-1"], "frame"), ([], "frame"), (["--frame", 0, "--format", "stl"], "format"),
-             (["--frames", "3-9"], "frames")]
+             (["--frames", "3-9"], "--frames")]
     for args, field in cases:
         res = invoke("mesh", run, *args, "-o", tmp_path / "bad")
         assert isinstance(res.exception, InputError) and res.exception.field == field, (args, res.exception)
