@@ -30,6 +30,13 @@ def shard_paths(directory: Path) -> list[Path]:
     return paths
 
 
+def _model_faces(cache: Cache, side: str) -> np.ndarray | None:
+    """The hand model's faces (F, 3), or None without a model: only what the shards must agree on, not the
+    whole model (its gzip-compressed MANO arrays cost ~16 ms a shard to read)."""
+    name = f"hand_model/{side}"
+    return cache.read(f"{name}/faces") if name in cache.f else None
+
+
 def open_cache(path: str | Path) -> Cache:
     """A cache file (``Cache``) or a directory of shard caches (``ShardedCache``), with the same read API."""
     path = Path(path)
@@ -56,7 +63,7 @@ class ShardedCache(Cache):
     def _index(self) -> None:
         first = self.shards[0]
         a0 = first.attrs
-        models0 = {s: first.hand_model(s) for s in SIDES}
+        models0 = {s: _model_faces(first, s) for s in SIDES}
         kinds0 = (first.has_objects, first.has_depth)
         cams, cam_index, tables, frame_off, view_off, pix = [], {}, [], [0], [0], 0
         for p, c in zip(self.paths, self.shards):
@@ -66,9 +73,8 @@ class ShardedCache(Cache):
                     raise InputError(f"differs from {self.paths[0].name} ({a.get(k)!r} vs {a0.get(k)!r})", path=p,
                                      field=k)
             for s in SIDES:
-                m = c.hand_model(s)
-                if (m is None) != (models0[s] is None) or (
-                        m is not None and not np.array_equal(m["faces"], models0[s]["faces"])):
+                m = _model_faces(c, s)
+                if (m is None) != (models0[s] is None) or (m is not None and not np.array_equal(m, models0[s])):
                     raise InputError("hand model differs from the first shard's", path=p, field=f"hand_model/{s}")
             if (c.has_objects, c.has_depth) != kinds0:
                 raise InputError("object or depth groups differ from the first shard's", path=p, field="frames/object")
