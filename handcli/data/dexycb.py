@@ -67,7 +67,7 @@ def load_yaml(path: str | Path, what: str = "calibration file"):
         raise InputError(f"missing {what}", path=path)
     try:
         with open(path, "rb") as f:
-            data = yaml.load(f, Loader=_yaml_loader())
+            data = yaml.load(f, Loader=_yaml_loader())  # safe: a SafeLoader subclass (+ python/tuple only)
     except yaml.YAMLError as e:
         raise InputError(f"malformed YAML ({str(e).splitlines()[0]})", path=path) from None
     if not isinstance(data, dict):
