@@ -144,6 +144,8 @@ def average_gradients(params, world: int) -> None:
 
 FIT_FRACTION = 0.05  # share of the time budget spent measuring the step rate (at the initial learning rate)
 FIT_MARGIN = 0.95  # share of the budget the fitted schedule is planned to fill (logs, checkpoints, snapshot)
+REFIT_FRACTION = 0.3  # the step count is fitted once more here, from the rate since the first fit: early steps
+# carry one-off work (e.g. HandNeRF's lazily built per-frame geometry) that made the first fit too short
 
 
 def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_final: float, seed: int,
@@ -157,7 +159,8 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     first FIT_FRACTION of the budget runs at the initial learning rate and measures the step rate of these
     real steps; then ``steps`` (and ``method.cfg.steps``, which some methods' loss schedules read) becomes
     the number of steps that fill FIT_MARGIN of the budget, so that the learning rate decays over the
-    budget instead of being cut off near its start. The record logged then has ``fitted_steps``.
+    budget instead of being cut off near its start; at REFIT_FRACTION of the budget the count is fitted
+    again from the rate measured since. The records logged then have ``fitted_steps``.
     """
     from handcli.methods.base import load_checkpoint
 
@@ -197,7 +200,7 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
         task = bar.add_task("train", total=steps, completed=start)
         step = start
         fitting = fit_budget and time_budget is not None and start == 0
-        fitted = None
+        fitted, refit_from = None, None
         while step < steps:
             for g in opt.param_groups:
                 g["lr"] = lr if fitting else lr_at(step, steps, lr, lr_final)
@@ -215,10 +218,16 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
             bar.advance(task)
             if fitting and step == 3:
                 t_warm = time.perf_counter()  # the rate leaves out the first steps' one-off costs
-            if fitting and step >= 13 and time.perf_counter() - t_start >= FIT_FRACTION * time_budget:
-                fitting = False
-                rate = (step - 3) / (time.perf_counter() - t_warm)
-                steps = fitted = max(step + 1, int(FIT_MARGIN * time_budget * rate))
+            now, new_steps = time.perf_counter(), None
+            if fitting and step >= 13 and now - t_start >= FIT_FRACTION * time_budget:
+                fitting, refit_from = False, (step, now)
+                new_steps = int(FIT_MARGIN * time_budget * (step - 3) / (now - t_warm))
+            elif refit_from is not None and now - t_start >= REFIT_FRACTION * time_budget:
+                rate = (step - refit_from[0]) / (now - refit_from[1])
+                refit_from = None
+                new_steps = step + int((FIT_MARGIN * time_budget - (now - t_start)) * rate)
+            if new_steps is not None:
+                steps = fitted = max(step + 1, new_steps)
                 bar.update(task, total=steps)
                 if hasattr(method, "cfg"):
                     from dataclasses import replace
