@@ -11,9 +11,9 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
-import h5py
 import torch
 from typer.testing import CliRunner
 
