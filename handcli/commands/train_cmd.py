@@ -36,7 +36,8 @@ def train_command(
     time_budget: Optional[float] = typer.Option(None, help="Stop after this many seconds of training."),
     fit_budget: bool = typer.Option(False, "--fit-budget", help="With --time-budget: set the step count (over "
                                     "which the learning rate decays) to what fits in the budget, measured on the "
-                                    "first 5 % of it, instead of stopping a longer schedule early."),
+                                    "first 5 % of it and again at 30 %, instead of stopping a longer schedule "
+                                    "early."),
     log_every: Optional[int] = typer.Option(None, help="Log every N steps (default 50; a resume keeps "
                                             "the run's)."),
     ckpt_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 500; a resume "
