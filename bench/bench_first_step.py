@@ -60,9 +60,9 @@ def main() -> None:
     import torch
 
     from handcli.data.cache import Cache
-    from handcli.methods.geometry_store import FrameGeometry
-    from handcli.methods.handnerf import preset
-    from handcli.methods.handnerf_method import HandNeRFMethod
+    from handcli.methods.handnerf.geometry_store import FrameGeometry
+    from handcli.methods.handnerf.method import HandNeRFMethod
+    from handcli.methods.handnerf.model import preset
     from handcli.methods.trainer import train
 
     torch.set_num_threads(args.threads)

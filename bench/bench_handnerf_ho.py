@@ -140,8 +140,8 @@ def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int, keep: Path | None
 
 def run_method(method: str, cache: Path, splits: dict, budget: float, work: Path, eval_frames: int, seed: int,
                gt_grasp_cache: dict) -> list[dict]:
-    from handcli.methods.handnerf_ho import preset
-    from handcli.methods.handnerf_ho_method import HandNeRFHOMethod
+    from handcli.methods.handnerf_ho.method import HandNeRFHOMethod
+    from handcli.methods.handnerf_ho.model import preset
     from handcli.methods.trainer import train
 
     cfg = replace(preset("fast", method), steps=1_000_000)

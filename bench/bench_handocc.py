@@ -58,13 +58,13 @@ def test_views(cache, frames: list[int]) -> list[int]:
 def build(method: str, cache: Path, depth: Path, feats: Path, frames: list[int]):
     torch.manual_seed(0)
     if method == "handocc":
-        from handcli.methods.handocc import PRESETS
-        from handcli.methods.handocc_method import HandOccMethod
+        from handcli.methods.handocc.method import HandOccMethod
+        from handcli.methods.handocc.model import PRESETS
 
         cfg = replace(PRESETS["fast"], steps=100_000)
         return HandOccMethod(cfg, cache, train_cameras=TRAIN, train_frames=frames, eval_cameras=TEST)
-    from handcli.methods.handnerf import preset
-    from handcli.methods.handnerf_method import HandNeRFMethod
+    from handcli.methods.handnerf.method import HandNeRFMethod
+    from handcli.methods.handnerf.model import preset
 
     cfg = replace(preset("fast", "handnerf"), steps=100_000)
     return HandNeRFMethod(cfg, cache, method="handnerf", train_cameras=TRAIN, train_frames=frames, depth_path=depth,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 
 METHODS = {
-    "handnerf": "handcli.methods.handnerf_method:HandNeRFMethod",
-    "posenerf": "handcli.methods.handnerf_method:HandNeRFMethod",
-    "handocc": "handcli.methods.handocc_method:HandOccMethod",
-    "handnerf-ho": "handcli.methods.handnerf_ho_method:HandNeRFHOMethod",
-    "pixelnerf": "handcli.methods.handnerf_ho_method:HandNeRFHOMethod",
+    "handnerf": "handcli.methods.handnerf.method:HandNeRFMethod",
+    "posenerf": "handcli.methods.handnerf.method:HandNeRFMethod",
+    "handocc": "handcli.methods.handocc.method:HandOccMethod",
+    "handnerf-ho": "handcli.methods.handnerf_ho.method:HandNeRFHOMethod",
+    "pixelnerf": "handcli.methods.handnerf_ho.method:HandNeRFHOMethod",
 }
 DATASETS = {
     "interhand": "handcli.data.interhand_preprocess:preprocess_interhand",

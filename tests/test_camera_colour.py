@@ -54,8 +54,8 @@ def test_two_cameras_of_different_gain_are_separated():
 
 
 def test_handocc_trains_the_maps_and_renders_without_them(tiny_cache, tmp_path):
-    from handcli.methods.handocc import PRESETS
-    from handcli.methods.handocc_method import HandOccMethod
+    from handcli.methods.handocc.method import HandOccMethod
+    from handcli.methods.handocc.model import PRESETS
     from handcli.methods.trainer import train
 
     torch.manual_seed(0)

@@ -441,7 +441,7 @@ class EmptyMesher:
 def test_mesh_frame_out_of_range_or_empty_surface(base, tmp_path, monkeypatch, frame, field):
     from handcli import registry
     from handcli.methods.base import write_run_config
-    from handcli.methods.handnerf import PRESETS
+    from handcli.methods.handnerf.model import PRESETS
 
     monkeypatch.setitem(registry.METHODS, "emptymesher", f"{__name__}:EmptyMesher")
     run = tmp_path / "run"

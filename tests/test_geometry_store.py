@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from handcli.methods.base import write_run_config
-from handcli.methods.geometry_store import STORE_DIR, FrameGeometry, GeometryStore
-from handcli.methods.handnerf import preset
-from handcli.methods.handnerf_method import HandNeRFMethod, frame_geometry, load_run
+from handcli.methods.handnerf.geometry_store import STORE_DIR, FrameGeometry, GeometryStore
+from handcli.methods.handnerf.method import HandNeRFMethod, frame_geometry, load_run
+from handcli.methods.handnerf.model import preset
 from handcli.methods.trainer import train
 
 TINY = dict(rays_per_step=64, n_samples=8, steps=4, hidden=16, layers=2, skips=(), color_hidden=8, latent_dim=4,

@@ -20,7 +20,13 @@ from typer.testing import CliRunner
 from handcli.cli import app
 from handcli.data.cache import Cache
 from handcli.errors import InputError
-from handcli.methods.handnerf_ho import (
+from handcli.methods.handnerf_ho.method import (
+    HandNeRFHOMethod,
+    build_scene,
+    load_run,
+    square_crop_matrix,
+)
+from handcli.methods.handnerf_ho.model import (
     MaskedBlock,
     balanced_bce,
     grid_dims,
@@ -28,12 +34,6 @@ from handcli.methods.handnerf_ho import (
     project,
     sample_image_features,
     sample_volumes,
-)
-from handcli.methods.handnerf_ho_method import (
-    HandNeRFHOMethod,
-    build_scene,
-    load_run,
-    square_crop_matrix,
 )
 from handcli.methods.trainer import step_generator, train
 from handcli.nn.resnet import ResNet18, load_resnet18

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from handcli.methods.handnerf import preset
-from handcli.methods.handnerf_method import HandNeRFMethod
+from handcli.methods.handnerf.method import HandNeRFMethod
+from handcli.methods.handnerf.model import preset
 from handcli.methods.trainer import read_metrics, train
 
 TINY = dict(rays_per_step=96, n_samples=12, steps=4, hidden=32, layers=2, skips=(), color_hidden=16, latent_dim=4,

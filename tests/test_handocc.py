@@ -10,21 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from handcli.methods.handocc import PRESETS, HandOcc, guided_samples, render_rays
-from handcli.methods.handocc_method import HandOccMethod, hand_crop
-from handcli.methods.occ_sampler import (
-    DEFAULT_RELATIVE_RADII,
-    inside_capsules,
-    inside_mesh,
-    inside_mesh_on_rays,
-    labelled_points,
-)
-from handcli.methods.skeleton_frames import (
+from handcli.hand.skeleton_frames import (
     bone_frames,
     canonical_frame,
     canonicalize,
     mirror_x,
     segment_distance,
+)
+from handcli.methods.handocc.method import HandOccMethod, hand_crop
+from handcli.methods.handocc.model import PRESETS, HandOcc, guided_samples, render_rays
+from handcli.methods.handocc.sampler import (
+    DEFAULT_RELATIVE_RADII,
+    inside_capsules,
+    inside_mesh,
+    inside_mesh_on_rays,
+    labelled_points,
 )
 from handcli.methods.trainer import read_metrics, train
 from handcli.render.rays import camera_rays, pixel_grid

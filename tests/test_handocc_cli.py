@@ -26,7 +26,7 @@ def test_handocc_cli_chain(tiny_cache, tmp_path):
     import trimesh
 
     from handcli.data.cache import Cache
-    from handcli.methods.handocc_method import hand_crop
+    from handcli.methods.handocc.method import hand_crop
 
     run = tmp_path / "run"
     r = handcli("train", tiny_cache, "-o", run, "--method", "handocc", "--stage", "occupancy", "--steps", "60",
@@ -124,7 +124,7 @@ def test_mesh_dispatches_on_the_method(tmp_path, monkeypatch):
     from handcli.cli import app
     from handcli.errors import InputError
     from handcli.methods.base import write_run_config
-    from handcli.methods.handocc import PRESETS
+    from handcli.methods.handocc.model import PRESETS
 
     monkeypatch.setitem(registry.METHODS, "nomesh", f"{__name__}:NoMeshes")
     run = tmp_path / "run"

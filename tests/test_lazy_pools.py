@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import torch
 
-from handcli.methods.handocc import PRESETS
-from handcli.methods.handocc_method import HandOccMethod
+from handcli.methods.handocc.method import HandOccMethod
+from handcli.methods.handocc.model import PRESETS
 from handcli.methods.trainer import train
 
 TINY = dict(rays_per_step=128, occ_points=256, pool_points=2048, occ_hidden=16, occ_layers=2, color_hidden=16,

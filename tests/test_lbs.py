@@ -9,7 +9,12 @@ import trimesh
 
 from handcli.hand.lbs import closest_point_on_triangles, inverse_lbs, joint_transforms, nearest_face_weights
 from handcli.hand.model import HandModel
-from handcli.methods.deform import build_hand_geometry, canonical_pose, sample_grid, warp_to_canonical
+from handcli.methods.handnerf.deform import (
+    build_hand_geometry,
+    canonical_pose,
+    sample_grid,
+    warp_to_canonical,
+)
 
 
 def test_closest_point_on_triangle_hand_computed():

@@ -39,7 +39,7 @@ class OneBox(Boxes):
 def _run(tmp_path, monkeypatch, cls="Boxes"):
     from handcli import registry
     from handcli.methods.base import write_run_config
-    from handcli.methods.handocc import PRESETS
+    from handcli.methods.handocc.model import PRESETS
 
     monkeypatch.setitem(registry.METHODS, "boxes", f"{__name__}:{cls}")
     run = tmp_path / f"run_{cls}"

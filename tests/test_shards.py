@@ -138,8 +138,8 @@ def test_training_steps_on_a_directory_equal_the_merged_cache(shards):
     (bounded pool with refreshes, HandOcc: rays, appearance crops and labelled occupancy points)."""
     from dataclasses import replace
 
-    from handcli.methods.handocc import PRESETS
-    from handcli.methods.handocc_method import HandOccMethod
+    from handcli.methods.handocc.method import HandOccMethod
+    from handcli.methods.handocc.model import PRESETS
 
     d, merged = shards
     cfg = replace(PRESETS["fast"], rays_per_step=64, occ_points=256, pool_points=1024, occ_hidden=16,
@@ -221,8 +221,8 @@ def test_ranks_train_on_disjoint_views(tiny_cache, monkeypatch):
     """Under torchrun (RANK/WORLD_SIZE) each rank's pool holds a disjoint part of the training views."""
     from dataclasses import replace
 
-    from handcli.methods.handocc import PRESETS
-    from handcli.methods.handocc_method import HandOccMethod
+    from handcli.methods.handocc.method import HandOccMethod
+    from handcli.methods.handocc.model import PRESETS
 
     cfg = replace(PRESETS["fast"], supervision="silhouette", occ_hidden=16, color_hidden=16)
     parts = []

@@ -93,7 +93,7 @@ def test_flex_fingers_curls_towards_the_palm_and_keeps_bones(side):
     import torch
 
     from handcli.hand.skeleton import PARENTS_21
-    from handcli.methods.skeleton_frames import canonicalize, mirror_x
+    from handcli.hand.skeleton_frames import canonicalize, mirror_x
     from handcli.viewer.pose_edit import flex_fingers
 
     j = _hand_joints(side)
@@ -195,7 +195,7 @@ def test_colourise_channels():
 def test_handocc_skeleton_and_appearance_hooks(occ_run, tiny_cache):
     import torch
 
-    from handcli.methods.handocc_method import HandOccMethod, frame_joints
+    from handcli.methods.handocc.method import HandOccMethod, frame_joints
     from handcli.render.orbit import orbit_from_cache
     from handcli.viewer.pose_edit import flex_fingers
 

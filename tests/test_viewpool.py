@@ -107,7 +107,7 @@ def test_new_caches_store_one_view_per_chunk(tiny_cache):
 
 
 def test_bulk_frame_joints_match_per_frame_reads(tiny_cache):
-    from handcli.methods.handocc_method import frame_joints, frames_joints
+    from handcli.methods.handocc.method import frame_joints, frames_joints
 
     with Cache(tiny_cache) as c:
         bulk = frames_joints(c, list(range(c.num_frames)))

@@ -39,7 +39,7 @@ def adapt_command(
     from handcli.data.shards import open_cache
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import read_run_config, write_run_config
-    from handcli.methods.handnerf_method import HandNeRFMethod, load_run
+    from handcli.methods.handnerf.method import HandNeRFMethod, load_run
     from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
     from handcli.outputs import check_writable, clean_stale, swap_into_place, temp_beside
     from handcli.progress import log

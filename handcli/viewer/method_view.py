@@ -113,7 +113,7 @@ class MethodView:
         takes no skeleton."""
         if not self.edits_skeleton:
             return None
-        from handcli.methods.handocc_method import frame_joints
+        from handcli.methods.handocc.method import frame_joints
 
         out = []
         for s, j in frame_joints(self.cache, st.frame):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from handcli.methods.skeleton_frames import canonical_frame, mirror_x
+from handcli.hand.skeleton_frames import canonical_frame, mirror_x
 
 
 def _rotate(points: np.ndarray, pivot: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:

@@ -30,16 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from handcli.methods.occ_sampler import (
-    box_samples,
-    capsule_box,
-    capsule_radii,
-    capsule_samples,
-    dilate_along_ray,
-    inside_capsules,
-    sample_positions,
-)
-from handcli.methods.skeleton_frames import (
+from handcli.hand.skeleton_frames import (
     BONE_END,
     BONE_START,
     NUM_BONES,
@@ -48,6 +39,15 @@ from handcli.methods.skeleton_frames import (
     mirror_x,
     pose_code,
     segment_distance,
+)
+from handcli.methods.handocc.sampler import (
+    box_samples,
+    capsule_box,
+    capsule_radii,
+    capsule_samples,
+    dilate_along_ray,
+    inside_capsules,
+    sample_positions,
 )
 from handcli.nn.encoding import encoding_dim, positional_encoding
 from handcli.nn.mlp import MLP
@@ -366,7 +366,7 @@ class HandOcc(nn.Module):
         self.occ = OccupancyNet(cfg)
         self.app = AppearanceEncoder(cfg)
         self.color = ColorNet(cfg, self.app.out_dim)
-        from handcli.methods.occ_sampler import DEFAULT_RELATIVE_RADII
+        from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
         self.register_buffer("ref_crops", torch.zeros(2, 3, cfg.crop_size, cfg.crop_size))

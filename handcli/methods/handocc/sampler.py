@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from handcli.methods.skeleton_frames import BONE_END, BONE_START, hand_size, segment_distance
+from handcli.hand.skeleton_frames import BONE_END, BONE_START, hand_size, segment_distance
 from handcli.render.bounds import ray_aabb, ray_capsules
 from handcli.render.samplers import interval_samples_from_hits, stratified_samples
 

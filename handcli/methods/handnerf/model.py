@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from handcli.hand.skeleton import mirror_axis_angle
-from handcli.methods.deform import HandGeometry, sample_distance, sample_grid, warp_to_canonical
+from handcli.methods.handnerf.deform import HandGeometry, sample_distance, sample_grid, warp_to_canonical
 from handcli.nn.encoding import (
     conical_frustum_to_gaussian,
     encoding_dim,

@@ -21,8 +21,8 @@ from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
-from handcli.methods.handocc import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
-from handcli.methods.occ_sampler import grow_relative_radii, inside_capsules, labelled_points
+from handcli.methods.handocc.model import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
+from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
 from handcli.progress import progress
 from handcli.render.rays import camera_rays, pixel_grid
 from handcli.render.volume import ray_distance_to_z
@@ -269,7 +269,7 @@ class HandOccMethod(RendersCacheViews):
 
     @staticmethod
     def presets(method: str) -> dict:
-        from handcli.methods.handocc import PRESETS
+        from handcli.methods.handocc.model import PRESETS
 
         return dict(PRESETS)
 

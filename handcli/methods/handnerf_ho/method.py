@@ -28,7 +28,7 @@ from handcli.data.shards import open_cache
 from handcli.data.viewpool import FrameWindow, rank_part
 from handcli.errors import InputError
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
-from handcli.methods.handnerf_ho import (
+from handcli.methods.handnerf_ho.model import (
     HandNeRFHO,
     HandNeRFHOConfig,
     SceneInput,
@@ -268,7 +268,7 @@ class HandNeRFHOMethod(RendersCacheViews):
 
     @staticmethod
     def presets(method: str) -> dict:
-        from handcli.methods.handnerf_ho import PRESETS, preset
+        from handcli.methods.handnerf_ho.model import PRESETS, preset
 
         return {name: preset(name, method) for name in PRESETS}
 

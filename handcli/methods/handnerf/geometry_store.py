@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handcli.methods.deform import HandGeometry, build_hand_geometry
+from handcli.methods.handnerf.deform import HandGeometry, build_hand_geometry
 from handcli.progress import log
 
 STORE_VERSION = 1

@@ -21,9 +21,9 @@ from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods import losses as L
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
-from handcli.methods.deform import HandGeometry
-from handcli.methods.geometry_store import FrameGeometry
-from handcli.methods.handnerf import HandNeRF, HandNeRFConfig
+from handcli.methods.handnerf.deform import HandGeometry
+from handcli.methods.handnerf.geometry_store import FrameGeometry
+from handcli.methods.handnerf.model import HandNeRF, HandNeRFConfig
 from handcli.render.rays import camera_rays, pixel_radii
 from handcli.render.volume import ray_distance_to_z
 
@@ -89,7 +89,7 @@ class HandNeRFMethod(RendersCacheViews):
 
     @staticmethod
     def presets(method: str) -> dict:
-        from handcli.methods.handnerf import PRESETS, preset
+        from handcli.methods.handnerf.model import PRESETS, preset
 
         return {name: preset(name, method) for name in PRESETS}
 
