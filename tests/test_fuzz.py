@@ -423,6 +423,8 @@ def test_bad_option(base, tmp_path, case):
 class EmptyMesher:
     """A registered method whose surfaces are all empty (an untrained field)."""
 
+    capabilities = frozenset({"mesh"})
+
     @classmethod
     def from_run(cls, run, cache, device):
         from handcli.data.cache import Cache

@@ -9,7 +9,7 @@ import torch
 
 from handcli.methods.base import write_run_config
 from handcli.methods.handnerf.geometry_store import STORE_DIR, FrameGeometry, GeometryStore
-from handcli.methods.handnerf.method import HandNeRFMethod, frame_geometry, load_run
+from handcli.methods.handnerf.method import HandNeRFMethod, frame_geometry
 from handcli.methods.handnerf.model import preset
 from handcli.methods.trainer import train
 
@@ -39,7 +39,7 @@ def test_nothing_is_built_before_the_first_step_and_resume_render_build_nothing(
     b = _method(tiny_cache, tiny_depth, [1])  # a fresh process resuming the run
     train(b, run, steps=4, lr=1e-3, lr_final=1e-4, seed=0, resume=True, ckpt_every=1)
     assert (b.geoms.built, b.geoms.loaded) == (0, 1)
-    r = load_run(run)
+    r = HandNeRFMethod.from_run(run)
     view = r.cache.views_of_frame(1)[0]
     with torch.no_grad():
         out = r.render_view(view)

@@ -23,7 +23,6 @@ from handcli.errors import InputError
 from handcli.methods.handnerf_ho.method import (
     HandNeRFHOMethod,
     build_scene,
-    load_run,
     square_crop_matrix,
 )
 from handcli.methods.handnerf_ho.model import (
@@ -372,7 +371,7 @@ def test_cli_train_mesh_pipe_grasp_eval_and_eval(dex_cache, tmp_path):
     doc = json.loads((run / "config.json").read_text())
     assert doc["method"] == "handnerf-ho" and doc["config"]["encoder"] == "efficientnet-lite0"
     assert doc["config"]["encoder_weights"].endswith(".pth") and "imagenet" in doc["data"]["encoder_init"]
-    m = load_run(run)
+    m = HandNeRFHOMethod.from_run(run)
     f = doc["data"]["train_frames"][0]
     from handcli.eval.geometry_eval import cache_gt_meshes
 

@@ -112,6 +112,8 @@ def test_options_other_methods_do_not_have(tiny_cache, tmp_path):
 class NoMeshes:
     """A registered method without mesh extraction."""
 
+    capabilities = frozenset()
+
     @classmethod
     def from_run(cls, run, cache, device):
         return cls()

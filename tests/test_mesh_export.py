@@ -19,6 +19,7 @@ class Boxes:
     """A registered method whose frame f has a right-hand box of height 2 + f cm and a left-hand sphere."""
 
     cache = _Cache()
+    capabilities = frozenset({"mesh"})
 
     @classmethod
     def from_run(cls, run, cache, device):

@@ -39,22 +39,26 @@ def adapt_command(
     from handcli.data.shards import open_cache
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import read_run_config, write_run_config
-    from handcli.methods.handnerf.method import HandNeRFMethod, load_run
+    from handcli.methods.handnerf.method import HandNeRFMethod
     from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
     from handcli.outputs import check_writable, clean_stale, swap_into_place, temp_beside
     from handcli.progress import log
+    from handcli.registry import method_class
 
     check_option("steps", steps, lo=1)
     check_option("lr", lr, lo=0, lo_open=True)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     doc = read_run_config(run)
+    if "adapt" not in method_class(doc["method"]).capabilities:
+        raise InputError(f"method {doc['method']} has no pose adaptation", path=Path(run) / "config.json",
+                         field="method")
     if doc["config"].get("deform") != "lbs" or not doc["config"].get("error_correction", False):
         raise InputError("pose adaptation needs a HandNeRF run with the error-correction network",
                          path=Path(run) / "config.json", field="config.deform")
     check_writable(out, force, inputs=[run, cache, depth], kind="run", is_dir=True)
     seed_everything(seed)
-    trained = load_run(run, device=device)
+    trained = HandNeRFMethod.from_run(run, device=device)
     sel = parse_selection(frames)
     with open_cache(cache) as c:  # validated before any work
         if sel:

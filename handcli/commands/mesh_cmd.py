@@ -55,7 +55,7 @@ def mesh_command(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     name = read_run_config(run)["method"]
     m = method_class(name).from_run(run, cache, device)
-    if not hasattr(m, "extract_meshes"):
+    if "mesh" not in m.capabilities:
         raise InputError(f"method {name} has no mesh extraction", path=run)
     if frames is not None:
         sel = sorted(parse_selection(frames))

@@ -63,7 +63,7 @@ def render_command(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     m = method_class(read_run_config(run)["method"]).from_run(run, cache, device)
     if appearance is not None:
-        if not hasattr(m, "set_appearance"):
+        if "appearance" not in m.capabilities:
             raise InputError(f"method {m.method} has no appearance model", field="appearance")
         m.set_appearance(appearance, mask=appearance_mask, view=appearance_view)
     c = m.cache

@@ -100,7 +100,7 @@ def train_command(
         if not (out / "checkpoint.pt").is_file():
             raise InputError("run has no checkpoint to resume from; pass --force without --resume to start it "
                              "over", path=out / "checkpoint.pt")
-        cfg = cls.Config.from_dict(doc["config"])
+        cfg = cls.config_from_dict(doc["config"], path=out / "config.json")
         if steps is not None:
             cfg = replace(cfg, steps=steps)
         from handcli.methods.base import read_checkpoint

@@ -1,21 +1,26 @@
-"""What every method provides to the ``train``, ``render`` and ``adapt`` stages, and run folders.
+"""The method contract (:class:`Method`), run folders and config (de)serialisation.
 
-A method class (registered in ``handcli.registry.METHODS``) has:
+A method is one package ``handcli/methods/NAME/`` whose ``method.py`` subclasses :class:`Method`, plus one
+line in ``handcli.registry.METHODS``. The base class owns what every method does the same way:
 
-- ``Config``: a frozen dataclass with ``to_dict()`` / ``from_dict()``, and ``presets(method) -> {name: Config}``
-  (``paper`` = published hyperparameters, ``fast`` = minutes on a CPU);
-- ``from_data(cfg, data, method, device)``: build for training from the run's ``data`` dict (cache path,
-  targets, camera and frame selection);
-- ``from_run(run_dir, cache_path, device)``: rebuild a trained model for rendering;
-- ``train_step(step, generator) -> (loss, logs)`` and ``snapshot(step, png) -> logs`` for the trainer;
-- ``render_camera(frame, K, world_to_cam, height, width) -> {rgb, depth, opacity, ...}`` for any camera;
-- ``render_view(j)`` for cache view j (inherit :class:`RendersCacheViews`);
-- ``run_data() -> dict`` extra entries for config.json (e.g. frame codes); attributes ``model``, ``cfg``,
-  ``method``, ``cache``.
+- construction: ``from_data(cfg, data, method, device)`` (training, from the run's ``data`` dict: cache path,
+  targets, camera and frame selection) and ``from_run(run_dir, cache_path, device)`` (a trained run: config
+  and weights). Both go through ``__init__``, which opens the cache, validates the config, then calls the
+  subclass's ``setup_training(**options)`` or ``setup_run(run, state)``;
+- config (de)serialisation: ``config_from_dict`` turns any unknown key or bad value into an ``InputError``
+  naming the file and field; ``config_to_dict`` is what ``config.json`` holds;
+- frame validation (``training_frames``, ``check_frame``), loss logging (``sum_losses``), snapshots
+  (``snapshot``: a held-out view, a contact sheet and metrics) and rendering: ``render_camera`` runs the one
+  render driver (``handcli.render.driver``) around the subclass's ``render_state`` / ``render_rays``;
+- declared ``capabilities`` that commands query (``"mesh" in m.capabilities``) instead of looking for attributes:
+  ``mesh`` (``extract_meshes(frame, resolution)``), ``appearance`` (``set_appearance``, ``appearance_crops``,
+  ``set_appearance_crop``), ``skeleton`` (``skeletons(frame)``, ``set_skeletons``), ``input_view``
+  (``input_views``: {frame: cache view}), ``adapt`` (``handcli adapt`` pose adaptation).
 
-Optional, used by ``handcli mesh`` and ``handcli view`` when present: ``extract_meshes(frame, resolution)``;
-``appearance_crops()`` / ``set_appearance_crop(crop)`` (subjects' appearances); ``skeletons(frame)`` /
-``set_skeletons(frame, skeletons)`` (skeleton-driven methods); ``input_views`` ({frame: cache view}).
+A subclass provides ``Config`` (a frozen dataclass), ``PRESETS`` ({name: Config}; ``preset(name, method)``
+for registry aliases with other defaults), ``setup_training``, ``setup_run``, ``train_step(step,
+generator) -> (loss, logs)``, ``render_state(frame, outputs) -> (state, boxes)`` and ``render_rays(state,
+origins, dirs, outputs) -> {output: (R, ...) tensor}``. See docs/design.md ("Adding a method").
 """
 
 from __future__ import annotations
@@ -134,7 +139,7 @@ def write_run_config(run_dir: Path, method: str, preset: str, cfg, data: dict, s
     from handcli import __version__
 
     doc = {"schema": RUN_SCHEMA, "handcli_version": __version__, "method": method, "preset": preset,
-           "config": cfg.to_dict(), "data": data, "seed": seed, "command": command}
+           "config": config_to_dict(cfg), "data": data, "seed": seed, "command": command}
     if train is not None:
         doc["train"] = train
     tmp = run_dir / ".config.json.tmp"
@@ -217,11 +222,260 @@ def load_model_weights(model, state: dict, ckpt: Path) -> None:
     model.eval()
 
 
-class RendersCacheViews:
-    """Mixin: ``render_view(j)`` renders cache view j through the method's ``render_camera``."""
+CAPABILITIES = ("mesh", "appearance", "skeleton", "input_view", "adapt")
+TARGET_OPTIONS = ("depth", "features")  # optional training targets in a run's data (train --depth/--features)
 
-    def render_view(self, j: int) -> dict:
+
+def config_to_dict(cfg) -> dict:
+    """A config dataclass as ``config.json`` holds it (tuples as lists)."""
+    from dataclasses import asdict
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def sum_losses(terms: dict, logs: dict | None = None, scale: float = 1.0):
+    """(scale x the sum of the loss ``terms`` (scalar tensors), ``logs`` plus each term and ``loss`` as floats)."""
+    loss = scale * sum(terms.values())
+    logs = dict(logs or {})
+    logs.update({k: float(v.detach()) for k, v in terms.items()})
+    logs["loss"] = float(loss.detach())
+    return loss, logs
+
+
+class evaluating:
+    """``with evaluating(model):`` eval mode inside, the previous mode restored after."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was = self.model.training
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
+
+
+class RunFolder:
+    """A trained run being loaded: its folder, its ``config.json`` document and whether the cache it is
+    loaded with is the training cache (frame-indexed data such as latent codes then applies)."""
+
+    def __init__(self, path: Path, doc: dict, cache_path: Path):
+        self.path = Path(path)
+        self.doc = doc
+        self.data = doc["data"]
+        self.same_cache = Path(cache_path).resolve() == Path(self.data["cache"]).resolve()
+
+
+class Method:
+    """Base class of every method (see the module docstring for the contract)."""
+
+    Config: type = None  # frozen dataclass of hyperparameters
+    PRESETS: dict = {}
+    default_method = ""  # registry name used when none is given
+    capabilities: frozenset[str] = frozenset()  # subset of CAPABILITIES
+    outputs: frozenset[str] = frozenset({"rgb", "depth", "opacity"})  # what render_camera returns by default
+    extra_outputs: frozenset[str] = frozenset()  # may also be asked for (e.g. "feature")
+    targets: dict[str, str] = {}  # run data key ("depth", "features") -> setup_training keyword
+    render_counts: tuple[str, ...] = ("evaluated",)  # numbers render_rays returns (summed over chunks)
+    uses_radii = False  # render_rays takes radii= (R,) pixel cone radii
+
+    def __init__(self, cfg, cache_path: Path, *, method: str | None = None, device: str = "cpu",
+                 run: RunFolder | None = None, **options):
+        """Open the cache and build for training (``setup_training(**options)``) or, with ``run``, from a
+        trained run's folder (``setup_run``, then the checkpoint's weights)."""
+        import torch
+
+        from handcli.data.shards import open_cache
+
+        self.check_config(cfg)
+        self.method = method or self.default_method
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.cache_path = Path(cache_path)
+        self.cache = open_cache(cache_path)
+        self.eval_view: int | None = None
+        self.frames: list[int] = []
+        self.check_cache()
+        if run is None:
+            self.setup_training(**options)
+            return
+        if options:
+            raise TypeError(f"options {sorted(options)} are for training, not for loading a run")
+        state, ckpt = read_checkpoint(run.path, self.device)
+        self.setup_run(run, state)
+        load_model_weights(self.model, state, ckpt)
+
+    # ----------------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_data(cls, cfg, data: dict, method: str, device: str = "cpu", **options) -> "Method":
+        """Build for training from a run's ``data`` dict (cache, cameras, frames, eval_cameras, seed, targets);
+        ``options``: further ``setup_training`` keywords. A target the method does not use is an InputError."""
+        for key in TARGET_OPTIONS:
+            if data.get(key):
+                if key not in cls.targets:
+                    raise InputError(f"{method} does not use --{key} targets", field=key)
+                options[cls.targets[key]] = Path(data[key])
+        return cls(cfg, Path(data["cache"]), method=method, device=device, train_cameras=data.get("cameras"),
+                   train_frames=data.get("frames"), eval_cameras=data.get("eval_cameras"),
+                   seed=int(data.get("seed") or 0), **options)
+
+    @classmethod
+    def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "Method":
+        """Rebuild a trained method from its folder; ``cache_path`` defaults to the training cache."""
+        doc = read_run_config(run_dir)
+        cfg = cls.config_from_dict(doc["config"], path=Path(run_dir) / "config.json")
+        cache = Path(cache_path) if cache_path else Path(doc["data"]["cache"])
+        return cls(cfg, cache, method=doc["method"], device=device, run=RunFolder(run_dir, doc, cache))
+
+    def setup_training(self, **options) -> None:
+        """Subclass: data pools, model and ``eval_view`` for training (``train_cameras``, ``train_frames``,
+        ``eval_cameras``, ``seed`` and the method's own keywords)."""
+        raise NotImplementedError
+
+    def setup_run(self, run: RunFolder, state: dict) -> None:
+        """Subclass: ``self.model`` (and what rendering needs) shaped for ``state["model"]``, loaded after."""
+        raise NotImplementedError
+
+    def check_cache(self) -> None:
+        """InputError when ``self.cache`` lacks what the method needs (called by both constructions)."""
+
+    def attach_run(self, run_dir: Path) -> None:
+        """Called by the trainer with the run folder (a method may store per-frame data there)."""
+
+    def run_data(self) -> dict:
+        """Extra entries for config.json's ``data`` (e.g. frame codes)."""
+        return {}
+
+    # --------------------------------------------------------------------------------------------- config
+    @classmethod
+    def presets(cls, method: str) -> dict:
+        """{preset name: Config} for registry name ``method``."""
+        return {name: cls.preset(name, method) for name in cls.PRESETS}
+
+    @classmethod
+    def preset(cls, name: str, method: str):
+        return cls.PRESETS[name]
+
+    @classmethod
+    def config_from_dict(cls, values: dict, path: str | Path | None = None, prefix: str = "config."):
+        """A Config from a dict (e.g. config.json's ``config``): an unknown key or a value of the wrong type or
+        range is an InputError naming ``path`` and ``prefix + key``; missing keys keep their defaults."""
+        if not isinstance(values, dict):
+            raise InputError(f"expected an object, got {type(values).__name__}", path=path, field=prefix.rstrip("."))
+        check_config_values(cls.Config, values, path=path, prefix=prefix)
+        defaults = {f.name: f.default for f in fields(cls.Config)}
+        cfg = cls.Config(**{k: tuple(v) if isinstance(defaults[k], tuple) else v for k, v in values.items()})
+        try:
+            cls.check_config(cfg)
+        except InputError as e:
+            raise InputError(e.message, path=path, field=f"{prefix}{e.field}" if e.field else None) from None
+        return cfg
+
+    @classmethod
+    def config_to_dict(cls, cfg) -> dict:
+        return config_to_dict(cfg)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """InputError (naming the field) for settings the method cannot be built with."""
+
+    # --------------------------------------------------------------------------------------------- frames
+    def training_frames(self, frames: list[int] | None) -> list[int]:
+        """The training frame selection (all when None); an index outside the cache is an InputError."""
+        n = self.cache.num_frames
+        frames = list(range(n)) if frames is None else list(frames)
+        bad = [f for f in frames if not 0 <= f < n]
+        if bad:
+            raise InputError(f"frame indices {bad} outside 0..{n - 1}", path=self.cache_path, field="frames")
+        return frames
+
+    def check_frame(self, frame: int) -> None:
+        """InputError unless ``frame`` is a frame of the cache."""
+        if not 0 <= int(frame) < self.cache.num_frames:
+            raise InputError(f"frame {frame} out of range (the cache has {self.cache.num_frames})",
+                             path=self.cache_path, field="frames")
+
+    # -------------------------------------------------------------------------------------------- training
+    def train_step(self, step: int, gen):
+        """(loss tensor, logs) of one optimisation step; ``gen``: this step's torch.Generator."""
+        raise NotImplementedError
+
+    def snapshot(self, step: int, out_png: Path) -> dict:
+        """Render the held-out ``eval_view`` into a contact sheet ``out_png``; its metrics (logged)."""
+        if self.eval_view is None:
+            return {}
+        from handcli.render.outputs import contact_sheet
+
+        r, gt, label = self.snapshot_view(self.eval_view)
+        pairs, titles = self.snapshot_panels(r, gt, label, f"step {step} view {self.eval_view}")
+        contact_sheet(pairs, titles, out_png)
+        return self.snapshot_metrics(r, gt, label)
+
+    def snapshot_view(self, j: int):
+        """(render dict, ground truth rgb (H, W, 3) float with a black background, label (H, W)) of view j."""
+        import numpy as np
+
+        r = self.render_view(j)
+        v = self.cache.view(j)
+        gt = v["rgb"].astype(np.float32) / 255.0 * (v["label"] > 0)[..., None]
+        return r, gt, v["label"]
+
+    def snapshot_panels(self, r: dict, gt, label, title: str) -> tuple[list, list]:
+        """([(prediction, ground truth)], [title]) pairs of the snapshot's contact sheet."""
+        return [(r["rgb"], gt)], [title]
+
+    def snapshot_metrics(self, r: dict, gt, label) -> dict:
+        from handcli.eval.image_metrics import psnr_full
+
+        return {"eval_psnr_full": psnr_full(r["rgb"], gt)}
+
+    # ------------------------------------------------------------------------------------------- rendering
+    def render_state(self, frame: int, outputs: frozenset[str]):
+        """(state for ``render_rays``, [(box_min (3,), box_max (3,))] world boxes holding the frame)."""
+        raise NotImplementedError
+
+    def render_rays(self, state, origins, dirs, outputs: frozenset[str], **extra) -> dict:
+        """{output: (R, ...) tensor} for each name in ``outputs`` (rgb, depth = ray distance not normalised by
+        opacity, opacity, semantic uint8 cache labels, feature...) and the ``render_counts`` numbers.
+        ``extra``: ``radii`` (R,) when ``uses_radii``."""
+        raise NotImplementedError
+
+    @property
+    def render_chunk(self) -> int:
+        """Rays per ``render_rays`` call."""
+        return int(self.cfg.chunk)
+
+    def empty_outputs(self) -> dict:
+        """{output: (trailing shape, dtype)} of outputs the driver does not know (e.g. feature)."""
+        return {}
+
+    def render_camera(self, frame: int, K, world_to_cam, height: int, width: int,
+                      outputs: frozenset[str] | None = None) -> dict:
+        """Render cache frame ``frame`` seen by any camera (K (3, 3), world_to_cam (4, 4)) at height x width.
+
+        outputs: the images wanted (default ``self.outputs``). Returns them as numpy arrays (rgb (H, W, 3),
+        depth (H, W) z-depth metres, opacity (H, W), semantic (H, W) uint8...), ``rays`` and the counts.
+        """
+        import torch
+
+        from handcli.render.driver import render_image
+
+        outputs = self.outputs if outputs is None else frozenset(outputs)
+        unknown = outputs - self.outputs - self.extra_outputs
+        if unknown:
+            raise InputError(f"method {self.method} cannot render {', '.join(sorted(unknown))}", field="outputs")
+        self.check_frame(frame)
+        with torch.no_grad(), evaluating(self.model):
+            state, boxes = self.render_state(frame, outputs)
+            return render_image(lambda o, d, want, **kw: self.render_rays(state, o, d, want, **kw), boxes, K,
+                                world_to_cam, height, width, outputs, device=self.device, chunk=self.render_chunk,
+                                radii=self.uses_radii, counts=self.render_counts, empty=self.empty_outputs())
+
+    def render_view(self, j: int, outputs: frozenset[str] | None = None) -> dict:
         """Render cache view ``j`` with its camera (frame codes of unseen frames use the method's default)."""
         vt = self.cache.view_table()
         cam = self.cache.cameras()[int(vt["camera"][j])]
-        return self.render_camera(int(vt["frame"][j]), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
+        return self.render_camera(int(vt["frame"][j]), cam["K"], cam["world_to_cam"], cam["height"], cam["width"],
+                                  outputs)

@@ -2,9 +2,9 @@
 browser's settings, the nearest cache view, meshes, skeletons and the subjects' appearances.
 
 Everything goes through the method contract (``handcli.methods.base``): ``render_camera`` for the images,
-and the optional capabilities a method may have: ``extract_meshes`` (mesh overlay),
-``appearance_crops`` / ``set_appearance_crop`` (switching subjects), ``skeletons`` / ``set_skeletons``
-(pose editing, HandOcc), ``input_views`` (the input view of a hand-object run) and a ``semantic`` channel.
+and the capabilities a method declares (``Method.capabilities``): ``mesh`` (mesh overlay), ``appearance``
+(switching subjects), ``skeleton`` (pose editing, HandOcc), ``input_view`` (the input view of a hand-object
+run), and a ``semantic`` channel when it renders one.
 One method object serves every browser: a lock serialises its use, and a browser's settings are put into
 it (under the lock) before each of that browser's renders.
 """
@@ -84,10 +84,10 @@ class MethodView:
         self.orbit = orbit_from_cache(self.cache, self.start_frame, 1)
         self.channels = self._channels()
         self.sides = [s for s in ("right", "left") if bool(np.any(self.cache.frame_column(f"{s}/present")))]
-        self.appearances = method.appearance_crops() if hasattr(method, "set_appearance_crop") else {}
-        self.edits_skeleton = hasattr(method, "set_skeletons")
-        self.has_meshes = hasattr(method, "extract_meshes")
-        self.has_input_view = hasattr(method, "input_views")
+        self.appearances = method.appearance_crops() if "appearance" in method.capabilities else {}
+        self.edits_skeleton = "skeleton" in method.capabilities
+        self.has_meshes = "mesh" in method.capabilities
+        self.has_input_view = "input_view" in method.capabilities
 
     def _first_frame_with_views(self) -> int:
         frames = self.view_table["frame"]
@@ -123,7 +123,7 @@ class MethodView:
 
     def _apply(self, st: ViewSettings) -> None:
         """Put a browser's appearance and skeletons into the shared method (caller holds the lock)."""
-        if hasattr(self.m, "set_appearance_crop"):
+        if "appearance" in self.m.capabilities:
             self.m.set_appearance_crop(self.appearances.get(st.appearance) if st.appearance else None)
         sk = self.skeletons(st)
         if sk is not None:
@@ -138,7 +138,7 @@ class MethodView:
         with self.lock, torch.no_grad():  # grad mode is per thread: renders run on the viewer's threads
             self._apply(st)
             r = dict(self.m.render_camera(st.frame, K, M, h, w))
-            r["input_view"] = getattr(self.m, "input_views", {}).get(st.frame)
+            r["input_view"] = self.m.input_views.get(st.frame) if self.has_input_view else None
         r["seconds"] = time.perf_counter() - t
         r["world_to_cam"] = M
         return r

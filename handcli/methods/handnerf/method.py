@@ -11,21 +11,17 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from handcli.data.cache import Cache
 from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
-from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.methods import losses as L
-from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
+from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handnerf.deform import HandGeometry
 from handcli.methods.handnerf.geometry_store import FrameGeometry
-from handcli.methods.handnerf.model import HandNeRF, HandNeRFConfig
-from handcli.render.rays import camera_rays, pixel_radii
-from handcli.render.volume import ray_distance_to_z
+from handcli.methods.handnerf.model import PRESETS, HandNeRF, HandNeRFConfig, preset
 
 
 def frame_geometry(cache: Cache, frame: int, cfg: HandNeRFConfig) -> list[HandGeometry]:
@@ -42,95 +38,29 @@ def geometry_cache(cache: Cache, cfg: HandNeRFConfig, device, run_dir: Path | No
     return g
 
 
-def render_image(model: HandNeRF, geoms: list[HandGeometry], K: np.ndarray, w2c: np.ndarray, height: int,
-                 width: int, frame_code: int | None, device, chunk: int = 8192) -> dict[str, np.ndarray]:
-    """Render a whole (H, W) view; pixels whose rays miss every hand box stay black.
-
-    Returns rgb (H, W, 3) in [0, 1], depth (H, W) z-depth metres (0 where empty), opacity (H, W),
-    and ``evaluated`` (field evaluations) / ``rays``.
-    """
-    from handcli.render.bounds import ray_aabb
-    from handcli.render.rays import pixel_grid
-
-    Kt = torch.as_tensor(K, dtype=torch.float32, device=device)
-    Wt = torch.as_tensor(w2c, dtype=torch.float32, device=device)
-    pix = pixel_grid(height, width, device=device)
-    o, d = camera_rays(Kt, Wt, pix)
-    hit = torch.zeros(len(pix), dtype=torch.bool, device=device)
-    for g in geoms:
-        hit |= ray_aabb(o, d, g.box_min, g.box_max)[2]
-    idx = torch.nonzero(hit)[:, 0]
-    radii = pixel_radii(Kt, Wt, pix[idx])
-    rgb = torch.zeros(len(pix), 3, device=device)
-    depth = torch.zeros(len(pix), device=device)
-    opac = torch.zeros(len(pix), device=device)
-    evaluated = 0
-    for s in range(0, len(idx), chunk):
-        sl = idx[s:s + chunk]
-        out = model.render(geoms, o[sl], d[sl], radii[s:s + chunk], frame_code, perturb=False)
-        rgb[sl] = out["rgb"]
-        op = out["opacity"]
-        z = ray_distance_to_z(out["depth"] / op.clamp_min(1e-6), d[sl], Wt)
-        depth[sl] = torch.where(op > 0.5, z, torch.zeros_like(z))
-        opac[sl] = op
-        evaluated += out["evaluated"]
-    return {"rgb": rgb.reshape(height, width, 3).clamp(0, 1).cpu().numpy(),
-            "depth": depth.reshape(height, width).cpu().numpy(), "opacity": opac.reshape(height, width).cpu().numpy(),
-            "evaluated": evaluated, "rays": int(len(idx))}
-
-
 FEATURES_RAM = 256 << 20  # teacher features kept in RAM when the file is at most this big (bytes)
 
 
-class HandNeRFMethod(RendersCacheViews):
-    """A HandNeRF or Pose-NeRF run: ``method`` is "handnerf" or "posenerf" (API: handcli.methods.base)."""
+class HandNeRFMethod(Method):
+    """A HandNeRF or Pose-NeRF run: ``method`` is "handnerf" or "posenerf" (contract: handcli.methods.base)."""
 
     Config = HandNeRFConfig
+    PRESETS = PRESETS
+    preset = staticmethod(preset)
+    default_method = "handnerf"
+    capabilities = frozenset({"adapt"})
+    extra_outputs = frozenset({"feature"})
+    targets = {"depth": "depth_path", "features": "feat_path"}
+    uses_radii = True
+    render_chunk = 8192  # rays per model.render call (the field chunks its points by cfg.chunk)
 
-    @staticmethod
-    def presets(method: str) -> dict:
-        from handcli.methods.handnerf.model import PRESETS, preset
-
-        return {name: preset(name, method) for name in PRESETS}
-
-    @classmethod
-    def from_data(cls, cfg: HandNeRFConfig, data: dict, method: str, device: str) -> "HandNeRFMethod":
-        def opt(k):
-            return Path(data[k]) if data.get(k) else None
-
-        return cls(cfg, Path(data["cache"]), method=method, train_cameras=data.get("cameras"),
-                   train_frames=data.get("frames"), depth_path=opt("depth"), feat_path=opt("features"),
-                   device=device, eval_cameras=data.get("eval_cameras"), seed=int(data.get("seed") or 0))
-
-    @classmethod
-    def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandNeRFMethod":
-        return load_run(run_dir, cache_path, device)
-
-    def attach_run(self, run_dir: Path) -> None:
-        """Called by the trainer: keep the per-frame geometry in ``run_dir/geometry`` (reused on resume)."""
-        self.geoms.attach(run_dir)
-
-    def run_data(self) -> dict:
-        return {"frame_codes": {str(f): i for f, i in self.frame_codes.items()}, "num_codes": len(self.frame_codes)}
-
-    def render_camera(self, frame: int, K, world_to_cam, height: int, width: int) -> dict:
-        """Render cache frame ``frame`` seen by any camera: rgb, depth (z), opacity, evaluated, rays."""
-        return render_image(self.model, self.geoms[frame], K, world_to_cam, height, width,
-                            self.frame_codes.get(frame), self.device)
-
-    def __init__(self, cfg: HandNeRFConfig, cache_path: Path, *, method: str = "handnerf",
-                 train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
-                 depth_path: Path | None = None, feat_path: Path | None = None, device: str = "cpu",
-                 eval_cameras: list[str] | None = None, depth_only: bool = False, seed: int = 0):
-        self.method = method
-        self.device = torch.device(device)
-        self.cache = open_cache(cache_path)
-        self.cache_path = Path(cache_path)
-        n_frames = self.cache.num_frames
-        self.frames = list(range(n_frames)) if train_frames is None else list(train_frames)
-        bad = [f for f in self.frames if not 0 <= f < n_frames]
-        if bad:
-            raise InputError(f"frame indices {bad} outside 0..{n_frames - 1}", path=cache_path, field="frames")
+    def setup_training(self, *, train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
+                       depth_path: Path | None = None, feat_path: Path | None = None,
+                       eval_cameras: list[str] | None = None, depth_only: bool = False, seed: int = 0) -> None:
+        """Training views (a pool), targets and a fresh model; ``depth_only``: pose adaptation (depth and
+        deformation losses only)."""
+        cfg = self.cfg
+        self.frames = self.training_frames(train_frames)
         self.frame_codes = {f: i for i, f in enumerate(self.frames)}
         self.features = None
         if feat_path is not None:
@@ -151,12 +81,46 @@ class HandNeRFMethod(RendersCacheViews):
         self.geoms = geometry_cache(self.cache, cfg, self.device)  # built on first use; stored once attached
         view_ids = select_views(self.cache, train_cameras, self.frames)
         if len(view_ids) == 0:
-            raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
+            raise InputError("no training views match the camera/frame selection", path=self.cache_path,
+                             field="views")
         self.pool = ViewPool(self.cache, rank_part(view_ids), self.frames, depth=self.depth, capacity=cfg.view_pool,
                              refresh_every=cfg.pool_refresh, replace=cfg.pool_replace, seed=seed)
         self.frames = self.pool.frames
         self.model = HandNeRF(cfg, len(self.frame_codes)).to(self.device)
         self.eval_view = pick_eval_view(self.cache, self.frames[0], train_cameras, eval_cameras)
+
+    def setup_run(self, run: RunFolder, state: dict) -> None:
+        """Frame codes of the training cache (none for another cache); frame geometry from the run's store
+        (``run_dir/geometry``), built (and stored) only when missing."""
+        self.frame_codes = {int(k): v for k, v in run.data["frame_codes"].items()} if run.same_cache else {}
+        self.frames = list(range(self.cache.num_frames))
+        self.geoms = geometry_cache(self.cache, self.cfg, self.device, run.path)
+        self.model = HandNeRF(self.cfg, int(run.data["num_codes"])).to(self.device)
+        self.depth = self.features = None
+        self.depth_only = False
+
+    def attach_run(self, run_dir: Path) -> None:
+        """Called by the trainer: keep the per-frame geometry in ``run_dir/geometry`` (reused on resume)."""
+        self.geoms.attach(run_dir)
+
+    def run_data(self) -> dict:
+        return {"frame_codes": {str(f): i for f, i in self.frame_codes.items()}, "num_codes": len(self.frame_codes)}
+
+    def render_state(self, frame: int, outputs: frozenset[str]):
+        geoms = self.geoms[frame]
+        return (geoms, self.frame_codes.get(frame)), [(g.box_min, g.box_max) for g in geoms]
+
+    def render_rays(self, state, origins, dirs, outputs: frozenset[str], radii=None) -> dict:
+        """rgb, depth (ray distance), opacity, feature (the distillation feature) of R rays through the hands."""
+        geoms, code = state
+        # TODO(speed): pass want_feature="feature" in outputs once HandNeRF.render takes it
+        out = self.model.render(geoms, origins, dirs, radii, code, perturb=False)
+        res = {k: out["feat" if k == "feature" else k] for k in outputs}
+        res["evaluated"] = out["evaluated"]
+        return res
+
+    def empty_outputs(self) -> dict:
+        return {"feature": ((self.cfg.feat_dim,), torch.float32)}
 
     # -----------------------------------------------------------------------------------------------------
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -192,61 +156,8 @@ class HandNeRFMethod(RendersCacheViews):
                 fg = b["label"] > 0
                 if int(fg.sum()) > 1:
                     terms["cvar"] = cfg.w_cvar * decay * L.color_variance_loss(out["rgb"][fg], b["rgb"][fg])
-        loss = sum(terms.values())
-        logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["loss"] = float(loss.detach())
+        loss, logs = sum_losses(terms)
         logs["mse"] = float(((out["rgb"] - b["rgb"]) ** 2).mean().detach())
         logs["rays"] = len(b["rgb"])
         logs["samples"] = out["evaluated"]
         return loss, logs
-
-    # -----------------------------------------------------------------------------------------------------
-    def snapshot(self, step: int, out_png: Path) -> dict:
-        if self.eval_view is None:
-            return {}
-        from handcli.eval.image_metrics import psnr_full
-        from handcli.render.outputs import contact_sheet
-
-        self.model.eval()
-        r = self.render_view(self.eval_view)
-        self.model.train()
-        v = self.cache.view(self.eval_view)
-        gt = v["rgb"].astype(np.float32) / 255.0 * (v["label"] > 0)[..., None]
-        contact_sheet([(r["rgb"], gt)], [f"step {step} view {self.eval_view}"], out_png)
-        return {"eval_psnr_full": psnr_full(r["rgb"], gt)}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Run folders
-
-
-def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu", frames: list[int] | None = None,
-             **overrides) -> HandNeRFMethod:
-    """Rebuild a trained method from its folder (model weights from checkpoint.pt).
-
-    ``cache_path`` defaults to the training cache; ``frames`` restricts which frames are rendered. Frame
-    geometry comes from the run's store (``run_dir/geometry``) and is built (and stored) only when missing.
-    """
-    doc = read_run_config(run_dir)
-    cfg = HandNeRFConfig.from_dict(doc["config"])
-    data = doc["data"]
-    cache = Path(cache_path) if cache_path else Path(data["cache"])
-    m = HandNeRFMethod.__new__(HandNeRFMethod)
-    m.method = doc["method"]
-    m.device = torch.device(device)
-    m.cache = open_cache(cache)
-    m.cache_path = cache
-    m.cfg = cfg
-    same_cache = cache.resolve() == Path(data["cache"]).resolve()
-    m.frame_codes = {int(k): v for k, v in data["frame_codes"].items()} if same_cache else {}
-    m.frames = frames if frames is not None else list(range(m.cache.num_frames))
-    m.geoms = geometry_cache(m.cache, cfg, m.device, run_dir)
-    m.model = HandNeRF(cfg, int(data["num_codes"])).to(m.device)
-    state, ckpt = read_checkpoint(run_dir, m.device)
-    load_model_weights(m.model, state, ckpt)
-    m.depth = m.features = None
-    m.eval_view = None
-    m.depth_only = False
-    for k, v in overrides.items():
-        setattr(m, k, v)
-    return m

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from handcli.data.cache import Cache, FrameRecord
-from handcli.data.shards import open_cache
 from handcli.data.viewpool import FrameWindow, rank_part
 from handcli.errors import InputError
-from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
+from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handnerf_ho.model import (
+    PRESETS,
     HandNeRFHO,
     HandNeRFHOConfig,
     SceneInput,
@@ -36,13 +36,13 @@ from handcli.methods.handnerf_ho.model import (
     check_config,
     grid_dims,
     mesh_from_cube,
+    preset,
     remove_dust,
     semantic_loss,
 )
 from handcli.progress import log, progress
 from handcli.render.bounds import ray_aabb
 from handcli.render.rays import camera_rays, pixel_grid
-from handcli.render.volume import ray_distance_to_z
 
 CACHE_TO_CLASS = np.array([0, 2, 2, 1], np.int64)  # cache label -> Choi class (0 bg, 1 object, 2 hand)
 SIDE_LABEL = {"right": 1, "left": 2}
@@ -223,79 +223,42 @@ class FrameTargets:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def render_image(model: HandNeRFHO, scene: SceneInput, K, w2c, height: int, width: int, device,
-                 chunk: int = 4096) -> dict:
-    """Render a whole view; pixels whose rays miss the hand-object box stay empty.
-
-    Returns rgb (H, W, 3) in [0, 1], depth (H, W) z-depth metres (0 where opacity <= 0.5), opacity (H, W),
-    semantic (H, W) cache labels (0 background, 1/2 the frame's hand side, 3 object), evaluated, rays.
-    """
-    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device)
-    Wt = torch.as_tensor(np.asarray(w2c), dtype=torch.float32, device=device)
-    o, d = camera_rays(Kt, Wt, pixel_grid(height, width, device=device))
-    near, far, hit = ray_aabb(o, d, scene.box_min, scene.box_max)
-    idx = torch.nonzero(hit)[:, 0]
-    P = height * width
-    rgb = torch.zeros(P, 3, device=device)
-    depth = torch.zeros(P, device=device)
-    opac = torch.zeros(P, device=device)
-    cls = torch.zeros(P, dtype=torch.long, device=device)
-    evaluated = 0
-    with torch.no_grad():
-        enc = model.encode(scene)
-        for s in range(0, len(idx), chunk):
-            sl = idx[s:s + chunk]
-            out = model.render_rays(enc, o[sl], d[sl], near[sl], far[sl], perturb=False)
-            rgb[sl] = out["rgb"]
-            op = out["opacity"]
-            z = ray_distance_to_z(out["depth"] / op.clamp_min(1e-6), d[sl], Wt)
-            depth[sl] = torch.where(op > 0.5, z, torch.zeros_like(z))
-            opac[sl] = op
-            cls[sl] = out["semantic"].argmax(-1)
-            evaluated += out["evaluated"]
-    to_cache = torch.tensor([0, 3, SIDE_LABEL[scene.side]], device=device)
-    return {"rgb": rgb.reshape(height, width, 3).clamp(0, 1).cpu().numpy(),
-            "depth": depth.reshape(height, width).cpu().numpy(),
-            "opacity": opac.reshape(height, width).clamp(0, 1).cpu().numpy(),
-            "semantic": to_cache[cls].reshape(height, width).to(torch.uint8).cpu().numpy(),
-            "evaluated": evaluated, "rays": int(len(idx))}
-
-
-class HandNeRFHOMethod(RendersCacheViews):
-    """A HandNeRF (Choi; ``handnerf-ho``) or PixelNeRF (``pixelnerf``) run (API: handcli.methods.base)."""
+class HandNeRFHOMethod(Method):
+    """A HandNeRF (Choi; ``handnerf-ho``) or PixelNeRF (``pixelnerf``) run (contract: handcli.methods.base)."""
 
     Config = HandNeRFHOConfig
-
-    @staticmethod
-    def presets(method: str) -> dict:
-        from handcli.methods.handnerf_ho.model import PRESETS, preset
-
-        return {name: preset(name, method) for name in PRESETS}
-
-    @classmethod
-    def from_data(cls, cfg: HandNeRFHOConfig, data: dict, method: str, device: str) -> "HandNeRFHOMethod":
-        return cls(cfg, Path(data["cache"]), method=method, train_frames=data.get("frames"),
-                   train_cameras=data.get("cameras"), eval_cameras=data.get("eval_cameras"), device=device,
-                   seed=int(data.get("seed") or 0))
+    PRESETS = PRESETS
+    preset = staticmethod(preset)
+    default_method = "handnerf-ho"
+    capabilities = frozenset({"mesh", "input_view"})
+    outputs = frozenset({"rgb", "depth", "opacity", "semantic"})
 
     @classmethod
-    def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandNeRFHOMethod":
-        return load_run(run_dir, cache_path, device)
-
-    def __init__(self, cfg: HandNeRFHOConfig, cache_path: Path, *, method: str = "handnerf-ho",
-                 train_frames: list[int] | None = None, train_cameras: list[str] | None = None,
-                 eval_cameras: list[str] | None = None, device: str = "cpu", seed: int = 0):
+    def check_config(cls, cfg: HandNeRFHOConfig) -> None:
         try:
             check_config(cfg)
         except ValueError as e:
             raise InputError(str(e), field="config") from None
-        self.method = method
-        self.device = torch.device(device)
-        self.cache_path = Path(cache_path)
-        self.cache = open_cache(cache_path)
+
+    def check_cache(self) -> None:
         if not self.cache.has_objects:
-            raise InputError("handnerf-ho needs a hand-object cache (preprocess dexycb or ho3d)", path=cache_path,
-                             field="frames/object")
+            raise InputError("handnerf-ho needs a hand-object cache (preprocess dexycb or ho3d)",
+                             path=self.cache_path, field="frames/object")
+
+    def setup_run(self, run: RunFolder, state: dict) -> None:
+        """The model shaped for the checkpoint's hand model (its vertex count); scenes are built on first use."""
+        self.encoder_init = run.data.get("encoder_init", "checkpoint")
+        latent = state.get("model", {}).get("hand_latent")
+        n_verts = int(latent.shape[0]) if latent is not None else 778
+        self.model = HandNeRFHO(self.cfg, num_hand_vertices=n_verts, load_encoder=False).to(self.device)
+        self.frames = list(range(self.cache.num_frames))
+        self.train_cameras = None
+        self._train_data, self._scenes, self.input_views = OrderedDict(), OrderedDict(), {}
+
+    def setup_training(self, *, train_frames: list[int] | None = None, train_cameras: list[str] | None = None,
+                       eval_cameras: list[str] | None = None, seed: int = 0) -> None:
+        cfg = self.cfg
+        cache_path = self.cache_path
         self.encoder_init = "scratch"
         if cfg.encoder == "efficientnet-lite0":
             from handcli.nn.efficientnet_teacher import default_weights_path
@@ -307,10 +270,7 @@ class HandNeRFHOMethod(RendersCacheViews):
             self.encoder_init = f"imagenet (torchvision resnet18: {cfg.encoder_weights})"
         self.cfg = cfg
         n = self.cache.num_frames
-        frames = list(range(n)) if train_frames is None else list(train_frames)
-        bad = [f for f in frames if not 0 <= f < n]
-        if bad:
-            raise InputError(f"frame indices {bad} outside 0..{n - 1}", path=cache_path, field="frames")
+        frames = self.training_frames(train_frames)
         ok = np.zeros(n, bool)  # frame_hand(rec) and rec.object, from whole columns (no per-frame reads)
         for side in ("right", "left"):
             if self.cache.hand_model(side) is not None:
@@ -408,10 +368,7 @@ class HandNeRFHOMethod(RendersCacheViews):
             terms["rgb" + suffix] = cfg.w_rgb * ((p["rgb"] - rgb) ** 2).mean()
             terms["opacity" + suffix] = cfg.w_opacity * balanced_bce(p["opacity"], lab > 0)
             terms["semantic" + suffix] = cfg.w_semantic * semantic_loss(p["semantic"], target, cw)
-        scale = cfg.input_view_weight if b["is_input"] else 1.0
-        loss = scale * sum(terms.values())
-        logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["loss"] = float(loss.detach())
+        loss, logs = sum_losses(terms, scale=cfg.input_view_weight if b["is_input"] else 1.0)
         logs["mse"] = float(((out["rgb"] - rgb) ** 2).mean().detach())
         logs["rays"] = len(rgb)
         logs["samples"] = out["evaluated"]
@@ -438,16 +395,22 @@ class HandNeRFHOMethod(RendersCacheViews):
         self._scenes.move_to_end(frame)
         return self._scenes[frame]
 
-    def render_camera(self, frame: int, K, world_to_cam, height: int, width: int) -> dict:
-        """Render cache frame ``frame`` (seen by its input view) from any camera: rgb, depth (z), opacity,
-        semantic (cache labels), evaluated, rays."""
-        was = self.model.training
-        self.model.eval()
-        try:
-            return render_image(self.model, self.scene(frame), K, world_to_cam, height, width, self.device,
-                                self.cfg.chunk)
-        finally:
-            self.model.train(was)
+    def render_state(self, frame: int, outputs: frozenset[str]):
+        """The frame's scene encoding (seen by its input view), its cache labels by class and its box."""
+        scene = self.scene(frame)
+        to_cache = torch.tensor([0, 3, SIDE_LABEL[scene.side]], dtype=torch.uint8, device=self.device)
+        return (self.model.encode(scene), to_cache), [(scene.box_min, scene.box_max)]
+
+    def render_rays(self, state, origins, dirs, outputs: frozenset[str], **extra) -> dict:
+        """rgb, depth (ray distance), opacity and semantic (cache labels of the class argmax) of R rays."""
+        enc, to_cache = state
+        near, far, _ = ray_aabb(origins, dirs, enc.scene.box_min, enc.scene.box_max)
+        out = self.model.render_rays(enc, origins, dirs, near, far, perturb=False)
+        res = {k: out[k] for k in outputs if k != "semantic"}
+        if "semantic" in outputs:
+            res["semantic"] = to_cache[out["semantic"].argmax(-1)]
+        res["evaluated"] = out["evaluated"]
+        return res
 
     def render_crop(self, j: int, size: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
         """Render cache view ``j`` on its square crop around the hand-object mask (as in training and in
@@ -463,16 +426,17 @@ class HandNeRFHOMethod(RendersCacheViews):
         r["K"] = Kc
         return r, rgb.astype(np.float32) / 255.0, label
 
-    def snapshot(self, step: int, out_png: Path) -> dict:
-        if self.eval_view is None:
-            return {}
-        from handcli.eval.image_metrics import psnr_full
-        from handcli.render.outputs import contact_sheet
+    def snapshot_view(self, j: int):
+        r, gt, label = self.render_crop(j)
+        return r, gt, label
 
-        r, gt, label = self.render_crop(self.eval_view)
+    def snapshot_panels(self, r: dict, gt, label, title: str) -> tuple[list, list]:
         palette = np.array([[0, 0, 0], [230, 160, 120], [230, 160, 120], [80, 140, 230]], np.float32) / 255.0
-        contact_sheet([(r["rgb"], gt), (palette[r["semantic"]], palette[label])],
-                      [f"step {step} view {self.eval_view}", "semantic"], out_png)
+        return [(r["rgb"], gt), (palette[r["semantic"]], palette[label])], [title, "semantic"]
+
+    def snapshot_metrics(self, r: dict, gt, label) -> dict:
+        from handcli.eval.image_metrics import psnr_full
+
         return {"eval_psnr_crop": psnr_full(r["rgb"], gt)}
 
     # -----------------------------------------------------------------------------------------------------
@@ -536,34 +500,3 @@ class HandNeRFHOMethod(RendersCacheViews):
             fg[ok] = v["label"][uv[ok, 1], uv[ok, 0]] > 0
             inside &= fg
         return inside
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Run folders
-
-
-def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> HandNeRFHOMethod:
-    """Rebuild a trained HandNeRF-HO / PixelNeRF run (weights, encoder included, from checkpoint.pt)."""
-    doc = read_run_config(run_dir)
-    cfg = HandNeRFHOConfig.from_dict(doc["config"])
-    cache = Path(cache_path) if cache_path else Path(doc["data"]["cache"])
-    m = HandNeRFHOMethod.__new__(HandNeRFHOMethod)
-    m.method = doc["method"]
-    m.device = torch.device(device)
-    m.cache_path = cache
-    m.cache = open_cache(cache)
-    if not m.cache.has_objects:
-        raise InputError("handnerf-ho needs a hand-object cache (preprocess dexycb or ho3d)", path=cache,
-                         field="frames/object")
-    m.cfg = cfg
-    m.encoder_init = doc["data"].get("encoder_init", "checkpoint")
-    state, ckpt = read_checkpoint(run_dir, m.device)
-    latent = state.get("model", {}).get("hand_latent")
-    n_verts = int(latent.shape[0]) if latent is not None else 778
-    m.model = HandNeRFHO(cfg, num_hand_vertices=n_verts, load_encoder=False).to(m.device)
-    load_model_weights(m.model, state, ckpt)
-    m.frames = list(range(m.cache.num_frames))
-    m.train_cameras = None
-    m._train_data, m._scenes, m.input_views = OrderedDict(), OrderedDict(), {}
-    m.eval_view = None
-    return m

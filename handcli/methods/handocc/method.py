@@ -20,12 +20,12 @@ from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
 from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
-from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
-from handcli.methods.handocc.model import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
+from handcli.methods.base import Method, RunFolder, sum_losses
+from handcli.methods.handocc.model import PRESETS, HandOcc, HandOccConfig, HandSkeleton, occupancy_grid
+from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
 from handcli.progress import progress
-from handcli.render.rays import camera_rays, pixel_grid
-from handcli.render.volume import ray_distance_to_z
+from handcli.render.driver import OPACITY_THRESHOLD
 
 SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
 
@@ -211,99 +211,36 @@ def crops_to_tensor(crops: np.ndarray, device) -> torch.Tensor:
     return torch.as_tensor(crops, device=device).permute(0, 3, 1, 2).float() / 255.0
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Whole images
-
-
-@torch.no_grad()
-def render_image(model: HandOcc, hands: list[HandSkeleton], codes: list[torch.Tensor] | None, K, w2c,
-                 height: int, width: int, device, chunk: int = 8192) -> dict:
-    """Render an (H, W) view of a frame's hands; rays that miss every hand's capsule box stay black.
-
-    Returns rgb (H, W, 3) in [0, 1], depth (H, W) z-depth metres (0 where opacity < 0.5), opacity (H, W),
-    semantic (H, W) cache labels of the hand with the larger opacity where opacity >= 0.5, and counts:
-    evaluated / occ_evals / color_evals (network evaluations), rays (rays that hit a hand's box).
-    """
-    from handcli.render.bounds import ray_aabb
-
-    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device)
-    Wt = torch.as_tensor(np.asarray(w2c), dtype=torch.float32, device=device)
-    pix = pixel_grid(height, width, device=device)
-    o, d = camera_rays(Kt, Wt, pix)
-    hit = torch.zeros(len(pix), dtype=torch.bool, device=device)
-    for h in hands:
-        hit |= ray_aabb(o, d, h.box_min, h.box_max)[2]
-    idx = torch.nonzero(hit)[:, 0]
-    n = len(pix)
-    rgb = torch.zeros(n, 3, device=device)
-    depth = torch.zeros(n, device=device)
-    opac = torch.zeros(n, device=device)
-    sem = torch.zeros(n, dtype=torch.uint8, device=device)
-    counts = {"evaluated": 0, "occ_evals": 0, "color_evals": 0}
-    labels = torch.tensor([SIDE_LABEL[h.side] for h in hands], dtype=torch.uint8, device=device)
-    for s in range(0, len(idx), chunk):
-        sl = idx[s:s + chunk]
-        out = render_rays(model, hands, codes, o[sl], d[sl])
-        op = out["opacity"]
-        if out["rgb"] is not None:
-            rgb[sl] = out["rgb"]
-        z = ray_distance_to_z(out["depth"] / op.clamp_min(1e-6), d[sl], Wt)
-        depth[sl] = torch.where(op >= 0.5, z, torch.zeros_like(z))
-        opac[sl] = op
-        sem[sl] = torch.where(op >= 0.5, labels[out["hand_opacity"].argmax(-1)], torch.zeros_like(sem[sl]))
-        for k in counts:
-            counts[k] += out[k]
-    return {"rgb": rgb.reshape(height, width, 3).clamp(0, 1).cpu().numpy(),
-            "depth": depth.reshape(height, width).cpu().numpy(),
-            "opacity": opac.reshape(height, width).cpu().numpy(),
-            "semantic": sem.reshape(height, width).cpu().numpy(), "rays": int(len(idx)), **counts}
-
-
-# ---------------------------------------------------------------------------------------------------------
-
-
-class HandOccMethod(RendersCacheViews):
-    """A HandOcc run (API: handcli.methods.base)."""
+class HandOccMethod(Method):
+    """A HandOcc run (contract: handcli.methods.base)."""
 
     Config = HandOccConfig
-
-    @staticmethod
-    def presets(method: str) -> dict:
-        from handcli.methods.handocc.model import PRESETS
-
-        return dict(PRESETS)
-
-    @classmethod
-    def from_data(cls, cfg: HandOccConfig, data: dict, method: str, device: str) -> "HandOccMethod":
-        for k in ("depth", "features"):
-            if data.get(k):
-                raise InputError(f"handocc does not use --{k} targets", field=k)
-        return cls(cfg, Path(data["cache"]), method=method, train_cameras=data.get("cameras"),
-                   train_frames=data.get("frames"), device=device, eval_cameras=data.get("eval_cameras"),
-                   seed=int(data.get("seed") or 0))
+    PRESETS = PRESETS
+    default_method = "handocc"
+    capabilities = frozenset({"mesh", "appearance", "skeleton"})
+    outputs = frozenset({"rgb", "depth", "opacity", "semantic"})
+    render_counts = ("evaluated", "occ_evals", "color_evals")
 
     @classmethod
-    def from_run(cls, run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> "HandOccMethod":
-        return load_run(run_dir, cache_path, device)
+    def check_config(cls, cfg: HandOccConfig) -> None:
+        cfg.check()
 
     def run_data(self) -> dict:
         return {"train_frames_used": list(self.frames)}
 
+    def setup_run(self, run: RunFolder, state: dict) -> None:
+        """The model (weights, capsule radii and reference crops come from the checkpoint); the cache only
+        provides skeletons and cameras."""
+        self.joints = {}
+        self.app_override = None
+        self.model = HandOcc(self.cfg).to(self.device)
+
     # -----------------------------------------------------------------------------------------------------
-    def __init__(self, cfg: HandOccConfig, cache_path: Path, *, method: str = "handocc",
-                 train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
-                 device: str = "cpu", eval_cameras: list[str] | None = None, seed: int = 0):
-        cfg.check()
-        self.method = method
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.cache = open_cache(cache_path)
-        self.cache_path = Path(cache_path)
-        n_frames = self.cache.num_frames
-        frames = list(range(n_frames)) if train_frames is None else list(train_frames)
-        bad = [f for f in frames if not 0 <= f < n_frames]
-        if bad:
-            raise InputError(f"frame indices {bad} outside 0..{n_frames - 1}", path=cache_path, field="frames")
+    def setup_training(self, *, train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
+                       eval_cameras: list[str] | None = None, seed: int = 0) -> None:
+        cfg = self.cfg
+        cache_path = self.cache_path
+        frames = self.training_frames(train_frames)
         self.joints = {f: [(s, torch.as_tensor(j, device=self.device)) for s, j in js]
                        for f, js in frames_joints(self.cache, frames).items()}
         view_ids = select_views(self.cache, train_cameras, frames)
@@ -476,10 +413,7 @@ class HandOccMethod(RendersCacheViews):
             self._occupancy_losses(frame, hands, gen, terms, logs)
         if cfg.stage == "full" or cfg.supervision == "silhouette":
             self._ray_losses(views, frame, hands, gen, terms, logs)
-        loss = sum(terms.values())
-        logs.update({k: float(v.detach()) for k, v in terms.items()})
-        logs["loss"] = float(loss.detach())
-        return loss, logs
+        return sum_losses(terms, logs)
 
     def _occupancy_losses(self, frame, hands, gen, terms, logs) -> None:
         cfg = self.cfg
@@ -514,7 +448,7 @@ class HandOccMethod(RendersCacheViews):
         label, target = b["label"].to(self.device), b["rgb"].to(self.device)
         full = cfg.stage == "full"
         codes = self.train_codes(frame, hands, gen) if full else None
-        out = render_rays(self.model, hands, codes, o, d, perturb=True, gen=gen, train=True)
+        out = render_hand_rays(self.model, hands, codes, o, d, perturb=True, gen=gen, train=True)
         masks = torch.stack([(label == SIDE_LABEL[h.side]).float() for h in hands], -1)
         op = out["hand_opacity"].clamp(1e-5, 1 - 1e-5)
         w_mask = cfg.w_mask if (full or cfg.supervision == "mesh") else 1.0
@@ -531,36 +465,37 @@ class HandOccMethod(RendersCacheViews):
         logs["color_evals_per_ray"] = out["color_evals"] / max(len(o), 1)
 
     # -----------------------------------------------------------------------------------------------------
-    def render_camera(self, frame: int, K, world_to_cam, height: int, width: int) -> dict:
-        """Render cache frame ``frame`` (its skeletons only) seen by any camera."""
+    def render_state(self, frame: int, outputs: frozenset[str]):
+        """The frame's hands (its skeletons only), their appearance codes (when rgb is asked) and labels."""
         hands = self.hands(frame)
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            codes = self.appearance_codes(hands) if hands else None
-            if not hands:
-                z = np.zeros((height, width), np.float32)
-                return {"rgb": np.zeros((height, width, 3), np.float32), "depth": z, "opacity": z.copy(),
-                        "semantic": np.zeros((height, width), np.uint8), "rays": 0, "evaluated": 0,
-                        "occ_evals": 0, "color_evals": 0}
-            r = render_image(self.model, hands, codes, K, world_to_cam, height, width, self.device, self.cfg.chunk)
-        self.model.train(was_training)
-        return r
+        codes = self.appearance_codes(hands) if hands and "rgb" in outputs else None
+        labels = torch.tensor([SIDE_LABEL[h.side] for h in hands], dtype=torch.uint8, device=self.device)
+        return (hands, codes, labels), [(h.box_min, h.box_max) for h in hands]
 
-    def snapshot(self, step: int, out_png: Path) -> dict:
-        if self.eval_view is None:
-            return {}
+    def render_rays(self, state, origins, dirs, outputs: frozenset[str], **extra) -> dict:
+        """rgb, depth (ray distance), opacity and semantic (the label of the hand with the larger opacity where
+        the opacity reaches the driver's threshold, else 0) of R rays."""
+        hands, codes, labels = state
+        out = render_hand_rays(self.model, hands, codes, origins, dirs)
+        res = {k: out[k] for k in outputs if k != "semantic"}
+        if "semantic" in outputs:
+            on = out["opacity"] >= OPACITY_THRESHOLD
+            res["semantic"] = torch.where(on, labels[out["hand_opacity"].argmax(-1)], torch.zeros_like(labels[:1]))
+        res.update({k: out[k] for k in self.render_counts})
+        return res
+
+    def snapshot_panels(self, r: dict, gt, label, title: str) -> tuple[list, list]:
+        if self.cfg.stage == "full":
+            return [(r["rgb"], gt)], [title]
+        fg = label > 0
+        return [(np.repeat(r["opacity"][..., None], 3, -1), np.repeat(fg[..., None], 3, -1).astype(np.float32))], \
+            [title]
+
+    def snapshot_metrics(self, r: dict, gt, label) -> dict:
         from handcli.eval.image_metrics import psnr_full
-        from handcli.render.outputs import contact_sheet
 
-        r = self.render_view(self.eval_view)
-        v = self.cache.view(self.eval_view)
-        fg = v["label"] > 0
-        gt = v["rgb"].astype(np.float32) / 255.0 * fg[..., None]
-        contact_sheet([(r["rgb"] if self.cfg.stage == "full" else np.repeat(r["opacity"][..., None], 3, -1),
-                        gt if self.cfg.stage == "full" else np.repeat(fg[..., None], 3, -1).astype(np.float32))],
-                      [f"step {step} view {self.eval_view}"], out_png)
-        sil = r["opacity"] >= 0.5
+        fg = label > 0
+        sil = r["opacity"] >= OPACITY_THRESHOLD
         logs = {"eval_mask_iou": float((sil & fg).sum() / max((sil | fg).sum(), 1))}
         if self.cfg.stage == "full":
             logs["eval_psnr_full"] = psnr_full(r["rgb"], gt)
@@ -589,31 +524,3 @@ class HandOccMethod(RendersCacheViews):
                 mesh.invert()
             out["hand" if len(hands) == 1 else h.side] = mesh
         return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Run folders
-
-
-def load_run(run_dir: Path, cache_path: Path | None = None, device: str = "cpu") -> HandOccMethod:
-    """Rebuild a trained HandOcc from its folder (weights, capsule radii and reference crops from checkpoint.pt).
-
-    ``cache_path`` (default: the training cache) only provides skeletons and cameras.
-    """
-    doc = read_run_config(run_dir)
-    cfg = HandOccConfig.from_dict(doc["config"])
-    cache = Path(cache_path) if cache_path else Path(doc["data"]["cache"])
-    m = HandOccMethod.__new__(HandOccMethod)
-    m.method = doc["method"]
-    m.cfg = cfg
-    m.device = torch.device(device)
-    m.cache = open_cache(cache)
-    m.cache_path = cache
-    m.joints = {}
-    m.frames = []
-    m.app_override = None
-    m.eval_view = None
-    m.model = HandOcc(cfg).to(m.device)
-    state, ckpt = read_checkpoint(run_dir, m.device)
-    load_model_weights(m.model, state, ckpt)
-    return m
