@@ -536,7 +536,7 @@ def test_config_round_trip_and_bad_values():
     from handcli.errors import InputError
 
     for cfg in PRESETS.values():
-        assert type(cfg).from_dict(cfg.to_dict()) == cfg
+        assert HandOccMethod.config_from_dict(HandOccMethod.config_to_dict(cfg)) == cfg
     with pytest.raises(InputError, match="stage"):
         replace(PRESETS["fast"], stage="bogus").check()
     with pytest.raises(InputError, match="sampler"):

@@ -16,7 +16,7 @@ being undone by a deformation.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -89,19 +89,6 @@ class HandNeRFConfig:
     view_pool: int = 256
     pool_refresh: int = 50
     pool_replace: float = 0.25
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["skips"], d["ec_skips"] = list(self.skips), list(self.ec_skips)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HandNeRFConfig":
-        d = dict(d)
-        for k in ("skips", "ec_skips"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
 
 
 PRESETS = {

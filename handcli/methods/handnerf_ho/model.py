@@ -25,7 +25,7 @@ Per scene (one frame seen by one input camera):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -99,20 +99,6 @@ class HandNeRFHOConfig:
     view_pool: int = 256
     pool_refresh: int = 50
     pool_replace: float = 0.25
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("level_layers", "level_dilation", "skips", "class_weights"):
-            d[k] = list(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HandNeRFHOConfig":
-        d = dict(d)
-        for k in ("level_layers", "level_dilation", "skips", "class_weights"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
 
 
 PRESETS = {

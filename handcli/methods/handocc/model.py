@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -115,18 +115,6 @@ class HandOccConfig:
     view_pool: int = 256
     pool_refresh: int = 50
     pool_replace: float = 0.25
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["enc_channels"] = list(self.enc_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HandOccConfig":
-        d = dict(d)
-        if "enc_channels" in d:
-            d["enc_channels"] = tuple(d["enc_channels"])
-        return cls(**d)
 
     def check(self) -> None:
         from handcli.errors import InputError
