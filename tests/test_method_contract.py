@@ -349,7 +349,10 @@ def test_config_from_dict_turns_bad_keys_and_values_into_input_errors(tmp_path):
     assert e.value.field == "config.stage"
     with pytest.raises(InputError) as e:
         HandNeRFHOMethod.config_from_dict({"encoder": "vgg"}, path="c.json")
-    assert e.value.field == "config.config" or "encoder" in e.value.message
+    assert e.value.field == "config.encoder" and e.value.path == "c.json"
+    with pytest.raises(InputError) as e:
+        HandNeRFHOMethod.config_from_dict({"voxel": 0.0}, path="c.json")
+    assert e.value.field == "config.voxel" and "voxel sizes" in e.value.message
 
 
 def test_capabilities_are_declared_not_probed():

@@ -370,7 +370,8 @@ class Method:
         try:
             cls.check_config(cfg)
         except InputError as e:
-            raise InputError(e.message, path=path, field=f"{prefix}{e.field}" if e.field else None) from None
+            raise InputError(e.message, path=path, field=f"{prefix}{e.field}" if e.field else prefix.rstrip(".")) \
+                from None
         return cfg
 
     @classmethod

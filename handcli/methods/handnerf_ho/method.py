@@ -237,8 +237,9 @@ class HandNeRFHOMethod(Method):
     def check_config(cls, cfg: HandNeRFHOConfig) -> None:
         try:
             check_config(cfg)
-        except ValueError as e:
-            raise InputError(str(e), field="config") from None
+        except ValueError as e:  # the messages start with the setting's name
+            key = str(e).split()[0]
+            raise InputError(str(e), field=key if hasattr(cfg, key) else None) from None
 
     def check_cache(self) -> None:
         if not self.cache.has_objects:
