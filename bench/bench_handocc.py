@@ -103,7 +103,7 @@ def render_and_eval(m, cache: Path, depth: Path, views: list[int], out: Path, na
 
 def time_full_frames(m, views: list[int], repeats: int = 2) -> float:
     """Mean best-of-``repeats`` seconds to render a 512x334 frame (intrinsics of the cache scaled x2)."""
-    from handcli.data.camera import scale_intrinsics
+    from handcli.camera import scale_intrinsics
 
     vt = m.cache.view_table()
     out = []

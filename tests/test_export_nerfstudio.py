@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from handcli.cli import app
 from handcli.data.cache import Cache
-from handcli.data.camera import project, transform
+from handcli.camera import project, transform
 from handcli.errors import InputError
 from handcli.export.nerfstudio import project_nerfstudio
 

@@ -107,7 +107,7 @@ def test_depth_equals_raycast_z_and_labels(small_cache, depth_file):
     """Depth > 0 exactly on the cache's foreground; z of the nearest hit of trimesh ray casting inside."""
     import trimesh
 
-    from handcli.data.camera import transform
+    from handcli.camera import transform
     from handcli.targets.depth import frame_meshes
 
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ import numpy as np
 
 from handcli import safe_pickle
 from handcli.checks import check_size, read_image_file
-from handcli.data.camera import intrinsics
+from handcli.camera import intrinsics
 from handcli.errors import InputError
 from handcli.hand.skeleton import HO3D_TO_21
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from handcli.checks import BadImageError, check_size, read_image_file
 from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ObjectRecord, ViewRecord
-from handcli.data.camera import camera_center, scale_intrinsics, transform
+from handcli.camera import camera_center, scale_intrinsics, transform
 from handcli.data.interhand import parse_selection
 from handcli.data.interhand_preprocess import MeshSource, box_2d, box_near_far, choose_mesh_source
 from handcli.data.objects import YCB_CLASSES, YCB_IDS, aabb, apply_pose, load_object_mesh

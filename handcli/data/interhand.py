@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from handcli.data.camera import intrinsics, world_to_cam_matrix
+from handcli.camera import intrinsics, world_to_cam_matrix
 from handcli.data.jsonio import (
     expect_object,
     finite_floats,

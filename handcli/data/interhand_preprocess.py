@@ -20,7 +20,7 @@ import numpy as np
 
 from handcli.checks import BadImageError, read_image_file
 from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ViewRecord
-from handcli.data.camera import camera_center, project, scale_intrinsics, transform
+from handcli.camera import camera_center, project, scale_intrinsics, transform
 from handcli.data.interhand import IHCamera, IHFrame, InterHandReader, parse_selection
 from handcli.data.pipeline import (
     BAD_IMAGE,

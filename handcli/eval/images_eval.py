@@ -93,7 +93,7 @@ class CacheDepth:
 
     def view(self, j: int, frame: int, camera: int, height: int, width: int) -> np.ndarray:
         """(height, width) float32 z-depth in metres, 0 where no mesh covers the pixel."""
-        from handcli.data.camera import transform
+        from handcli.camera import transform
         from handcli.render.raster import rasterize_meshes
 
         rec = self.cache.frame(frame)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handcli.data.camera import camera_center, intrinsics, look_at
+from handcli.camera import camera_center, intrinsics, look_at
 
 
 def default_intrinsics(width: int, height: int, fov_y_deg: float = 30.0) -> np.ndarray:

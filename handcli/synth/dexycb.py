@@ -41,7 +41,7 @@ import torch
 import yaml
 from scipy.spatial.transform import Rotation
 
-from handcli.data.camera import intrinsics, look_at, project, transform, world_to_cam_matrix
+from handcli.camera import intrinsics, look_at, project, transform, world_to_cam_matrix
 from handcli.data.dexycb import SERIALS, SUBJECTS, invert_rigid
 from handcli.data.ho_preprocess import move_mano, root_joint
 from handcli.data.objects import YCB_IDS, aabb

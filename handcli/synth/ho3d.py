@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from handcli.data.camera import intrinsics, look_at, project, scale_intrinsics, transform, world_to_cam_matrix
+from handcli.camera import intrinsics, look_at, project, scale_intrinsics, transform, world_to_cam_matrix
 from handcli.data.dexycb import invert_rigid
 from handcli.data.ho3d import DEPTH_SCALE, encode_depth
 from handcli.data.ho_preprocess import C4, move_mano, root_joint

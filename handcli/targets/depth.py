@@ -30,7 +30,7 @@ import numpy as np
 
 from handcli import __version__
 from handcli.data.cache import CHECKSUM, SIDES, Cache
-from handcli.data.camera import transform
+from handcli.camera import transform
 from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.outputs import atomic_path

@@ -99,7 +99,7 @@ class MethodView:
 
     def _channels(self) -> list[str]:
         """The channels the method renders (probed on an 8-pixel image)."""
-        from handcli.data.camera import scale_intrinsics
+        from handcli.camera import scale_intrinsics
 
         K, M = self.orbit.cameras[0]
         s = 8.0 / max(self.orbit.width, self.orbit.height)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+from handcli.camera import project
 from handcli.data.cache import Cache, FrameRecord
 from handcli.data.shards import open_cache
 from handcli.data.viewpool import FrameWindow, rank_part
@@ -106,7 +107,7 @@ def crop_view(view: dict, K: np.ndarray, w2c: np.ndarray, box: np.ndarray, size:
         bbox = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
     else:
         cam = box_corners(box) @ w2c[:3, :3].T + w2c[:3, 3]
-        uv = cam[:, :2] / np.maximum(cam[:, 2:], 1e-6) @ K[:2, :2].T + K[:2, 2]
+        uv = project(cam, K, min_depth=1e-6)
         bbox = np.concatenate([uv.min(0), uv.max(0)])
     A = square_crop_matrix(bbox, size, scale)
     rgb = view["rgb"] * (label > 0)[..., None].astype(np.uint8)
@@ -153,7 +154,7 @@ def build_scene(cache: Cache, frame: int, cfg: HandNeRFHOConfig, view: int | Non
     pts = box[0] + cfg.voxel * np.stack([ix.reshape(-1), iy.reshape(-1), iz.reshape(-1)], 1)
     w2c = cam["world_to_cam"]
     pc = pts @ w2c[:3, :3].T + w2c[:3, 3]
-    uv = np.round(pc[:, :2] / np.maximum(pc[:, 2:], 1e-6) @ Kc[:2, :2].T + Kc[:2, 2]).astype(np.int64)
+    uv = np.round(project(pc, Kc, min_depth=1e-6)).astype(np.int64)
     S = cfg.input_size
     ok = (pc[:, 2] > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < S) & (uv[:, 1] >= 0) & (uv[:, 1] < S)
     obj = np.zeros(len(pts), bool)
@@ -529,7 +530,7 @@ class HandNeRFHOMethod(RendersCacheViews):
             cam = cams[v["camera"]]
             M, K = cam["world_to_cam"], cam["K"]
             pc = pts @ M[:3, :3].T + M[:3, 3]
-            uv = np.round(pc[:, :2] / np.maximum(pc[:, 2:], 1e-6) @ K[:2, :2].T + K[:2, 2]).astype(np.int64)
+            uv = np.round(project(pc, K, min_depth=1e-6)).astype(np.int64)
             H, W = v["label"].shape
             ok = (pc[:, 2] > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
             fg = np.zeros(len(pts), bool)

@@ -38,16 +38,28 @@ def world_to_cam_matrix(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return M
 
 
-def transform(M: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a (4, 4) rigid transform to (..., 3) points."""
+def transform(M, points):
+    """Apply a (4, 4) rigid transform to (..., 3) points (numpy arrays or torch tensors alike)."""
     return points @ M[:3, :3].T + M[:3, 3]
 
 
-def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(N, 3) camera-frame points -> (N, 2) continuous pixel coordinates."""
+def project(points_cam, K, min_depth: float | None = None):
+    """(..., 3) camera-frame points -> (..., 2) continuous pixel coordinates (u, v).
+
+    The one 3D->pixel projection of handcli; numpy arrays and torch tensors alike (K: (3, 3) of the same
+    kind). ``min_depth``: clamp z from below first (points behind or on the camera plane stay finite);
+    without it z must not be 0.
+    """
     z = points_cam[..., 2:3]
-    uv = points_cam[..., :2] / z
-    return uv @ K[:2, :2].T + K[:2, 2]
+    if min_depth is not None:
+        z = z.clip(min=min_depth)
+    return points_cam[..., :2] / z @ K[:2, :2].T + K[:2, 2]
+
+
+def world_to_pixels(points, K, world_to_cam, min_depth: float | None = None):
+    """World points (..., 3) -> pixel coordinates (..., 2) and camera depth z (...,) (numpy or torch)."""
+    cam = transform(world_to_cam, points)
+    return project(cam, K, min_depth), cam[..., 2]
 
 
 def camera_center(world_to_cam: np.ndarray) -> np.ndarray:
