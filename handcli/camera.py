@@ -81,3 +81,25 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     x = x / np.linalg.norm(x)
     y = np.cross(z, x)
     return np.stack([x, y, z], axis=0)
+
+
+def box_corners(box_min: np.ndarray, box_max: np.ndarray) -> np.ndarray:
+    """(8, 3) corners of the axis-aligned box [box_min, box_max]."""
+    return np.array([[x, y, z] for x in (box_min[0], box_max[0]) for y in (box_min[1], box_max[1])
+                     for z in (box_min[2], box_max[2])], dtype=np.float64)
+
+
+def box_near_far(box_min: np.ndarray, box_max: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """(2,) distance from ``center`` to the box (0 inside) and to its farthest corner."""
+    near = np.linalg.norm(center - np.clip(center, box_min, box_max))
+    far = np.linalg.norm(box_corners(box_min, box_max) - center, axis=1).max()
+    return np.array([near, far], dtype=np.float32)
+
+
+def box_2d(box_min: np.ndarray, box_max: np.ndarray, world_to_cam: np.ndarray, K: np.ndarray, width: int,
+           height: int) -> np.ndarray:
+    """(4,) x0, y0, x1, y1 of the projected box corners (depth clamped to 1 mm), clipped to the image."""
+    uv = project(transform(world_to_cam, box_corners(box_min, box_max)), K, min_depth=1e-3)
+    lo = np.clip(uv.min(0), 0, [width - 1, height - 1])
+    hi = np.clip(uv.max(0), 0, [width - 1, height - 1])
+    return np.concatenate([lo, hi]).astype(np.float32)

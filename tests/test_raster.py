@@ -10,8 +10,8 @@ import trimesh
 from scipy import ndimage
 from trimesh.ray.ray_triangle import RayMeshIntersector
 
-from handcli.render import raster as raster_mod
 from handcli.camera import project
+from handcli.render import raster as raster_mod
 from handcli.render.raster import Raster, interpolate, rasterize, rasterize_meshes
 
 K_SMALL = np.array([[100.0, 0.0, 10.0], [0.0, 100.0, 8.0], [0.0, 0.0, 1.0]])

@@ -39,18 +39,9 @@ def interhand(
     skip_bad_images: bool = SKIP_BAD,
 ) -> None:
     """InterHand2.6M v1.0 -> cache: cameras in metres, MANO, joints, images, masks, near/far bounds."""
-    from handcli.data.interhand_preprocess import preprocess_interhand
-    from handcli.progress import log
-
-    stats = preprocess_interhand(root, out, split=split, captures=capture, seqs=seq, cameras=cameras,
-                                 frames=frames, scale=scale, keep_mono=keep_mono, workers=workers, shard=shard,
-                                 mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
-                                 skip_bad_images=skip_bad_images)
-    dropped = ", ".join(f"{v} {k}" for k, v in {**stats["dropped_frames"]}.items()) or "none"
-    dviews = ", ".join(f"{v} {k}" for k, v in stats["dropped_views"].items()) or "none"
-    log(f"{stats['frames']} frames, {stats['views']} views written; dropped frames: {dropped}; dropped views: "
-        f"{dviews}; {stats['images_per_s']:.1f} images/s")
-    print(out)
+    _preprocess("interhand", root, out, split=split, captures=capture, seqs=seq, cameras=cameras, frames=frames,
+                scale=scale, keep_mono=keep_mono, workers=workers, shard=shard, mano_dir=mano_dir,
+                mesh_from=mesh_from, force=force, skip_bad_images=skip_bad_images)
 
 
 @app.command("dexycb")
@@ -75,14 +66,9 @@ def dexycb(
     skip_bad_images: bool = SKIP_BAD,
 ) -> None:
     """DexYCB -> cache: world = calibration world; hand, grasped object, seg labels, near/far bounds."""
-    from handcli.data.ho_preprocess import preprocess_dexycb
-
-    stats = preprocess_dexycb(root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
-                              objects=objects, scale=scale, depth=depth, workers=workers, shard=shard,
-                              mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
-                              skip_bad_images=skip_bad_images)
-    _report(stats)
-    print(out)
+    _preprocess("dexycb", root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
+                objects=objects, scale=scale, depth=depth, workers=workers, shard=shard, mano_dir=mano_dir,
+                mesh_from=mesh_from, force=force, skip_bad_images=skip_bad_images)
 
 
 @app.command("ho3d")
@@ -110,20 +96,23 @@ def ho3d(
     skip_bad_images: bool = SKIP_BAD,
 ) -> None:
     """HO-3D v3 -> cache: OpenGL converted to OpenCV, multi-camera reference world, seg labels, bounds."""
-    from handcli.data.ho_preprocess import preprocess_ho3d
-
-    stats = preprocess_ho3d(root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
-                            objects=objects, listed_only=listed_only, models=str(models) if models else None,
-                            scale=scale, depth=depth, workers=workers, shard=shard,
-                            mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
-                            skip_bad_images=skip_bad_images)
-    _report(stats)
-    print(out)
+    _preprocess("ho3d", root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
+                objects=objects, listed_only=listed_only, models=str(models) if models else None, scale=scale,
+                depth=depth, workers=workers, shard=shard, mano_dir=mano_dir, mesh_from=mesh_from, force=force,
+                skip_bad_images=skip_bad_images)
 
 
-def _report(stats: dict) -> None:
+def _preprocess(dataset: str, root: Path, out: Path, mano_dir: Optional[Path], **options) -> None:
+    """Run the preprocess registered for ``dataset`` (``registry.DATASETS``), log its counts, print ``out``."""
+    from handcli.commands.cmdline import command_line
     from handcli.progress import log
+    from handcli.registry import dataset_preprocess
 
-    dropped = ", ".join(f"{v} {k}" for k, v in stats["dropped_frames"].items()) or "none"
-    log(f"{stats['frames']} frames, {stats['views']} views written; dropped frames: {dropped}; "
-        f"{stats['images_per_s']:.1f} images/s")
+    stats = dataset_preprocess(dataset)(root, out, mano_dir=str(mano_dir) if mano_dir else None,
+                                        command=command_line(), **options)
+    counts = ", ".join(f"{v} {k}" for k, v in stats["dropped_frames"].items()) or "none"
+    dropped = f"dropped frames: {counts}"
+    if "dropped_views" in stats:
+        dropped += "; dropped views: " + (", ".join(f"{v} {k}" for k, v in stats["dropped_views"].items()) or "none")
+    log(f"{stats['frames']} frames, {stats['views']} views written; {dropped}; {stats['images_per_s']:.1f} images/s")
+    print(out)

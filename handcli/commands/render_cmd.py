@@ -36,8 +36,8 @@ def render_command(
     import torch
 
     from handcli.checks import check_indices, check_option
-    from handcli.data.interhand import parse_selection
     from handcli.data.raybatch import select_views
+    from handcli.data.selection import parse_selection
     from handcli.errors import InputError
     from handcli.methods.base import read_run_config
     from handcli.outputs import atomic_path

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from handcli import safe_pickle
-from handcli.checks import check_size, read_image_file
 from handcli.camera import intrinsics
+from handcli.checks import check_size, read_image_file
 from handcli.errors import InputError
 from handcli.hand.skeleton import HO3D_TO_21
 

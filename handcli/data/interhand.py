@@ -142,27 +142,6 @@ def check_file_name(name: str, frame_idx: int, path: Path, field: str) -> str:
     return name
 
 
-def parse_selection(spec: str | None) -> set[int] | None:
-    """``"0-10,15,20-22"`` -> {0..10, 15, 20, 21, 22}; None or "" -> no selection."""
-    if not spec:
-        return None
-    out: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                if int(b) < int(a):
-                    raise ValueError
-                out.update(range(int(a), int(b) + 1))
-            elif part:
-                out.add(int(part))
-        except ValueError:
-            raise InputError(f"bad selection {part!r} in {spec!r} (expected e.g. '0-10,15')",
-                             field="selection") from None
-    return out
-
-
 @dataclass
 class IHSelected:
     """A selected frame as ``data.json`` describes it, before its joints, MANO and cameras are read."""

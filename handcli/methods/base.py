@@ -29,20 +29,6 @@ from handcli.errors import InputError
 RUN_SCHEMA = "handcli.run/1"
 
 
-def parse_sets(items: list[str]) -> dict:
-    """``["key=value", ...]`` -> dict, values parsed as JSON when they are JSON."""
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise InputError(f"--set expects key=value, got {it!r}", field="set")
-        k, v = it.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 _POSITIVE = ("steps", "lr", "lr_final", "rays_per_step", "n_samples", "chunk")  # must be > 0 where a config has them
 
 
@@ -106,12 +92,12 @@ def check_config_values(config_cls, values: dict, path: str | Path | None = None
             raise InputError(err, path=path, field=f"{prefix}{k}")
 
 
-def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
-    """A config from a named preset with ``--steps`` and ``--set key=value`` overrides."""
+def configure(presets: dict, preset: str, steps: int | None, overrides: dict):
+    """A config from a named preset with ``steps`` and ``overrides`` (config key -> value) applied."""
     if preset not in presets:
         raise InputError(f"unknown preset {preset!r}; available: {', '.join(presets)}", field="preset")
     cfg = presets[preset]
-    over = parse_sets(sets)
+    over = dict(overrides)
     names = {f.name: f for f in fields(cfg)}
     unknown = sorted(set(over) - set(names))
     if unknown:
@@ -121,7 +107,7 @@ def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
     for k, v in over.items():
         err = _value_error(k, v, getattr(cfg, k))
         if err is not None:
-            raise InputError(err, field="--steps" if k == "steps" and steps is not None else f"--set {k}")
+            raise InputError(err, field=k)
     for k, v in list(over.items()):
         if isinstance(getattr(cfg, k), tuple) and isinstance(v, list):
             over[k] = tuple(v)

@@ -25,10 +25,10 @@ import numpy as np
 
 from handcli import __version__
 from handcli.errors import InputError
+from handcli.labels import NUM_LABELS
 
 SCHEMA = "handcli.renders/1"
 KINDS = ("views", "orbit", "poses")
-NUM_LABELS = 4  # cache labels 0 background, 1 right hand, 2 left hand, 3 object
 _VIEW_FILES = ("rgb", "depth", "opacity")
 
 

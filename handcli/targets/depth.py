@@ -21,16 +21,14 @@ depth at ``depth[p]``.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from handcli import __version__
-from handcli.data.cache import CHECKSUM, SIDES, Cache
 from handcli.camera import transform
+from handcli.data.cache import CHECKSUM, SIDES, Cache
 from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.outputs import atomic_path
@@ -112,14 +110,12 @@ def frame_meshes(cache: Cache, frame: int, faces: dict[str, np.ndarray] | None =
     return meshes
 
 
-def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = False, command: str | None = None) -> dict:
+def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = False, command: str = "") -> dict:
     """Render the z-depth map of every view of a cache into ``out`` (atomic write). Returns stats."""
     import time
 
     from handcli.progress import progress
 
-    if command is None:
-        command = " ".join(shlex.quote(a) for a in sys.argv)
     t0 = time.perf_counter()
     with open_cache(cache_path) as cache, atomic_path(out, force=force, inputs=[cache_path]) as tmp:
         vt = cache.view_table()

@@ -35,8 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +206,7 @@ def _view_vectors(teacher: Teacher, cache, j: int, clock: list[float]) -> np.nda
 def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = "efficientnet-lite0",
                      weights: str | Path | None = None, dim: int = 256, batch: int = 10, pca: str = "global",
                      pca_views: int = 64, pca_samples: int = 100_000, seed: int = 0, input_norm: str = "teacher",
-                     device: str = "cpu", force: bool = False, command: str | None = None) -> dict:
+                     device: str = "cpu", force: bool = False, command: str = "") -> dict:
     """Write per-view PCA-reduced teacher features of a cache to ``out`` (atomic). Returns stats.
 
     See the module docstring for the procedure and file layout.
@@ -220,11 +218,9 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
     from handcli.progress import progress
 
     if pca not in ("global", "batch"):
-        raise InputError(f"unknown PCA mode {pca!r} (global or batch)", field="--pca")
+        raise InputError(f"unknown PCA mode {pca!r} (global or batch)", field="pca")
     if dim < 1 or batch < 1 or pca_views < 1 or pca_samples < 1:
-        raise InputError("--dim, --batch, --pca-views and --pca-samples must be positive")
-    if command is None:
-        command = " ".join(shlex.quote(a) for a in sys.argv)
+        raise InputError("dim, batch, pca_views and pca_samples must be positive", field="dim")
     check_writable(out, force, inputs=[cache_path, weights], is_dir=False)
     t0 = time.perf_counter()
     with open_cache(cache_path) as cache:

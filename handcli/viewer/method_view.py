@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from handcli.data.cache import LABELS
 from handcli.hand.skeleton import PARENTS_21
+from handcli.labels import LABELS
 from handcli.viewer.camera import ViewCamera, nearest_camera, opencv_camera, render_size
 from handcli.viewer.pose_edit import flex_fingers
 

@@ -28,6 +28,7 @@ from handcli.data.cache import Cache, FrameRecord
 from handcli.data.shards import open_cache
 from handcli.data.viewpool import FrameWindow, rank_part
 from handcli.errors import InputError
+from handcli.labels import LABELS
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handnerf_ho.model import (
     HandNeRFHO,
@@ -46,7 +47,7 @@ from handcli.render.rays import camera_rays, pixel_grid
 from handcli.render.volume import ray_distance_to_z
 
 CACHE_TO_CLASS = np.array([0, 2, 2, 1], np.int64)  # cache label -> Choi class (0 bg, 1 object, 2 hand)
-SIDE_LABEL = {"right": 1, "left": 2}
+SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def build_scene(cache: Cache, frame: int, cfg: HandNeRFHOConfig, view: int | Non
     S = cfg.input_size
     ok = (pc[:, 2] > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < S) & (uv[:, 1] >= 0) & (uv[:, 1] < S)
     obj = np.zeros(len(pts), bool)
-    obj[ok] = label[uv[ok, 1], uv[ok, 0]] == 3
+    obj[ok] = label[uv[ok, 1], uv[ok, 0]] == LABELS["object"]
     obj &= ~np.isin(flat, hand_flat)
     f32 = dict(dtype=torch.float32)
     scene = SceneInput(
@@ -210,7 +211,7 @@ class FrameTargets:
         """One view's rays: ``n`` pixels inside the 3D box, ``object_fraction`` of them on object pixels."""
         v = int(torch.randint(len(self.rgb), (1,), generator=gen))
         hit = torch.nonzero(self.hit[v])[:, 0]
-        obj = torch.nonzero(self.hit[v] & (self.label[v] == 3))[:, 0]
+        obj = torch.nonzero(self.hit[v] & (self.label[v] == LABELS["object"]))[:, 0]
         n_obj = int(round(n * object_fraction)) if len(obj) else 0
         idx = torch.cat([obj[torch.randint(len(obj), (n_obj,), generator=gen)],
                          hit[torch.randint(len(hit), (n - n_obj,), generator=gen)]])
@@ -254,7 +255,7 @@ def render_image(model: HandNeRFHO, scene: SceneInput, K, w2c, height: int, widt
             opac[sl] = op
             cls[sl] = out["semantic"].argmax(-1)
             evaluated += out["evaluated"]
-    to_cache = torch.tensor([0, 3, SIDE_LABEL[scene.side]], device=device)
+    to_cache = torch.tensor([LABELS["background"], LABELS["object"], SIDE_LABEL[scene.side]], device=device)
     return {"rgb": rgb.reshape(height, width, 3).clamp(0, 1).cpu().numpy(),
             "depth": depth.reshape(height, width).cpu().numpy(),
             "opacity": opac.reshape(height, width).clamp(0, 1).cpu().numpy(),

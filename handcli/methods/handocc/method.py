@@ -15,11 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handcli.data.cache import LABELS, Cache
+from handcli.data.cache import Cache
 from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
 from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
+from handcli.labels import LABELS
 from handcli.methods.base import RendersCacheViews, load_model_weights, read_checkpoint, read_run_config
 from handcli.methods.handocc.model import HandOcc, HandOccConfig, HandSkeleton, occupancy_grid, render_rays
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
