@@ -160,7 +160,7 @@ def train_command(
             if existed:
                 run_dir, staged = tmp, True
             else:
-                os.replace(tmp, out)
+                swap_into_place(tmp, out)
         if world > 1:
             dist.barrier()
     elif rank0:

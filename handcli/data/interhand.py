@@ -22,7 +22,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from handcli.camera import intrinsics, world_to_cam_matrix
-from handcli.data.jsonio import (
+from handcli.errors import InputError
+from handcli.hand.skeleton import IH_TO_21
+from handcli.jsonio import (
     expect_object,
     finite_floats,
     get,
@@ -33,8 +35,6 @@ from handcli.data.jsonio import (
     stream_kvitems,
     string,
 )
-from handcli.errors import InputError
-from handcli.hand.skeleton import IH_TO_21
 
 SIDES = ("right", "left")
 HAND_TYPES = ("right", "left", "interacting")

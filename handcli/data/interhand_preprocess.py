@@ -203,7 +203,7 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
                          skip_bad_images: bool = False, command: str = "") -> dict:
     """Read an InterHand2.6M root and write the cache at ``out`` atomically. Returns run statistics.
 
-    ``command``: the command line recorded in the cache (formed by the CLI; the library never reads sys.argv).
+    ``command``: the command line recorded in the cache (formed by the command layer).
 
     A truncated or undecodable image is an ``InputError``; with ``skip_bad_images`` its view is dropped
     and counted (``dropped_views["bad image"]``). A selection that keeps no frame is an ``InputError``."""

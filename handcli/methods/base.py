@@ -25,6 +25,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from handcli.errors import InputError
+from handcli.outputs import replace_file
 
 RUN_SCHEMA = "handcli.run/1"
 
@@ -123,9 +124,7 @@ def write_run_config(run_dir: Path, method: str, preset: str, cfg, data: dict, s
            "config": cfg.to_dict(), "data": data, "seed": seed, "command": command}
     if train is not None:
         doc["train"] = train
-    tmp = run_dir / ".config.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(run_dir / "config.json")
+    replace_file(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=2)))
 
 
 def read_run_config(run_dir: Path) -> dict:

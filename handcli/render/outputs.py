@@ -215,7 +215,7 @@ def read_renders(renders_dir: str | Path) -> dict:
     world_to_cam (4, 4) as float64 arrays. Raises InputError naming renders.json and the field
     (e.g. ``views[2].K``) for a missing or malformed entry, or naming a referenced image file that is missing.
     """
-    from handcli.data.jsonio import load_json
+    from handcli.jsonio import load_json
 
     d = Path(renders_dir)
     if not d.is_dir():
