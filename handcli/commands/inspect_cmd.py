@@ -76,7 +76,7 @@ def _other_artifact(path: Path) -> dict | None:
                     "last": recs[-1] if recs else None, "complete": done.is_file(),
                     "checkpoint": (path / "checkpoint.pt").is_file()}
         if (path / "renders.json").is_file():
-            from handcli.render.outputs import read_renders
+            from handcli.render.renders_folder import read_renders
 
             doc = read_renders(path)
             return {"schema": doc["schema"], "kind": "renders", "method": doc["method"], "run": doc["run"],

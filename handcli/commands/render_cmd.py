@@ -44,7 +44,7 @@ def render_command(
     from handcli.progress import log, progress
     from handcli.registry import method_class
     from handcli.render.orbit import orbit_from_cache
-    from handcli.render.outputs import RendersWriter, contact_sheet
+    from handcli.render.renders_folder import RendersWriter, contact_sheet
     from handcli.render.video import write_video
 
     check_option("orbit", orbit, lo=0)

@@ -330,19 +330,9 @@ class GraspEvaluator:
         ]
 
 
-def evaluate_grasp(
-    grasp: Grasp,
-    gt_object: trimesh.Trimesh,
-    gt_hand: trimesh.Trimesh | None = None,
-    n_points: int = 10000,
-    min_points: int = 10,
-    opening: float = gr.MAX_OPENING,
-    check_rays: bool = True,
-    seed: int = 0,
-) -> dict:
-    """Success test of one grasp (see :class:`GraspEvaluator`); returns its result dict."""
-    ev = GraspEvaluator(gt_object, gt_hand, n_points, min_points, opening, check_rays, seed=seed)
-    return ev.evaluate([grasp])[0]
+def evaluate_grasp(grasp: Grasp, gt_object: trimesh.Trimesh, **options) -> dict:
+    """Success test of one grasp; ``options``: those of :class:`GraspEvaluator`. Returns its result dict."""
+    return GraspEvaluator(gt_object, **options).evaluate([grasp])[0]
 
 
 def grasp_success_ratio(

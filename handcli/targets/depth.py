@@ -37,8 +37,8 @@ SCHEMA = "handcli.targets.depth/1"
 _CHUNK = 1 << 16
 
 
-def render_depth(meshes_world: list[tuple[np.ndarray, np.ndarray]], world_to_cam: np.ndarray, K: np.ndarray,
-                 height: int, width: int) -> np.ndarray:
+def mesh_depth(meshes_world: list[tuple[np.ndarray, np.ndarray]], world_to_cam: np.ndarray, K: np.ndarray,
+               height: int, width: int) -> np.ndarray:
     """z-depth map of posed meshes seen by one camera.
 
     meshes_world: list of (verts (V, 3) world metres, faces (F, 3)); world_to_cam (4, 4); K (3, 3) at the
@@ -154,7 +154,7 @@ def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = Fals
                     for j in views:
                         cam = cams[int(vt["camera"][j])]
                         H, W = int(vt["height"][j]), int(vt["width"][j])
-                        d = render_depth(meshes, cam["world_to_cam"], cam["K"], H, W)
+                        d = mesh_depth(meshes, cam["world_to_cam"], cam["K"], H, W)
                         off = int(vt["offset"][j])
                         ds[off:off + H * W] = d.reshape(-1)
                         fg += int((d > 0).sum())

@@ -205,7 +205,7 @@ class HandNeRFMethod(RendersCacheViews):
         if self.eval_view is None:
             return {}
         from handcli.eval.image_metrics import psnr_full
-        from handcli.render.outputs import contact_sheet
+        from handcli.render.renders_folder import contact_sheet
 
         self.model.eval()
         r = self.render_view(self.eval_view)

@@ -469,7 +469,7 @@ class HandNeRFHOMethod(RendersCacheViews):
         if self.eval_view is None:
             return {}
         from handcli.eval.image_metrics import psnr_full
-        from handcli.render.outputs import contact_sheet
+        from handcli.render.renders_folder import contact_sheet
 
         r, gt, label = self.render_crop(self.eval_view)
         palette = np.array([[0, 0, 0], [230, 160, 120], [230, 160, 120], [80, 140, 230]], np.float32) / 255.0

@@ -552,7 +552,7 @@ class HandOccMethod(RendersCacheViews):
         if self.eval_view is None:
             return {}
         from handcli.eval.image_metrics import psnr_full
-        from handcli.render.outputs import contact_sheet
+        from handcli.render.renders_folder import contact_sheet
 
         r = self.render_view(self.eval_view)
         v = self.cache.view(self.eval_view)

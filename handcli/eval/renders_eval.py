@@ -77,29 +77,18 @@ class CacheDepth:
     source = GT_DEPTH_RASTER
 
     def __init__(self, cache):
-        self.cache = cache
-        self._faces = {}
-        self._cams = cache.cameras()
+        from handcli.data.cache import SIDES
 
-    def _faces_of(self, side: str) -> np.ndarray:
-        if side not in self._faces:
-            hm = self.cache.hand_model(side)
-            if hm is None:
-                raise InputError(f"frames have a {side} hand but the cache has no hand model for it",
-                                 path=self.cache.path, field=f"hand_model/{side}/faces")
-            self._faces[side] = np.asarray(hm["faces"], dtype=np.int64)
-        return self._faces[side]
+        self.cache = cache
+        self._faces = {s: m["faces"] for s in SIDES if (m := cache.hand_model(s)) is not None}
+        self._cams = cache.cameras()
 
     def view(self, j: int, frame: int, camera: int, height: int, width: int) -> np.ndarray:
         """(height, width) float32 z-depth in metres, 0 where no mesh covers the pixel."""
-        from handcli.camera import transform
-        from handcli.render.raster import rasterize_meshes
+        from handcli.targets.depth import frame_meshes, mesh_depth
 
-        rec = self.cache.frame(frame)
         cam = self._cams[camera]
-        meshes = [(transform(cam["world_to_cam"], h.vertices.astype(np.float64)), self._faces_of(side))
-                  for side, h in rec.hands.items() if h.vertices is not None]
-        return rasterize_meshes(meshes, cam["K"], height, width).depth
+        return mesh_depth(frame_meshes(self.cache, frame, self._faces), cam["world_to_cam"], cam["K"], height, width)
 
 
 class TargetsDepth:
@@ -225,7 +214,7 @@ def evaluate_renders(renders_dir: str | Path, cache_path: str | Path, depth_path
     """
     from handcli.data.shards import open_cache
     from handcli.eval.lpips import load_lpips
-    from handcli.render.outputs import load_render_view, read_renders
+    from handcli.render.renders_folder import load_render_view, read_renders
 
     t0 = time.perf_counter()
     renders = read_renders(renders_dir)

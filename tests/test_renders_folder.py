@@ -13,7 +13,7 @@ from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.render import video as video_mod
 from handcli.render.orbit import default_intrinsics, orbit_cameras, orbit_from_cache
-from handcli.render.outputs import (
+from handcli.render.renders_folder import (
     SCHEMA,
     RendersWriter,
     colorize_depth,
