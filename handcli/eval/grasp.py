@@ -489,7 +489,9 @@ def grasp_scene(mesh: trimesh.Trimesh | None, grasps: Sequence[Grasp | dict]) ->
 
 def _box_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(12, 2, 3) edges of an axis-aligned box."""
-    c = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    from handcli.camera import box_corners
+
+    c = box_corners(lo, hi)
     pairs = [(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)]
     return c[np.array(pairs)]
 

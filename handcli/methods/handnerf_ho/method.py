@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from handcli.camera import project
+from handcli.camera import box_corners, project
 from handcli.data.cache import Cache, FrameRecord
 from handcli.data.shards import open_cache
 from handcli.data.viewpool import FrameWindow, rank_part
@@ -73,10 +73,6 @@ def scene_box(rec: FrameRecord, pad: float) -> np.ndarray:
     return np.stack([p.min(0) - pad, p.max(0) + pad])
 
 
-def box_corners(box: np.ndarray) -> np.ndarray:
-    return np.array([[x, y, z] for x in box[:, 0] for y in box[:, 1] for z in box[:, 2]])
-
-
 def square_crop_matrix(bbox: np.ndarray, size: int, scale: float) -> np.ndarray:
     """(3, 3) pixel affine mapping an image onto an S x S crop of the square around ``bbox`` (x0, y0, x1, y1)
     enlarged ``scale`` times (centred; pixel centres at integers on both sides)."""
@@ -107,7 +103,7 @@ def crop_view(view: dict, K: np.ndarray, w2c: np.ndarray, box: np.ndarray, size:
     if len(xs):
         bbox = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
     else:
-        cam = box_corners(box) @ w2c[:3, :3].T + w2c[:3, 3]
+        cam = box_corners(*box) @ w2c[:3, :3].T + w2c[:3, 3]
         uv = project(cam, K, min_depth=1e-6)
         bbox = np.concatenate([uv.min(0), uv.max(0)])
     A = square_crop_matrix(bbox, size, scale)
