@@ -26,24 +26,22 @@ import numpy as np
 
 from handcli.camera import box_2d, box_near_far, camera_center, scale_intrinsics, transform
 from handcli.checks import BadImageError, check_size, read_image_file
-from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ObjectRecord, ViewRecord
+from handcli.data.cache import FrameRecord, HandRecord, ObjectRecord, ViewRecord
 from handcli.data.objects import YCB_CLASSES, YCB_IDS, aabb, apply_pose, load_object_mesh
 from handcli.data.pipeline import (
     BAD_IMAGE,
     CameraSpec,
     FrameResult,
     MeshSource,
-    check_not_empty,
     check_options,
     choose_mesh_source,
-    run_pipeline,
+    hand_model_attrs,
     shard_items,
+    write_cache,
 )
 from handcli.data.selection import parse_names, parse_selection, parse_shard
 from handcli.errors import InputError
-from handcli.hand.export import model_to_dict
 from handcli.labels import LABELS
-from handcli.outputs import atomic_path
 from handcli.progress import log
 
 BOX_PADDING = 0.03  # metres, HandNeRF (Choi) pads AABB(hand mesh + object points)
@@ -217,17 +215,6 @@ def finish_frame(sample: HOSample, opts: Options) -> FrameResult:
     return res
 
 
-def _hand_model_attrs(dataset: str, mesh: MeshSource) -> dict:
-    out = {}
-    for side, m in hand_models(dataset, mesh.model_dir).items():
-        out[side] = {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
-                     "mano": model_to_dict(m), "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
-                     "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
-                     "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)),
-                     "model_path": str(m.source or "")}
-    return out
-
-
 def _object_loader(models_root: str):
     def load(name: str):
         m = load_object_mesh(models_root, name)
@@ -238,17 +225,10 @@ def _object_loader(models_root: str):
 
 def _write(items: list, process, out, *, dataset: str, scale: float, config: dict, inputs: dict, mesh: MeshSource,
            models_root: str, depth: bool, workers: int, force: bool, description: str, command: str) -> dict:
-    with atomic_path(out, force=force, inputs=[inputs.get("root")]) as tmp:
-        writer = CacheWriter(tmp, dataset=dataset, scale=scale, config=config, inputs=inputs,
-                             hand_models=_hand_model_attrs(config["mano_flags"], mesh), command=command,
-                             objects=True, depth=depth, object_loader=_object_loader(models_root))
-        try:
-            stats = run_pipeline(items, process, writer, workers=workers, description=description)
-        finally:
-            writer.close()
-        check_not_empty(stats, inputs.get("root"))
-    stats["selected_frames"] = len(items)
-    return stats
+    return write_cache(out, items, process, root=inputs.get("root"), force=force, workers=workers,
+                       description=description, dataset=dataset, scale=scale, config=config, inputs=inputs,
+                       hand_models=hand_model_attrs(hand_models(config["mano_flags"], mesh.model_dir), mesh),
+                       command=command, objects=True, depth=depth, object_loader=_object_loader(models_root))
 
 
 def parse_objects(spec: str | None) -> set[str] | None:

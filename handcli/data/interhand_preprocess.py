@@ -17,24 +17,22 @@ import numpy as np
 
 from handcli.camera import box_2d, box_near_far, camera_center, scale_intrinsics, transform
 from handcli.checks import BadImageError, read_image_file
-from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ViewRecord
+from handcli.data.cache import FrameRecord, HandRecord, ViewRecord
 from handcli.data.interhand import IHCamera, IHFrame, InterHandReader
 from handcli.data.pipeline import (
     BAD_IMAGE,
     CameraSpec,
     FrameResult,
     MeshSource,
-    check_not_empty,
     check_options,
     choose_mesh_source,
-    run_pipeline,
+    hand_model_attrs,
     shard_items,
+    write_cache,
 )
 from handcli.data.selection import parse_names, parse_selection, parse_shard
 from handcli.errors import InputError
-from handcli.hand.export import model_to_dict
 from handcli.labels import LABELS
-from handcli.outputs import atomic_path
 from handcli.progress import log
 
 BOX_PADDING = 0.05  # metres, as HandNeRF (Guo) pads the posed-mesh AABB
@@ -232,27 +230,11 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
         items.append(WorkItem(fr, cams, scale, mesh, skip_bad_images=skip_bad_images))
     if mesh.mode == "joints":
         prefit_joints(items)
-    models = _models(mesh.model_dir)
-    hand_models = {}
-    for side, m in models.items():
-        hand_models[side] = {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
-                             "mano": model_to_dict(m),
-                             "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
-                             "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
-                             "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)),
-                             "model_path": str(m.source or "")}
     config = {"dataset": "interhand2.6m", "split": split, "selection": {k: (sorted(v) if v else None)
                                                                        for k, v in sel.items()},
               "scale": scale, "keep_mono": keep_mono, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/"
               f"{shard_ij[1]}", "mesh": asdict(mesh)}
     inputs = {"root": str(root.resolve()), "files": {k: str(v) for k, v in reader.files.items()}}
-    with atomic_path(out, force=force, inputs=[root]) as tmp:
-        writer = CacheWriter(tmp, dataset="interhand2.6m", scale=scale, config=config, inputs=inputs,
-                             hand_models=hand_models, command=command)
-        try:
-            stats = run_pipeline(items, process_frame, writer, workers=workers, description="preprocess interhand")
-        finally:
-            writer.close()
-        check_not_empty(stats, root)
-    stats["selected_frames"] = len(items)
-    return stats
+    return write_cache(out, items, process_frame, root=root, force=force, workers=workers,
+                       description="preprocess interhand", dataset="interhand2.6m", scale=scale, config=config,
+                       inputs=inputs, hand_models=hand_model_attrs(_models(mesh.model_dir), mesh), command=command)

@@ -83,6 +83,37 @@ def choose_mesh_source(root: Path, mano_dir: str | None, mesh_from: str) -> Mesh
     return MeshSource(mode, mano_dir, kind)
 
 
+def hand_model_attrs(models: dict, mesh: MeshSource) -> dict:
+    """The cache's ``hand_model/{side}`` entries of the hand models (side -> model) that posed its meshes."""
+    from handcli.hand.export import model_to_dict
+
+    return {side: {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
+                   "mano": model_to_dict(m), "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
+                   "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
+                   "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)), "model_path": str(m.source or "")}
+            for side, m in models.items()}
+
+
+def write_cache(out, items: list[Any], process: Callable[[Any], FrameResult], *, root, force: bool, workers: int,
+                description: str, **writer_args) -> dict:
+    """Process ``items`` into a new cache at ``out``, written atomically (``CacheWriter(tmp, **writer_args)``).
+
+    ``root``: the dataset root (an input the output may not overwrite; named when no frame is kept).
+    Returns `run_pipeline`'s counts plus ``selected_frames``.
+    """
+    from handcli.outputs import atomic_path
+
+    with atomic_path(out, force=force, inputs=[root]) as tmp:
+        writer = CacheWriter(tmp, **writer_args)
+        try:
+            stats = run_pipeline(items, process, writer, workers=workers, description=description)
+        finally:
+            writer.close()
+        check_not_empty(stats, root)
+    stats["selected_frames"] = len(items)
+    return stats
+
+
 def check_options(scale: float, mesh_from: str, every: int = 1) -> None:
     """Validate the options every dataset's preprocess takes (InputError naming the option)."""
     if not 0.0 < scale <= 1.0:
