@@ -383,13 +383,13 @@ def test_cli_input_errors(small_cache, eff_file, tmp_path):
         invoke(["features", small_cache, "-o", eff_file])
     with pytest.raises(InputError) as e:
         invoke(["features", small_cache, "-o", tmp_path / "f.h5", "--teacher", "dino-vits8"])
-    assert e.value.field == "--weights"
+    assert e.value.field == "weights"
     with pytest.raises(InputError) as e:
         invoke(["features", small_cache, "-o", tmp_path / "f.h5", "--weights", tmp_path / "none.pth"])
     assert "none.pth" in str(e.value)
     with pytest.raises(InputError) as e:
         invoke(["features", small_cache, "-o", tmp_path / "f.h5", "--dim", "500"])
-    assert e.value.field == "--dim"
+    assert e.value.field == "dim"
     with pytest.raises(InputError):
         invoke(["features", eff_file, "-o", tmp_path / "f.h5"])   # not a cache
     assert not list(tmp_path.glob(".f.h5*"))                      # no temporary left behind

@@ -74,7 +74,11 @@ def seed_everything(seed: int) -> None:
 
 def save_atomic(obj, path: Path) -> None:
     """``torch.save`` to a temporary beside ``path``, then rename (a kill never leaves half a checkpoint)."""
-    replace_file(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: torch names the archive inside "archive", not after tmp,
+            torch.save(obj, f)      # so identical states give identical bytes whatever the temporary's name
+
+    replace_file(path, write)
 
 
 def checkpoint_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, step: int) -> dict:

@@ -89,13 +89,13 @@ def load_teacher(name: str, weights: str | Path | None = None, device: str = "cp
     script does for DINO.
     """
     if input_norm not in ("teacher", "none"):
-        raise InputError(f"unknown input normalisation {input_norm!r} (teacher or none)", field="--input-norm")
+        raise InputError(f"unknown input normalisation {input_norm!r} (teacher or none)", field="input_norm")
     if name == "dino-vits8":
         from handcli.nn.vit import IMAGENET_MEAN, IMAGENET_STD, load_dino_vits8
 
         if weights is None:
             raise InputError("teacher dino-vits8 needs --weights PATH to the local DINO checkpoint "
-                             "dino_deitsmall8_pretrain.pth (nothing is downloaded)", field="--weights")
+                             "dino_deitsmall8_pretrain.pth (nothing is downloaded)", field="weights")
         net = load_dino_vits8(weights)
 
         def run(x, _net=net):
@@ -118,7 +118,7 @@ def load_teacher(name: str, weights: str | Path | None = None, device: str = "cp
         t = Teacher(name, net, 8, 16, LITE0_CHANNELS, "; ".join(LITE0_LAYERS), LITE0_MEAN, LITE0_STD,
                     str(path.resolve()), extra={"module": net})
     else:
-        raise InputError(f"unknown teacher {name!r} (choose from {', '.join(TEACHERS)})", field="--teacher")
+        raise InputError(f"unknown teacher {name!r} (choose from {', '.join(TEACHERS)})", field="teacher")
     t.weights_sha256 = file_sha256(t.weights)
     t.input_norm = input_norm
     t.device = device
@@ -169,9 +169,9 @@ def fit_pca(X: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(X)
     N, C = X.shape
     if dim > C:
-        raise InputError(f"--dim {dim} is larger than the teacher's {C} channels", field="--dim")
+        raise InputError(f"dim {dim} is larger than the teacher's {C} channels", field="dim")
     if dim > N:
-        raise InputError(f"--dim {dim} needs at least {dim} feature vectors for the PCA, got {N}", field="--dim")
+        raise InputError(f"dim {dim} needs at least {dim} feature vectors for the PCA, got {N}", field="dim")
     mean = X.mean(0, dtype=np.float64)
     Xc = (X - mean).astype(np.float32)               # float32 product: 4x faster, ample for unit vectors
     cov = (Xc.T @ Xc).astype(np.float64) / max(N - 1, 1)
@@ -226,8 +226,8 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
     with open_cache(cache_path) as cache:
         t = load_teacher(teacher, weights, device=device, input_norm=input_norm)
         if dim > t.channels:
-            raise InputError(f"--dim {dim} is larger than the {t.channels} channels of teacher {t.name}",
-                             field="--dim")
+            raise InputError(f"dim {dim} is larger than the {t.channels} channels of teacher {t.name}",
+                             field="dim")
         vt = cache.view_table()
         M = cache.num_views
         if M == 0:
