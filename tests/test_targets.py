@@ -409,3 +409,18 @@ def test_cli_subprocess(small_cache, tmp_path):
     r = subprocess.run([sys.executable, "-m", "handcli.cli", "targets", "depth", str(small_cache), "-o", str(out)],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "--force" in r.stderr
+
+
+def test_inspect_summarises_targets_through_their_reader(depth_file, small_cache):
+    import json
+
+    from handcli.cli import app as root_app
+    from handcli.targets.store import open_targets
+
+    res = runner.invoke(root_app, ["inspect", str(depth_file), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["kind"] == "targets" and doc["schema"] == "handcli.targets.depth/1"
+    with DepthTargets(depth_file) as d:
+        assert doc["datasets"]["depth"] == [int(d.offset[-1] + d.height[-1] * d.width[-1])]
+    assert open_targets(small_cache) is None  # a cache is not a targets file
