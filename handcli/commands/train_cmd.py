@@ -109,7 +109,12 @@ def train_command(
         preset, seed = doc["preset"], doc["seed"]
         settings.update({k: v for k, v in (doc.get("train") or {}).items() if k in settings})
     else:
-        cfg = configure(cls.presets(method), preset, steps, parse_sets(set_))
+        overrides = parse_sets(set_)
+        try:
+            cfg = configure(cls.presets(method), preset, steps, overrides)
+        except InputError as e:  # name the option the value came from
+            option = f"--set {e.field}" if e.field in overrides else "--steps" if e.field == "steps" else e.field
+            raise InputError(e.message, path=e.path, field=option) from None
         sel = parse_selection(frames)
         if sel:
             from handcli.data.shards import open_cache
