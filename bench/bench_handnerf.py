@@ -51,11 +51,11 @@ def prepare(work: Path, frames: int, feat_dim: int) -> dict:
 
 
 def run_one(method: str, cache: Path, depth: Path, feats: Path, budget: float, work: Path) -> dict:
-    from handcli.eval.images_eval import evaluate_renders
+    from handcli.eval.renders_eval import evaluate_renders
     from handcli.methods.handnerf.method import HandNeRFMethod
     from handcli.methods.handnerf.model import preset
     from handcli.methods.trainer import train
-    from handcli.render.outputs import RendersWriter
+    from handcli.render.renders_folder import RendersWriter
 
     base = "posenerf" if method == "posenerf" else "handnerf"
     cfg = replace(preset("fast", base), steps=100_000)

@@ -90,7 +90,7 @@ def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int, keep: Path | None
     from handcli.eval.geometry_eval import cache_gt_meshes, cache_gt_points
     from handcli.eval.grasp import grasp_success_ratio
     from handcli.eval.image_metrics import psnr_masked
-    from handcli.eval.images_eval import view_semantic_iou
+    from handcli.eval.renders_eval import view_semantic_iou
     from handcli.render.bounds import ray_aabb
     from handcli.render.rays import camera_rays, pixel_grid
 

@@ -73,8 +73,8 @@ def build(method: str, cache: Path, depth: Path, feats: Path, frames: list[int])
 
 def render_and_eval(m, cache: Path, depth: Path, views: list[int], out: Path, name: str) -> dict:
     """Render cache views, evaluate them (handcli eval's metrics); evaluations per ray and seconds."""
-    from handcli.eval.images_eval import evaluate_renders
-    from handcli.render.outputs import RendersWriter
+    from handcli.eval.renders_eval import evaluate_renders
+    from handcli.render.renders_folder import RendersWriter
 
     vt = m.cache.view_table()
     shutil.rmtree(out, ignore_errors=True)
@@ -103,7 +103,7 @@ def render_and_eval(m, cache: Path, depth: Path, views: list[int], out: Path, na
 
 def time_full_frames(m, views: list[int], repeats: int = 2) -> float:
     """Mean best-of-``repeats`` seconds to render a 512x334 frame (intrinsics of the cache scaled x2)."""
-    from handcli.data.camera import scale_intrinsics
+    from handcli.camera import scale_intrinsics
 
     vt = m.cache.view_table()
     out = []

@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from handcli.errors import InputError
 
@@ -194,6 +194,24 @@ def swap_into_place(tmp: Path, path: Path) -> None:
         _remove(backup)
     else:
         os.replace(tmp, path)
+
+
+def replace_file(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """All-or-nothing rewrite of a file a stage owns (a checkpoint, a run's config.json; no ``--force`` checks).
+
+    ``write(tmp)`` fills a temporary beside ``path`` (``temp_beside``: ``.NAME.PID.XXXX.tmp``, so concurrent
+    writers never share one and :func:`clean_stale` finds those of a killed writer), which then replaces
+    ``path`` in one rename; on any exception the temporary is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = temp_beside(path, is_dir=False)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
 
 
 @contextlib.contextmanager

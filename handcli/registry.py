@@ -18,11 +18,20 @@ DATASETS = {
 }
 
 
-def method_class(name: str):
-    """The class implementing method ``name`` (see handcli.methods.base)."""
+def _resolve(table: dict, name: str, what: str):
     from handcli.errors import InputError
 
-    if name not in METHODS:
-        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}", field="method")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    if name not in table:
+        raise InputError(f"unknown {what} {name!r}; available: {', '.join(sorted(table))}", field=what)
+    module, attr = table[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def method_class(name: str):
+    """The class implementing method ``name`` (see handcli.methods.base)."""
+    return _resolve(METHODS, name, "method")
+
+
+def dataset_preprocess(name: str):
+    """The function ``(root, out, *, command, ...) -> stats`` that preprocesses dataset ``name`` into a cache."""
+    return _resolve(DATASETS, name, "dataset")

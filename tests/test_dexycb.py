@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from handcli.camera import camera_center, project, transform
 from handcli.data.cache import Cache, merge_caches
-from handcli.data.camera import camera_center, project, transform
 from handcli.data.dexycb import DexYCBReader, load_yaml, read_label, s0_split, seg_to_labels
 from handcli.data.ho_preprocess import preprocess_dexycb
 from handcli.data.objects import apply_pose

@@ -20,8 +20,8 @@ from handcli.commands.eval_cmd import eval_command
 from handcli.data.cache import Cache
 from handcli.errors import InputError
 from handcli.eval.image_metrics import METRIC_CONVENTIONS
-from handcli.eval.images_eval import CacheDepth, evaluate_renders
-from handcli.render.outputs import RendersWriter
+from handcli.eval.renders_eval import CacheDepth, evaluate_renders
+from handcli.render.renders_folder import RendersWriter
 
 app = typer.Typer()
 app.command("eval")(eval_command)

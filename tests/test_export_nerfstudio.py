@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 from typer.testing import CliRunner
 
+from handcli.camera import project, transform
 from handcli.cli import app
 from handcli.data.cache import Cache
-from handcli.data.camera import project, transform
 from handcli.errors import InputError
 from handcli.export.nerfstudio import project_nerfstudio
 

@@ -14,7 +14,7 @@ from handcli.cli import app
 from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ObjectRecord, ViewRecord
 from handcli.errors import InputError
 from handcli.eval.geometry_eval import cache_gt_meshes, cache_gt_points, collect_mesh_paths
-from handcli.eval.images_eval import view_semantic_iou
+from handcli.eval.renders_eval import view_semantic_iou
 
 R = 0.05
 GAP = 0.007

@@ -17,6 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from handcli.camera import world_to_pixels
 from handcli.cli import app
 from handcli.data.cache import Cache
 from handcli.errors import InputError
@@ -30,7 +31,6 @@ from handcli.methods.handnerf_ho.model import (
     balanced_bce,
     grid_dims,
     preset,
-    project,
     sample_image_features,
     sample_volumes,
 )
@@ -186,7 +186,7 @@ def test_square_crop_maps_projections_and_centres_the_box():
     assert A @ np.array([140.0, 150, 1]) == pytest.approx([31.5, 31.5, 1])  # box centre -> crop centre
     assert A[0, 0] == pytest.approx(64 / (200 * 1.3))  # the longer side x 1.3 fills the crop
     X = np.array([[0.05, -0.02, 0.7], [-0.1, 0.03, 0.9]])
-    uv, _ = project(torch.tensor(X), torch.tensor(A @ K), torch.eye(4, dtype=torch.float64))
+    uv, _ = world_to_pixels(torch.tensor(X), torch.tensor(A @ K), torch.eye(4, dtype=torch.float64))
     orig = (X[:, :2] / X[:, 2:]) @ K[:2, :2].T + K[:2, 2]
     np.testing.assert_allclose(uv.numpy(), orig * A[0, 0] + A[:2, 2], atol=1e-9)
 
@@ -227,7 +227,7 @@ def test_scene_voxels(dex_cache):
     assert (grid - hv).abs().max() <= cfg.voxel / 2 + 1e-6
     assert len(scene.obj_vox) > 0 and not set(scene.obj_vox.tolist()) & set(scene.hand_vox.tolist())
     # every object voxel projects into the input crop's object pixels
-    uv, z = project(scene.obj_pts, scene.K, scene.w2c)
+    uv, z = world_to_pixels(scene.obj_pts, scene.K, scene.w2c)
     assert (z > 0).all()
     px = uv.round().long()
     S = cfg.input_size
@@ -345,7 +345,7 @@ def test_extract_meshes_of_an_analytic_field(dex_cache, monkeypatch):
         for j in cache.views_of_frame(f):
             v = cache.view(j)
             cam = cams[v["camera"]]
-            uv, _ = project(blob[None].double(), torch.tensor(cam["K"]), torch.tensor(cam["world_to_cam"]))
+            uv, _ = world_to_pixels(blob[None].double(), torch.tensor(cam["K"]), torch.tensor(cam["world_to_cam"]))
             u, w = np.round(uv[0].numpy()).astype(int)
             H, W = v["label"].shape
             seen_as_bg |= not (0 <= u < W and 0 <= w < H) or v["label"][w, u] == 0

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from handcli.camera import camera_center, intrinsics, project, transform
 from handcli.data.cache import Cache, merge_caches
-from handcli.data.camera import camera_center, intrinsics, project, transform
 from handcli.data.ho3d import (
     DEPTH_SCALE,
     GL_TO_CV,

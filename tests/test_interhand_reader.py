@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from handcli.data.interhand import InterHandReader, frame_from_filename, parse_selection
+from handcli.data.interhand import InterHandReader, frame_from_filename
+from handcli.data.selection import parse_selection
 from handcli.errors import InputError
 from handcli.synth.interhand import _skeleton_lines
 

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
+from handcli.camera import project, transform
 from handcli.data.cache import Cache, merge_caches
-from handcli.data.camera import project, transform
 from handcli.data.interhand_preprocess import preprocess_interhand
 from handcli.hand.skeleton import IH_TO_21
 

@@ -10,8 +10,9 @@ import trimesh
 from scipy import ndimage
 from trimesh.ray.ray_triangle import RayMeshIntersector
 
+from handcli.camera import project
 from handcli.render import raster as raster_mod
-from handcli.render.raster import Raster, interpolate, project, rasterize, rasterize_meshes
+from handcli.render.raster import Raster, interpolate, rasterize, rasterize_meshes
 
 K_SMALL = np.array([[100.0, 0.0, 10.0], [0.0, 100.0, 8.0], [0.0, 0.0, 1.0]])
 K_SKEW = np.array([[100.0, 3.0, 10.0], [0.0, 90.0, 8.0], [0.0, 0.0, 1.0]])   # skew, fx != fy

@@ -14,7 +14,7 @@ from handcli.cli import app
 from handcli.errors import InputError
 from handcli.methods.trainer import plot_curves
 from handcli.render.orbit import default_intrinsics
-from handcli.render.outputs import RendersWriter, contact_sheet, write_png
+from handcli.render.renders_folder import RendersWriter, contact_sheet, write_png
 from handcli.render.video import write_video
 from handcli.report import METRICS_SCHEMA
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import trimesh
 
-from handcli.data.camera import intrinsics, transform, world_to_cam_matrix
+from handcli.camera import intrinsics, transform, world_to_cam_matrix
 from handcli.hand.model import HandModel
 from handcli.render.raster import rasterize_meshes
 from handcli.synth.realism import realism_config

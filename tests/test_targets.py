@@ -107,7 +107,7 @@ def test_depth_equals_raycast_z_and_labels(small_cache, depth_file):
     """Depth > 0 exactly on the cache's foreground; z of the nearest hit of trimesh ray casting inside."""
     import trimesh
 
-    from handcli.data.camera import transform
+    from handcli.camera import transform
     from handcli.targets.depth import frame_meshes
 
     rng = np.random.default_rng(0)
@@ -383,13 +383,13 @@ def test_cli_input_errors(small_cache, eff_file, tmp_path):
         invoke(["features", small_cache, "-o", eff_file])
     with pytest.raises(InputError) as e:
         invoke(["features", small_cache, "-o", tmp_path / "f.h5", "--teacher", "dino-vits8"])
-    assert e.value.field == "--weights"
+    assert e.value.field == "weights"
     with pytest.raises(InputError) as e:
         invoke(["features", small_cache, "-o", tmp_path / "f.h5", "--weights", tmp_path / "none.pth"])
     assert "none.pth" in str(e.value)
     with pytest.raises(InputError) as e:
         invoke(["features", small_cache, "-o", tmp_path / "f.h5", "--dim", "500"])
-    assert e.value.field == "--dim"
+    assert e.value.field == "dim"
     with pytest.raises(InputError):
         invoke(["features", eff_file, "-o", tmp_path / "f.h5"])   # not a cache
     assert not list(tmp_path.glob(".f.h5*"))                      # no temporary left behind
@@ -409,3 +409,18 @@ def test_cli_subprocess(small_cache, tmp_path):
     r = subprocess.run([sys.executable, "-m", "handcli.cli", "targets", "depth", str(small_cache), "-o", str(out)],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "--force" in r.stderr
+
+
+def test_inspect_summarises_targets_through_their_reader(depth_file, small_cache):
+    import json
+
+    from handcli.cli import app as root_app
+    from handcli.targets.store import open_targets
+
+    res = runner.invoke(root_app, ["inspect", str(depth_file), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["kind"] == "targets" and doc["schema"] == "handcli.targets.depth/1"
+    with DepthTargets(depth_file) as d:
+        assert doc["datasets"]["depth"] == [int(d.offset[-1] + d.height[-1] * d.width[-1])]
+    assert open_targets(small_cache) is None  # a cache is not a targets file

@@ -41,7 +41,7 @@ def occ_run(tiny_cache, tmp_path_factory) -> Path:
 
 
 def test_opencv_camera_round_trip_and_projection():
-    from handcli.data.camera import look_at, project, transform
+    from handcli.camera import look_at, project, transform
     from handcli.viewer.camera import ViewCamera, opencv_camera, render_size, vertical_fov, viser_pose
 
     eye, target, up = np.array([0.3, -0.4, 0.5]), np.array([0.01, 0.02, 0.9]), np.array([0.1, -0.2, 1.0])

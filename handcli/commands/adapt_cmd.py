@@ -27,15 +27,14 @@ def adapt_command(
     checkpoint of the current step; exit 130).
     """
     import json
-    import shlex
     import shutil
-    import sys
     import tempfile
 
     import torch
 
     from handcli.checks import check_indices, check_option
-    from handcli.data.interhand import parse_selection
+    from handcli.commands.cmdline import command_line
+    from handcli.data.selection import parse_selection
     from handcli.data.shards import open_cache
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import read_run_config, write_run_config
@@ -89,7 +88,7 @@ def adapt_command(
                     "adapted_from": str(Path(run).resolve())}
             log_every = max(min(steps // 10, 50), 1)  # ten rows for short runs, every 50 steps for long ones
             write_run_config(tmp, doc["method"], doc["preset"], m.cfg, data, seed,
-                             " ".join(shlex.quote(a) for a in sys.argv),
+                             command_line(),
                              train={"log_every": log_every, "ckpt_every": steps, "snapshot_every": 0})
             last = train(m, tmp, steps=steps, lr=lr, lr_final=lr, seed=seed, resume=False, log_every=log_every,
                          ckpt_every=steps)

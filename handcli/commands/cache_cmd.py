@@ -17,14 +17,12 @@ def merge(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Join shard caches written with --shard i/N into one cache (same order as an unsharded run)."""
-    import shlex
-    import sys
-
+    from handcli.commands.cmdline import command_line
     from handcli.data.cache import merge_caches
     from handcli.outputs import atomic_path
     from handcli.progress import log
 
     with atomic_path(out, force=force, inputs=shards) as tmp:
-        res = merge_caches(list(shards), tmp, command=" ".join(shlex.quote(a) for a in sys.argv))
+        res = merge_caches(list(shards), tmp, command=command_line())
     log(f"merged {len(shards)} caches: {res['frames']} frames")
     print(out)

@@ -50,10 +50,10 @@ def eval_command(
                          f"{len(inputs)} paths", field="inputs")
     renders, cache = inputs
 
-    from handcli.eval.images_eval import evaluate_renders
+    from handcli.eval.renders_eval import evaluate_renders
     from handcli.outputs import atomic_path, check_writable
     from handcli.progress import console, progress
-    from handcli.render.outputs import contact_sheet
+    from handcli.render.renders_folder import contact_sheet
 
     sheet = sheet_path(out)
     check_writable(out, force, inputs=[renders, cache, depth], is_dir=False)

@@ -30,8 +30,8 @@ def nerfstudio(
     """transforms.json in nerfstudio's convention (OpenGL camera-to-world, per-frame intrinsics), images and
     masks, so that nerfstudio's methods train on exactly the views handcli's methods use."""
     from handcli.data.cache import Cache
-    from handcli.data.interhand import parse_selection
     from handcli.data.raybatch import select_views
+    from handcli.data.selection import parse_selection
     from handcli.export.nerfstudio import export_nerfstudio
     from handcli.progress import log, progress
 

@@ -85,59 +85,6 @@ def _pose_from_arg(model, text: str):
     return _read_values(text, "pose", 48)
 
 
-def _look_at(eye, target, up):
-    """World->camera rotation (OpenCV: x right, y down, z forward) and translation for a camera at ``eye``."""
-    import numpy as np
-
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    y = -(up - (up @ z) * z)
-    y = y / np.linalg.norm(y)
-    x = np.cross(y, z)
-    R = np.stack([x, y, z])
-    return R, -R @ eye
-
-
-def render_views(verts, faces, size: int = 512, views=("back", "palm", "thumb"), side: str = "right"):
-    """Shaded (size, size * len(views), 3) uint8 image of a mesh (metres, model axes) from several sides.
-
-    Lambert shading from interpolated vertex normals, light at the camera, white background.
-    """
-    import numpy as np
-    import trimesh
-
-    from handcli.render.raster import interpolate, rasterize
-
-    verts = np.asarray(verts, float)
-    normals = np.asarray(trimesh.Trimesh(verts, faces, process=False).vertex_normals)
-    centre = 0.5 * (verts.max(0) + verts.min(0))
-    fingers = np.array([1.0, 0.0, 0.0]) if side == "right" else np.array([-1.0, 0.0, 0.0])
-    dirs = {"back": np.array([0.0, 1.0, 0.0]), "palm": np.array([0.0, -1.0, 0.0]),
-            "thumb": np.array([0.0, 0.0, -1.0])}
-    albedo = np.array([0.93, 0.75, 0.62])
-    panels = []
-    for name in views:
-        eye = centre + 0.6 * dirs[name]
-        R, t = _look_at(eye, centre, fingers)
-        vc = verts @ R.T + t
-        uv = vc[:, :2] / vc[:, 2:3]
-        lo, hi = uv.min(0), uv.max(0)
-        f = 0.9 * size / max(float((hi - lo).max()), 1e-9)
-        mid = 0.5 * (lo + hi)
-        K = np.array([[f, 0.0, size / 2 - f * mid[0]], [0.0, f, size / 2 - f * mid[1]], [0.0, 0.0, 1.0]])
-        ras = rasterize(vc, faces, K, size, size)
-        n = interpolate(ras, normals @ R.T, faces)
-        n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-9)
-        light = np.array([0.25, -0.35, -1.0])
-        light /= np.linalg.norm(light)
-        lam = np.abs((n * light).sum(-1))  # two-sided: the open model is closed, MANO is open at the wrist
-        img = np.ones((size, size, 3))
-        shade = (0.22 + 0.78 * lam)[..., None] * albedo
-        img[ras.mask] = shade[ras.mask]
-        panels.append((np.clip(img, 0, 1) * 255).astype(np.uint8))
-    return np.concatenate(panels, axis=1)
-
-
 @hand_app.command("show")
 def show(
     out: Path = typer.Option(..., "-o", "--out", help="Output PNG."),
@@ -161,6 +108,7 @@ def show(
     from handcli.errors import InputError
     from handcli.hand.model import HandModel
     from handcli.outputs import atomic_path, check_writable
+    from handcli.render.mesh_png import hand_views
 
     if side not in ("right", "left"):
         raise InputError(f"--side must be right or left, not {side!r}", field="side")
@@ -172,7 +120,7 @@ def show(
     betas = _read_values(shape, "shape", 10, allow_fewer=True) if shape else np.zeros(10)
     with torch.no_grad():
         res = model(torch.tensor(p[None], dtype=torch.float32), torch.tensor(betas[None], dtype=torch.float32))
-    img = render_views(res.vertices[0].double().numpy(), model.faces, size=size, side=side)
+    img = hand_views(res.vertices[0].double().numpy(), model.faces, size=size, side=side)
     with atomic_path(out, force) as tmp:
         Image.fromarray(img).save(tmp, format="PNG")
     print(out)

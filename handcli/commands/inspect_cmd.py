@@ -59,8 +59,6 @@ def _other_artifact(path: Path) -> dict | None:
     """Summary of a run folder, renders folder, metrics JSON or targets file; None for a cache."""
     import json
 
-    import h5py
-
     from handcli.errors import InputError
 
     if path.is_dir():
@@ -76,7 +74,7 @@ def _other_artifact(path: Path) -> dict | None:
                     "last": recs[-1] if recs else None, "complete": done.is_file(),
                     "checkpoint": (path / "checkpoint.pt").is_file()}
         if (path / "renders.json").is_file():
-            from handcli.render.outputs import read_renders
+            from handcli.render.renders_folder import read_renders
 
             doc = read_renders(path)
             return {"schema": doc["schema"], "kind": "renders", "method": doc["method"], "run": doc["run"],
@@ -94,16 +92,10 @@ def _other_artifact(path: Path) -> dict | None:
         if not isinstance(doc, dict) or "schema" not in doc:
             raise InputError("not a handcli artifact (no schema)", path=path, field="schema")
         return {k: v for k, v in doc.items() if k != "views"} | {"num_views": len(doc.get("views", []))}
-    try:
-        with h5py.File(path, "r") as f:
-            schema = f.attrs.get("schema")
-            schema = schema.decode() if isinstance(schema, bytes) else schema
-            if schema and str(schema).startswith("handcli.targets"):
-                attrs = {k: (v.item() if hasattr(v, "item") else (v.decode() if isinstance(v, bytes) else v))
-                         for k, v in f.attrs.items()}
-                return {"kind": "targets", **{k: (v.tolist() if hasattr(v, "tolist") else v)
-                                              for k, v in attrs.items()},
-                        "datasets": {k: list(f[k].shape) for k in f if isinstance(f[k], h5py.Dataset)}}
-    except OSError:
-        raise InputError("not a readable HDF5 file", path=path) from None
-    return None
+    from handcli.targets.store import open_targets
+
+    targets = open_targets(path)
+    if targets is None:
+        return None
+    with targets:
+        return targets.summary()

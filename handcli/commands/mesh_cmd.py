@@ -28,7 +28,7 @@ def mesh_command(
     import torch
 
     from handcli.checks import check_indices, check_option
-    from handcli.data.interhand import parse_selection
+    from handcli.data.selection import parse_selection
     from handcli.errors import InputError
     from handcli.export.meshes import MESH_FORMATS, mesh_sheet, write_mesh_files
     from handcli.methods.base import read_run_config

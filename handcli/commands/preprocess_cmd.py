@@ -9,18 +9,40 @@ import typer
 
 app = typer.Typer(help="Read a dataset in its real layout and write an HDF5 cache.", no_args_is_help=True)
 
-# Options every dataset's preprocess command takes (one definition, shared by the commands below).
-WORKERS = typer.Option(1, min=1, help="Parallel worker processes.")
-SHARD = typer.Option(None, help="Process shard i of N ('i/N'); join with 'cache merge'.")
-MANO_DIR = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (default: the open hand model).")
-MESH_FROM = typer.Option("auto", help="Posed meshes from MANO 'params', from fitting to 3D 'joints', or 'auto'.")
-FORCE = typer.Option(False, "--force", help="Overwrite an existing cache.")
-SKIP_BAD = typer.Option(False, "--skip-bad-images", help="Skip truncated or undecodable images (counted and "
-                        "reported as 'bad image') instead of failing.")
+# Options every dataset's preprocess takes: one definition, added to each command by @_common_options.
+COMMON = {
+    "workers": (int, typer.Option(1, min=1, help="Parallel worker processes.")),
+    "shard": (Optional[str], typer.Option(None, help="Process shard i of N ('i/N'); join with 'cache merge'.")),
+    "mano_dir": (Optional[Path], typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (default: "
+                                                         "the open hand model).")),
+    "mesh_from": (str, typer.Option("auto", help="Posed meshes from MANO 'params', from fitting to 3D 'joints', "
+                                                 "or 'auto'.")),
+    "force": (bool, typer.Option(False, "--force", help="Overwrite an existing cache.")),
+    "skip_bad_images": (bool, typer.Option(False, "--skip-bad-images", help="Skip truncated or undecodable "
+                                           "images (counted and reported as 'bad image') instead of failing.")),
+}
 
+
+def _common_options(command):
+    """``command(own options..., **common)`` as typer sees it: its own parameters followed by ``COMMON``."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(command)
+    own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, (annotation, default) in COMMON.items()]
+
+    @functools.wraps(command)
+    def with_common(**kwargs):
+        return command(**kwargs)
+
+    with_common.__signature__ = sig.replace(parameters=own + extra)
+    return with_common
 
 
 @app.command("interhand")
+@_common_options
 def interhand(
     root: Path = typer.Argument(..., help="InterHand2.6M root (holds images/ and annotations/)."),
     out: Path = typer.Option(..., "-o", "--out", help="Cache file to write (.h5)."),
@@ -31,29 +53,15 @@ def interhand(
     frames: Optional[str] = typer.Option(None, help="Frame indices, e.g. '0-100,250'."),
     scale: float = typer.Option(1.0, help="Downscale factor (0.5 gives 256x167 like HandNeRF)."),
     keep_mono: bool = typer.Option(False, "--keep-mono", help="Keep monochrome (410xxx) cameras."),
-    workers: int = WORKERS,
-    shard: Optional[str] = SHARD,
-    mano_dir: Optional[Path] = MANO_DIR,
-    mesh_from: str = MESH_FROM,
-    force: bool = FORCE,
-    skip_bad_images: bool = SKIP_BAD,
+    **common,
 ) -> None:
     """InterHand2.6M v1.0 -> cache: cameras in metres, MANO, joints, images, masks, near/far bounds."""
-    from handcli.data.interhand_preprocess import preprocess_interhand
-    from handcli.progress import log
-
-    stats = preprocess_interhand(root, out, split=split, captures=capture, seqs=seq, cameras=cameras,
-                                 frames=frames, scale=scale, keep_mono=keep_mono, workers=workers, shard=shard,
-                                 mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
-                                 skip_bad_images=skip_bad_images)
-    dropped = ", ".join(f"{v} {k}" for k, v in {**stats["dropped_frames"]}.items()) or "none"
-    dviews = ", ".join(f"{v} {k}" for k, v in stats["dropped_views"].items()) or "none"
-    log(f"{stats['frames']} frames, {stats['views']} views written; dropped frames: {dropped}; dropped views: "
-        f"{dviews}; {stats['images_per_s']:.1f} images/s")
-    print(out)
+    _preprocess("interhand", root, out, split=split, captures=capture, seqs=seq, cameras=cameras, frames=frames,
+                scale=scale, keep_mono=keep_mono, **common)
 
 
 @app.command("dexycb")
+@_common_options
 def dexycb(
     root: Path = typer.Argument(..., help="DexYCB root (holds the subject folders, calibration/ and models/)."),
     out: Path = typer.Option(..., "-o", "--out", help="Cache file to write (.h5)."),
@@ -67,25 +75,15 @@ def dexycb(
     objects: Optional[str] = typer.Option(None, help="Grasped objects: YCB ids (e.g. 1,2,10,15) or names."),
     scale: float = typer.Option(1.0, help="Downscale factor for images and labels."),
     depth: bool = typer.Option(False, "--depth", help="Also store the aligned depth maps (float16 metres)."),
-    workers: int = WORKERS,
-    shard: Optional[str] = SHARD,
-    mano_dir: Optional[Path] = MANO_DIR,
-    mesh_from: str = MESH_FROM,
-    force: bool = FORCE,
-    skip_bad_images: bool = SKIP_BAD,
+    **common,
 ) -> None:
     """DexYCB -> cache: world = calibration world; hand, grasped object, seg labels, near/far bounds."""
-    from handcli.data.ho_preprocess import preprocess_dexycb
-
-    stats = preprocess_dexycb(root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
-                              objects=objects, scale=scale, depth=depth, workers=workers, shard=shard,
-                              mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
-                              skip_bad_images=skip_bad_images)
-    _report(stats)
-    print(out)
+    _preprocess("dexycb", root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
+                objects=objects, scale=scale, depth=depth, **common)
 
 
 @app.command("ho3d")
+@_common_options
 def ho3d(
     root: Path = typer.Argument(..., help="HO-3D v3 root (holds train/, calibration/, train.txt)."),
     out: Path = typer.Option(..., "-o", "--out", help="Cache file to write (.h5)."),
@@ -102,28 +100,25 @@ def ho3d(
                                                      "$DEX_YCB_DIR/models)."),
     scale: float = typer.Option(1.0, help="Downscale factor for images and labels."),
     depth: bool = typer.Option(False, "--depth", help="Also store the decoded depth maps (float16 metres)."),
-    workers: int = WORKERS,
-    shard: Optional[str] = SHARD,
-    mano_dir: Optional[Path] = MANO_DIR,
-    mesh_from: str = MESH_FROM,
-    force: bool = FORCE,
-    skip_bad_images: bool = SKIP_BAD,
+    **common,
 ) -> None:
     """HO-3D v3 -> cache: OpenGL converted to OpenCV, multi-camera reference world, seg labels, bounds."""
-    from handcli.data.ho_preprocess import preprocess_ho3d
-
-    stats = preprocess_ho3d(root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
-                            objects=objects, listed_only=listed_only, models=str(models) if models else None,
-                            scale=scale, depth=depth, workers=workers, shard=shard,
-                            mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
-                            skip_bad_images=skip_bad_images)
-    _report(stats)
-    print(out)
+    _preprocess("ho3d", root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
+                objects=objects, listed_only=listed_only, models=str(models) if models else None, scale=scale,
+                depth=depth, **common)
 
 
-def _report(stats: dict) -> None:
+def _preprocess(dataset: str, root: Path, out: Path, mano_dir: Optional[Path], **options) -> None:
+    """Run the preprocess registered for ``dataset`` (``registry.DATASETS``), log its counts, print ``out``."""
+    from handcli.commands.cmdline import command_line
     from handcli.progress import log
+    from handcli.registry import dataset_preprocess
 
-    dropped = ", ".join(f"{v} {k}" for k, v in stats["dropped_frames"].items()) or "none"
-    log(f"{stats['frames']} frames, {stats['views']} views written; dropped frames: {dropped}; "
-        f"{stats['images_per_s']:.1f} images/s")
+    stats = dataset_preprocess(dataset)(root, out, mano_dir=str(mano_dir) if mano_dir else None,
+                                        command=command_line(), **options)
+    counts = ", ".join(f"{v} {k}" for k, v in stats["dropped_frames"].items()) or "none"
+    dropped = f"dropped frames: {counts}"
+    if "dropped_views" in stats:
+        dropped += "; dropped views: " + (", ".join(f"{v} {k}" for k, v in stats["dropped_views"].items()) or "none")
+    log(f"{stats['frames']} frames, {stats['views']} views written; {dropped}; {stats['images_per_s']:.1f} images/s")
+    print(out)

@@ -36,15 +36,15 @@ def render_command(
     import torch
 
     from handcli.checks import check_indices, check_option
-    from handcli.data.interhand import parse_selection
     from handcli.data.raybatch import select_views
+    from handcli.data.selection import parse_selection
     from handcli.errors import InputError
     from handcli.methods.base import read_run_config
     from handcli.outputs import atomic_path
     from handcli.progress import log, progress
     from handcli.registry import method_class
     from handcli.render.orbit import orbit_from_cache
-    from handcli.render.outputs import RendersWriter, contact_sheet
+    from handcli.render.renders_folder import RendersWriter, contact_sheet
     from handcli.render.video import write_video
 
     check_option("orbit", orbit, lo=0)

@@ -13,6 +13,22 @@ PROFILE_HELP = ("ideal: annotations are exactly what was rendered; realistic: an
                 "(see docs/datasets.md).")
 
 
+# Options every synthetic dataset takes (one definition, shared by the commands below).
+OUT = typer.Argument(..., help="Dataset root to create (must not exist unless --force).")
+SEED = typer.Option(0, help="Random seed; the output is deterministic given the seed.")
+PROFILE = typer.Option("ideal", help=PROFILE_HELP)
+FORCE = typer.Option(False, "--force", help="Replace an existing output folder.")
+
+
+def _write(dataset: str, write, cfg, out: Path, force: bool) -> None:
+    """``write(root, cfg)`` into a temporary beside ``out``, swapped in when complete; print ``out``."""
+    from handcli.outputs import atomic_path
+
+    with atomic_path(out, force=force, is_dir=True, kind=f"synth-{dataset}") as tmp:
+        write(tmp, cfg)
+    print(out)
+
+
 def _realism(profile: str, dataset: str):
     from handcli.errors import InputError
     from handcli.synth.realism import PROFILES, realism_config
@@ -24,7 +40,7 @@ def _realism(profile: str, dataset: str):
 
 @app.command("interhand")
 def interhand(
-    out: Path = typer.Argument(..., help="Dataset root to create (must not exist unless --force)."),
+    out: Path = OUT,
     split: str = typer.Option("train", help="Split folder to write (train, val, test)."),
     captures: int = typer.Option(1, min=1, help="Number of captures (Capture0..)."),
     seqs: str = typer.Option("right,interacting", help="Comma-separated sequence kinds: right, left, interacting."),
@@ -34,13 +50,12 @@ def interhand(
     camera_ids: str = typer.Option("", help="Explicit comma-separated portrait camera ids (overrides --cameras)."),
     black_frame: bool = typer.Option(True, help="Include an all-black (failed capture) frame."),
     null_mano: bool = typer.Option(True, help="Null the left-hand MANO entry of one interacting frame."),
-    seed: int = typer.Option(0, help="Random seed; the output is deterministic given the seed."),
-    profile: str = typer.Option("ideal", help=PROFILE_HELP),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    seed: int = SEED,
+    profile: str = PROFILE,
+    force: bool = FORCE,
 ) -> None:
     """Synthetic InterHand2.6M v1.0 (images + the four annotation JSONs), ground truth in handcli_gt/."""
     from handcli.errors import InputError
-    from handcli.outputs import atomic_path
     from handcli.synth.interhand import InterHandSynthConfig, write_interhand
 
     kinds = tuple(s.strip() for s in seqs.split(",") if s.strip())
@@ -52,51 +67,43 @@ def interhand(
                                camera_ids=tuple(c.strip() for c in camera_ids.split(",") if c.strip()),
                                black_frame=black_frame, null_mano=null_mano, seed=seed,
                                realism=_realism(profile, "interhand"))
-    with atomic_path(out, force=force, is_dir=True, kind="synth-interhand") as tmp:
-        write_interhand(tmp, cfg)
-    print(out)
+    _write("interhand", write_interhand, cfg, out, force)
 
 
 @app.command("dexycb")
 def dexycb(
-    out: Path = typer.Argument(..., help="Dataset root to create (must not exist unless --force)."),
+    out: Path = OUT,
     subjects: int = typer.Option(2, min=1, max=10, help="Subjects (right- and left-handed alternate)."),
     seqs: int = typer.Option(1, min=1, help="Sequences per subject."),
     frames: int = typer.Option(6, min=2, help="Frames per sequence (frame 0 has no hand)."),
     cameras: int = typer.Option(8, min=1, max=8, help="Camera serials (640x480)."),
     distractors: int = typer.Option(1, min=0, max=3, help="Other objects on the table."),
-    seed: int = typer.Option(0, help="Random seed; the output is deterministic given the seed."),
-    profile: str = typer.Option("ideal", help=PROFILE_HELP),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    seed: int = SEED,
+    profile: str = PROFILE,
+    force: bool = FORCE,
 ) -> None:
     """Synthetic DexYCB (hand grasping procedural YCB objects), ground truth in handcli_gt/."""
-    from handcli.outputs import atomic_path
     from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
 
     cfg = DexYCBSynthConfig(subjects=subjects, seqs=seqs, frames=frames, cameras=cameras, distractors=distractors,
                             seed=seed, realism=_realism(profile, "dexycb"))
-    with atomic_path(out, force=force, is_dir=True, kind="synth-dexycb") as tmp:
-        write_dexycb(tmp, cfg)
-    print(out)
+    _write("dexycb", write_dexycb, cfg, out, force)
 
 
 @app.command("ho3d")
 def ho3d(
-    out: Path = typer.Argument(..., help="Dataset root to create (must not exist unless --force)."),
+    out: Path = OUT,
     frames: int = typer.Option(5, min=1, help="Frames per sequence (frame 2 of the multi-camera base is "
                                               "unannotated)."),
     cameras: int = typer.Option(5, min=1, max=10, help="Cameras of the multi-camera base (BB10..)."),
     single: bool = typer.Option(True, help="Also write a single-camera sequence (SMu1)."),
-    seed: int = typer.Option(0, help="Random seed; the output is deterministic given the seed."),
-    profile: str = typer.Option("ideal", help=PROFILE_HELP),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    seed: int = SEED,
+    profile: str = PROFILE,
+    force: bool = FORCE,
 ) -> None:
     """Synthetic HO-3D v3 (OpenGL annotations, 320x240 seg, encoded depth), ground truth in handcli_gt/."""
-    from handcli.outputs import atomic_path
     from handcli.synth.ho3d import HO3DSynthConfig, write_ho3d
 
     cfg = HO3DSynthConfig(frames=frames, cameras=cameras, seed=seed,
                           single=HO3DSynthConfig.single if single else None, realism=_realism(profile, "ho3d"))
-    with atomic_path(out, force=force, is_dir=True, kind="synth-ho3d") as tmp:
-        write_ho3d(tmp, cfg)
-    print(out)
+    _write("ho3d", write_ho3d, cfg, out, force)

@@ -18,10 +18,11 @@ def depth(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Z-depth map (metres, 0 = no hand) of every view, rendered from the cache's posed hand meshes."""
+    from handcli.commands.cmdline import command_line
     from handcli.progress import log
     from handcli.targets.depth import compute_depth
 
-    st = compute_depth(cache, out, force=force)
+    st = compute_depth(cache, out, force=force, command=command_line())
     log(f"{st['views']} depth maps written ({st['seconds_per_view'] * 1000:.1f} ms/view)")
     print(out)
 
@@ -49,6 +50,7 @@ def features(
 ) -> None:
     """Per-view 2D teacher features of the masked images: L2-normalised, PCA to D, stored at native stride."""
     from handcli.checks import check_option
+    from handcli.commands.cmdline import command_line
     from handcli.progress import log
     from handcli.targets.features import compute_features
 
@@ -59,6 +61,6 @@ def features(
         teacher = "dino-vits8" if weights is not None else "efficientnet-lite0"
     st = compute_features(cache, out, teacher=teacher, weights=weights, dim=dim, batch=batch, pca=pca,
                           pca_views=pca_views, pca_samples=pca_samples, seed=seed, input_norm=input_norm,
-                          device=device, force=force)
+                          device=device, force=force, command=command_line())
     log(f"{st['views']} feature maps written ({teacher}; {st['seconds_per_view']:.3f} s/view)")
     print(out)

@@ -52,15 +52,14 @@ def train_command(
     """
     import json
     import os
-    import shlex
     import shutil
-    import sys
     from dataclasses import replace
 
     import torch
 
     from handcli.checks import check_indices, check_option
-    from handcli.data.interhand import parse_selection
+    from handcli.commands.cmdline import command_line, parse_sets
+    from handcli.data.selection import parse_selection
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import configure, read_run_config, write_run_config
     from handcli.methods.trainer import (
@@ -90,7 +89,7 @@ def train_command(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("CUDA is not available on this machine", field="device")
-    command = " ".join(shlex.quote(a) for a in sys.argv)
+    command = command_line()
     settings = {"log_every": 50, "ckpt_every": 500, "snapshot_every": 0}
     if resume:
         doc = read_run_config(out)
@@ -110,7 +109,12 @@ def train_command(
         preset, seed = doc["preset"], doc["seed"]
         settings.update({k: v for k, v in (doc.get("train") or {}).items() if k in settings})
     else:
-        cfg = configure(cls.presets(method), preset, steps, set_)
+        overrides = parse_sets(set_)
+        try:
+            cfg = configure(cls.presets(method), preset, steps, overrides)
+        except InputError as e:  # name the option the value came from
+            option = f"--set {e.field}" if e.field in overrides else "--steps" if e.field == "steps" else e.field
+            raise InputError(e.message, path=e.path, field=option) from None
         sel = parse_selection(frames)
         if sel:
             from handcli.data.shards import open_cache
@@ -161,7 +165,7 @@ def train_command(
             if existed:
                 run_dir, staged = tmp, True
             else:
-                os.replace(tmp, out)
+                swap_into_place(tmp, out)
         if world > 1:
             dist.barrier()
     elif rank0:

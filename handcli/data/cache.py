@@ -36,7 +36,6 @@ from handcli import __version__
 from handcli.errors import InputError
 
 SCHEMA = "handcli.cache/1"
-LABELS = {"background": 0, "right": 1, "left": 2, "object": 3}
 SIDES = ("right", "left")
 _STR = h5py.string_dtype()
 # Every numeric dataset carries an HDF5 Fletcher-32 checksum per chunk, so corrupted bytes are found on read

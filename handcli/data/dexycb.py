@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from handcli.camera import intrinsics
 from handcli.checks import read_image_file
-from handcli.data.camera import intrinsics
 from handcli.data.objects import YCB_CLASSES
 from handcli.errors import InputError
 

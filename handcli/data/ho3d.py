@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from handcli import safe_pickle
+from handcli.camera import intrinsics, project
 from handcli.checks import check_size, read_image_file
-from handcli.data.camera import intrinsics
 from handcli.errors import InputError
 from handcli.hand.skeleton import HO3D_TO_21
 
@@ -230,8 +230,7 @@ def read_meta(path: str | Path) -> HO3DMeta:
 
 def project_gl(K: np.ndarray, pts_gl: np.ndarray) -> np.ndarray:
     """The official ``project_3D_points(camMat, pts3D, is_OpenGL_coords=True)``: (N, 3) -> (N, 2)."""
-    p = pts_gl.dot(GL_TO_CV.T).dot(K.T)
-    return np.stack([p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]], axis=1)
+    return project(np.asarray(pts_gl, dtype=np.float64) @ GL_TO_CV.T, K)
 
 
 # ------------------------------------------------------------------------------------------------- reader

@@ -18,36 +18,33 @@ sequence, that camera's OpenCV frame.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from handcli.camera import box_2d, box_near_far, camera_center, scale_intrinsics, transform
 from handcli.checks import BadImageError, check_size, read_image_file
-from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ObjectRecord, ViewRecord
-from handcli.data.camera import camera_center, scale_intrinsics, transform
-from handcli.data.interhand import parse_selection
-from handcli.data.interhand_preprocess import MeshSource, box_2d, box_near_far, choose_mesh_source
+from handcli.data.cache import FrameRecord, HandRecord, ObjectRecord, ViewRecord
 from handcli.data.objects import YCB_CLASSES, YCB_IDS, aabb, apply_pose, load_object_mesh
 from handcli.data.pipeline import (
     BAD_IMAGE,
     CameraSpec,
     FrameResult,
-    check_not_empty,
-    parse_shard,
-    run_pipeline,
+    MeshSource,
+    check_options,
+    choose_mesh_source,
+    hand_model_attrs,
     shard_items,
+    write_cache,
 )
+from handcli.data.selection import parse_names, parse_selection, parse_shard
 from handcli.errors import InputError
-from handcli.hand.export import model_to_dict
-from handcli.outputs import atomic_path
+from handcli.labels import LABELS
 from handcli.progress import log
 
 BOX_PADDING = 0.03  # metres, HandNeRF (Choi) pads AABB(hand mesh + object points)
-LABELS = {"right": 1, "left": 2, "object": 3}
 C4 = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL <-> OpenCV camera axes
 
 _MODELS: dict = {}
@@ -218,17 +215,6 @@ def finish_frame(sample: HOSample, opts: Options) -> FrameResult:
     return res
 
 
-def _hand_model_attrs(dataset: str, mesh: MeshSource) -> dict:
-    out = {}
-    for side, m in hand_models(dataset, mesh.model_dir).items():
-        out[side] = {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
-                     "mano": model_to_dict(m), "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
-                     "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
-                     "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)),
-                     "model_path": str(m.source or "")}
-    return out
-
-
 def _object_loader(models_root: str):
     def load(name: str):
         m = load_object_mesh(models_root, name)
@@ -238,36 +224,11 @@ def _object_loader(models_root: str):
 
 
 def _write(items: list, process, out, *, dataset: str, scale: float, config: dict, inputs: dict, mesh: MeshSource,
-           models_root: str, depth: bool, workers: int, force: bool, description: str) -> dict:
-    command = " ".join(shlex.quote(a) for a in sys.argv)
-    with atomic_path(out, force=force, inputs=[inputs.get("root")]) as tmp:
-        writer = CacheWriter(tmp, dataset=dataset, scale=scale, config=config, inputs=inputs,
-                             hand_models=_hand_model_attrs(config["mano_flags"], mesh), command=command,
-                             objects=True, depth=depth, object_loader=_object_loader(models_root))
-        try:
-            stats = run_pipeline(items, process, writer, workers=workers, description=description)
-        finally:
-            writer.close()
-        check_not_empty(stats, inputs.get("root"))
-    stats["selected_frames"] = len(items)
-    return stats
-
-
-def _check_common(scale: float, mesh_from: str, shard: str | None, every: int) -> tuple[int, int]:
-    if not 0.0 < scale <= 1.0:
-        raise InputError(f"--scale must be in (0, 1], got {scale}", field="scale")
-    if mesh_from not in ("auto", "params", "joints"):
-        raise InputError("--mesh-from must be auto, params or joints", field="mesh-from")
-    if every < 1:
-        raise InputError(f"--every must be at least 1, got {every}", field="every")
-    try:
-        return parse_shard(shard)
-    except ValueError as e:
-        raise InputError(str(e), field="shard") from None
-
-
-def _names(spec: str | None) -> set[str] | None:
-    return {s.strip() for s in spec.split(",") if s.strip()} if spec else None
+           models_root: str, depth: bool, workers: int, force: bool, description: str, command: str) -> dict:
+    return write_cache(out, items, process, root=inputs.get("root"), force=force, workers=workers,
+                       description=description, dataset=dataset, scale=scale, config=config, inputs=inputs,
+                       hand_models=hand_model_attrs(hand_models(config["mano_flags"], mesh.model_dir), mesh),
+                       command=command, objects=True, depth=depth, object_loader=_object_loader(models_root))
 
 
 def parse_objects(spec: str | None) -> set[str] | None:
@@ -275,7 +236,7 @@ def parse_objects(spec: str | None) -> set[str] | None:
     if not spec:
         return None
     out = set()
-    for part in _names(spec):
+    for part in parse_names(spec):
         if part.isdigit():
             if int(part) not in YCB_CLASSES:
                 raise InputError(f"unknown YCB id {part}; expected 1-21", field="objects")
@@ -367,19 +328,21 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
                       cameras: str | None = None, frames: str | None = None, every: int = 1,
                       objects: str | None = None, scale: float = 1.0, depth: bool = False, workers: int = 1,
                       shard: str | None = None, mano_dir: str | None = None, mesh_from: str = "auto",
-                      force: bool = False, skip_bad_images: bool = False) -> dict:
+                      force: bool = False, skip_bad_images: bool = False, command: str = "") -> dict:
     """Read a DexYCB root and write the cache at ``out`` atomically. Returns run statistics.
 
-    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image")."""
+    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image");
+    ``command``: the command line recorded in the cache."""
     from handcli.data.dexycb import DexYCBReader
 
     root = Path(root)
-    shard_ij = _check_common(scale, mesh_from, shard, every)
+    check_options(scale, mesh_from, every)
+    shard_ij = parse_shard(shard)
     reader = DexYCBReader(root)
     obj_names = parse_objects(objects)
     obj_ids = {YCB_IDS[n] for n in obj_names} if obj_names else None
-    cam_sel = [c for c in _names(cameras)] if cameras else None
-    all_frames = reader.frames(split, _names(seqs), cam_sel, parse_selection(frames), every, obj_ids)
+    cam_sel = [c for c in parse_names(cameras)] if cameras else None
+    all_frames = reader.frames(split, parse_names(seqs), cam_sel, parse_selection(frames), every, obj_ids)
     if not all_frames:
         raise InputError("no frames match the selection", path=root)
     ext_ids = sorted({fr.seq.extrinsics for fr in all_frames})
@@ -391,7 +354,7 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
         cams = {v.serial: reader.camera(v.serial, fr.seq.extrinsics) for v in fr.views}
         items.append(DexItem(fr, cams, ext_ids.index(fr.seq.extrinsics), opts))
     config = {"dataset": "dexycb", "mano_flags": "dexycb", "split": split,
-              "selection": {"seqs": sorted(_names(seqs)) if seqs else None, "cameras": cam_sel,
+              "selection": {"seqs": sorted(parse_names(seqs)) if seqs else None, "cameras": cam_sel,
                             "frames": sorted(parse_selection(frames)) if frames else None, "every": every,
                             "objects": sorted(obj_names) if obj_names else None},
               "scale": scale, "depth": depth, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/{shard_ij[1]}",
@@ -402,7 +365,7 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
     inputs = {"root": str(root.resolve()), "models": str(reader.models), "calibration": sorted(reader.files_read)}
     return _write(items, process_dexycb, out, dataset="dexycb", scale=scale, config=config, inputs=inputs,
                   mesh=mesh, models_root=str(reader.models), depth=depth, workers=workers, force=force,
-                  description="preprocess dexycb")
+                  description="preprocess dexycb", command=command)
 
 
 # ================================================================================================= HO-3D
@@ -474,20 +437,23 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
                     objects: str | None = None, listed_only: bool = False, models: str | None = None,
                     scale: float = 1.0, depth: bool = False, workers: int = 1, shard: str | None = None,
                     mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False,
-                    skip_bad_images: bool = False) -> dict:
+                    skip_bad_images: bool = False, command: str = "") -> dict:
     """Read a HO-3D v3 root and write the cache at ``out`` atomically. Returns run statistics.
 
-    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image")."""
+    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image");
+    ``command``: the command line recorded in the cache."""
     from handcli.data.ho3d import HO3DReader, read_meta
 
     root = Path(root)
-    shard_ij = _check_common(scale, mesh_from, shard, every)
+    check_options(scale, mesh_from, every)
+    shard_ij = parse_shard(shard)
     reader = HO3DReader(root, split)
     models_root = Path(models) if models else root / "models"
     if not models_root.is_dir():
         raise InputError("YCB models folder not found (pass --models, e.g. $DEX_YCB_DIR/models)",
                          path=models_root)
-    all_frames = reader.frames(_names(seqs), _names(cameras), parse_selection(frames), every, listed_only)
+    all_frames = reader.frames(parse_names(seqs), parse_names(cameras), parse_selection(frames), every,
+                               listed_only)
     obj_names = parse_objects(objects)
     if obj_names is not None:  # the object is fixed per group: read it from the group's first named meta
         keep: dict[str, bool] = {}
@@ -504,8 +470,8 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
     opts = Options("ho3d", mesh, str(models_root), scale, depth, skip_bad_images)
     items = [HOItem(fr, groups.index(fr.group), opts) for fr in shard_items(all_frames, shard_ij)]
     config = {"dataset": "ho3d", "mano_flags": "ho3d", "split": split,
-              "selection": {"seqs": sorted(_names(seqs)) if seqs else None,
-                            "cameras": sorted(_names(cameras)) if cameras else None,
+              "selection": {"seqs": sorted(parse_names(seqs)) if seqs else None,
+                            "cameras": sorted(parse_names(cameras)) if cameras else None,
                             "frames": sorted(parse_selection(frames)) if frames else None, "every": every,
                             "objects": sorted(obj_names) if obj_names else None, "listed_only": listed_only},
               "scale": scale, "depth": depth, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/{shard_ij[1]}",
@@ -518,4 +484,4 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
               "calibration": sorted(reader.files_read)}
     return _write(items, process_ho3d, out, dataset="ho3d", scale=scale, config=config, inputs=inputs, mesh=mesh,
                   models_root=str(models_root), depth=depth, workers=workers, force=force,
-                  description="preprocess ho3d")
+                  description="preprocess ho3d", command=command)

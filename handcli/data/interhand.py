@@ -21,8 +21,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from handcli.data.camera import intrinsics, world_to_cam_matrix
-from handcli.data.jsonio import (
+from handcli.camera import intrinsics, world_to_cam_matrix
+from handcli.errors import InputError
+from handcli.hand.skeleton import IH_TO_21
+from handcli.jsonio import (
     expect_object,
     finite_floats,
     get,
@@ -33,8 +35,6 @@ from handcli.data.jsonio import (
     stream_kvitems,
     string,
 )
-from handcli.errors import InputError
-from handcli.hand.skeleton import IH_TO_21
 
 SIDES = ("right", "left")
 HAND_TYPES = ("right", "left", "interacting")
@@ -140,27 +140,6 @@ def check_file_name(name: str, frame_idx: int, path: Path, field: str) -> str:
     if fidx != frame_idx:
         raise InputError(f"file name {name!r} does not match frame_idx {frame_idx}", path=path, field=field)
     return name
-
-
-def parse_selection(spec: str | None) -> set[int] | None:
-    """``"0-10,15,20-22"`` -> {0..10, 15, 20, 21, 22}; None or "" -> no selection."""
-    if not spec:
-        return None
-    out: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                if int(b) < int(a):
-                    raise ValueError
-                out.update(range(int(a), int(b) + 1))
-            elif part:
-                out.add(int(part))
-        except ValueError:
-            raise InputError(f"bad selection {part!r} in {spec!r} (expected e.g. '0-10,15')",
-                             field="selection") from None
-    return out
 
 
 @dataclass

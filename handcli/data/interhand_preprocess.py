@@ -9,45 +9,34 @@ along the camera's rays, and the box's projected 2D rectangle.
 
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from handcli.camera import box_2d, box_near_far, camera_center, scale_intrinsics, transform
 from handcli.checks import BadImageError, read_image_file
-from handcli.data.cache import CacheWriter, FrameRecord, HandRecord, ViewRecord
-from handcli.data.camera import camera_center, project, scale_intrinsics, transform
-from handcli.data.interhand import IHCamera, IHFrame, InterHandReader, parse_selection
+from handcli.data.cache import FrameRecord, HandRecord, ViewRecord
+from handcli.data.interhand import IHCamera, IHFrame, InterHandReader
 from handcli.data.pipeline import (
     BAD_IMAGE,
     CameraSpec,
     FrameResult,
-    check_not_empty,
-    parse_shard,
-    run_pipeline,
+    MeshSource,
+    check_options,
+    choose_mesh_source,
+    hand_model_attrs,
     shard_items,
+    write_cache,
 )
+from handcli.data.selection import parse_names, parse_selection, parse_shard
 from handcli.errors import InputError
-from handcli.hand.export import model_to_dict
-from handcli.outputs import atomic_path
+from handcli.labels import LABELS
 from handcli.progress import log
 
 BOX_PADDING = 0.05  # metres, as HandNeRF (Guo) pads the posed-mesh AABB
 BLACK_LEVEL = 10  # an image whose brightest pixel is below this is a failed (all-black) capture
-LABEL = {"right": 1, "left": 2}
-
-
-@dataclass(frozen=True)
-class MeshSource:
-    """How posed hand meshes are obtained for a cache."""
-
-    mode: str  # "params": dataset MANO parameters drive the model; "joints": fit the model to 3D joints
-    model_dir: str | None  # None: the open hand model
-    kind: str  # "mano" or "open-hand/1"
 
 
 @dataclass
@@ -146,28 +135,6 @@ def _params(m, pose, shape, trans) -> dict:
             "shape": shape[0].detach().double().numpy(), "trans": trans[0].detach().double().numpy()}
 
 
-def box_near_far(box_min: np.ndarray, box_max: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """(2,) distance from ``center`` to the box (0 inside) and to its farthest corner."""
-    near = np.linalg.norm(center - np.clip(center, box_min, box_max))
-    corners = np.array([[x, y, z] for x in (box_min[0], box_max[0]) for y in (box_min[1], box_max[1])
-                        for z in (box_min[2], box_max[2])])
-    far = np.linalg.norm(corners - center, axis=1).max()
-    return np.array([near, far], dtype=np.float32)
-
-
-def box_2d(box_min: np.ndarray, box_max: np.ndarray, world_to_cam: np.ndarray, K: np.ndarray, width: int,
-           height: int) -> np.ndarray:
-    """(4,) x0, y0, x1, y1 of the projected box corners, clipped to the image."""
-    corners = np.array([[x, y, z] for x in (box_min[0], box_max[0]) for y in (box_min[1], box_max[1])
-                        for z in (box_min[2], box_max[2])])
-    cam = transform(world_to_cam, corners)
-    cam[:, 2] = np.maximum(cam[:, 2], 1e-3)
-    uv = project(cam, K)
-    lo = np.clip(uv.min(0), 0, [width - 1, height - 1])
-    hi = np.clip(uv.max(0), 0, [width - 1, height - 1])
-    return np.concatenate([lo, hi]).astype(np.float32)
-
-
 def process_frame(item: WorkItem) -> FrameResult:
     """Worker: one frame -> its record and views (or a drop reason)."""
     from handcli.render.raster import rasterize_meshes
@@ -217,7 +184,7 @@ def process_frame(item: WorkItem) -> FrameResult:
         ras = rasterize_meshes(meshes, K, H, W)
         label = np.zeros((H, W), np.uint8)
         for i, s in enumerate(sides):
-            label[ras.mesh_id == i] = LABEL[s]
+            label[ras.mesh_id == i] = LABELS[s]
         spec = CameraSpec(cam.cam_id, cam.capture, K, cam.world_to_cam, W, H)
         nf = box_near_far(bmin, bmax, camera_center(cam.world_to_cam))
         res.views.append((spec, ViewRecord(-1, rgb, label, nf, box_2d(bmin, bmax, cam.world_to_cam, K, W, H))))
@@ -227,54 +194,25 @@ def process_frame(item: WorkItem) -> FrameResult:
     return res
 
 
-def choose_mesh_source(root: Path, mano_dir: str | None, mesh_from: str) -> MeshSource:
-    """Which model drives the meshes, and whether the dataset's MANO parameters apply to it.
-
-    Dataset MANO parameters only make sense for the real MANO model; for a synthetic dataset made by
-    ``handcli synth`` (``handcli_synth.json``) they are the open hand model's own parameters.
-    """
-    synth = root / "handcli_synth.json"
-    synth_open = False
-    if synth.is_file():
-        try:
-            synth_open = json.loads(synth.read_text()).get("mano_model") == "open-hand/1"
-        except json.JSONDecodeError:
-            raise InputError("malformed JSON", path=synth) from None
-    if mano_dir is not None:
-        kind = "mano"
-        mode = "params" if mesh_from in ("auto", "params") else "joints"
-    else:
-        kind = "open-hand/1"
-        if mesh_from == "auto":
-            mode = "params" if synth_open else "joints"
-        else:
-            mode = mesh_from
-    return MeshSource(mode, mano_dir, kind)
-
-
 def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "train", captures: str | None = None,
                          seqs: str | None = None, cameras: str | None = None, frames: str | None = None,
                          scale: float = 1.0, keep_mono: bool = False, workers: int = 1, shard: str | None = None,
                          mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False,
-                         skip_bad_images: bool = False) -> dict:
+                         skip_bad_images: bool = False, command: str = "") -> dict:
     """Read an InterHand2.6M root and write the cache at ``out`` atomically. Returns run statistics.
+
+    ``command``: the command line recorded in the cache (formed by the command layer).
 
     A truncated or undecodable image is an ``InputError``; with ``skip_bad_images`` its view is dropped
     and counted (``dropped_views["bad image"]``). A selection that keeps no frame is an ``InputError``."""
     root = Path(root)
-    if not 0.0 < scale <= 1.0:
-        raise InputError(f"--scale must be in (0, 1], got {scale}", field="scale")
-    if mesh_from not in ("auto", "params", "joints"):
-        raise InputError("--mesh-from must be auto, params or joints", field="mesh-from")
-    try:
-        shard_ij = parse_shard(shard)
-    except ValueError as e:
-        raise InputError(str(e), field="shard") from None
+    check_options(scale, mesh_from)
+    shard_ij = parse_shard(shard)
     reader = InterHandReader(root, split)
     sel = {
         "captures": parse_selection(captures),
-        "seqs": set(seqs.split(",")) if seqs else None,
-        "cameras": set(c.strip().removeprefix("cam") for c in cameras.split(",")) if cameras else None,
+        "seqs": parse_names(seqs),
+        "cameras": {c.removeprefix("cam") for c in parse_names(cameras)} if cameras else None,
         "frames": parse_selection(frames),
     }
     selected = reader.select(sel["captures"], sel["seqs"], sel["cameras"], sel["frames"], keep_mono)
@@ -292,28 +230,11 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
         items.append(WorkItem(fr, cams, scale, mesh, skip_bad_images=skip_bad_images))
     if mesh.mode == "joints":
         prefit_joints(items)
-    models = _models(mesh.model_dir)
-    hand_models = {}
-    for side, m in models.items():
-        hand_models[side] = {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
-                             "mano": model_to_dict(m),
-                             "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
-                             "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
-                             "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)),
-                             "model_path": str(m.source or "")}
     config = {"dataset": "interhand2.6m", "split": split, "selection": {k: (sorted(v) if v else None)
                                                                        for k, v in sel.items()},
               "scale": scale, "keep_mono": keep_mono, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/"
               f"{shard_ij[1]}", "mesh": asdict(mesh)}
     inputs = {"root": str(root.resolve()), "files": {k: str(v) for k, v in reader.files.items()}}
-    command = " ".join(shlex.quote(a) for a in sys.argv)
-    with atomic_path(out, force=force, inputs=[root]) as tmp:
-        writer = CacheWriter(tmp, dataset="interhand2.6m", scale=scale, config=config, inputs=inputs,
-                             hand_models=hand_models, command=command)
-        try:
-            stats = run_pipeline(items, process_frame, writer, workers=workers, description="preprocess interhand")
-        finally:
-            writer.close()
-        check_not_empty(stats, root)
-    stats["selected_frames"] = len(items)
-    return stats
+    return write_cache(out, items, process_frame, root=root, force=force, workers=workers,
+                       description="preprocess interhand", dataset="interhand2.6m", scale=scale, config=config,
+                       inputs=inputs, hand_models=hand_model_attrs(_models(mesh.model_dir), mesh), command=command)

@@ -39,10 +39,6 @@ class ObjectMesh:
     points: np.ndarray  # (P, 3) float64, the points.xyz set (the mesh vertices when it is missing)
     source: str = ""
 
-    def all_points(self) -> np.ndarray:
-        """(V + P, 3) every model point (mesh vertices and points.xyz), for bounds."""
-        return np.concatenate([self.vertices, self.points])
-
 
 def read_points_xyz(path: str | Path) -> np.ndarray:
     """``points.xyz`` -> (P, 3) float64; malformed lines are an InputError naming the line."""

@@ -8,12 +8,14 @@ resized, masks rendered); the main process appends them to the cache in order. A
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -24,6 +26,7 @@ from handcli.interrupts import graceful_signals, raise_if_signalled
 from handcli.progress import progress
 
 BAD_IMAGE = "bad image"  # drop reason of views/frames skipped by --skip-bad-images
+MESH_FROM = ("auto", "params", "joints")
 
 
 @dataclass
@@ -46,17 +49,79 @@ class FrameResult:
     drop_reason: str | None = None
 
 
-def parse_shard(spec: str | None) -> tuple[int, int]:
-    """``"i/N"`` -> (i, N), 0 <= i < N; None -> (0, 1)."""
-    if not spec:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/N, got {spec!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard {spec!r}: need 0 <= i < N")
-    return i, n
+@dataclass(frozen=True)
+class MeshSource:
+    """How posed hand meshes are obtained for a cache."""
+
+    mode: str  # "params": dataset MANO parameters drive the model; "joints": fit the model to 3D joints
+    model_dir: str | None  # None: the open hand model
+    kind: str  # "mano" or "open-hand/1"
+
+
+def choose_mesh_source(root: Path, mano_dir: str | None, mesh_from: str) -> MeshSource:
+    """Which model drives the meshes, and whether the dataset's MANO parameters apply to it.
+
+    Dataset MANO parameters only make sense for the real MANO model; for a synthetic dataset made by
+    ``handcli synth`` (``handcli_synth.json``) they are the open hand model's own parameters.
+    """
+    synth = root / "handcli_synth.json"
+    synth_open = False
+    if synth.is_file():
+        try:
+            synth_open = json.loads(synth.read_text()).get("mano_model") == "open-hand/1"
+        except json.JSONDecodeError:
+            raise InputError("malformed JSON", path=synth) from None
+    if mano_dir is not None:
+        kind = "mano"
+        mode = "params" if mesh_from in ("auto", "params") else "joints"
+    else:
+        kind = "open-hand/1"
+        if mesh_from == "auto":
+            mode = "params" if synth_open else "joints"
+        else:
+            mode = mesh_from
+    return MeshSource(mode, mano_dir, kind)
+
+
+def hand_model_attrs(models: dict, mesh: MeshSource) -> dict:
+    """The cache's ``hand_model/{side}`` entries of the hand models (side -> model) that posed its meshes."""
+    from handcli.hand.export import model_to_dict
+
+    return {side: {"faces": m.faces, "weights": m.lbs_weights.numpy(), "parents": m.parents.numpy(),
+                   "mano": model_to_dict(m), "kind": mesh.kind, "flat_hand_mean": bool(m.flat_hand_mean),
+                   "mesh_source": "mano-params" if mesh.mode == "params" else "fit-to-joints",
+                   "shapedirs_fixed": bool(getattr(m, "shapedirs_fixed", False)), "model_path": str(m.source or "")}
+            for side, m in models.items()}
+
+
+def write_cache(out, items: list[Any], process: Callable[[Any], FrameResult], *, root, force: bool, workers: int,
+                description: str, **writer_args) -> dict:
+    """Process ``items`` into a new cache at ``out``, written atomically (``CacheWriter(tmp, **writer_args)``).
+
+    ``root``: the dataset root (an input the output may not overwrite; named when no frame is kept).
+    Returns `run_pipeline`'s counts plus ``selected_frames``.
+    """
+    from handcli.outputs import atomic_path
+
+    with atomic_path(out, force=force, inputs=[root]) as tmp:
+        writer = CacheWriter(tmp, **writer_args)
+        try:
+            stats = run_pipeline(items, process, writer, workers=workers, description=description)
+        finally:
+            writer.close()
+        check_not_empty(stats, root)
+    stats["selected_frames"] = len(items)
+    return stats
+
+
+def check_options(scale: float, mesh_from: str, every: int = 1) -> None:
+    """Validate the options every dataset's preprocess takes (InputError naming the option)."""
+    if not 0.0 < scale <= 1.0:
+        raise InputError(f"scale must be in (0, 1], got {scale}", field="scale")
+    if mesh_from not in MESH_FROM:
+        raise InputError(f"mesh_from must be {', '.join(MESH_FROM)}, got {mesh_from!r}", field="mesh-from")
+    if every < 1:
+        raise InputError(f"every must be at least 1, got {every}", field="every")
 
 
 def shard_items(items: Sequence[Any], shard: tuple[int, int]) -> list[Any]:

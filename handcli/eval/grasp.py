@@ -330,19 +330,9 @@ class GraspEvaluator:
         ]
 
 
-def evaluate_grasp(
-    grasp: Grasp,
-    gt_object: trimesh.Trimesh,
-    gt_hand: trimesh.Trimesh | None = None,
-    n_points: int = 10000,
-    min_points: int = 10,
-    opening: float = gr.MAX_OPENING,
-    check_rays: bool = True,
-    seed: int = 0,
-) -> dict:
-    """Success test of one grasp (see :class:`GraspEvaluator`); returns its result dict."""
-    ev = GraspEvaluator(gt_object, gt_hand, n_points, min_points, opening, check_rays, seed=seed)
-    return ev.evaluate([grasp])[0]
+def evaluate_grasp(grasp: Grasp, gt_object: trimesh.Trimesh, **options) -> dict:
+    """Success test of one grasp; ``options``: those of :class:`GraspEvaluator`. Returns its result dict."""
+    return GraspEvaluator(gt_object, **options).evaluate([grasp])[0]
 
 
 def grasp_success_ratio(
@@ -499,7 +489,9 @@ def grasp_scene(mesh: trimesh.Trimesh | None, grasps: Sequence[Grasp | dict]) ->
 
 def _box_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(12, 2, 3) edges of an axis-aligned box."""
-    c = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    from handcli.camera import box_corners
+
+    c = box_corners(lo, hi)
     pairs = [(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)]
     return c[np.array(pairs)]
 

@@ -137,8 +137,3 @@ def grasp_poses(centers: np.ndarray, closing_dirs: np.ndarray, approaches: np.nd
     T[:, :3, :3] = np.stack([b, np.cross(a, b), a], axis=-1)
     T[:, :3, 3] = centers - PAD_DEPTH * a
     return T
-
-
-def to_gripper_frame(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """World points (N, 3) -> gripper-frame points (N, 3) for a 4x4 gripper-to-world ``pose``."""
-    return (points - pose[:3, 3]) @ pose[:3, :3]

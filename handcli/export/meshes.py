@@ -15,7 +15,7 @@ import numpy as np
 
 from handcli.outputs import atomic_path
 from handcli.render.mesh_png import mesh_views
-from handcli.render.outputs import tile_grid, write_png
+from handcli.render.renders_folder import tile_grid, write_png
 
 MESH_FORMATS = ("ply", "obj", "glb")
 MAX_SHEET_FRAMES = 12

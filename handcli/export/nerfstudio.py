@@ -22,7 +22,7 @@ from handcli.data.raybatch import select_views
 from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.outputs import atomic_path
-from handcli.render.outputs import write_png
+from handcli.render.renders_folder import write_png
 
 GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 PIXEL_CENTRE = 0.5  # nerfstudio's pixel centres are at i + 0.5, handcli's at i

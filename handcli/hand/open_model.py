@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -603,14 +602,9 @@ def _source_stamp() -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from handcli.outputs import replace_file
+
+    replace_file(path, lambda tmp: tmp.write_bytes(data))
 
 
 def open_model_dir() -> Path:

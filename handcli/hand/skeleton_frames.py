@@ -116,19 +116,6 @@ def bone_frames(joints: Tensor) -> BoneFrames:
     return BoneFrames(start, end, torch.stack(axes, dim=-3), length, R, wrist)
 
 
-def local_coords(x: Tensor, frames: BoneFrames, bones: Tensor) -> Tensor:
-    """Points in their bones' local frames, scaled by bone length.
-
-    x: (..., 3) right-hand-space points; bones: (...) long, one bone per point; frames of ONE skeleton (no
-    leading dims). u = axes_b^T (x - start_b) / length_b, so the bone runs from (0, 0, 0) to (1, 0, 0).
-    Returns (..., 3).
-    """
-    a = frames.start[bones]
-    R = frames.axes[bones]
-    L = frames.length[bones].clamp_min(1e-6)
-    return torch.einsum("...ji,...j->...i", R, x - a) / L[..., None]
-
-
 def segment_distance(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """Distance of points x (P, 3) to segments a-b (B, 3): (P, B).
 

@@ -30,22 +30,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from handcli.errors import InputError
+from handcli.outputs import replace_file
 
 RUN_SCHEMA = "handcli.run/1"
-
-
-def parse_sets(items: list[str]) -> dict:
-    """``["key=value", ...]`` -> dict, values parsed as JSON when they are JSON."""
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise InputError(f"--set expects key=value, got {it!r}", field="set")
-        k, v = it.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
 
 
 _POSITIVE = ("steps", "lr", "lr_final", "rays_per_step", "n_samples", "chunk")  # must be > 0 where a config has them
@@ -111,12 +98,12 @@ def check_config_values(config_cls, values: dict, path: str | Path | None = None
             raise InputError(err, path=path, field=f"{prefix}{k}")
 
 
-def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
-    """A config from a named preset with ``--steps`` and ``--set key=value`` overrides."""
+def configure(presets: dict, preset: str, steps: int | None, overrides: dict):
+    """A config from a named preset with ``steps`` and ``overrides`` (config key -> value) applied."""
     if preset not in presets:
         raise InputError(f"unknown preset {preset!r}; available: {', '.join(presets)}", field="preset")
     cfg = presets[preset]
-    over = parse_sets(sets)
+    over = dict(overrides)
     names = {f.name: f for f in fields(cfg)}
     unknown = sorted(set(over) - set(names))
     if unknown:
@@ -126,7 +113,7 @@ def configure(presets: dict, preset: str, steps: int | None, sets: list[str]):
     for k, v in over.items():
         err = _value_error(k, v, getattr(cfg, k))
         if err is not None:
-            raise InputError(err, field="--steps" if k == "steps" and steps is not None else f"--set {k}")
+            raise InputError(err, field=k)
     for k, v in list(over.items()):
         if isinstance(getattr(cfg, k), tuple) and isinstance(v, list):
             over[k] = tuple(v)
@@ -142,9 +129,7 @@ def write_run_config(run_dir: Path, method: str, preset: str, cfg, data: dict, s
            "config": config_to_dict(cfg), "data": data, "seed": seed, "command": command}
     if train is not None:
         doc["train"] = train
-    tmp = run_dir / ".config.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(run_dir / "config.json")
+    replace_file(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=2)))
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -407,7 +392,7 @@ class Method:
         """Render the held-out ``eval_view`` into a contact sheet ``out_png``; its metrics (logged)."""
         if self.eval_view is None:
             return {}
-        from handcli.render.outputs import contact_sheet
+        from handcli.render.renders_folder import contact_sheet
 
         r, gt, label = self.snapshot_view(self.eval_view)
         pairs, titles = self.snapshot_panels(r, gt, label, f"step {step} view {self.eval_view}")

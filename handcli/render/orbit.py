@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from handcli.data.camera import camera_center, intrinsics, look_at
+from handcli.camera import camera_center, intrinsics, look_at
 
 
 def default_intrinsics(width: int, height: int, fov_y_deg: float = 30.0) -> np.ndarray:
@@ -77,18 +76,14 @@ class Orbit:
 def orbit_from_cache(cache, frame: int, n: int, elevation_deg: float | None = None) -> Orbit:
     """An orbit around a cache frame's hands.
 
-    cache: an open `handcli.data.cache.Cache` or a path to one. Centre = centre of the union of the frame's
+    cache: an open cache (`handcli.data.shards.open_cache`). Centre = centre of the union of the frame's
     hand boxes (`frames/{side}/box`); radius = mean distance of the cache's cameras to that centre;
     K and image size of the first portrait camera (height > width; else the first camera). `up` = the mean of
     the cameras' image-up directions (InterHand's world is not z-up); elevation (default) = the cameras' mean
     elevation above the plane through the centre perpendicular to `up`.
     """
-    from handcli.data.shards import open_cache
     from handcli.errors import InputError
 
-    if isinstance(cache, (str, Path)):
-        with open_cache(cache) as c:
-            return orbit_from_cache(c, frame, n, elevation_deg)
     if not 0 <= frame < cache.num_frames:
         raise InputError(f"frame {frame} out of range (the cache has {cache.num_frames})", path=cache.path,
                          field="frame")

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handcli.camera import project
+
 # A pixel centre within this many pixels of a triangle edge counts as inside (covers float rounding at
 # vertices shared by fans of triangles; double coverage is harmless, the z-test keeps one).
 _TOL = 1e-6
@@ -60,17 +62,6 @@ class Raster:
     def mask(self) -> np.ndarray:
         """(H, W) bool: pixels covered by some face."""
         return self.face_id >= 0
-
-
-def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Project camera-frame points (N, 3) with intrinsics K (3, 3) to pixel coordinates (N, 2) = (u, v).
-
-    Integer (u, v) are pixel centres (see the module docstring). Points must have z != 0.
-    """
-    p = np.asarray(points_cam, dtype=np.float64)
-    K = np.asarray(K, dtype=np.float64)
-    q = p @ K.T
-    return q[:, :2] / p[:, 2:3]
 
 
 def rasterize(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height: int, width: int, *,

@@ -41,7 +41,7 @@ import torch
 import yaml
 from scipy.spatial.transform import Rotation
 
-from handcli.data.camera import intrinsics, look_at, project, transform, world_to_cam_matrix
+from handcli.camera import box_corners, intrinsics, look_at, project, transform, world_to_cam_matrix
 from handcli.data.dexycb import SERIALS, SUBJECTS, invert_rigid
 from handcli.data.ho_preprocess import move_mano, root_joint
 from handcli.data.objects import YCB_IDS, aabb
@@ -318,7 +318,7 @@ def _write_frame(root: Path, job: dict, serials: list[str], hands: _Hands, table
                          + ([1 if side == "right" else 2] if state is not None else []), np.uint8)
     obj_box = aabb(np.concatenate([grasped_world, transform(job["obj_world"], obj.sample_points(2000, seed=cfg.seed +
                                                                                                   obj.ycb_id))]))
-    corners = np.array([[x, y, z] for x in obj_box[:, 0] for y in obj_box[:, 1] for z in obj_box[:, 2]])
+    corners = box_corners(*obj_box)
     gt = {"hand_present": state is not None, "hand_annotated": bool(state and state["annotated"]), "side": side,
           "object_name": obj.name, "object_pose": job["obj_world"], "object_vertices": grasped_world,
           "object_faces": obj.faces, "object_box": obj_box, "betas": job["betas"]}

@@ -42,7 +42,15 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from handcli.data.camera import intrinsics, look_at, project, scale_intrinsics, transform, world_to_cam_matrix
+from handcli.camera import (
+    box_corners,
+    intrinsics,
+    look_at,
+    project,
+    scale_intrinsics,
+    transform,
+    world_to_cam_matrix,
+)
 from handcli.data.dexycb import invert_rigid
 from handcli.data.ho3d import DEPTH_SCALE, encode_depth
 from handcli.data.ho_preprocess import C4, move_mano, root_joint
@@ -249,9 +257,9 @@ def _write_frame(root: Path, job: dict, hand: _Hand, cfg: HO3DSynthConfig) -> No
     obj_world_verts = transform(job["obj_world"], obj.vertices)
     pts = obj.sample_points(2000, seed=cfg.seed + obj.ycb_id)
     obj_box = aabb(np.concatenate([obj_world_verts, transform(job["obj_world"], pts)]))
-    box_corners = np.array([[x, y, z] for x in obj_box[:, 0] for y in obj_box[:, 1] for z in obj_box[:, 2]])
+    obj_corners = box_corners(*obj_box)
     rest_box = aabb(obj.vertices)
-    rest_corners = np.array([[x, y, z] for x in rest_box[:, 0] for y in rest_box[:, 1] for z in rest_box[:, 2]])
+    rest_corners = box_corners(*rest_box)
     real = cfg.realism
     parts = [ScenePart(transform(world_to_scene, obj_world_verts), obj.faces, obj.vertices, obj.albedo),
              ScenePart(transform(world_to_scene, job["render_verts"]), hand.faces, hand.canon,
@@ -300,7 +308,7 @@ def _write_frame(root: Path, job: dict, hand: _Hand, cfg: HO3DSynthConfig) -> No
         gdir.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(gdir / f"label_{fid:04d}.png"), label)
         gt[f"joints2d_{seq}"] = project(transform(w2c, job["joints"]), K)
-        gt[f"corners2d_{seq}"] = project(transform(w2c, box_corners), K)
+        gt[f"corners2d_{seq}"] = project(transform(w2c, obj_corners), K)
         # annotations in this camera's OpenGL frame
         gl_from_world = C4 @ w2c
         meta = {"objName": obj.name, "objLabel": OBJ_LABELS.get(obj.name, 0), "camMat": K.astype(np.float64),

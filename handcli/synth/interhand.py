@@ -37,7 +37,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from handcli.data.camera import intrinsics, look_at, project, transform, world_to_cam_matrix
+from handcli.camera import intrinsics, look_at, project, transform, world_to_cam_matrix
 from handcli.hand.skeleton import IH_TO_21
 from handcli.progress import progress
 from handcli.render.raster import interpolate, rasterize_meshes

@@ -307,7 +307,7 @@ def render_scene(parts: list[ScenePart], K: np.ndarray, world_to_cam: np.ndarray
     from handcli.synth.shading import blinn_phong
 
     realism = realism or RealismConfig()
-    from handcli.data.camera import transform
+    from handcli.camera import transform
     from handcli.render.raster import interpolate, rasterize_meshes
 
     meshes = [(transform(world_to_cam, p.vertices), p.faces) for p in parts]

@@ -21,16 +21,14 @@ depth at ``depth[p]``.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from handcli import __version__
+from handcli.camera import transform
 from handcli.data.cache import CHECKSUM, SIDES, Cache
-from handcli.data.camera import transform
 from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.outputs import atomic_path
@@ -39,8 +37,8 @@ SCHEMA = "handcli.targets.depth/1"
 _CHUNK = 1 << 16
 
 
-def render_depth(meshes_world: list[tuple[np.ndarray, np.ndarray]], world_to_cam: np.ndarray, K: np.ndarray,
-                 height: int, width: int) -> np.ndarray:
+def mesh_depth(meshes_world: list[tuple[np.ndarray, np.ndarray]], world_to_cam: np.ndarray, K: np.ndarray,
+               height: int, width: int) -> np.ndarray:
     """z-depth map of posed meshes seen by one camera.
 
     meshes_world: list of (verts (V, 3) world metres, faces (F, 3)); world_to_cam (4, 4); K (3, 3) at the
@@ -112,14 +110,12 @@ def frame_meshes(cache: Cache, frame: int, faces: dict[str, np.ndarray] | None =
     return meshes
 
 
-def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = False, command: str | None = None) -> dict:
+def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = False, command: str = "") -> dict:
     """Render the z-depth map of every view of a cache into ``out`` (atomic write). Returns stats."""
     import time
 
     from handcli.progress import progress
 
-    if command is None:
-        command = " ".join(shlex.quote(a) for a in sys.argv)
     t0 = time.perf_counter()
     with open_cache(cache_path) as cache, atomic_path(out, force=force, inputs=[cache_path]) as tmp:
         vt = cache.view_table()
@@ -158,7 +154,7 @@ def compute_depth(cache_path: str | Path, out: str | Path, *, force: bool = Fals
                     for j in views:
                         cam = cams[int(vt["camera"][j])]
                         H, W = int(vt["height"][j]), int(vt["width"][j])
-                        d = render_depth(meshes, cam["world_to_cam"], cam["K"], H, W)
+                        d = mesh_depth(meshes, cam["world_to_cam"], cam["K"], H, W)
                         off = int(vt["offset"][j])
                         ds[off:off + H * W] = d.reshape(-1)
                         fg += int((d > 0).sum())

@@ -35,8 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,13 +89,13 @@ def load_teacher(name: str, weights: str | Path | None = None, device: str = "cp
     script does for DINO.
     """
     if input_norm not in ("teacher", "none"):
-        raise InputError(f"unknown input normalisation {input_norm!r} (teacher or none)", field="--input-norm")
+        raise InputError(f"unknown input normalisation {input_norm!r} (teacher or none)", field="input_norm")
     if name == "dino-vits8":
         from handcli.nn.vit import IMAGENET_MEAN, IMAGENET_STD, load_dino_vits8
 
         if weights is None:
             raise InputError("teacher dino-vits8 needs --weights PATH to the local DINO checkpoint "
-                             "dino_deitsmall8_pretrain.pth (nothing is downloaded)", field="--weights")
+                             "dino_deitsmall8_pretrain.pth (nothing is downloaded)", field="weights")
         net = load_dino_vits8(weights)
 
         def run(x, _net=net):
@@ -120,7 +118,7 @@ def load_teacher(name: str, weights: str | Path | None = None, device: str = "cp
         t = Teacher(name, net, 8, 16, LITE0_CHANNELS, "; ".join(LITE0_LAYERS), LITE0_MEAN, LITE0_STD,
                     str(path.resolve()), extra={"module": net})
     else:
-        raise InputError(f"unknown teacher {name!r} (choose from {', '.join(TEACHERS)})", field="--teacher")
+        raise InputError(f"unknown teacher {name!r} (choose from {', '.join(TEACHERS)})", field="teacher")
     t.weights_sha256 = file_sha256(t.weights)
     t.input_norm = input_norm
     t.device = device
@@ -171,9 +169,9 @@ def fit_pca(X: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(X)
     N, C = X.shape
     if dim > C:
-        raise InputError(f"--dim {dim} is larger than the teacher's {C} channels", field="--dim")
+        raise InputError(f"dim {dim} is larger than the teacher's {C} channels", field="dim")
     if dim > N:
-        raise InputError(f"--dim {dim} needs at least {dim} feature vectors for the PCA, got {N}", field="--dim")
+        raise InputError(f"dim {dim} needs at least {dim} feature vectors for the PCA, got {N}", field="dim")
     mean = X.mean(0, dtype=np.float64)
     Xc = (X - mean).astype(np.float32)               # float32 product: 4x faster, ample for unit vectors
     cov = (Xc.T @ Xc).astype(np.float64) / max(N - 1, 1)
@@ -208,7 +206,7 @@ def _view_vectors(teacher: Teacher, cache, j: int, clock: list[float]) -> np.nda
 def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = "efficientnet-lite0",
                      weights: str | Path | None = None, dim: int = 256, batch: int = 10, pca: str = "global",
                      pca_views: int = 64, pca_samples: int = 100_000, seed: int = 0, input_norm: str = "teacher",
-                     device: str = "cpu", force: bool = False, command: str | None = None) -> dict:
+                     device: str = "cpu", force: bool = False, command: str = "") -> dict:
     """Write per-view PCA-reduced teacher features of a cache to ``out`` (atomic). Returns stats.
 
     See the module docstring for the procedure and file layout.
@@ -220,18 +218,16 @@ def compute_features(cache_path: str | Path, out: str | Path, *, teacher: str = 
     from handcli.progress import progress
 
     if pca not in ("global", "batch"):
-        raise InputError(f"unknown PCA mode {pca!r} (global or batch)", field="--pca")
+        raise InputError(f"unknown PCA mode {pca!r} (global or batch)", field="pca")
     if dim < 1 or batch < 1 or pca_views < 1 or pca_samples < 1:
-        raise InputError("--dim, --batch, --pca-views and --pca-samples must be positive")
-    if command is None:
-        command = " ".join(shlex.quote(a) for a in sys.argv)
+        raise InputError("dim, batch, pca_views and pca_samples must be positive", field="dim")
     check_writable(out, force, inputs=[cache_path, weights], is_dir=False)
     t0 = time.perf_counter()
     with open_cache(cache_path) as cache:
         t = load_teacher(teacher, weights, device=device, input_norm=input_norm)
         if dim > t.channels:
-            raise InputError(f"--dim {dim} is larger than the {t.channels} channels of teacher {t.name}",
-                             field="--dim")
+            raise InputError(f"dim {dim} is larger than the {t.channels} channels of teacher {t.name}",
+                             field="dim")
         vt = cache.view_table()
         M = cache.num_views
         if M == 0:

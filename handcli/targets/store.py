@@ -116,6 +116,12 @@ class _TargetFile:
     def close(self) -> None:
         self.f.close()
 
+    def summary(self) -> dict:
+        """What ``handcli inspect`` shows: kind, the file's attributes and its top-level datasets' shapes."""
+        attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in self.attrs.items()}
+        return {"kind": "targets", **attrs,
+                "datasets": {k: list(d.shape) for k, d in self.f.items() if isinstance(d, h5py.Dataset)}}
+
     def check_matches(self, cache) -> None:
         """Raise InputError (naming this file) unless it was made for `cache` (a `handcli.data.cache.Cache`):
         same number of views and the same image size for every view."""
@@ -146,6 +152,17 @@ class _TargetFile:
                 part = self._ds[block[j] + lo:block[j] + hi]
             out[sel] = part[flat[sel] - lo]
         return out
+
+
+def open_targets(path: str | Path, max_ram_bytes: int = 0) -> "DepthTargets | FeatureTargets | None":
+    """The reader of a targets file chosen by its schema; None for an HDF5 file that is not one (a cache)."""
+    try:
+        with h5py.File(path, "r") as f:
+            schema = f.attrs.get("schema")
+    except OSError:
+        raise InputError("not a readable HDF5 file", path=path) from None
+    reader = {DEPTH_SCHEMA: DepthTargets, FEATURES_SCHEMA: FeatureTargets}.get(_s(schema) if schema is not None else None)
+    return reader(path, max_ram_bytes=max_ram_bytes) if reader is not None else None
 
 
 class DepthTargets(_TargetFile):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from handcli.data.camera import camera_center
+from handcli.camera import camera_center
 from handcli.render.orbit import default_intrinsics
 
 

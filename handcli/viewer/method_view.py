@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from handcli.data.cache import LABELS
 from handcli.hand.skeleton import PARENTS_21
+from handcli.labels import LABELS
 from handcli.viewer.camera import ViewCamera, nearest_camera, opencv_camera, render_size
 from handcli.viewer.pose_edit import flex_fingers
 
@@ -99,7 +99,7 @@ class MethodView:
 
     def _channels(self) -> list[str]:
         """The channels the method renders (probed on an 8-pixel image)."""
-        from handcli.data.camera import scale_intrinsics
+        from handcli.camera import scale_intrinsics
 
         K, M = self.orbit.cameras[0]
         s = 8.0 / max(self.orbit.width, self.orbit.height)

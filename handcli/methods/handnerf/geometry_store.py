@@ -19,7 +19,6 @@ losslessly (float32), so a resumed run computes exactly what an uninterrupted on
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from handcli.methods.handnerf.deform import HandGeometry, build_hand_geometry
+from handcli.outputs import replace_file
 from handcli.progress import log
 
 STORE_VERSION = 1
@@ -95,15 +95,11 @@ class GeometryStore:
         for i, g in enumerate(geoms):
             for k in _FIELDS:
                 arrays[f"{i}_{k}"] = getattr(g, k).detach().cpu().numpy()
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
-            os.replace(tmp, p)
+            replace_file(p, lambda tmp: _savez(tmp, arrays))
         except OSError as e:  # a read-only run folder: keep working, just do not store
             self.writable = False
-            tmp.unlink(missing_ok=True)
             log(f"[yellow]geometry store: cannot write {p.parent} ({e}); geometry is not stored[/yellow]")
 
 
@@ -202,3 +198,8 @@ class FrameGeometry:
     def stats(self) -> dict:
         return {"built": self.built, "loaded": self.loaded, "hits": self.hits, "in_memory": len(self._lru),
                 "capacity": self.capacity}
+
+
+def _savez(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object: numpy would append ".npz" to a name
+        np.savez_compressed(f, **arrays)

@@ -23,9 +23,11 @@ import cv2
 import numpy as np
 import torch
 
+from handcli.camera import box_corners, project
 from handcli.data.cache import Cache, FrameRecord
 from handcli.data.viewpool import FrameWindow, rank_part
 from handcli.errors import InputError
+from handcli.labels import LABELS
 from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handnerf_ho.model import (
     PRESETS,
@@ -45,7 +47,7 @@ from handcli.render.bounds import ray_aabb
 from handcli.render.rays import camera_rays, pixel_grid
 
 CACHE_TO_CLASS = np.array([0, 2, 2, 1], np.int64)  # cache label -> Choi class (0 bg, 1 object, 2 hand)
-SIDE_LABEL = {"right": 1, "left": 2}
+SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -69,10 +71,6 @@ def scene_box(rec: FrameRecord, pad: float) -> np.ndarray:
         pts.append(np.asarray(rec.object.box, np.float64))
     p = np.concatenate(pts)
     return np.stack([p.min(0) - pad, p.max(0) + pad])
-
-
-def box_corners(box: np.ndarray) -> np.ndarray:
-    return np.array([[x, y, z] for x in box[:, 0] for y in box[:, 1] for z in box[:, 2]])
 
 
 def square_crop_matrix(bbox: np.ndarray, size: int, scale: float) -> np.ndarray:
@@ -105,8 +103,8 @@ def crop_view(view: dict, K: np.ndarray, w2c: np.ndarray, box: np.ndarray, size:
     if len(xs):
         bbox = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
     else:
-        cam = box_corners(box) @ w2c[:3, :3].T + w2c[:3, 3]
-        uv = cam[:, :2] / np.maximum(cam[:, 2:], 1e-6) @ K[:2, :2].T + K[:2, 2]
+        cam = box_corners(*box) @ w2c[:3, :3].T + w2c[:3, 3]
+        uv = project(cam, K, min_depth=1e-6)
         bbox = np.concatenate([uv.min(0), uv.max(0)])
     A = square_crop_matrix(bbox, size, scale)
     rgb = view["rgb"] * (label > 0)[..., None].astype(np.uint8)
@@ -153,11 +151,11 @@ def build_scene(cache: Cache, frame: int, cfg: HandNeRFHOConfig, view: int | Non
     pts = box[0] + cfg.voxel * np.stack([ix.reshape(-1), iy.reshape(-1), iz.reshape(-1)], 1)
     w2c = cam["world_to_cam"]
     pc = pts @ w2c[:3, :3].T + w2c[:3, 3]
-    uv = np.round(pc[:, :2] / np.maximum(pc[:, 2:], 1e-6) @ Kc[:2, :2].T + Kc[:2, 2]).astype(np.int64)
+    uv = np.round(project(pc, Kc, min_depth=1e-6)).astype(np.int64)
     S = cfg.input_size
     ok = (pc[:, 2] > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < S) & (uv[:, 1] >= 0) & (uv[:, 1] < S)
     obj = np.zeros(len(pts), bool)
-    obj[ok] = label[uv[ok, 1], uv[ok, 0]] == 3
+    obj[ok] = label[uv[ok, 1], uv[ok, 0]] == LABELS["object"]
     obj &= ~np.isin(flat, hand_flat)
     f32 = dict(dtype=torch.float32)
     scene = SceneInput(
@@ -209,7 +207,7 @@ class FrameTargets:
         """One view's rays: ``n`` pixels inside the 3D box, ``object_fraction`` of them on object pixels."""
         v = int(torch.randint(len(self.rgb), (1,), generator=gen))
         hit = torch.nonzero(self.hit[v])[:, 0]
-        obj = torch.nonzero(self.hit[v] & (self.label[v] == 3))[:, 0]
+        obj = torch.nonzero(self.hit[v] & (self.label[v] == LABELS["object"]))[:, 0]
         n_obj = int(round(n * object_fraction)) if len(obj) else 0
         idx = torch.cat([obj[torch.randint(len(obj), (n_obj,), generator=gen)],
                          hit[torch.randint(len(hit), (n - n_obj,), generator=gen)]])
@@ -399,7 +397,7 @@ class HandNeRFHOMethod(Method):
     def render_state(self, frame: int, outputs: frozenset[str]):
         """The frame's scene encoding (seen by its input view), its cache labels by class and its box."""
         scene = self.scene(frame)
-        to_cache = torch.tensor([0, 3, SIDE_LABEL[scene.side]], dtype=torch.uint8, device=self.device)
+        to_cache = torch.tensor([LABELS["background"], LABELS["object"], SIDE_LABEL[scene.side]], dtype=torch.uint8, device=self.device)
         return (self.model.encode(scene), to_cache), [(scene.box_min, scene.box_max)]
 
     def render_rays(self, state, origins, dirs, outputs: frozenset[str], **extra) -> dict:
@@ -494,7 +492,7 @@ class HandNeRFHOMethod(Method):
             cam = cams[v["camera"]]
             M, K = cam["world_to_cam"], cam["K"]
             pc = pts @ M[:3, :3].T + M[:3, 3]
-            uv = np.round(pc[:, :2] / np.maximum(pc[:, 2:], 1e-6) @ K[:2, :2].T + K[:2, 2]).astype(np.int64)
+            uv = np.round(project(pc, K, min_depth=1e-6)).astype(np.int64)
             H, W = v["label"].shape
             ok = (pc[:, 2] > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
             fg = np.zeros(len(pts), bool)

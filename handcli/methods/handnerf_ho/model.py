@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from handcli.camera import world_to_pixels
 from handcli.nn.encoding import encoding_dim, positional_encoding
 from handcli.nn.mlp import MLP
 from handcli.render.samplers import edges_to_intervals, sample_pdf, stratified_samples
@@ -184,14 +185,6 @@ def grid_dims(extent: np.ndarray, voxel: float, multiple: int) -> tuple[int, int
     """
     n = np.ceil(np.asarray(extent) / voxel).astype(int)
     return tuple(int(multiple * (k // multiple + 1)) for k in n)
-
-
-def project(points: Tensor, K: Tensor, w2c: Tensor) -> tuple[Tensor, Tensor]:
-    """World points (N, 3) -> pixel coordinates (N, 2) (OpenCV, pixel centres at integers) and depth z (N,)."""
-    cam = points @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    uv = (cam[:, :2] / z.clamp_min(1e-8)[:, None]) @ K[:2, :2].T + K[:2, 2]
-    return uv, z
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -428,7 +421,7 @@ class HandNeRFHO(nn.Module):
     def point_image_features(self, enc: SceneEncoding, points: Tensor) -> Tensor:
         """Pixel-aligned features (N, img_feat_dim) of world points (N, 3) in the input view."""
         s = enc.scene
-        uv, z = project(points, s.K, s.w2c)
+        uv, z = world_to_pixels(points, s.K, s.w2c, min_depth=1e-8)
         f = sample_image_features(enc.levels, uv, s.image.shape[-1])
         return self.img_proj(f * (z > 0)[:, None])
 

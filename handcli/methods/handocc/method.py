@@ -15,11 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handcli.data.cache import LABELS, Cache
+from handcli.data.cache import Cache
 from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
 from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
+from handcli.labels import LABELS
 from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handocc.model import PRESETS, HandOcc, HandOccConfig, HandSkeleton, occupancy_grid
 from handcli.methods.handocc.model import render_rays as render_hand_rays

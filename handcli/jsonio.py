@@ -109,12 +109,17 @@ def stream_items(path: str | Path, prefix: str) -> Iterator[Any]:
     Numbers come back as int or float. A parse error anywhere in the file is an InputError naming
     the file and the field where the damage is.
     """
+    return _stream(path, "items", prefix)
+
+
+def _stream(path: str | Path, parser: str, prefix: str) -> Iterator[Any]:
+    """ijson ``parser`` ("items" or "kvitems") over the whole file; a parse error is an InputError."""
     import ijson
 
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            yield from ijson.items(f, prefix, use_float=True, buf_size=1 << 20)
+            yield from getattr(ijson, parser)(f, prefix, use_float=True, buf_size=1 << 20)
     except ijson.JSONError as e:
         raise _stream_error(path, e) from None
 
@@ -181,14 +186,7 @@ def object_with_key_near(path: str | Path, key: str, value: int, offset: int, sp
 
 def stream_kvitems(path: str | Path, prefix: str) -> Iterator[tuple[str, Any]]:
     """Yield (key, value) of the object at ijson ``prefix`` (``""``: the top level), reading to the end."""
-    import ijson
-
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            yield from ijson.kvitems(f, prefix, use_float=True, buf_size=1 << 20)
-    except ijson.JSONError as e:
-        raise _stream_error(path, e) from None
+    return _stream(path, "kvitems", prefix)
 
 
 def get(obj: Any, key: str | int, path: Path, field: str) -> Any:

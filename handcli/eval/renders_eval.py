@@ -31,7 +31,6 @@ from handcli.eval.image_metrics import (
 )
 
 SCHEMA = "handcli.metrics.images/1"
-DEPTH_TARGETS_SCHEMA = "handcli.targets.depth/1"
 METRICS = ("psnr_full", "psnr_box", "ssim_gaussian", "ssim_skimage_default", "lpips_alex", "depth_error_mm",
            "semantic_iou")
 PSNR_METRICS = ("psnr_full", "psnr_box")
@@ -78,115 +77,44 @@ class CacheDepth:
     source = GT_DEPTH_RASTER
 
     def __init__(self, cache):
-        self.cache = cache
-        self._faces = {}
-        self._cams = cache.cameras()
+        from handcli.data.cache import SIDES
 
-    def _faces_of(self, side: str) -> np.ndarray:
-        if side not in self._faces:
-            hm = self.cache.hand_model(side)
-            if hm is None:
-                raise InputError(f"frames have a {side} hand but the cache has no hand model for it",
-                                 path=self.cache.path, field=f"hand_model/{side}/faces")
-            self._faces[side] = np.asarray(hm["faces"], dtype=np.int64)
-        return self._faces[side]
+        self.cache = cache
+        self._faces = {s: m["faces"] for s in SIDES if (m := cache.hand_model(s)) is not None}
+        self._cams = cache.cameras()
 
     def view(self, j: int, frame: int, camera: int, height: int, width: int) -> np.ndarray:
         """(height, width) float32 z-depth in metres, 0 where no mesh covers the pixel."""
-        from handcli.data.camera import transform
-        from handcli.render.raster import rasterize_meshes
+        from handcli.targets.depth import frame_meshes, mesh_depth
 
-        rec = self.cache.frame(frame)
         cam = self._cams[camera]
-        meshes = [(transform(cam["world_to_cam"], h.vertices.astype(np.float64)), self._faces_of(side))
-                  for side, h in rec.hands.items() if h.vertices is not None]
-        return rasterize_meshes(meshes, cam["K"], height, width).depth
+        return mesh_depth(frame_meshes(self.cache, frame, self._faces), cam["world_to_cam"], cam["K"], height, width)
 
 
 class TargetsDepth:
-    """GT z-depth from a depth targets file (schema `handcli.targets.depth/1`, HDF5).
-
-    Layouts read (docs/renders.md): `views/depth` (or `depth`) as a flat (P,) float array in the cache's
-    pixel order (view j at `offset_j : offset_j + H*W`, offsets from the file's `views/offset` when present,
-    else the cache's), or as (M, H, W) when all views share one size. Metres, 0 where there is no depth.
-    """
+    """GT z-depth from a depth targets file (`handcli.targets.depth/1`, read by `targets.store.DepthTargets`)."""
 
     def __init__(self, path: str | Path, cache):
-        import h5py
+        from handcli.targets.store import DEPTH_SCHEMA, DepthTargets
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError("depth targets file not found", path=self.path)
+        self.targets = DepthTargets(path, max_ram_bytes=0)  # views are read one at a time
         try:
-            self.f = h5py.File(self.path, "r")
-        except OSError as e:
-            raise InputError(f"not a readable HDF5 file ({e})", path=self.path) from None
-        schema = self.f.attrs.get("schema")
-        schema = schema.decode() if isinstance(schema, bytes) else schema
-        if schema != DEPTH_TARGETS_SCHEMA:
-            self.f.close()
-            raise InputError(f"expected schema {DEPTH_TARGETS_SCHEMA!r}, got {schema!r}", path=self.path,
-                             field="schema")
-        self.source = f"depth targets file {self.path} ({DEPTH_TARGETS_SCHEMA})"
-        try:
-            self._setup(cache)
+            self.targets.check_matches(cache)
         except BaseException:
-            self.f.close()
+            self.targets.close()
             raise
-
-    def _setup(self, cache) -> None:
-        key = "views/depth" if "views/depth" in self.f else "depth" if "depth" in self.f else None
-        if key is None:
-            raise InputError("no depth dataset (expected views/depth or depth)", path=self.path,
-                             field="views/depth")
-        self.key = key
-        self.ds = self.f[key]
-        vt = cache.view_table()
-        self.sizes = np.stack([vt["height"], vt["width"]], axis=1)
-        n = self.f.attrs.get("num_views")
-        if n is not None and int(n) != cache.num_views:
-            raise InputError(f"has {int(n)} views but the cache has {cache.num_views}", path=self.path,
-                             field="num_views")
-        if self.ds.ndim == 3:
-            if self.ds.shape[0] != cache.num_views or (self.sizes != self.ds.shape[1:]).any():
-                raise InputError(f"shape {self.ds.shape} does not match the cache's {cache.num_views} views "
-                                 "and their sizes", path=self.path, field=key)
-            self.offsets = None
-            return
-        if self.ds.ndim != 1:
-            raise InputError(f"expected a flat (P,) or (M, H, W) array, got shape {self.ds.shape}",
-                             path=self.path, field=key)
-        if "views/offset" in self.f:
-            self.offsets = self.f["views/offset"][()].astype(np.int64)
-            if self.offsets.shape != (cache.num_views,):
-                raise InputError(f"{self.offsets.shape[0]} offsets for the cache's {cache.num_views} views",
-                                 path=self.path, field="views/offset")
-            for k in ("height", "width"):
-                if f"views/{k}" in self.f and not np.array_equal(self.f[f"views/{k}"][()], vt[k]):
-                    raise InputError("view sizes differ from the cache's", path=self.path, field=f"views/{k}")
-        else:
-            self.offsets = vt["offset"].astype(np.int64)
-        end = int((self.offsets + self.sizes.prod(axis=1)).max(initial=0))
-        if end > self.ds.shape[0]:
-            raise InputError(f"has {self.ds.shape[0]} pixels but the cache's views need {end}", path=self.path,
-                             field=key)
+        self.path = self.targets.path
+        self.source = f"depth targets file {self.path} ({DEPTH_SCHEMA})"
 
     def view(self, j: int, frame: int, camera: int, height: int, width: int) -> np.ndarray:
-        from handcli.data.cache import read_errors
-
-        with read_errors(self.path, self.key):
-            if self.offsets is None:
-                d = self.ds[j]
-            else:
-                off = int(self.offsets[j])
-                d = self.ds[off:off + height * width].reshape(height, width)
-        d = np.asarray(d, dtype=np.float32)
+        """(height, width) float32 z-depth in metres of cache view j (its size checked at open)."""
+        d = self.targets.view(j)
         if np.isnan(d).any():
-            raise InputError(f"view {j} depth contains NaN", path=self.path, field=self.key)
+            raise InputError(f"view {j} depth contains NaN", path=self.path, field="depth")
         return d
 
     def close(self) -> None:
-        self.f.close()
+        self.targets.close()
 
 
 def view_metrics(pred: dict, gt_rgb: np.ndarray, label: np.ndarray, box2d, gt_depth: np.ndarray,
@@ -286,7 +214,7 @@ def evaluate_renders(renders_dir: str | Path, cache_path: str | Path, depth_path
     """
     from handcli.data.shards import open_cache
     from handcli.eval.lpips import load_lpips
-    from handcli.render.outputs import load_render_view, read_renders
+    from handcli.render.renders_folder import load_render_view, read_renders
 
     t0 = time.perf_counter()
     renders = read_renders(renders_dir)

@@ -25,10 +25,10 @@ import numpy as np
 
 from handcli import __version__
 from handcli.errors import InputError
+from handcli.labels import NUM_LABELS
 
 SCHEMA = "handcli.renders/1"
 KINDS = ("views", "orbit", "poses")
-NUM_LABELS = 4  # cache labels 0 background, 1 right hand, 2 left hand, 3 object
 _VIEW_FILES = ("rgb", "depth", "opacity")
 
 
@@ -215,7 +215,7 @@ def read_renders(renders_dir: str | Path) -> dict:
     world_to_cam (4, 4) as float64 arrays. Raises InputError naming renders.json and the field
     (e.g. ``views[2].K``) for a missing or malformed entry, or naming a referenced image file that is missing.
     """
-    from handcli.data.jsonio import load_json
+    from handcli.jsonio import load_json
 
     d = Path(renders_dir)
     if not d.is_dir():

@@ -9,10 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
+from handcli.data.shards import open_cache
 from handcli.errors import InputError
 from handcli.render import video as video_mod
 from handcli.render.orbit import default_intrinsics, orbit_cameras, orbit_from_cache
-from handcli.render.outputs import (
+from handcli.render.renders_folder import (
     SCHEMA,
     RendersWriter,
     colorize_depth,
@@ -290,7 +291,8 @@ def test_orbit_from_cache(synth_cache):
         K = f["cameras/K"][portrait]
         size = (int(f["cameras/width"][portrait]), int(f["cameras/height"][portrait]))
     center = (lo + hi) / 2
-    orbit = orbit_from_cache(synth_cache, 1, 5)
+    with open_cache(synth_cache) as c:
+        orbit = orbit_from_cache(c, 1, 5)
     np.testing.assert_allclose(orbit.center, center, atol=1e-6)
     assert orbit.radius == pytest.approx(np.linalg.norm(eyes - center, axis=1).mean(), rel=1e-6)
     assert (orbit.width, orbit.height) == size and len(orbit.cameras) == 5
@@ -299,5 +301,5 @@ def test_orbit_from_cache(synth_cache):
         uv, z = _project(Kc, Mc, center)
         np.testing.assert_allclose(uv, K[:2, 2], atol=1e-6)
         assert z == pytest.approx(orbit.radius)
-    with pytest.raises(InputError, match="out of range"):
-        orbit_from_cache(synth_cache, 999, 5)
+    with open_cache(synth_cache) as c, pytest.raises(InputError, match="out of range"):
+        orbit_from_cache(c, 999, 5)

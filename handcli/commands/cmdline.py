@@ -1,0 +1,32 @@
+"""What the command layer turns into library arguments: the command line recorded in outputs, ``--set`` pairs.
+
+The library never reads ``sys.argv`` nor parses CLI strings: stages pass ``command=command_line()`` and a dict of
+config overrides. Only the standard library is imported here (fast ``--help``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+
+def command_line() -> str:
+    """The command line of this process, shell-quoted, as outputs record it (``command``)."""
+    return " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["key=value", ...]`` (``--set``) -> dict, values parsed as JSON when they are JSON."""
+    from handcli.errors import InputError
+
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise InputError(f"--set expects key=value, got {it!r}", field="set")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out

@@ -1,0 +1,7 @@
+"""The pixel labels of handcli's label maps (cache `views/label`, renders `semantic/`; docs/cache.md).
+
+One definition for every stage: preprocessing writes them, methods read them, renders and viewers colour them.
+"""
+
+LABELS = {"background": 0, "right": 1, "left": 2, "object": 3}
+NUM_LABELS = len(LABELS)
