@@ -67,7 +67,7 @@ def render_image(model: HandNeRF, geoms: list[HandGeometry], K: np.ndarray, w2c:
     evaluated = 0
     for s in range(0, len(idx), chunk):
         sl = idx[s:s + chunk]
-        out = model.render(geoms, o[sl], d[sl], radii[s:s + chunk], frame_code, perturb=False)
+        out = model.render(geoms, o[sl], d[sl], radii[s:s + chunk], frame_code, perturb=False, want_feature=False)
         rgb[sl] = out["rgb"]
         op = out["opacity"]
         z = ray_distance_to_z(out["depth"] / op.clamp_min(1e-6), d[sl], Wt)
