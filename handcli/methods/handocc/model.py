@@ -310,9 +310,13 @@ class OccupancyNet(nn.Module):
             / fr.length.clamp_min(1e-6)[bone, None]
         enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, bone, None]], -1)
         weights = self.parts.per_part(bias)
-        feat_s = torch.cat([self.parts.run_part(weights[b], e)  # one iteration per bone, never per point
-                            for b, e in enumerate(enc.split(counts)) if len(e)])
-        logits_s = self.parts.out_logits(bone, feat_s)
+        feats = [self.parts.run_part(weights[b], e)  # one iteration per bone, never per point
+                 for b, e in enumerate(enc.split(counts))]
+        feat_s = torch.cat(feats)
+        if torch.is_grad_enabled():  # one output layer over all rows: a single node in the backward pass
+            logits_s = self.parts.out_logits(bone, feat_s)
+        else:  # per bone: no (rows, hidden) gather of the output weights
+            logits_s = torch.cat([h @ self.parts.wo[b] + self.parts.bo[b] for b, h in enumerate(feats)])
         o_pk = torch.sigmoid(torch.empty_like(logits_s).index_put((order,), logits_s)).reshape(P, K)
         win = o_pk.argmax(-1)
         ar = torch.arange(P, device=dev)
