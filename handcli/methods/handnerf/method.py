@@ -165,7 +165,7 @@ class HandNeRFMethod(RendersCacheViews):
         b = sample_batch(views, frame, cfg.rays_per_step, cfg.fg_fraction, gen, self.features)
         b = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in b.items()}
         out = self.model.render(self.geoms[frame], b["origins"], b["dirs"], b["radii"], self.frame_codes[frame],
-                                perturb=True, gen=gen)
+                                perturb=True, gen=gen, want_feature="feat" in b)
         return self.losses(out, b, step)
 
     def losses(self, out: dict, b: dict, step: int) -> tuple[torch.Tensor, dict]:
