@@ -69,3 +69,18 @@ def test_fast_training_step_has_reference_gradients(tiny_cache, hands):
     for k in ref:
         scale = float(ref[k].abs().max())
         assert float((fast[k] - ref[k]).abs().max()) <= 1e-4 * max(scale, 1e-6), (k, scale)
+
+
+def test_fast_occupancy_has_reference_joint_gradients(tiny_cache):
+    """Skeleton refinement differentiates the occupancy with respect to the joints: both paths agree."""
+    model, hs, _, _ = _scene(tiny_cache, 1)
+    joints = hs[0].joints.clone().requires_grad_(True)
+    x = hs[0].box_min + (hs[0].box_max - hs[0].box_min) * torch.rand(800, 3, generator=torch.Generator().manual_seed(4))
+    grads = []
+    for reference in (True, False):
+        hand = model.hand(joints, hs[0].side)
+        occ = model.occ(hand, x, soft=True, reference=reference)["occ"]
+        (g,) = torch.autograd.grad(occ.square().sum(), joints)
+        grads.append(g)
+    assert float(grads[0].abs().max()) > 0
+    assert float((grads[1] - grads[0]).abs().max()) <= 1e-4 * float(grads[0].abs().max())
