@@ -113,8 +113,7 @@ class HandNeRFMethod(Method):
     def render_rays(self, state, origins, dirs, outputs: frozenset[str], radii=None) -> dict:
         """rgb, depth (ray distance), opacity, feature (the distillation feature) of R rays through the hands."""
         geoms, code = state
-        # TODO(speed): pass want_feature="feature" in outputs once HandNeRF.render takes it
-        out = self.model.render(geoms, origins, dirs, radii, code, perturb=False)
+        out = self.model.render(geoms, origins, dirs, radii, code, perturb=False, want_feature="feature" in outputs)
         res = {k: out["feat" if k == "feature" else k] for k in outputs}
         res["evaluated"] = out["evaluated"]
         return res
@@ -129,7 +128,7 @@ class HandNeRFMethod(Method):
         b = sample_batch(views, frame, cfg.rays_per_step, cfg.fg_fraction, gen, self.features)
         b = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in b.items()}
         out = self.model.render(self.geoms[frame], b["origins"], b["dirs"], b["radii"], self.frame_codes[frame],
-                                perturb=True, gen=gen)
+                                perturb=True, gen=gen, want_feature="feat" in b)
         return self.losses(out, b, step)
 
     def losses(self, out: dict, b: dict, step: int) -> tuple[torch.Tensor, dict]:

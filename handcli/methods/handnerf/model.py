@@ -82,7 +82,7 @@ class HandNeRFConfig:
     lr: float = 5e-4
     lr_final: float = 5e-5
     steps: int = 200_000
-    chunk: int = 65536  # points per field evaluation (bounds memory at render time)
+    chunk: int = 65536  # at most this many points per field evaluation (see `field_chunk`)
     geometry_cache: int = 64  # frames of geometry kept in memory (LRU); every built frame is stored in the run
     # out-of-core training (handcli.data.viewpool): training views held in memory at once (<= 0: all),
     # steps between pool refreshes and the fraction of the pool replaced at each
@@ -98,6 +98,16 @@ PRESETS = {
                            ec_hidden=64, ec_layers=3, ec_skips=(), pose_hidden=64, pose_layers=2, pose_embed=32,
                            depth_beta=0.01, lr=2e-3, lr_final=2e-4, steps=2000, cvar_decay_start=500),
 }
+
+
+# Points per field evaluation on each device, chosen by measurement (bench/bench_render_speed.py --chunks):
+# on CPU 4,096-point chunks keep the 256-wide activations in cache and run faster than larger ones.
+FIELD_CHUNK = {"cpu": 4096}
+
+
+def field_chunk(cfg: HandNeRFConfig, device: torch.device) -> int:
+    """Points per field evaluation: the measured best for the device, never more than ``cfg.chunk``."""
+    return max(1, min(cfg.chunk, FIELD_CHUNK.get(device.type, cfg.chunk)))
 
 
 def preset(name: str, method: str = "handnerf") -> HandNeRFConfig:
@@ -188,8 +198,55 @@ class HandNeRF(nn.Module):
         return (xc - self.canon_center) * CANON_SCALE, dc, cov[:, 0] * CANON_SCALE ** 2, cond, offsets
 
     def hand_samples(self, geom: HandGeometry, origins: Tensor, dirs: Tensor, radii: Tensor, latent: Tensor,
-                     perturb: bool, gen: torch.Generator | None = None) -> dict:
-        """One hand's sample set along N rays: intervals (N, S), sigma (N, S), rgb/feat values."""
+                     perturb: bool, gen: torch.Generator | None = None, want_feature: bool = True,
+                     reference: bool = False) -> dict:
+        """One hand's sample set along N rays: intervals (N, S), sigma (N, S), values rgb (N, S, 3) and, when
+        ``want_feature``, feat (N, S, D); offsets (M, 3) and ``evaluated`` (M, int) of the kept samples.
+
+        The field runs on the kept samples in chunks of `field_chunk` points and writes each chunk's outputs
+        in place (a single scatter when gradients are recorded). ``reference`` runs the simple path this one
+        replaced (tests check that both agree).
+        """
+        if reference:
+            return self._hand_samples_reference(geom, origins, dirs, radii, latent, perturb, gen)
+        cfg = self.cfg
+        t0, t1, x, keep, idx, ray = self._kept_samples(geom, origins, dirs, perturb, gen)
+        N, S = keep.shape
+        xf, t0f, t1f = x.reshape(-1, 3), t0.reshape(-1), t1.reshape(-1)
+        names = ("sigma", "rgb", "feat") if want_feature else ("sigma", "rgb")
+        flat = {"sigma": x.new_zeros(N * S), "rgb": x.new_zeros(N * S, 3)}
+        if want_feature:
+            flat["feat"] = x.new_zeros(N * S, cfg.feat_dim)
+        chunk = field_chunk(cfg, x.device)
+        grad = torch.is_grad_enabled()
+        pieces: dict[str, list[Tensor]] = {k: [] for k in names}
+        offs = []
+        for s in range(0, len(idx), chunk):
+            sl, r = idx[s:s + chunk], ray[s:s + chunk]
+            pos, dc, cov, cond, off = self._to_local(geom, xf[sl], dirs[r], t0f[sl], t1f[sl], radii[r])
+            enc = integrated_positional_encoding(pos, cov, 0, cfg.ipe_deg)
+            denc = positional_encoding(dc, 0, cfg.dir_deg, True)
+            out = self.field(enc, denc, latent[r], cond)
+            for k in names:
+                if grad:  # one scatter below: per-chunk in-place writes would copy the whole gradient per chunk
+                    pieces[k].append(out[k])
+                else:
+                    flat[k][sl] = out[k]
+            if off is not None:
+                offs.append(off)
+        if grad and len(idx):
+            for k in names:
+                flat[k].index_put_((idx,), pieces[k][0] if len(pieces[k]) == 1 else torch.cat(pieces[k]))
+        values = {"rgb": flat["rgb"].reshape(N, S, 3)}
+        if want_feature:
+            values["feat"] = flat["feat"].reshape(N, S, -1)
+        return {"t_starts": t0, "t_ends": t1, "sigma": flat["sigma"].reshape(N, S), "valid": keep, "values": values,
+                "offsets": torch.cat(offs) if offs else torch.zeros(0, 3, device=x.device), "evaluated": len(idx)}
+
+    def _kept_samples(self, geom: HandGeometry, origins: Tensor, dirs: Tensor, perturb: bool,
+                      gen: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Stratified samples in the hand's box and those near the mesh: t0, t1 (N, S), x (N, S, 3), keep
+        (N, S) bool, idx (M,) flat indices of the kept samples, ray (M,) their rays."""
         cfg = self.cfg
         near, far, hit = ray_aabb(origins, dirs, geom.box_min, geom.box_max)
         t0, t1 = stratified_samples(near, far, cfg.n_samples, perturb, generator=gen)
@@ -199,7 +256,15 @@ class HandNeRF(nn.Module):
         dist = sample_distance(geom, x.reshape(-1, 3))
         keep = (dist.reshape(N, S) < cfg.norm_th) & hit[:, None]
         idx = torch.nonzero(keep.reshape(-1))[:, 0]
-        ray = idx // S
+        return t0, t1, x, keep, idx, idx // S
+
+    def _hand_samples_reference(self, geom: HandGeometry, origins: Tensor, dirs: Tensor, radii: Tensor,
+                                latent: Tensor, perturb: bool, gen: torch.Generator | None = None) -> dict:
+        """`hand_samples` as first written: ``cfg.chunk`` points per chunk, whole-buffer copies per chunk,
+        the feature always computed. Kept as the reference of the fast path."""
+        cfg = self.cfg
+        t0, t1, x, keep, idx, ray = self._kept_samples(geom, origins, dirs, perturb, gen)
+        N, S = keep.shape
         sigma = torch.zeros(N * S, device=x.device)
         rgb = torch.zeros(N * S, 3, device=x.device)
         feat = torch.zeros(N * S, cfg.feat_dim, device=x.device)
@@ -222,24 +287,30 @@ class HandNeRF(nn.Module):
                 "offsets": torch.cat(offs) if offs else torch.zeros(0, 3, device=x.device), "evaluated": len(idx)}
 
     def render(self, geoms: list[HandGeometry], origins: Tensor, dirs: Tensor, radii: Tensor,
-               frame_code: int | None, perturb: bool = False, gen: torch.Generator | None = None) -> dict:
+               frame_code: int | None, perturb: bool = False, gen: torch.Generator | None = None,
+               want_feature: bool = True, reference: bool = False) -> dict:
         """Volume-render N rays through all hands of one frame.
 
-        Returns rgb (N, 3), depth (N,) expected ray distance, opacity (N,), feat (N, D), weights
-        (N, S_total), valid (N, S_total), offsets (M, 3), evaluated (int: field evaluations).
+        Returns rgb (N, 3), depth (N,) expected ray distance, opacity (N,), weights (N, S_total), valid
+        (N, S_total), offsets (M, 3), evaluated (int: field evaluations), and feat (N, D) when
+        ``want_feature`` (the distillation loss needs it; rendering images does not: the feature is then
+        neither stored, merged nor rendered). ``reference``: the simple path the fast one replaced.
         """
         latent = self.latent_code(frame_code, len(origins))
-        sets = [self.hand_samples(g, origins, dirs, radii, latent, perturb, gen) for g in geoms]
+        sets = [self.hand_samples(g, origins, dirs, radii, latent, perturb, gen, want_feature or reference, reference)
+                for g in geoms]
         merged = composite_samples([{k: s[k] for k in ("t_starts", "t_ends", "sigma", "valid", "values")}
                                     for s in sets]) if len(sets) > 1 else sets[0]
         w, _, _ = render_weights(merged["sigma"], merged["t_starts"], merged["t_ends"], merged["valid"])
         mid = 0.5 * (merged["t_starts"] + merged["t_ends"])
-        return {
+        out = {
             "rgb": render_rgb(w, merged["values"]["rgb"]),
             "depth": render_depth(w, mid),
             "opacity": render_opacity(w),
-            "feat": render_features(w, merged["values"]["feat"]),
             "weights": w, "valid": merged["valid"],
             "offsets": torch.cat([s["offsets"] for s in sets]),
             "evaluated": sum(s["evaluated"] for s in sets),
         }
+        if want_feature or reference:
+            out["feat"] = render_features(w, merged["values"]["feat"])
+        return out

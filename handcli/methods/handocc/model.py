@@ -217,6 +217,30 @@ class PartMLPs(nn.Module):
         """(parts, cond_dim) -> first-layer bias (parts, hidden)."""
         return self.b0 + torch.einsum("pc,pch->ph", cond, self.w0[:, self.in_dim:])
 
+    def per_part(self, bias: Tensor) -> list[tuple]:
+        """The weights split by part once (one backward node per tensor, not one per part and use: a
+        per-part index of a parameter costs a zero-filled gradient of the whole parameter in backward).
+
+        bias: (parts, hidden) from `cond_bias`. Returns per part (w0, b0, [(w, b) per hidden layer]) for
+        `run_part`; the output layer runs on all rows at once (`out_logits`).
+        """
+        hidden = [list(zip(self.wh[:, i].unbind(0), self.bh[:, i].unbind(0))) for i in range(self.wh.shape[1])]
+        return [(w0, b0, [layer[p] for layer in hidden]) for p, (w0, b0) in
+                enumerate(zip(self.w0[:, :self.in_dim].unbind(0), bias.unbind(0)))]
+
+    @staticmethod
+    def run_part(weights: tuple, x: Tensor) -> Tensor:
+        """One part's hidden layers (weights from `per_part`) on its rows x (Q, in_dim) -> last hidden (Q, hidden)."""
+        w0, b0, layers = weights
+        h = F.leaky_relu(torch.addmm(b0, x, w0), 0.1)
+        for w, b in layers:
+            h = h + F.leaky_relu(torch.addmm(b, h, w), 0.1)
+        return h
+
+    def out_logits(self, part: Tensor, h: Tensor) -> Tensor:
+        """Output layer of rows of any parts: part (R,), last hidden (R, hidden) -> logits (R,)."""
+        return (h * self.wo[part]).sum(-1) + self.bo[part]
+
     def part_forward(self, p: int, x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
         h = F.leaky_relu(torch.addmm(bias, x, self.w0[p, :self.in_dim]), 0.1)
         for layer in range(self.wh.shape[1]):
@@ -237,7 +261,8 @@ class OccupancyNet(nn.Module):
         self.pose_b = nn.Parameter(torch.zeros(NUM_BONES, cfg.pose_proj))
         self.parts = PartMLPs(NUM_BONES, self.enc_dim, cfg.pose_proj, cfg.occ_hidden, cfg.occ_layers)
 
-    def forward(self, hand: HandSkeleton, x: Tensor, soft: bool = False) -> dict[str, Tensor]:
+    def forward(self, hand: HandSkeleton, x: Tensor, soft: bool = False, reference: bool = False
+                ) -> dict[str, Tensor]:
         """Occupancy of world points x (P, 3) for one hand.
 
         Each point is evaluated by its ``top_k`` nearest bones (capsule distance). The (point, bone) pairs
@@ -246,14 +271,66 @@ class OccupancyNet(nn.Module):
         length) go through that bone's MLP. Returns occ (P,) (soft-max blend of the parts when ``soft``,
         else their max), part (P,) winning bone, local (P, 3) coordinates in its frame, parts_occ (P, K),
         cand (P, K) candidate bones, and the winners' last hidden features through `winner_features`.
+
+        The pairs' inputs (gathers, local coordinates, encoding) are built for all pairs at once in bone
+        order, so the loop over bones only runs the part MLPs on contiguous row ranges of one encoded
+        matrix: no per-bone gathers or concatenations in the forward pass, and as few nodes in the
+        backward. ``reference`` runs the loop this replaced (tests check that both agree).
         """
+        if reference:
+            return self._forward_reference(hand, x, soft)
         K = self.cfg.top_k
         P = len(x)
         if P == 0:
-            z = x.new_zeros(0)
-            return {"occ": z, "part": z.long(), "local": x.new_zeros(0, 3), "parts_occ": x.new_zeros(0, K),
-                    "cand": z.long().reshape(0, K), "feat_pairs": x.new_zeros(0, self.cfg.occ_hidden),
-                    "win_pos": z.long()}
+            return self._empty(x)
+        dev = x.device
+        xr = hand.to_right(x)
+        fr = hand.frames
+        dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
+        cand = torch.topk(dist - hand.radii, K, dim=-1, largest=False).indices  # (P, K)
+        flat = cand.reshape(-1)
+        order = torch.sort(flat.to(torch.uint8), stable=True).indices  # pairs grouped by bone (20 < 256)
+        counts = torch.bincount(flat, minlength=NUM_BONES).tolist()
+        cond_in = torch.cat([hand.pose.expand(NUM_BONES, -1), 10.0 * fr.length[:, None]], -1)
+        bias = self.parts.cond_bias(torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b)
+        pt, bone = order // K, flat[order]  # each pair's point and bone, in bone order
+        u_s = torch.einsum("qi,qij->qj", xr[pt] - fr.start[bone], fr.axes[bone]) \
+            / fr.length.clamp_min(1e-6)[bone, None]
+        enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, bone, None]], -1)
+        weights = self.parts.per_part(bias)
+        feats = [self.parts.run_part(weights[b], e)  # one iteration per bone, never per point
+                 for b, e in enumerate(enc.split(counts))]
+        feat_s = torch.cat(feats)
+        if torch.is_grad_enabled():  # one output layer over all rows: a single node in the backward pass
+            logits_s = self.parts.out_logits(bone, feat_s)
+        else:  # per bone: no (rows, hidden) gather of the output weights
+            logits_s = torch.cat([h @ self.parts.wo[b] + self.parts.bo[b] for b, h in enumerate(feats)])
+        o_pk = torch.sigmoid(torch.empty_like(logits_s).index_put((order,), logits_s)).reshape(P, K)
+        win = o_pk.argmax(-1)
+        ar = torch.arange(P, device=dev)
+        inv = torch.empty_like(order).index_put((order,), torch.arange(len(order), device=dev))
+        win_pos = inv[ar * K + win]  # row of each point's winning pair in the grouped order
+        if soft:
+            w = torch.softmax(self.cfg.beta * o_pk, dim=-1)
+            occ = (w * o_pk).sum(-1)
+        else:
+            occ = o_pk[ar, win]
+        return {"occ": occ, "part": cand[ar, win], "local": u_s[win_pos], "parts_occ": o_pk, "cand": cand,
+                "feat_pairs": feat_s, "win_pos": win_pos}
+
+    def _empty(self, x: Tensor) -> dict[str, Tensor]:
+        K = self.cfg.top_k
+        z = x.new_zeros(0)
+        return {"occ": z, "part": z.long(), "local": x.new_zeros(0, 3), "parts_occ": x.new_zeros(0, K),
+                "cand": z.long().reshape(0, K), "feat_pairs": x.new_zeros(0, self.cfg.occ_hidden),
+                "win_pos": z.long()}
+
+    def _forward_reference(self, hand: HandSkeleton, x: Tensor, soft: bool = False) -> dict[str, Tensor]:
+        """`forward` as first written: per-bone gathers, encodings and concatenations."""
+        K = self.cfg.top_k
+        P = len(x)
+        if P == 0:
+            return self._empty(x)
         xr = hand.to_right(x)
         fr = hand.frames
         dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
@@ -342,6 +419,32 @@ class ColorNet(nn.Module):
                        occ[:, None], axes, app], -1)
         base = torch.logit(app[:, -3:].clamp(0.02, 0.98))
         return torch.sigmoid(base + self.mlp(x))
+
+    def forward_hand(self, local: Tensor, part: Tensor, feat: Tensor, occ: Tensor, axes: Tensor, app: Tensor
+                     ) -> Tensor:
+        """`forward` for samples of one hand: axes (20, 9) its bones' world axes, app (A,) its code.
+
+        The inputs that depend only on the part and the hand (part embedding, axes, code) go through the
+        first layer once per part, a (20, hidden) table added to the per-sample product: the same first
+        layer without concatenating (R, in_dim) inputs. local (R, 3), part (R,), feat (R, F), occ (R,) ->
+        rgb (R, 3).
+        """
+        mlp = self.mlp
+        w, b = mlp.layers[0].weight, mlp.layers[0].bias  # (hidden, in_dim), (hidden,)
+        pe = encoding_dim(3, 0, self.cfg.color_pe_deg, True)
+        ne, nf = self.part.embedding_dim, feat.shape[1]
+        c_part, c_feat = pe, pe + ne
+        c_occ = c_feat + nf
+        c_axes, c_app = c_occ + 1, c_occ + 10
+        table = (self.part.weight @ w[:, c_part:c_feat].T + axes @ w[:, c_axes:c_app].T
+                 + (w[:, c_app:] @ app + b))  # (20, hidden)
+        h = torch.addmm(table[part], positional_encoding(local, 0, self.cfg.color_pe_deg, True), w[:, :pe].T)
+        h = torch.addmm(h, feat, w[:, c_feat:c_occ].T) + occ[:, None] * w[:, c_occ]
+        h = mlp.act(h)
+        for layer in mlp.layers[1:]:
+            h = mlp.act(layer(h))
+        base = torch.logit(app[-3:].clamp(0.02, 0.98))
+        return torch.sigmoid(base + mlp.out(h))
 
 
 class HandOcc(nn.Module):
@@ -442,7 +545,7 @@ def _cat_occupancy(parts: list[dict]) -> dict:
 
 
 def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[dict], origins: Tensor,
-                          dirs: Tensor, train: bool) -> int:
+                          dirs: Tensor, train: bool, reference: bool = False) -> int:
     """Evaluate each hand's occupancy at its samples and the samples' density (with hand ownership).
 
     Fills each set with idx (evaluated flat sample indices), q (occupancy outputs at them), occ and sigma
@@ -450,6 +553,9 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
     samples of all hands are visited front to back in depth order, ``cfg.wave`` per ray at a time, and a
     ray stops once its transmittance falls below 1e-4: samples behind an opaque surface are never
     evaluated. Returns the number of occupancy-network evaluations.
+
+    The waves write their outputs in place into buffers allocated once (``reference``: the path this
+    replaced, whole-buffer copies per wave and the waves' outputs concatenated at the end).
     """
     cfg = model.cfg
     N, device = len(origins), origins.device
@@ -468,11 +574,18 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
     alive = torch.ones(N, dtype=torch.bool, device=device)
     log_t = torch.zeros(N, device=device)
     evals = 0
+    compact = not reference and step < total  # several waves: each writes its rows into one buffer
     for s in sets:
         s["occ"] = torch.zeros(s["tm"].shape, device=device)
         s["sigma"] = torch.zeros(s["tm"].shape, device=device)
         s["done"] = torch.zeros(s["tm"].shape, dtype=torch.bool, device=device)
         s["pieces"], s["idx_pieces"] = [], []
+        if compact:
+            m = int(s["valid"].sum())
+            s["buf"] = {"occ": origins.new_zeros(m), "part": torch.zeros(m, dtype=torch.long, device=device),
+                        "local": origins.new_zeros(m, 3), "feat_pairs": origins.new_zeros(m, cfg.occ_hidden),
+                        "idx": torch.zeros(m, dtype=torch.long, device=device)}
+            s["rows"] = 0
     for k in range(0, total, step):
         cols = slice(k, min(k + step, total))
         sel = valid_sorted[:, cols] & alive[:, None]
@@ -484,7 +597,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                 continue
             c = order[:, cols][r, j] - base[a]
             x = origins[r] + s["tm"][r, c, None] * dirs[r]
-            q = model.occ(hand, x, soft=train)
+            q = model.occ(hand, x, soft=train, reference=reference)
             if cfg.sampler == "uniform":  # the field is empty outside the capsules, whatever the sampler
                 q["occ"] = q["occ"] * inside_capsules_boxed(x, hand)
             o, share = q["occ"], torch.ones_like(q["occ"])
@@ -495,29 +608,50 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                 near = inside_capsules_boxed(x, other)
                 if near.any():
                     o_b = torch.zeros_like(o).index_put((torch.nonzero(near)[:, 0],),
-                                                        model.occ(other, x[near], soft=train)["occ"])
+                                                        model.occ(other, x[near], soft=train,
+                                                                  reference=reference)["occ"])
                     evals += int(near.sum())
                     share = torch.sigmoid(cfg.own_kappa * (o - o_b)) if train else (o >= o_b).to(o.dtype)
             sigma = occupancy_density(o * share, cfg.step)
-            s["occ"] = s["occ"].index_put((r, c), o)
-            s["sigma"] = s["sigma"].index_put((r, c), sigma)
+            if reference:
+                s["occ"] = s["occ"].index_put((r, c), o)
+                s["sigma"] = s["sigma"].index_put((r, c), sigma)
+            else:
+                s["occ"].index_put_((r, c), o)
+                s["sigma"].index_put_((r, c), sigma)
             s["done"][r, c] = True
-            s["pieces"].append(q)
-            s["idx_pieces"].append(r * S[a] + c)
+            if compact:
+                rows = slice(s["rows"], s["rows"] + len(x))
+                buf = s["buf"]
+                buf["occ"][rows], buf["part"][rows], buf["local"][rows] = q["occ"], q["part"], q["local"]
+                buf["feat_pairs"][rows] = winner_features(q, torch.arange(len(x), device=device))
+                buf["idx"][rows] = r * S[a] + c
+                s["rows"] += len(x)
+            else:
+                s["pieces"].append(q)
+                s["idx_pieces"].append(r * S[a] + c)
             if step < total:
-                log_t = log_t.index_add(0, r, -sigma * (s["t_ends"][r, c] - s["t_starts"][r, c]))
+                d_log_t = -sigma * (s["t_ends"][r, c] - s["t_starts"][r, c])
+                log_t = log_t.index_add(0, r, d_log_t) if reference else log_t.index_add_(0, r, d_log_t)
         alive &= log_t > math.log(1e-4)
     for s in sets:
-        s["q"] = _cat_occupancy(s["pieces"]) if s["pieces"] else None
-        s["idx"] = torch.cat(s["idx_pieces"]) if s["idx_pieces"] else torch.zeros(0, dtype=torch.long, device=device)
+        if compact:
+            n = s.pop("rows")
+            buf = {k: v[:n] for k, v in s.pop("buf").items()}
+            s["idx"] = buf.pop("idx")
+            s["q"] = {**buf, "win_pos": torch.arange(n, device=device)} if n else None
+        else:
+            s["q"] = _cat_occupancy(s["pieces"]) if s["pieces"] else None
+            s["idx"] = torch.cat(s["idx_pieces"]) if s["idx_pieces"] else \
+                torch.zeros(0, dtype=torch.long, device=device)
         s["valid"] = s["valid"] & s["done"]
         del s["pieces"], s["idx_pieces"], s["done"]
     return evals
 
 
 def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, dirs: Tensor,
-                   perturb: bool = False, gen: torch.Generator | None = None, train: bool = False
-                   ) -> tuple[list[dict], Tensor, int, int]:
+                   perturb: bool = False, gen: torch.Generator | None = None, train: bool = False,
+                   reference: bool = False) -> tuple[list[dict], Tensor, int, int]:
     """The samples of N rays that reach the radiance network, per hand.
 
     Returns (sets, active, occ_evals, n_samples): ``active`` (A,) the rays with at least one sample, and
@@ -536,15 +670,15 @@ def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, d
         for s in sets:
             for k in ("t_starts", "t_ends", "tm", "valid"):
                 s[k] = s[k][active]
-    occ_evals = _occupancy_along_rays(model, hands, sets, origins, dirs, train)
+    occ_evals = _occupancy_along_rays(model, hands, sets, origins, dirs, train, reference)
     for s in sets:
         s["keep"] = dilate_along_ray(s["occ"] > cfg.tau, s["valid"]) if cfg.sampler == "occupancy" else s["valid"]
     return sets, active, occ_evals, n_samples
 
 
 def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] | None, origins: Tensor,
-                dirs: Tensor, perturb: bool = False, gen: torch.Generator | None = None, train: bool = False
-                ) -> dict:
+                dirs: Tensor, perturb: bool = False, gen: torch.Generator | None = None, train: bool = False,
+                reference: bool = False) -> dict:
     """Volume-render N rays through the hands of one frame.
 
     hands: one or two HandSkeleton; codes: their appearance codes (A,), or None for opacity only.
@@ -554,11 +688,14 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
     Returns rgb (N, 3) (None without codes), opacity (N,), depth (N,) expected ray distance, hand_opacity
     (N, H), weights and valid (N, S_total) of the merged samples, and counts: occ_evals, color_evals,
     evaluated (their sum), samples (valid samples before early termination).
+
+    ``reference`` runs the simple path the fast one replaced (per-bone encodings, whole-buffer copies,
+    colour inputs concatenated per sample); tests check that both agree.
     """
     cfg = model.cfg
     device = origins.device
     n_rays = len(origins)
-    sets, active, occ_evals, n_samples = guided_samples(model, hands, origins, dirs, perturb, gen, train)
+    sets, active, occ_evals, n_samples = guided_samples(model, hands, origins, dirs, perturb, gen, train, reference)
     for s in sets:
         s["flat"] = torch.arange(s["tm"].numel(), device=device).reshape(s["tm"].shape + (1,))
     parts = [{"t_starts": s["t_starts"], "t_ends": s["t_ends"], "sigma": s["sigma"], "valid": s["valid"],
@@ -578,7 +715,7 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
         need = merged["values"]["keep"][..., 0] & merged["valid"]
         if cfg.sampler == "occupancy":
             need = need & (w.detach() > eps)
-        rgb = torch.zeros(*w.shape, 3, device=device)
+        rgb = torch.zeros(*w.shape, 3, device=device) if reference else w.new_zeros(len(w), 3)
         for h, s in enumerate(sets):
             sel = need & (src == h)
             if s["q"] is None or not sel.any():
@@ -587,11 +724,17 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             pos[s["idx"]] = torch.arange(len(s["idx"]), device=device)
             p = pos[merged["values"]["flat"][..., 0][sel]]
             q = s["q"]
-            c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
-                            hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1))
-            rgb = rgb.index_put(tuple(torch.nonzero(sel).T), c)
             color_evals += len(p)
-        out["rgb"] = (w[..., None] * rgb).sum(-2)
+            if reference:
+                c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
+                                hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1))
+                rgb = rgb.index_put(tuple(torch.nonzero(sel).T), c)
+                continue
+            c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
+                                         hands[h].world_axes(), codes[h])
+            ray, col = torch.nonzero(sel, as_tuple=True)
+            rgb = rgb.index_add(0, ray, w[ray, col, None] * c)  # Σ w·c per ray, without an (A, S, 3) buffer
+        out["rgb"] = (w[..., None] * rgb).sum(-2) if reference else rgb
     if len(active) < n_rays:
         for k in ("opacity", "depth", "hand_opacity", "weights", "rgb"):
             if out[k] is not None:
