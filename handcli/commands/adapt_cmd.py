@@ -37,9 +37,10 @@ def adapt_command(
     from handcli.checks import check_indices, check_option
     from handcli.data.interhand import parse_selection
     from handcli.data.shards import open_cache
-    from handcli.errors import InputError, Interrupted
+    from handcli.errors import Interrupted
+    from handcli.methods.adapt import check_adaptable, prepare_adaptation
     from handcli.methods.base import read_run_config, write_run_config
-    from handcli.methods.handnerf.method import HandNeRFMethod, load_run
+    from handcli.methods.handnerf.method import load_run
     from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
     from handcli.outputs import check_writable, clean_stale, swap_into_place, temp_beside
     from handcli.progress import log
@@ -49,9 +50,7 @@ def adapt_command(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     doc = read_run_config(run)
-    if doc["config"].get("deform") != "lbs" or not doc["config"].get("error_correction", False):
-        raise InputError("pose adaptation needs a HandNeRF run with the error-correction network",
-                         path=Path(run) / "config.json", field="config.deform")
+    check_adaptable(doc["config"], Path(run) / "config.json")
     check_writable(out, force, inputs=[run, cache, depth], kind="run", is_dir=True)
     seed_everything(seed)
     trained = load_run(run, device=device)
@@ -66,17 +65,8 @@ def adapt_command(
 
             depth_path = Path(td) / "depth.h5"
             compute_depth(cache, depth_path)
-        from dataclasses import replace
-
-        cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr)
-        m = HandNeRFMethod(cfg, cache, method=doc["method"], train_frames=sorted(sel) if sel else None,
-                           depth_path=depth_path, device=device, depth_only=True, seed=seed)
-        state = trained.model.state_dict()
-        state["latent.weight"] = trained.model.latent.weight.mean(0, keepdim=True).expand(
-            m.model.latent.weight.shape[0], -1).clone()  # novel frames: the mean appearance code
-        m.model.load_state_dict(state)
-        for name, p in m.model.named_parameters():
-            p.requires_grad = name.startswith(("ec.", "pose_net."))  # the deformation field only
+        m, _ = prepare_adaptation(trained, cache, depth_path=depth_path, frames=sorted(sel) if sel else None,
+                                  steps=steps, lr=lr, seed=seed, device=device, method=doc["method"])
         clean_stale(out)
         tmp = temp_beside(out, is_dir=True)
         try:
