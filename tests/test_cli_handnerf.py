@@ -70,7 +70,9 @@ def test_posenerf_trains_from_the_cli(tiny_cache, tmp_path):
 
 
 def test_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
-    """Multi-process training through torchrun (gloo on CPU): gradients are averaged, rank 0 writes."""
+    """Multi-process training through torchrun (gloo on CPU): both ranks train to the end, rank 0 writes.
+
+    That the gradients are averaged exactly is tested in test_ddp_gradients.py."""
     import shutil
 
     torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
