@@ -54,6 +54,18 @@ def tiny_depth(tiny_cache, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def dex_cache(tmp_path_factory) -> Path:
+    """Tiny synthetic DexYCB (2 subjects: right and left hands, 3 cameras) at quarter resolution."""
+    from handcli.data.ho_preprocess import preprocess_dexycb
+    from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
+
+    d = tmp_path_factory.mktemp("hodex")
+    write_dexycb(d / "dex", DexYCBSynthConfig(subjects=2, seqs=1, frames=3, cameras=3, seed=5))
+    preprocess_dexycb(d / "dex", d / "cache.h5", scale=0.25)
+    return d / "cache.h5"
+
+
 NO_CUDA = "CUDA not available on this machine: the cuda variant runs where a GPU is (make gpu-check)"
 
 
