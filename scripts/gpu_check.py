@@ -96,7 +96,7 @@ def table(rows: list, header: str) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['preset']} | failed: {r['error']} | | | | |")
+            lines.append(f"| {r['method']} | {r['preset']} | {r['error']} | | | | |")
             continue
         lines.append(f"| {r['method']} | {r['preset']} | {r['train_s_per_step']:.4f} | {r['rays_per_s'] or 0:,.0f} | "
                      f"{r['samples_per_ray'] or 0:.1f} | {r['render_s_per_view']:.3f} | {r['view_HxW']} |")
@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tests", action="store_true", help="skip the CUDA-parametrised tests")
     ap.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
                     help="folder for gpu_check.txt / gpu_check.json / gpu_check.log (default: $OUT if set)")
+    ap.add_argument("--budget", type=float, default=450.0,
+                    help="seconds: no new (method, preset) timing starts after this (reported as skipped)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the synthetic data and runs in this folder")
     a = ap.parse_args(argv)
 
@@ -154,10 +156,15 @@ def main(argv=None) -> int:
         for preset in presets:
             for method in a.methods.split(","):
                 t = time.perf_counter()
+                if t - t0 > a.budget:
+                    result["rows"].append({"method": method, "preset": preset,
+                                           "error": f"skipped: past the {a.budget:.0f} s budget"})
+                    print(f"{method} ({preset}): skipped (past the {a.budget:.0f} s budget)", flush=True)
+                    continue
                 try:
                     row = time_method(method, preset, data, work, a.device, a.steps, a.views, log)
                 except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as e:
-                    row, status = {"method": method, "preset": preset, "error": str(e)[:200]}, 1
+                    row, status = {"method": method, "preset": preset, "error": f"failed: {str(e)[:200]}"}, 1
                 result["rows"].append(row)
                 print(f"{method} ({preset}): {'failed' if 'error' in row else 'done'} "
                       f"[{time.perf_counter() - t:.0f} s]", flush=True)
