@@ -33,10 +33,18 @@ METHODS = ("handnerf", "handocc", "handnerf-ho")
 RENDER_CAMS = "400009"  # a portrait InterHand camera (512x334 at scale 1)
 
 
+DEADLINE = [float("inf")]  # perf_counter() time after which every command is killed (set by main)
+
+
 def run(cmd: list, log: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run one command, appending its output to ``log``; raises RuntimeError with the last stderr line."""
+    """Run one command, appending its output to ``log``; raises RuntimeError with the last stderr line, or
+    when it runs past ``timeout`` seconds or the script's deadline."""
     t = time.perf_counter()
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    limit = max(min(timeout, DEADLINE[0] - t), 10.0)
+    try:
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=limit, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{' '.join(map(str, cmd[3:5]))}: killed after {limit:.0f} s (time limit)") from None
     with open(log, "a") as f:
         f.write(f"$ {' '.join(map(str, cmd))}  # rc {r.returncode}, {time.perf_counter() - t:.1f} s\n{r.stdout}"
                 f"{r.stderr}\n")
@@ -115,8 +123,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tests", action="store_true", help="skip the CUDA-parametrised tests")
     ap.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
                     help="folder for gpu_check.txt / gpu_check.json / gpu_check.log (default: $OUT if set)")
-    ap.add_argument("--budget", type=float, default=450.0,
-                    help="seconds: no new (method, preset) timing starts after this (reported as skipped)")
+    ap.add_argument("--budget", type=float, default=400.0,
+                    help="seconds: no new (method, preset) timing starts after this (reported as skipped), and "
+                         "any command still running 60 s later is killed (reported as failed)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the synthetic data and runs in this folder")
     a = ap.parse_args(argv)
 
@@ -126,6 +135,7 @@ def main(argv=None) -> int:
         print("gpu-check: no CUDA on this machine; nothing to check (use --device cpu for a dry run of the script)")
         return 0
     t0 = time.perf_counter()
+    DEADLINE[0] = t0 + a.budget + 60
     presets = (a.presets or ("fast,paper" if a.device == "cuda" else "fast")).split(",")
     dev_name = torch.cuda.get_device_name(0) if a.device == "cuda" else f"cpu ({os.cpu_count()} cores)"
     work = a.keep or Path(tempfile.mkdtemp(prefix="gpu_check_"))
@@ -142,8 +152,13 @@ def main(argv=None) -> int:
             sel = "cuda" if a.device == "cuda" else "not cuda"
             files = ["tests/test_render_core.py", "tests/test_encoding.py", "tests/test_lbs.py", "tests/test_losses.py",
                      "tests/test_methods_device.py"]
-            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m", sel,
-                                *files], capture_output=True, text=True, cwd=REPO, timeout=420)
+            try:
+                r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m",
+                                    sel, *files], capture_output=True, text=True, cwd=REPO,
+                                   timeout=max(DEADLINE[0] - time.perf_counter(), 10.0))
+            except subprocess.TimeoutExpired as e:
+                out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+                r = subprocess.CompletedProcess(e.cmd, 1, out + "\nkilled: past the time limit", "")
             summary = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
             with open(log, "a") as f:
                 f.write(r.stdout + r.stderr)
@@ -163,7 +178,7 @@ def main(argv=None) -> int:
                     continue
                 try:
                     row = time_method(method, preset, data, work, a.device, a.steps, a.views, log)
-                except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as e:
+                except (RuntimeError, KeyError, ValueError) as e:
                     row, status = {"method": method, "preset": preset, "error": f"failed: {str(e)[:200]}"}, 1
                 result["rows"].append(row)
                 print(f"{method} ({preset}): {'failed' if 'error' in row else 'done'} "
