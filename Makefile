@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 JOBS ?= 2
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test test-slow test-all gpu-check demo bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the fast lane: everything but the long end-to-end chains marked `slow` (test-slow runs those; CI runs both)
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow" --durations=15
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) -m slow --durations=15
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --durations=15
+
+# on a machine with a GPU: the CUDA variants of the device tests, then training/render times per method
+# (GPU_CHECK_ARGS="--device cpu --scale 0.25 --steps 4" is a dry run of the script on a CPU machine)
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh $(DEMO_DIR)

@@ -52,3 +52,32 @@ def tiny_depth(tiny_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tinyd") / "depth.h5"
     compute_depth(tiny_cache, out, command="test")
     return out
+
+
+@pytest.fixture(scope="session")
+def dex_cache(tmp_path_factory) -> Path:
+    """Tiny synthetic DexYCB (2 subjects: right and left hands, 3 cameras) at quarter resolution."""
+    from handcli.data.ho_preprocess import preprocess_dexycb
+    from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
+
+    d = tmp_path_factory.mktemp("hodex")
+    write_dexycb(d / "dex", DexYCBSynthConfig(subjects=2, seqs=1, frames=3, cameras=3, seed=5))
+    preprocess_dexycb(d / "dex", d / "cache.h5", scale=0.25)
+    return d / "cache.h5"
+
+
+NO_CUDA = "CUDA not available on this machine: the cuda variant runs where a GPU is (make gpu-check)"
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> torch.device:
+    """The device a test runs on: "cpu" always, "cuda" when present (skipped with its reason otherwise;
+    `-rs` groups these skips on one line). `pytest -m cuda` selects the CUDA variants."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip(NO_CUDA)
+    return torch.device(request.param)
+
+
+def pytest_report_header(config):
+    return f"devices: cpu{', cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else ''}" \
+           f"{'' if torch.cuda.is_available() else ' (no CUDA: cuda-parametrised tests are skipped)'}"

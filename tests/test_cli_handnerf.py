@@ -1,10 +1,13 @@
-"""The HandNeRF CLI chain on a tiny synthetic dataset: targets -> train -> resume -> render -> eval -> adapt."""
+"""The HandNeRF CLI chain on a tiny synthetic dataset: targets -> train -> resume -> render -> eval -> inspect;
+adapt -> render."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+
+import pytest
 
 TINY_SET = ["--set", "rays_per_step=96", "--set", "n_samples=12", "--set", "hidden=32", "--set", "layers=2",
             "--set", "skips=[]", "--set", "latent_dim=4", "--set", "ec_hidden=16", "--set", "ec_layers=2",
@@ -17,6 +20,7 @@ def handcli(*args):
     return r.stdout.strip().splitlines()
 
 
+@pytest.mark.slow
 def test_handnerf_cli_chain(tiny_cache, tmp_path):
     depth, feats, run = tmp_path / "depth.h5", tmp_path / "feats.h5", tmp_path / "run"
     assert handcli("targets", "depth", tiny_cache, "-o", depth) == [str(depth)]
@@ -52,10 +56,18 @@ def test_handnerf_cli_chain(tiny_cache, tmp_path):
     assert kinds["run"]["kind"] == "run" and kinds["run"]["complete"] and kinds["run"]["steps_logged"] == 4
     assert kinds["renders"]["num_views"] == 2 and kinds["metrics.json"]["schema"] == "handcli.metrics.images/1"
     assert kinds["depth.h5"]["kind"] == "targets" and kinds["depth.h5"]["depth_kind"] == "z"
-    adapted = tmp_path / "adapted"
-    assert handcli("adapt", run, tiny_cache, "-o", adapted, "--steps", "2", "--frames", "0-1") == [str(adapted)]
+
+
+def test_adapt_from_the_cli_writes_a_run_that_renders(tiny_cache, tiny_depth, tmp_path):
+    """The adapt stage end to end (its logic is tested in test_adapt.py): train 2 steps, adapt, render."""
+    run, adapted = tmp_path / "run", tmp_path / "adapted"
+    handcli("train", tiny_cache, "-o", run, "--method", "handnerf", "--steps", "2", "--depth", tiny_depth, *TINY_SET)
+    assert handcli("adapt", run, tiny_cache, "-o", adapted, "--steps", "2", "--frames", "0-1",
+                   "--depth", tiny_depth) == [str(adapted)]
     acfg = json.loads((adapted / "config.json").read_text())
-    assert acfg["data"]["adapted_from"] == str(run.resolve())
+    assert acfg["data"]["adapted_from"] == str(run.resolve()) and acfg["data"]["frames"] == [0, 1]
+    recs = [json.loads(x) for x in (adapted / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["step"] == 2 and "depth" in recs[-1] and "rgb" not in recs[-1]  # depth-only supervision
     handcli("render", adapted, tiny_cache, "-o", tmp_path / "r2", "--frames", "0", "--max-views", "1")
 
 
@@ -69,8 +81,11 @@ def test_posenerf_trains_from_the_cli(tiny_cache, tmp_path):
     assert r.returncode == 2 and "error-correction" in r.stderr  # Pose-NeRF has no deformation to adapt
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
-    """Multi-process training through torchrun (gloo on CPU): gradients are averaged, rank 0 writes."""
+    """Multi-process training through torchrun (gloo on CPU): both ranks train to the end, rank 0 writes.
+
+    That the gradients are averaged exactly is tested in test_ddp_gradients.py."""
     import shutil
 
     torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))

@@ -37,6 +37,7 @@ def test_every_stage_has_help(args):
     assert res.exit_code == 0 and "Usage" in res.output
 
 
+@pytest.mark.slow
 def test_cli_chain_synth_preprocess_inspect(tmp_path):
     root = tmp_path / "ih"
     r = handcli("synth", "interhand", root, "--frames", "2", "--cameras", "2", "--mono-cameras", "0",

@@ -465,6 +465,7 @@ def test_bad_input_exit_2_and_no_output(dex_root, tmp_path, monkeypatch, capsys,
     assert list(outdir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_synth_and_preprocess_subprocess(tmp_path, monkeypatch, capsys):
     """The real entry point: paths on stdout only; an unknown split is an input error."""
     def handcli(*args):

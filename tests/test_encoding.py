@@ -18,15 +18,16 @@ from handcli.nn.mlp import MLP, NeRFField, chunked_apply, density_activation
 DT = torch.float64
 
 
-def test_positional_encoding_shapes_and_values():
-    x = torch.zeros(4, 5, 3)
+def test_positional_encoding_shapes_and_values(device):
+    x = torch.zeros(4, 5, 3, device=device)
     pe = positional_encoding(x, 0, 4, include_input=True)
+    assert pe.device == x.device
     assert pe.shape == (4, 5, 3 + 3 * 2 * 4) == (4, 5, encoding_dim(3, 0, 4, True))
-    assert torch.equal(pe[..., 3:15], torch.zeros(4, 5, 12))  # sin 0
-    assert torch.equal(pe[..., 15:], torch.ones(4, 5, 12))  # cos 0
+    assert torch.equal(pe[..., 3:15], torch.zeros(4, 5, 12, device=device))  # sin 0
+    assert torch.equal(pe[..., 15:], torch.ones(4, 5, 12, device=device))  # cos 0
     assert positional_encoding(x, 2, 5, include_input=False).shape == (4, 5, 18)
     # ordering: [x, sin(2^l x) frequency-major, cos(...)]; frequencies 2^l without π
-    x = torch.tensor([[0.1, 0.2]], dtype=DT)
+    x = torch.tensor([[0.1, 0.2]], dtype=DT, device=device)
     pe = positional_encoding(x, 0, 2, include_input=True)[0]
     y = [0.1, 0.2, 0.2, 0.4]
     ref = [0.1, 0.2] + [math.sin(v) for v in y] + [math.cos(v) for v in y]
@@ -48,14 +49,17 @@ def _frustum_mc(d: torch.Tensor, t0: float, t1: float, r: float, n: int, g: torc
 
 
 @pytest.mark.parametrize("t0,t1,r", [(1.0, 1.2, 0.05), (0.5, 2.0, 0.2), (0.05, 0.4, 0.5)])
-def test_conical_frustum_gaussian_matches_monte_carlo(t0, t1, r):
+def test_conical_frustum_gaussian_matches_monte_carlo(t0, t1, r, device):
     g = torch.Generator().manual_seed(0)
     d = torch.tensor([0.3, -0.5, 0.8], dtype=DT)
     d = d / d.norm()
     n = 400_000
     pts = _frustum_mc(d, t0, t1, r, n, g)
-    mean, cov = conical_frustum_to_gaussian(d[None], torch.tensor([[t0]], dtype=DT),
-                                            torch.tensor([[t1]], dtype=DT), torch.tensor([r], dtype=DT))
+    mean, cov = conical_frustum_to_gaussian(d[None].to(device), torch.tensor([[t0]], dtype=DT, device=device),
+                                            torch.tensor([[t1]], dtype=DT, device=device),
+                                            torch.tensor([r], dtype=DT, device=device))
+    assert mean.device.type == cov.device.type == device.type
+    mean, cov = mean.cpu(), cov.cpu()
     assert mean.shape == cov.shape == (1, 1, 3)
     mc_mean, mc_var = pts.mean(0), pts.var(0)
     se_mean = (mc_var / n).sqrt()
@@ -83,9 +87,9 @@ def test_conical_frustum_origins_and_shapes():
     assert (c0 > 0).all()
 
 
-def test_ipe_limits():
+def test_ipe_limits(device):
     g = torch.Generator().manual_seed(0)
-    mean = torch.randn(7, 5, 3, generator=g, dtype=DT)
+    mean = torch.randn(7, 5, 3, generator=g, dtype=DT).to(device)
     # zero variance: IPE == PE without input
     ipe0 = integrated_positional_encoding(mean, torch.zeros_like(mean), 0, 6)
     assert ipe0.shape == (7, 5, 36)
@@ -97,7 +101,7 @@ def test_ipe_limits():
     ipe = integrated_positional_encoding(mean, var, 0, 6)
     s, c = ipe[..., :18].reshape(7, 5, 6, 3), ipe[..., 18:].reshape(7, 5, 6, 3)
     amp = (s ** 2 + c ** 2).sqrt()
-    expected = torch.exp(-0.5 * 4.0 ** torch.arange(6, dtype=DT) * 1e-3)
+    expected = torch.exp(-0.5 * 4.0 ** torch.arange(6, dtype=DT, device=device) * 1e-3)
     assert torch.allclose(amp, expected[:, None].expand(7, 5, 6, 3))
     assert (amp[..., 1:, :] < amp[..., :-1, :]).all()
     bigger = integrated_positional_encoding(mean, 10 * var, 0, 6)
@@ -131,14 +135,15 @@ def test_mlp_shapes_and_skip_reinjects_input():
         MLP(5, 16, 3, 1, skips=(3,))
 
 
-def test_nerf_field_layout():
+def test_nerf_field_layout(device):
     torch.manual_seed(0)
     field = NeRFField(pos_dim=12, dir_dim=6, hidden=32, n_layers=4, skips=(2,), cond_dim=4,
-                      view_hidden=16, extra_heads={"feature": 8, "semantic": 3})
-    pos = torch.randn(10, 12)
-    dirs = torch.randn(10, 6, requires_grad=True)
-    cond = torch.randn(4, requires_grad=True)
+                      view_hidden=16, extra_heads={"feature": 8, "semantic": 3}).to(device)
+    pos = torch.randn(10, 12, device=device)
+    dirs = torch.randn(10, 6, device=device, requires_grad=True)
+    cond = torch.randn(4, device=device, requires_grad=True)
     out = field(pos, dirs, cond)
+    assert all(v.device == pos.device for v in out.values())
     assert out["density_raw"].shape == (10,) and out["rgb"].shape == (10, 3)
     assert out["feature"].shape == (10, 8) and out["semantic"].shape == (10, 3)
     assert ((out["rgb"] > -0.001) & (out["rgb"] < 1.001)).all()
@@ -149,11 +154,11 @@ def test_nerf_field_layout():
     assert g_dir.abs().sum() > 0
     with pytest.raises(ValueError):
         field(pos, dirs)
-    plain = NeRFField(pos_dim=12, hidden=32, n_layers=4, skips=(2,))
+    plain = NeRFField(pos_dim=12, hidden=32, n_layers=4, skips=(2,)).to(device)
     assert plain(pos)["rgb"].shape == (10, 3)
 
 
-def test_density_activation_and_chunking():
+def test_density_activation_and_chunking(device):
     raw = torch.tensor([0.0, 1.0, -5.0])
     assert density_activation(raw).tolist() == pytest.approx(
         [math.log1p(math.exp(-1)), math.log(2.0), math.log1p(math.exp(-6))])
@@ -161,10 +166,10 @@ def test_density_activation_and_chunking():
     with pytest.raises(ValueError):
         density_activation(raw, "exp")
     torch.manual_seed(0)
-    field = NeRFField(pos_dim=6, dir_dim=3, hidden=16, n_layers=3, skips=(), view_hidden=8)
-    pos, dirs = torch.randn(50, 6), torch.randn(50, 3)
+    field = NeRFField(pos_dim=6, dir_dim=3, hidden=16, n_layers=3, skips=(), view_hidden=8).to(device)
+    pos, dirs = torch.randn(50, 6, device=device), torch.randn(50, 3, device=device)
     full = field(pos, dirs)
     parts = chunked_apply(field, pos, dirs, chunk_size=7)
-    assert all(torch.allclose(full[k], parts[k], atol=1e-6) for k in full)
-    mlp = MLP(6, 8, 2, 2)
+    assert all(parts[k].device == pos.device and torch.allclose(full[k], parts[k], atol=1e-6) for k in full)
+    mlp = MLP(6, 8, 2, 2).to(device)
     assert torch.allclose(chunked_apply(mlp, pos, chunk_size=16), mlp(pos), atol=1e-6)

@@ -44,18 +44,6 @@ TINY = dict(rays_per_step=64, n_samples=8, hidden=32, layers=2, skips=(1,), colo
 TINY_SETS = [f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in TINY.items()]
 
 
-@pytest.fixture(scope="module")
-def dex_cache(tmp_path_factory) -> Path:
-    """Tiny synthetic DexYCB (2 subjects: right and left hands, 3 cameras) at quarter resolution."""
-    from handcli.data.ho_preprocess import preprocess_dexycb
-    from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
-
-    d = tmp_path_factory.mktemp("hodex")
-    write_dexycb(d / "dex", DexYCBSynthConfig(subjects=2, seqs=1, frames=3, cameras=3, seed=5))
-    preprocess_dexycb(d / "dex", d / "cache.h5", scale=0.25)
-    return d / "cache.h5"
-
-
 def tiny(method: str = "handnerf-ho", **kw):
     return replace(preset("fast", method), **{**TINY, **kw})
 

@@ -345,6 +345,7 @@ def test_appearance_changes_colours_not_silhouettes(tiny_cache):
     assert np.abs(a["rgb"][fg] - b["rgb"][fg]).mean() > 0.02
 
 
+@pytest.mark.slow
 def test_appearance_transfer_between_subjects(tmp_path):
     """Two captures with different skin tones: rendering a capture-0 skeleton with a capture-1 reference
     gives capture 1's skin colour; the silhouette stays that of the skeleton. The references come the ways a

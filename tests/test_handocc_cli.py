@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SMALL = ["--set", "rays_per_step=128", "--set", "occ_points=512", "--set", "pool_points=2048", "--set",
          "occ_hidden=16", "--set", "color_hidden=16", "--set", "max_samples=16", "--cameras", "400002,400009"]
@@ -21,6 +22,7 @@ def handcli(*args, **kw):
                           env=env, **kw)
 
 
+@pytest.mark.slow
 def test_handocc_cli_chain(tiny_cache, tmp_path):
     import cv2
     import trimesh
@@ -136,6 +138,7 @@ def test_mesh_dispatches_on_the_method(tmp_path, monkeypatch):
     assert isinstance(res.exception, InputError) and "no mesh extraction" in str(res.exception)
 
 
+@pytest.mark.slow
 def test_handocc_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
     """HandOcc under torchrun (gloo on CPU), as the other methods: both ranks train, rank 0 writes once."""
     import shutil

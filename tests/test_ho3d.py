@@ -308,6 +308,7 @@ def test_joints_corners_and_bounds(ho_root, ho_cache):
     assert np.concatenate(errs).max() < 1.0
 
 
+@pytest.mark.slow
 def test_workers_and_shards_give_the_same_cache(ho_root, tmp_path):
     kw = dict(frames="0-1")
     preprocess_ho3d(ho_root, tmp_path / "one.h5", **kw)

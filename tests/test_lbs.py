@@ -53,31 +53,37 @@ def test_nearest_face_distance_matches_trimesh(posed):
     assert np.allclose(W.sum(1), 1.0, atol=1e-5)
 
 
-def test_inverse_lbs_maps_posed_vertices_to_canonical(posed):
+def test_inverse_lbs_maps_posed_vertices_to_canonical(posed, device):
     m, pose, shape, trans, v = posed
     W, d = nearest_face_weights(v, v, m.faces, m.lbs_weights.numpy())
     assert d.max() < 1e-9
     rest_j = m.rest_joints(shape).double()
     A_pose = joint_transforms(pose.double(), rest_j, m.parents)[0]
     A_can = joint_transforms(canonical_pose(m).double()[None], rest_j, m.parents)[0]
-    x_can, _ = inverse_lbs(torch.as_tensor(v), torch.as_tensor(W).double(), A_pose, trans[0].double(), A_can)
+    x_can, _ = inverse_lbs(torch.as_tensor(v, device=device), torch.as_tensor(W, device=device).double(),
+                           A_pose.to(device), trans[0].double().to(device), A_can.to(device))
+    assert x_can.device.type == device.type
+    x_can = x_can.cpu()
     with torch.no_grad():
         v_can = m(canonical_pose(m)[None], shape).vertices[0].double()
     err_mm = (x_can - v_can).norm(dim=1).max().item() * 1000
     assert err_mm < 1.0, err_mm
 
 
-def test_grid_lookup_approximates_the_exact_warp(posed):
+def test_grid_lookup_approximates_the_exact_warp(posed, device):
     m, pose, shape, trans, v = posed
     params = {"pose": pose[0].numpy(), "shape": shape[0].numpy(), "trans": trans[0].numpy()}
-    geom = build_hand_geometry(m, "right", params, v, voxel=0.004, pad=0.03)
-    x = torch.as_tensor(v, dtype=torch.float32)
+    geom = build_hand_geometry(m, "right", params, v, voxel=0.004, pad=0.03).to(device)
+    x = torch.as_tensor(v, dtype=torch.float32, device=device)
     w, dist = sample_grid(geom, x)
+    assert w.device.type == dist.device.type == device.type
     assert float(dist.max()) < 0.004  # interpolated distance at the surface is within a voxel
     x_can, _ = warp_to_canonical(geom, x, w)
+    assert x_can.device.type == device.type
+    x_can = x_can.cpu()
     with torch.no_grad():
         v_can = m(canonical_pose(m)[None], shape).vertices[0]
     err = (x_can - v_can).norm(dim=1)
     assert float(err.median()) < 0.002 and float(err.mean()) < 0.004
-    far = torch.as_tensor(v.mean(0) + np.array([[1.0, 0, 0]]), dtype=torch.float32)
+    far = torch.as_tensor(v.mean(0) + np.array([[1.0, 0, 0]]), dtype=torch.float32, device=device)
     assert torch.isinf(sample_grid(geom, far)[1]).all()

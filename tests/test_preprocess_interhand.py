@@ -124,6 +124,7 @@ def test_scale_half_gives_handnerf_resolution(synth_ih, tmp_path, synth_cache):
         assert np.allclose(uv_h, (uv_f + 0.5) * np.array([167 / 334, 256 / 512]) - 0.5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_workers_and_shards_give_the_same_cache(synth_ih, tmp_path):
     kw = dict(seqs="0001_dh_touch", cameras="400002,400009")
     preprocess_interhand(synth_ih, tmp_path / "one.h5", **kw)

@@ -38,26 +38,33 @@ def _rot(axis: str, deg: float) -> torch.Tensor:
     return torch.tensor(m, dtype=DT)
 
 
-def _camera() -> tuple[torch.Tensor, torch.Tensor]:
+def _camera(device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     K = torch.tensor([[500.0, 0.0, 320.0], [0.0, 480.0, 240.0], [0.0, 0.0, 1.0]], dtype=DT)
     w2c = torch.eye(4, dtype=DT)
     w2c[:3, :3] = _rot("y", 20) @ _rot("x", -10)
     w2c[:3, 3] = torch.tensor([0.1, -0.05, 0.7], dtype=DT)
-    return K, w2c
+    return K.to(device), w2c.to(device)
+
+
+def _on(device, outs):
+    """Check that every tensor of ``outs`` is on ``device``; return them on the CPU (for comparisons)."""
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    assert all(o.device.type == torch.device(device).type for o in outs), [o.device for o in outs]
+    return tuple(o.cpu() for o in outs) if len(outs) > 1 else outs[0].cpu()
 
 
 # ---------------------------------------------------------------- rays
 
-def test_pixel_grid_order_and_centres():
-    g = pixel_grid(2, 3)
+def test_pixel_grid_order_and_centres(device):
+    g = _on(device, pixel_grid(2, 3, device=device))
     assert g.shape == (6, 2)
     assert g.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]]
 
 
-def test_camera_rays_project_back_to_pixel():
-    K, w2c = _camera()
+def test_camera_rays_project_back_to_pixel(device):
     pix = torch.tensor([[0.0, 0.0], [320.0, 240.0], [639.0, 479.0], [12.5, 300.0]], dtype=DT)
-    o, d = camera_rays(K, w2c, pix)
+    o, d = _on(device, camera_rays(*_camera(device), pix.to(device)))
+    K, w2c = _camera()
     assert torch.allclose(d.norm(dim=-1), torch.ones(4, dtype=DT))
     # camera centre maps to the camera-frame origin
     assert torch.allclose(w2c[:3, :3] @ o[0] + w2c[:3, 3], torch.zeros(3, dtype=DT), atol=1e-12)
@@ -80,34 +87,35 @@ def test_camera_rays_principal_point_is_optical_axis_and_batching():
     assert torch.allclose(db[1], d1) and torch.allclose(ob[1], o1)
 
 
-def test_pixel_radii_match_mipnerf_finite_difference():
-    K = torch.tensor([[400.0, 0.0, 8.0], [0.0, 400.0, 6.0], [0.0, 0.0, 1.0]], dtype=DT)
-    w2c = torch.eye(4, dtype=DT)
+def test_pixel_radii_match_mipnerf_finite_difference(device):
+    K = torch.tensor([[400.0, 0.0, 8.0], [0.0, 400.0, 6.0], [0.0, 0.0, 1.0]], dtype=DT, device=device)
+    w2c = torch.eye(4, dtype=DT, device=device)
     w2c[:3, :3] = _rot("z", 30)
-    r = pixel_radii(K, w2c, torch.tensor([[8.0, 6.0]], dtype=DT))
+    r = _on(device, pixel_radii(K, w2c, torch.tensor([[8.0, 6.0]], dtype=DT, device=device)))
     # At the principal point the neighbour's unit direction is at angle atan(1/f).
     expected = 2 * math.sin(math.atan(1 / 400) / 2) * 2 / math.sqrt(12)
     assert r.item() == pytest.approx(expected, rel=1e-9)
     # Away from the centre: compare with distances between unit directions on an explicit grid.
     H, W = 12, 16
-    _, d = camera_rays(K, w2c, pixel_grid(H + 1, W + 1, dtype=DT))
+    _, d = camera_rays(K, w2c, pixel_grid(H + 1, W + 1, dtype=DT, device=device))
     d = d.reshape(H + 1, W + 1, 3)
     du = (d[:-1, 1:] - d[:-1, :-1]).norm(dim=-1)
     dv = (d[1:, :-1] - d[:-1, :-1]).norm(dim=-1)
     ref = torch.sqrt(du * dv).reshape(-1) * 2 / math.sqrt(12)
-    assert torch.allclose(pixel_radii(K, w2c, pixel_grid(H, W, dtype=DT)), ref, rtol=1e-9)
+    r = _on(device, pixel_radii(K, w2c, pixel_grid(H, W, dtype=DT, device=device)))
+    assert torch.allclose(r, ref.cpu(), rtol=1e-9)
 
 
 # ---------------------------------------------------------------- bounds
 
-def test_ray_aabb_hand_computed():
+def test_ray_aabb_hand_computed(device):
     bmin = torch.tensor([-1.0, -1.0, -1.0])
     bmax = torch.tensor([1.0, 1.0, 1.0])
     o = torch.tensor([[-5.0, 0, 0], [0, 0, -3], [0, 0, 0], [-5, 2, 0], [5, 0, 0], [-3, -3, 0],
                       [-5.0, 1.0, 0]])
     d = torch.tensor([[1.0, 0, 0], [0, 0, 2], [0, 1, 0], [1, 0, 0], [1, 0, 0],
                       [1 / math.sqrt(2), 1 / math.sqrt(2), 0], [1.0, 0, 0]])
-    near, far, hit = ray_aabb(o, d, bmin, bmax)
+    near, far, hit = _on(device, ray_aabb(o.to(device), d.to(device), bmin.to(device), bmax.to(device)))
     assert hit.tolist() == [True, True, True, False, False, True, True]
     # axis-aligned; unnormalised direction (t in units of d); start inside; parallel miss; box behind
     assert near[:3].tolist() == pytest.approx([4.0, 1.0, 0.0])
@@ -147,7 +155,7 @@ def _segment_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torc
     return (ap - s[..., None] * ba[None, :, None]).norm(dim=-1)
 
 
-def test_ray_capsules_against_brute_force():
+def test_ray_capsules_against_brute_force(device):
     g = torch.Generator().manual_seed(0)
     K, N, T = 5, 400, 4001
     a = torch.rand(K, 3, generator=g, dtype=DT) - 0.5
@@ -163,7 +171,8 @@ def test_ray_capsules_against_brute_force():
     o[:20, :2] = a[1, :2] + 0.06 * (torch.rand(20, 2, generator=g, dtype=DT) - 0.5)
     o[20:30] = a[2] + 0.3 * (b[2] - a[2])  # rays starting inside capsule 2
     d = d / d.norm(dim=-1, keepdim=True)
-    near, far, hit = ray_capsules(o, d, a, b, radius)
+    near, far, hit = _on(device, ray_capsules(o.to(device), d.to(device), a.to(device), b.to(device),
+                                              radius.to(device)))
 
     t = torch.linspace(0, 4, T, dtype=DT)
     p = o[:, None] + t[None, :, None] * d[:, None]
@@ -191,11 +200,12 @@ def test_ray_capsules_against_brute_force():
 
 # ---------------------------------------------------------------- samplers
 
-def test_stratified_covers_without_gaps():
-    near = torch.tensor([0.5, 2.0, 1.0])
-    far = torch.tensor([1.5, 6.0, 1.0 + 1e-3])
-    for perturb in (False, True):
+def test_stratified_covers_without_gaps(device):
+    near = torch.tensor([0.5, 2.0, 1.0], device=device)
+    far = torch.tensor([1.5, 6.0, 1.0 + 1e-3], device=device)
+    for perturb in (False, True):  # a CPU generator draws for tensors on any device
         ts, te = stratified_samples(near, far, 16, perturb, generator=torch.Generator().manual_seed(1))
+        assert ts.device == te.device == near.device
         assert ts.shape == te.shape == (3, 16)
         assert torch.equal(ts[:, 0], near) and torch.equal(te[:, -1], far)
         assert torch.equal(ts[:, 1:], te[:, :-1])  # contiguous
@@ -215,14 +225,14 @@ def test_blur_weights_hand_computed():
     assert blur_weights(w, pad=0.01).tolist() == [pytest.approx([0.51, 1.01, 0.51, 1.01, 2.01])]
 
 
-def test_sample_pdf_concentrates_and_is_reproducible():
+def test_sample_pdf_concentrates_and_is_reproducible(device):
     bins = torch.linspace(0, 1, 11).expand(3, 11).contiguous()
     w = torch.zeros(3, 10)
     w[0, 3] = 1.0  # delta-like
     w[1] = 1.0  # uniform
     w[2, 7] = 3.0
     w[2, 1] = 1.0
-    t = sample_pdf(bins, w, 64, deterministic=True)
+    t = _on(device, sample_pdf(bins.to(device), w.to(device), 64, deterministic=True))
     assert t.shape == (3, 64)
     assert (t[:, 1:] >= t[:, :-1]).all()
     assert ((t[0] >= 0.3) & (t[0] <= 0.4)).all()
@@ -230,9 +240,9 @@ def test_sample_pdf_concentrates_and_is_reproducible():
     in7 = ((t[2] >= 0.7) & (t[2] <= 0.8)).float().mean()
     in1 = ((t[2] >= 0.1) & (t[2] <= 0.2)).float().mean()
     assert in7.item() == pytest.approx(0.75, abs=0.03) and in1.item() == pytest.approx(0.25, abs=0.03)
-    assert torch.equal(t, sample_pdf(bins, w, 64, deterministic=True))
-    r1 = sample_pdf(bins, w, 64, False, generator=torch.Generator().manual_seed(0))
-    r2 = sample_pdf(bins, w, 64, False, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(t, sample_pdf(bins.to(device), w.to(device), 64, deterministic=True).cpu())
+    r1 = _on(device, sample_pdf(bins.to(device), w.to(device), 64, False, generator=torch.Generator().manual_seed(0)))
+    r2 = _on(device, sample_pdf(bins.to(device), w.to(device), 64, False, generator=torch.Generator().manual_seed(0)))
     assert torch.equal(r1, r2) and not torch.equal(r1, t)
     assert ((r1[0] >= 0.3) & (r1[0] <= 0.4)).all() and (r1[:, 1:] >= r1[:, :-1]).all()
     # all-zero weights fall back to uniform instead of NaN
@@ -242,12 +252,12 @@ def test_sample_pdf_concentrates_and_is_reproducible():
     assert ts.shape == (3, 63) and torch.equal(ts[:, 1:], te[:, :-1])
 
 
-def test_interval_samples_from_hits_union():
+def test_interval_samples_from_hits_union(device):
     near = torch.tensor([[1.0, 1.5, 4.0], [0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [1.0, 3.0, 0.0]])
     far = torch.tensor([[2.0, 3.0, 5.0], [0.0, 0.0, 0.0], [2.5, 0.0, 0.0], [2.0, 4.0, 0.0]])
     hit = torch.tensor([[True, True, True], [False, False, False], [True, False, False],
                         [True, True, False]])
-    ts, te, valid = interval_samples_from_hits(near, far, hit, 6)
+    ts, te, valid = _on(device, interval_samples_from_hits(near.to(device), far.to(device), hit.to(device), 6))
     # ray 0: union [1, 3] ∪ [4, 5], length 3 -> 4 samples in the first segment, 2 in the second
     assert valid[0].all()
     assert ts[0].tolist() == pytest.approx([1.0, 1.5, 2.0, 2.5, 4.0, 4.5])
@@ -255,7 +265,8 @@ def test_interval_samples_from_hits_union():
     assert not valid[1].any() and (ts[1] == 0).all() and (te[1] == 0).all()
     assert ts[2].tolist() == pytest.approx([2 + i / 12 for i in range(6)])
     # a capped sample count: step 0.5 on a covered length of 2 -> 4 samples, 2 per segment
-    ts, te, valid = interval_samples_from_hits(near, far, hit, 6, step=0.5)
+    ts, te, valid = _on(device, interval_samples_from_hits(near.to(device), far.to(device), hit.to(device), 6,
+                                                           step=0.5))
     assert valid.sum(-1).tolist() == [6, 0, 1, 4]
     assert ts[3, :4].tolist() == pytest.approx([1.0, 1.5, 3.0, 3.5])
     assert (ts[3, 4:] == 4.0).all() and (te[3, 4:] == 4.0).all()  # unused: zero length at the end
@@ -267,20 +278,23 @@ def test_interval_samples_from_hits_union():
 
 # ---------------------------------------------------------------- volume rendering
 
-def test_render_weights_hand_computed():
-    sigma = torch.tensor([[0.0, math.log(2.0), 1e4]], dtype=DT)
-    ts = torch.tensor([[0.0, 1.0, 2.0]], dtype=DT)
+def test_render_weights_hand_computed(device):
+    sigma = torch.tensor([[0.0, math.log(2.0), 1e4]], dtype=DT, device=device)
+    ts = torch.tensor([[0.0, 1.0, 2.0]], dtype=DT, device=device)
     te = ts + 1
     w, T, a = render_weights(sigma, ts, te)
+    assert w.device == T.device == a.device == sigma.device
     assert a[0].tolist() == pytest.approx([0.0, 0.5, 1.0])
     assert T[0].tolist() == pytest.approx([1.0, 1.0, 0.5])
     assert w[0].tolist() == pytest.approx([0.0, 0.5, 0.5])
-    rgb = torch.tensor([[[1.0, 0, 0], [0, 1, 0], [0, 0, 1]]], dtype=DT)
+    rgb = torch.tensor([[[1.0, 0, 0], [0, 1, 0], [0, 0, 1]]], dtype=DT, device=device)
     assert render_rgb(w, rgb)[0].tolist() == pytest.approx([0.0, 0.5, 0.5])
+    assert render_rgb(w, rgb, 1.0).device == sigma.device  # a scalar background is moved to the rays' device
     assert render_opacity(w).item() == pytest.approx(1.0)
     assert render_depth(w, midpoints(ts, te)).item() == pytest.approx(0.5 * 1.5 + 0.5 * 2.5)
     # infinite density saturates without NaN
-    w_inf, T_inf, _ = render_weights(torch.tensor([[float("inf"), 1.0]]), ts[:, :2].float(), te[:, :2].float())
+    w_inf, T_inf, _ = render_weights(torch.tensor([[float("inf"), 1.0]], device=device), ts[:, :2].float(),
+                                     te[:, :2].float())
     assert w_inf.tolist() == [[1.0, 0.0]] and torch.isfinite(T_inf).all()
 
 
@@ -331,12 +345,18 @@ def test_ray_distance_to_z():
 
 # ---------------------------------------------------------------- composition
 
+def _to(s: dict, device) -> dict:
+    """A sample set (nested dict of tensors) on ``device``."""
+    return {k: _to(v, device) if isinstance(v, dict) else v.to(device) if torch.is_tensor(v) else v
+            for k, v in s.items()}
+
+
 def _render_set(s: dict) -> tuple[torch.Tensor, torch.Tensor]:
     w, _, _ = render_weights(s["sigma"], s["t_starts"], s["t_ends"], s.get("valid"))
     return render_rgb(w, s["values"]["rgb"]), w
 
 
-def test_composite_matches_brute_force_sort():
+def test_composite_matches_brute_force_sort(device):
     g = torch.Generator().manual_seed(0)
     N = 5
 
@@ -349,7 +369,9 @@ def test_composite_matches_brute_force_sort():
 
     right, left = make(1.0, 2.0, 8, [1, 0, 0]), make(1.5, 2.5, 6, [0, 0, 1])
     left["valid"] = torch.rand(N, 6, generator=g) > 0.3
-    m = composite_samples([right, left])
+    m = composite_samples([_to(right, device), _to(left, device)])
+    assert m["t_starts"].device.type == m["values"]["rgb"].device.type == torch.device(device).type
+    m = _to(m, "cpu")
     assert m["t_starts"].shape == (N, 14) and m["values"]["rgb"].shape == (N, 14, 3)
     mids = midpoints(m["t_starts"], m["t_ends"])
     assert (mids[:, 1:] >= mids[:, :-1]).all()

@@ -191,6 +191,7 @@ def test_shard_directory_renders_evaluates_and_meshes_like_the_merged_cache(shar
     assert res["dir"]["renders"] and res["dir"]["eval"]["psnr_full"] is not None
 
 
+@pytest.mark.slow
 def test_slurm_array_recipe_builds_shards_that_train_like_the_merged_cache(synth_ih, tmp_path):
     """The per-task command of docs/scale.md, run for every SLURM_ARRAY_TASK_ID, writes a shard directory
     equal to the unsharded cache."""
@@ -235,6 +236,7 @@ def test_ranks_train_on_disjoint_views(tiny_cache, monkeypatch):
         assert not parts[0] & parts[1] and parts[0] | parts[1] == set(range(c.num_views))
 
 
+@pytest.mark.slow
 def test_c10d_rendezvous_two_processes(shards, tmp_path):
     """Multi-node style torchrun (c10d rendezvous on localhost, 2 processes) trains on a shard directory."""
     import shutil

@@ -37,6 +37,7 @@ def adapt_command(
     from handcli.data.selection import parse_selection
     from handcli.data.shards import open_cache
     from handcli.errors import InputError, Interrupted
+    from handcli.methods.adapt import check_adaptable, prepare_adaptation
     from handcli.methods.base import read_run_config, write_run_config
     from handcli.methods.handnerf.method import HandNeRFMethod
     from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
@@ -52,9 +53,7 @@ def adapt_command(
     if "adapt" not in method_class(doc["method"]).capabilities:
         raise InputError(f"method {doc['method']} has no pose adaptation", path=Path(run) / "config.json",
                          field="method")
-    if doc["config"].get("deform") != "lbs" or not doc["config"].get("error_correction", False):
-        raise InputError("pose adaptation needs a HandNeRF run with the error-correction network",
-                         path=Path(run) / "config.json", field="config.deform")
+    check_adaptable(doc["config"], Path(run) / "config.json")
     check_writable(out, force, inputs=[run, cache, depth], kind="run", is_dir=True)
     seed_everything(seed)
     trained = HandNeRFMethod.from_run(run, device=device)
@@ -69,17 +68,8 @@ def adapt_command(
 
             depth_path = Path(td) / "depth.h5"
             compute_depth(cache, depth_path)
-        from dataclasses import replace
-
-        cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr)
-        m = HandNeRFMethod(cfg, cache, method=doc["method"], train_frames=sorted(sel) if sel else None,
-                           depth_path=depth_path, device=device, depth_only=True, seed=seed)
-        state = trained.model.state_dict()
-        state["latent.weight"] = trained.model.latent.weight.mean(0, keepdim=True).expand(
-            m.model.latent.weight.shape[0], -1).clone()  # novel frames: the mean appearance code
-        m.model.load_state_dict(state)
-        for name, p in m.model.named_parameters():
-            p.requires_grad = name.startswith(("ec.", "pose_net."))  # the deformation field only
+        m, _ = prepare_adaptation(trained, cache, depth_path=depth_path, frames=sorted(sel) if sel else None,
+                                  steps=steps, lr=lr, seed=seed, device=device, method=doc["method"])
         clean_stale(out)
         tmp = temp_beside(out, is_dir=True)
         try:
