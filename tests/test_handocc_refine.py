@@ -139,3 +139,18 @@ def test_refinement_reduces_the_joint_error(tmp_path):
     rms = [float(np.sqrt(np.mean(np.concatenate(e) ** 2))) * 1000 for e in (ann, ref)]
     assert 5.0 < rms[0] < 8.0, rms  # the configured annotation error is there
     assert rms[1] < 0.95 * rms[0], rms
+
+
+def test_bone_gradient_is_finite_for_points_on_a_bone():
+    """The refinement backpropagates into the bones through the point-to-bone distance; a sample lying on a
+    bone (distance 0) must give a zero gradient, not NaN (which would poison the offsets)."""
+    from handcli.hand.skeleton_frames import segment_distance
+
+    a = torch.tensor([[0.0, 0.0, 0.0]], requires_grad=True)
+    b = torch.tensor([[0.03, 0.0, 0.0]], requires_grad=True)
+    x = torch.tensor([[0.01, 0.0, 0.0], [0.01, 0.01, 0.0]])
+    d = segment_distance(x, a, b)
+    d.sum().backward()
+    assert d[0, 0] == 0 and abs(float(d[1, 0]) - 0.01) < 1e-6
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+    assert torch.allclose(a.grad + b.grad, torch.tensor([[0.0, -1.0, 0.0]]))  # only the off-bone point pulls
