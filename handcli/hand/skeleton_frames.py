@@ -129,7 +129,9 @@ def segment_distance(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     xab = x @ ab.T - (a * ab).sum(-1)  # (x - a) . ab
     s = (xab / len2).clamp(0.0, 1.0)
     ax2 = (x * x).sum(-1, keepdim=True) - 2.0 * (x @ a.T) + (a * a).sum(-1)  # |x - a|^2
-    return (ax2 - 2.0 * s * xab + s * s * len2).clamp_min(0.0).sqrt()
+    d2 = (ax2 - 2.0 * s * xab + s * s * len2).clamp_min(0.0)
+    pos = d2 > 0  # sqrt has no finite gradient at 0 (a point on a segment): 0 there, not NaN (same values)
+    return torch.where(pos, torch.where(pos, d2, 1.0).sqrt(), 0.0)
 
 
 def hand_size(joints: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ from handcli.labels import LABELS
 from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handocc.model import PRESETS, HandOcc, HandOccConfig, HandSkeleton, occupancy_grid
 from handcli.methods.handocc.model import render_rays as render_hand_rays
+from handcli.methods.handocc.refine import SkeletonRefinement, detach_hand, detach_sampling
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
@@ -235,6 +236,7 @@ class HandOccMethod(Method):
         self.joints = {}
         self.app_override = None
         self.model = HandOcc(self.cfg).to(self.device)
+        attach_training_modules(self.model, state.get("model", {}))
 
     # -----------------------------------------------------------------------------------------------------
     def setup_training(self, *, train_cameras: list[str] | None = None, train_frames: list[int] | None = None,
@@ -260,6 +262,9 @@ class HandOccMethod(Method):
 
             self.model.colour = CameraColour(len(self.cache.cameras())).to(self.device)
             self.view_camera = torch.as_tensor(self.cache.view_table()["camera"].astype(np.int64))
+        if cfg.refine:  # per-frame joint offsets of the training hands (refine.py)
+            self.model.refine = SkeletonRefinement.for_hands({f: self.joints[f] for f in self.frames},
+                                                             self.cache.frame_column("capture"), cfg.refine_scale)
         self.app_override: torch.Tensor | None = None
         self.seed = seed
         self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device)
@@ -333,7 +338,12 @@ class HandOccMethod(Method):
         js = self.joints.get(frame)
         if js is None:
             js = [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, frame)]
-        return [self.model.hand(j, s) for s, j in js]
+        return [self.model.hand(self._refined(frame, s, j), s) for s, j in js]
+
+    def _refined(self, frame: int, side: str, joints: torch.Tensor) -> torch.Tensor:
+        """The hand's joints with the run's learned offsets (refine.py) when they are a training annotation."""
+        ref = getattr(self.model, "refine", None)
+        return joints if ref is None else ref.refine(frame, side, joints)
 
     def train_codes(self, frame: int, hands: list[HandSkeleton], gen: torch.Generator) -> list[torch.Tensor]:
         """Appearance codes from random training crops of the same capture (same side when there is one)."""
@@ -390,8 +400,8 @@ class HandOccMethod(Method):
         """[(side, joints (21, 3) world)] that drive ``frame``'s render (the cache's, unless replaced)."""
         js = self.joints.get(frame)
         if js is None:
-            return frame_joints(self.cache, frame)
-        return [(s, j.detach().cpu().numpy()) for s, j in js]
+            js = [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, frame)]
+        return [(s, self._refined(frame, s, j).detach().cpu().numpy()) for s, j in js]
 
     def set_skeletons(self, frame: int, skeletons: list[tuple[str, np.ndarray]] | None) -> None:
         """Render ``frame`` with other skeletons [(side, joints (21, 3))] (the viewer's pose editing);
@@ -407,13 +417,21 @@ class HandOccMethod(Method):
         views, frame = self.pool.draw(step, gen)
         if views is not self._crops_of:
             self._prepare_crops(views, self.pool.resident_frames)
-        hands = self.hands(frame)
+        refine = getattr(self.model, "refine", None)
+        if refine is not None and step < cfg.refine_start * cfg.steps:
+            refine = None  # offsets stay at zero (and out of the graph) until the field has taken shape
+        hands = self.hands(frame) if refine is not None else \
+            [self.model.hand(j, s) for s, j in self.joints[frame]]
         terms: dict[str, torch.Tensor] = {}
         logs: dict = {"rays": 0, "samples": 0}
-        if cfg.supervision == "mesh":
-            self._occupancy_losses(frame, hands, gen, terms, logs)
+        if cfg.supervision == "mesh":  # labels from the annotated mesh: no evidence for the refinement
+            self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, gen, terms, logs)
         if cfg.stage == "full" or cfg.supervision == "silhouette":
-            self._ray_losses(views, frame, hands, gen, terms, logs)
+            self._ray_losses(views, frame, [detach_sampling(h) for h in hands] if refine else hands, gen, terms,
+                             logs)
+            if refine is not None:
+                terms["refine"] = refine.penalty(frame, [h.side for h in hands], cfg.w_refine, cfg.w_bone)
+                logs["refine_mm"] = float(refine.offset_m().detach().norm(dim=-1).mean()) * 1000.0
         return sum_losses(terms, logs)
 
     def _occupancy_losses(self, frame, hands, gen, terms, logs) -> None:
@@ -525,3 +543,15 @@ class HandOccMethod(Method):
                 mesh.invert()
             out["hand" if len(hands) == 1 else h.side] = mesh
         return out
+
+
+def attach_training_modules(model: HandOcc, state: dict) -> None:
+    """Add the modules a training run attached to ``model`` (the skeleton refinement, the per-camera colour
+    maps) in the sizes the checkpoint's state dict holds, so that it loads."""
+    if "refine.offsets" in state:
+        model.refine = SkeletonRefinement(len(state["refine.offsets"]), model.cfg.refine_scale).to(
+            model.rel_radii.device)
+    if "colour.A" in state:
+        from handcli.nn.camera_colour import CameraColour
+
+        model.colour = CameraColour(len(state["colour.A"])).to(model.rel_radii.device)

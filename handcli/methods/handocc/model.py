@@ -106,6 +106,11 @@ class HandOccConfig:
     w_int: float = 0.1
     camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
     w_colour: float = 1e-2  # ... kept near the identity by this penalty
+    refine: bool = True  # learn per-frame joint offsets of the training hands (refine.py)
+    refine_scale: float = 0.1  # metres per unit of the offset parameters (an Adam step moves a joint lr * this)
+    w_refine: float = 1e-4  # prior on the offsets: mean squared offset (mm^2)
+    w_bone: float = 1e-3  # prior on the refined bone lengths: squared error (mm^2) to the subject's mean
+    refine_start: float = 0.3  # share of the steps before the offsets are learned (the field first takes shape)
     lr: float = 5e-4
     lr_final: float = 5e-5
     steps: int = 100_000
