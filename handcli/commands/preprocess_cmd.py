@@ -17,6 +17,10 @@ MESH_FROM = typer.Option("auto", help="Posed meshes from MANO 'params', from fit
 FORCE = typer.Option(False, "--force", help="Overwrite an existing cache.")
 SKIP_BAD = typer.Option(False, "--skip-bad-images", help="Skip truncated or undecodable images (counted and "
                         "reported as 'bad image') instead of failing.")
+HAND_ESTIMATES = typer.Option(None, "--hand-estimates", help="Folder of per-view estimated hand meshes (e.g. "
+                              "HandOccNet's; ROOT/handcli_est for synth --profile realistic), stored as the "
+                              "test-time input hand of handnerf-ho/pixelnerf; the ground-truth hand stays for "
+                              "training and metrics (docs/datasets-ho.md#hand-estimates).")
 
 
 
@@ -73,6 +77,7 @@ def dexycb(
     mesh_from: str = MESH_FROM,
     force: bool = FORCE,
     skip_bad_images: bool = SKIP_BAD,
+    hand_estimates: Optional[Path] = HAND_ESTIMATES,
 ) -> None:
     """DexYCB -> cache: world = calibration world; hand, grasped object, seg labels, near/far bounds."""
     from handcli.data.ho_preprocess import preprocess_dexycb
@@ -80,7 +85,7 @@ def dexycb(
     stats = preprocess_dexycb(root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
                               objects=objects, scale=scale, depth=depth, workers=workers, shard=shard,
                               mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
-                              skip_bad_images=skip_bad_images)
+                              skip_bad_images=skip_bad_images, hand_estimates=hand_estimates)
     _report(stats)
     print(out)
 
@@ -108,6 +113,7 @@ def ho3d(
     mesh_from: str = MESH_FROM,
     force: bool = FORCE,
     skip_bad_images: bool = SKIP_BAD,
+    hand_estimates: Optional[Path] = HAND_ESTIMATES,
 ) -> None:
     """HO-3D v3 -> cache: OpenGL converted to OpenCV, multi-camera reference world, seg labels, bounds."""
     from handcli.data.ho_preprocess import preprocess_ho3d
@@ -116,7 +122,7 @@ def ho3d(
                             objects=objects, listed_only=listed_only, models=str(models) if models else None,
                             scale=scale, depth=depth, workers=workers, shard=shard,
                             mano_dir=str(mano_dir) if mano_dir else None, mesh_from=mesh_from, force=force,
-                            skip_bad_images=skip_bad_images)
+                            skip_bad_images=skip_bad_images, hand_estimates=hand_estimates)
     _report(stats)
     print(out)
 
