@@ -224,3 +224,22 @@ def test_ho3d_estimates_are_moved_from_opengl_to_the_world(tmp_path):
     rms = float(np.sqrt(np.concatenate(sq).mean()) * 1000.0)
     expected = float(np.hypot(real["estimate_pa_mm"], real["estimate_root_mm"]))
     assert abs(rms - expected) < 0.35 * expected, (rms, expected)
+
+
+def test_shards_and_merge_keep_the_estimates(dex_real, tmp_path):
+    from handcli.data.cache import merge_caches
+    from handcli.data.ho_preprocess import preprocess_dexycb
+    from handcli.data.shards import open_cache
+
+    root, whole = dex_real
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in (0, 1):
+        preprocess_dexycb(root, parts / f"part-{i}.h5", scale=0.25, shard=f"{i}/2",
+                          hand_estimates=root / "handcli_est")
+    merge_caches(sorted(parts.glob("*.h5")), tmp_path / "merged.h5")
+    with Cache(whole) as w, open_cache(parts) as s, Cache(tmp_path / "merged.h5") as m:
+        assert s.has_hand_estimates and m.has_hand_estimates and w.num_views == s.num_views == m.num_views
+        for j in range(w.num_views):
+            for c in (s, m):
+                np.testing.assert_array_equal(c.hand_estimate(j)["vertices"], w.hand_estimate(j)["vertices"])
