@@ -1,8 +1,8 @@
 """HandNeRF (Choi, ``handnerf-ho``) vs PixelNeRF (``pixelnerf``, the paper's M2) on synthetic DexYCB, same
 wall-clock training budget, side by side, with the GT-mesh upper bound of the grasp success ratio.
 
-    python bench/bench_handnerf_ho.py [--budget 480] [--work DIR] [--methods handnerf-ho,pixelnerf]
-                                      [--eval-frames 2] [--threads 2]
+    python bench/bench_handnerf_ho.py [--budget 480 | --steps N] [--work DIR] [--methods handnerf-ho,pixelnerf]
+                                      [--eval-frames 2] [--threads 2] [--profile ideal|realistic] [--frames 5]
 
 Data (``handcli.synth.dexycb``, 8 cameras, 640x480 preprocessed at scale 0.5, 5 frames per sequence of which
 frame 0 has no hand): 6 subjects (hands alternate right / left) x 2 sequences; the grasped objects by
@@ -25,6 +25,15 @@ the same input view:
 - grasps: antipodal proposals on the reconstructed object, filtered by the input (GT) hand mesh, top 20
   evaluated against the GT object and hand (docs/grasp-eval.md); the same on the GT object mesh is the
   upper bound.
+
+``--steps N`` trains each method for exactly N steps instead of ``--budget`` seconds (fair on a shared
+machine). ``--profile realistic`` generates the data with the realistic profile (docs/datasets.md#realistic-profile:
+annotation error, a hand outside the model, capture effects, and a per-view estimated input hand of about
+13 mm error) and preprocesses it with ``--hand-estimates``: the methods train with the (annotated) GT hand and
+are evaluated with the input view's estimated hand, as Choi et al. test with HandOccNet's. Geometry and grasps
+are always scored against the generator's exact meshes (the ground-truth sidecar), and grasps are filtered by
+the input hand mesh the method was given (the GT one in the ideal profile). ``--frames`` sets the frames per
+sequence (frame 0 has no hand).
 
 Prints markdown tables and writes results.json into the work folder; the predicted meshes and evaluated
 grasps of every test frame go to ``meshes_<method>/frame<F>/``.
@@ -51,17 +60,40 @@ SEQ_OBJECTS = (BOX, CAN, MUG, BOX, CAN, MUG, BOX, CAN, MUG, BANANA, BANANA, BANA
 SPLITS = {"train": range(0, 6), "unseen_grasp": range(6, 9), "unseen_object": range(9, 12)}
 
 
-def prepare(work: Path, seed: int) -> Path:
+def prepare(work: Path, seed: int, profile: str = "ideal", frames: int = 5) -> Path:
     from handcli.data.ho_preprocess import preprocess_dexycb
     from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
+    from handcli.synth.realism import realism_config
 
     root, cache = work / "dexycb", work / "cache.h5"
     if not root.exists():
-        write_dexycb(root, DexYCBSynthConfig(subjects=6, seqs=2, frames=5, cameras=8, objects=SEQ_OBJECTS,
-                                             distractors=1, seed=seed))
+        write_dexycb(root, DexYCBSynthConfig(subjects=6, seqs=2, frames=frames, cameras=8, objects=SEQ_OBJECTS,
+                                             distractors=1, seed=seed, realism=realism_config(profile, "dexycb")))
     if not cache.exists():
-        preprocess_dexycb(root, cache, scale=0.5, workers=2)
+        preprocess_dexycb(root, cache, scale=0.5, workers=2,
+                          hand_estimates=root / "handcli_est" if profile == "realistic" else None)
     return cache
+
+
+def exact_gt(root: Path, cache_path: Path, frame: int) -> dict:
+    """The generator's exact hand (rendered surface) and object of a cache frame (world): {"hand", "object"}
+    trimesh meshes, and the hand's exact points, from ``handcli_gt`` (equal to the cache's in the ideal
+    profile up to the rendered surface)."""
+    import trimesh
+
+    from handcli.data.cache import Cache
+    from handcli.data.objects import apply_pose
+
+    with Cache(cache_path) as c:
+        rec = c.frame(frame)
+        side = next(iter(rec.hands))
+        faces = c.hand_model(side)["faces"]
+        om = c.object_mesh(rec.object.name)
+    subject, seq, f = rec.key.split("/")
+    g = np.load(root / "handcli_gt" / subject / seq / f"{int(f):06d}.npz")
+    hand = trimesh.Trimesh(g["hand_vertices"], faces, process=False)
+    obj = trimesh.Trimesh(apply_pose(rec.object.pose, om["vertices"]), om["faces"], process=False)
+    return {"hand": hand, "object": obj, "object_points": apply_pose(rec.object.pose, om["points"])}
 
 
 def split_frames(cache_path: Path) -> dict[str, list[list[int]]]:
@@ -81,7 +113,8 @@ def split_frames(cache_path: Path) -> dict[str, list[list[int]]]:
     return {name: [by_seq[k] for k in ks] for name, ks in SPLITS.items()}
 
 
-def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int, keep: Path | None = None) -> dict:
+def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int, keep: Path | None = None,
+               root: Path | None = None) -> dict:
     """Novel-view, geometry and grasp metrics of one test frame (seen by its input view).
 
     ``keep``: a folder that receives the predicted meshes (``hand.ply``, ``object.ply``, ``scene.ply``) and
@@ -116,13 +149,26 @@ def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int, keep: Path | None
     meshes = m.extract_meshes(frame)
     out["mesh_s"] = round(time.perf_counter() - t, 2)
     gt_pts, _ = cache_gt_points(m.cache_path, frame)
+    gt = cache_gt_meshes(m.cache_path, frame)
+    if root is not None:  # the generator's exact hand surface; the object pose is exact in both profiles
+        ex = exact_gt(root, m.cache_path, frame)
+        hand_pts = ex["hand"].vertices
+        gt_pts = {"hand": hand_pts, "object": gt_pts["object"],
+                  "scene": np.concatenate([gt_pts["object"], hand_pts])}
+        gt = {"hand": ex["hand"], "object": gt["object"]}
     geo = scene_metrics({k: (v if len(v.faces) else None) for k, v in meshes.items()}, gt_pts, seed=seed)
     for part, g in geo.items():
         for k in ("fscore@5mm", "fscore@10mm", "cd_paper_x1000", "cd_mean_mm", "failed"):
             out[f"{part}_{k}"] = g[k]
-    gt = cache_gt_meshes(m.cache_path, frame)
     obj = meshes["object"] if len(meshes["object"].faces) else None
-    g = grasp_success_ratio(obj, gt["hand"], gt["object"], gt["hand"], top_k=20, seed=seed, n_samples=500)
+    import trimesh
+
+    # proposals are filtered by the input hand mesh the method was given (estimated at test time when the
+    # cache holds estimates), and scored against the exact object and hand
+    input_hand = trimesh.Trimesh(scene.hand_verts.cpu().numpy(), gt["hand"].faces, process=False)
+    out["input_hand_rms_mm"] = float(np.sqrt(np.mean(np.sum(
+        (scene.hand_verts.cpu().numpy() - cache_gt_meshes(m.cache_path, frame)["hand"].vertices) ** 2, -1))) * 1000)
+    g = grasp_success_ratio(obj, input_hand, gt["object"], gt["hand"], top_k=20, seed=seed, n_samples=500)
     out["grasp_success"] = g["success_ratio"]
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
@@ -139,12 +185,12 @@ def eval_frame(m, frame: int, gt_grasp_cache: dict, seed: int, keep: Path | None
 
 
 def run_method(method: str, cache: Path, splits: dict, budget: float, work: Path, eval_frames: int, seed: int,
-               gt_grasp_cache: dict) -> list[dict]:
+               gt_grasp_cache: dict, steps: int | None = None, eval_seqs: int = 3) -> list[dict]:
     from handcli.methods.handnerf_ho.method import HandNeRFHOMethod
     from handcli.methods.handnerf_ho.model import preset
     from handcli.methods.trainer import train
 
-    cfg = replace(preset("fast", method), steps=1_000_000)
+    cfg = replace(preset("fast", method), steps=steps or 1_000_000)
     train_frames = [f for seq in splits["train"] for f in seq]
     torch.manual_seed(seed)
     m = HandNeRFHOMethod(cfg, cache, method=method, train_frames=train_frames)
@@ -152,17 +198,18 @@ def run_method(method: str, cache: Path, splits: dict, budget: float, work: Path
     run.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     last = train(m, run, steps=cfg.steps, lr=cfg.lr, lr_final=cfg.lr_final, seed=seed, resume=False,
-                 log_every=100, ckpt_every=10 ** 9, time_budget=budget)
+                 log_every=100, ckpt_every=10 ** 9, time_budget=None if steps else budget)
     train_s = time.perf_counter() - t0
     m.model.eval()
     rows = []
     for split in ("unseen_grasp", "unseen_object"):
-        for seq in splits[split]:
+        for seq in splits[split][:eval_seqs]:
             pick = [seq[i] for i in np.unique(np.linspace(0, len(seq) - 1, min(eval_frames, len(seq))).round()
                                               .astype(int))]
             for f in pick:
                 keep = work / f"meshes_{method}" / f"frame{f:04d}"
-                r = {"method": method, "split": split, **eval_frame(m, f, gt_grasp_cache, seed, keep)}
+                r = {"method": method, "split": split,
+                     **eval_frame(m, f, gt_grasp_cache, seed, keep, root=work / "dexycb")}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     for r in rows:
@@ -177,7 +224,7 @@ COLS = [("psnr_box", "PSNR", 2), ("iou", "IoU", 1), ("object_fscore@5mm", "F5 ob
         ("scene_fscore@5mm", "F5 whole", 3), ("scene_fscore@10mm", "F10 whole", 3),
         ("object_cd_paper_x1000", "CD obj", 3), ("hand_cd_paper_x1000", "CD hand", 3),
         ("scene_cd_paper_x1000", "CD whole", 3), ("object_cd_mean_mm", "CD obj mm", 1),
-        ("grasp_success", "grasp", 3)]
+        ("grasp_success", "grasp", 3), ("input_hand_rms_mm", "input hand err mm", 1)]
 
 
 def table(rows: list[dict]) -> str:
@@ -208,18 +255,23 @@ def main() -> None:
     ap.add_argument("--eval-frames", type=int, default=2, help="evaluated frames per test sequence")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None, help="train exactly this many steps (overrides --budget)")
+    ap.add_argument("--profile", choices=("ideal", "realistic"), default="ideal", help="synthetic data profile")
+    ap.add_argument("--frames", type=int, default=5, help="frames per sequence (frame 0 has no hand)")
+    ap.add_argument("--eval-seqs", type=int, default=3, help="evaluated sequences per test split (of 3)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    cache = prepare(args.work, args.seed)
+    cache = prepare(args.work, args.seed, args.profile, args.frames)
     splits = split_frames(cache)
     print(f"data ready in {time.perf_counter() - t:.0f} s: " +
           ", ".join(f"{k} {sum(len(s) for s in v)} frames" for k, v in splits.items()), flush=True)
     rows: list[dict] = []
     gt_grasp: dict = {}
     for method in args.methods.split(","):
-        rows += run_method(method, cache, splits, args.budget, args.work, args.eval_frames, args.seed, gt_grasp)
+        rows += run_method(method, cache, splits, args.budget, args.work, args.eval_frames, args.seed, gt_grasp,
+                           args.steps, args.eval_seqs)
     (args.work / "results.json").write_text(json.dumps(rows, indent=1))
     print(table(rows))
     for method in dict.fromkeys(r["method"] for r in rows):

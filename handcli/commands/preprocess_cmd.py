@@ -21,6 +21,10 @@ COMMON = {
     "skip_bad_images": (bool, typer.Option(False, "--skip-bad-images", help="Skip truncated or undecodable "
                                            "images (counted and reported as 'bad image') instead of failing.")),
 }
+HAND_ESTIMATES = typer.Option(None, "--hand-estimates", help="Folder of per-view estimated hand meshes (e.g. "
+                              "HandOccNet's; ROOT/handcli_est for synth --profile realistic), stored as the "
+                              "test-time input hand of handnerf-ho/pixelnerf; the ground-truth hand stays for "
+                              "training and metrics (docs/datasets-ho.md#hand-estimates).")
 
 
 def _common_options(command):
@@ -75,11 +79,12 @@ def dexycb(
     objects: Optional[str] = typer.Option(None, help="Grasped objects: YCB ids (e.g. 1,2,10,15) or names."),
     scale: float = typer.Option(1.0, help="Downscale factor for images and labels."),
     depth: bool = typer.Option(False, "--depth", help="Also store the aligned depth maps (float16 metres)."),
+    hand_estimates: Optional[Path] = HAND_ESTIMATES,
     **common,
 ) -> None:
     """DexYCB -> cache: world = calibration world; hand, grasped object, seg labels, near/far bounds."""
     _preprocess("dexycb", root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
-                objects=objects, scale=scale, depth=depth, **common)
+                objects=objects, scale=scale, depth=depth, hand_estimates=hand_estimates, **common)
 
 
 @app.command("ho3d")
@@ -100,12 +105,13 @@ def ho3d(
                                                      "$DEX_YCB_DIR/models)."),
     scale: float = typer.Option(1.0, help="Downscale factor for images and labels."),
     depth: bool = typer.Option(False, "--depth", help="Also store the decoded depth maps (float16 metres)."),
+    hand_estimates: Optional[Path] = HAND_ESTIMATES,
     **common,
 ) -> None:
     """HO-3D v3 -> cache: OpenGL converted to OpenCV, multi-camera reference world, seg labels, bounds."""
     _preprocess("ho3d", root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
                 objects=objects, listed_only=listed_only, models=str(models) if models else None, scale=scale,
-                depth=depth, **common)
+                depth=depth, hand_estimates=hand_estimates, **common)
 
 
 def _preprocess(dataset: str, root: Path, out: Path, mano_dir: Optional[Path], **options) -> None:

@@ -13,6 +13,8 @@ Layout (N frames, M views = images, C cameras, P pixels over all views)::
             fg_pixels (M,)}
     /views/rgb (P,3) uint8, /views/label (P,) uint8   all views' pixels, row-major, concatenated
     /views/depth (P,) float16 metres                  optional (hand-object datasets with --depth)
+    /views/hand_estimate/{valid (M,), vertices (M,V,3), joints (M,21,3)} world m   optional (hand-object
+                        datasets with --hand-estimates): each view's estimated input hand (test time)
     /frames/object/{present (N,), name (N,), pose (N,4,4) object->world m, box (N,2,3)}   hand-object caches
     /objects/{name}/{vertices (V,3), faces (F,3), points (P,3)}  each object model once, model frame, metres
 
@@ -105,6 +107,9 @@ class ViewRecord:
     box2d: np.ndarray  # (4,) x0, y0, x1, y1 pixels
     depth: np.ndarray | None = None  # (H, W) metres, 0 = no measurement (caches written with depth=True)
     label_source: str | None = None  # where ``label`` came from ("seg", "rasterized"); counted in attrs
+    # the view's estimated input hand {"vertices" (V, 3), "joints" (21, 3)} world metres (caches written with
+    # hand_estimates=True; handcli.data.hand_estimates)
+    hand_estimate: dict | None = None
 
 
 def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
@@ -118,10 +123,11 @@ class CacheWriter:
 
     def __init__(self, path: str | Path, *, dataset: str, scale: float, config: dict, inputs: dict,
                  hand_models: dict[str, dict], command: str = "", objects: bool = False, depth: bool = False,
-                 object_loader=None):
+                 object_loader=None, hand_estimates: bool = False):
         """``objects``: also write ``frames/object`` and ``objects/`` (hand-object datasets);
         ``object_loader(name) -> (vertices, faces, points)`` supplies a model the first time a frame uses it.
-        ``depth``: also write the per-pixel ``views/depth`` buffer (float16 metres)."""
+        ``depth``: also write the per-pixel ``views/depth`` buffer (float16 metres). ``hand_estimates``: also
+        write ``views/hand_estimate`` (each view's estimated input hand, or valid False)."""
         self.path = Path(path)
         self.f = h5py.File(self.path, "w")
         a = self.f.attrs
@@ -169,6 +175,13 @@ class CacheWriter:
                              ("width", (), "i4"), ("near_far", (2,), "f4"), ("box2d", (4,), "f4"),
                              ("fg_pixels", (), "i4")):
             v.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(1024,) + shape, **CHECKSUM)
+        self.hand_estimates = bool(hand_estimates)
+        if self.hand_estimates:
+            V = max(self.num_verts.values(), default=0)
+            g = v.create_group("hand_estimate")
+            for k, shape, dt in (("valid", (), "b1"), ("vertices", (V, 3), "f4"), ("joints", (21, 3), "f4")):
+                g.create_dataset(k, (0,) + shape, maxshape=(None,) + shape, dtype=dt, chunks=(64,) + shape,
+                                 **CHECKSUM)
         self.depth = bool(depth)  # the pixel datasets are created with the first view (_pixel_datasets)
         self.objects = bool(objects)
         self._object_loader = object_loader
@@ -294,6 +307,19 @@ class CacheWriter:
             _append(v["fg_pixels"], np.array([int((vr.label > 0).sum()) for vr in views]))
             _append(v["rgb"], np.concatenate(rgbs))
             _append(v["label"], np.concatenate(labels))
+            if self.hand_estimates:
+                g = v["hand_estimate"]
+                V = g["vertices"].shape[1]
+                for vr in views:
+                    e = vr.hand_estimate
+                    if e is not None and np.shape(e["vertices"]) != (V, 3):
+                        raise ValueError(f"estimated hand vertices {np.shape(e['vertices'])} do not match the hand "
+                                         f"model ({V}, 3)")
+                _append(g["valid"], np.array([vr.hand_estimate is not None for vr in views]))
+                _append(g["vertices"], np.stack([vr.hand_estimate["vertices"] if vr.hand_estimate is not None
+                                                 else np.zeros((V, 3)) for vr in views]))
+                _append(g["joints"], np.stack([vr.hand_estimate["joints"] if vr.hand_estimate is not None
+                                               else np.zeros((21, 3)) for vr in views]))
             if self.depth:
                 _append(v["depth"], np.concatenate([
                     (vr.depth if vr.depth is not None else np.zeros(vr.label.shape)).reshape(-1).astype(np.float16)
@@ -411,6 +437,13 @@ def validate_cache(f: h5py.File, path: str | Path) -> None:
     if not len(vt["frame"]):
         return
     P = f["views/rgb"].shape[0]
+    M = len(vt["frame"])
+    if "hand_estimate" in f["views"]:
+        for k in ("valid", "vertices", "joints"):
+            ds = f["views/hand_estimate"].get(k)
+            if not isinstance(ds, h5py.Dataset) or ds.shape[0] != M:
+                bad(f"views/hand_estimate/{k}", f"missing or {ds.shape[0] if ds is not None else 0} entries for "
+                    f"{M} views")
     for k in ("label", "depth"):
         if k in f["views"] and f[f"views/{k}"].shape[0] != P:
             bad(f"views/{k}", f"{f[f'views/{k}'].shape[0]} pixels but views/rgb has {P}")
@@ -489,6 +522,18 @@ class Cache:
     @property
     def has_depth(self) -> bool:
         return "views/depth" in self.f
+
+    @property
+    def has_hand_estimates(self) -> bool:
+        """The cache holds estimated input hands per view (preprocess ``--hand-estimates``)."""
+        return "views/hand_estimate" in self.f
+
+    def hand_estimate(self, j: int) -> dict | None:
+        """View j's estimated input hand {"vertices" (V, 3), "joints" (21, 3)} world metres, or None (no
+        estimates in the cache, or none for this view)."""
+        if not self.has_hand_estimates or not self.read("views/hand_estimate/valid", int(j)):
+            return None
+        return {k: self.read(f"views/hand_estimate/{k}", int(j)) for k in ("vertices", "joints")}
 
     def object_names(self) -> list[str]:
         """Names of the object models stored in the cache."""
@@ -635,10 +680,11 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
     first.close()
     inputs = {"merged_from": [str(p) for p in paths]}
     with Cache(paths[0]) as c0:
-        objects, depth = c0.has_objects, c0.has_depth
+        objects, depth, estimates = c0.has_objects, c0.has_depth, c0.has_hand_estimates
     label_source: dict | None = None  # hand-object caches: where labels came from, counts summed over shards
     w = CacheWriter(out_path, dataset=a0["dataset"], scale=a0["scale"], config=json.loads(a0["config"]),
-                    inputs=inputs, hand_models=hand_models, command=command, objects=objects, depth=depth)
+                    inputs=inputs, hand_models=hand_models, command=command, objects=objects, depth=depth,
+                    hand_estimates=estimates)
     try:
         total = 0
         seen: dict[str, Path] = {}  # frame key -> the shard holding it: keys stay unique
@@ -654,8 +700,8 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                             m is not None and not np.array_equal(m["faces"], hand_models[s]["faces"])):
                         raise InputError("hand model differs from the first shard's", path=p,
                                          field=f"hand_model/{s}")
-                if (c.has_objects, c.has_depth) != (objects, depth):
-                    raise InputError("object or depth groups differ from the first shard's", path=p,
+                if (c.has_objects, c.has_depth, c.has_hand_estimates) != (objects, depth, estimates):
+                    raise InputError("object, depth or hand-estimate groups differ from the first shard's", path=p,
                                      field="frames/object")
                 if "label_source" in a:
                     ls = json.loads(a["label_source"])
@@ -682,7 +728,8 @@ def merge_caches(paths: list[Path], out_path: Path, command: str = "") -> dict:
                     for j in np.nonzero(vt["frame"] == i)[0]:
                         v = c.view(int(j))
                         views.append(ViewRecord(remap[v["camera"]], v["rgb"], v["label"], v["near_far"],
-                                                v["box2d"], v.get("depth")))
+                                                v["box2d"], v.get("depth"),
+                                                hand_estimate=c.hand_estimate(int(j))))
                     w.add_frame(c.frame(i), views)
                     total += 1
         if label_source is not None:

@@ -102,6 +102,7 @@ class HOViewData:
     rgb: np.ndarray  # (H, W, 3) uint8 RGB
     labels: np.ndarray | None  # (H, W) uint8 handcli labels from the dataset's segmentation; None: rasterize
     depth: np.ndarray | None = None  # (H, W) metres
+    hand_estimate: dict | None = None  # estimated input hand {vertices (V, 3), joints (21, 3)} world (hand_estimates)
 
 
 @dataclass
@@ -125,6 +126,8 @@ class Options:
     scale: float
     depth: bool
     skip_bad_images: bool = False  # drop a frame whose image is truncated or undecodable (counted) instead of failing
+    hand_estimates: str | None = None  # folder of per-view estimated input hands (handcli.data.hand_estimates)
+    root: str = ""  # the dataset root (estimate paths mirror the image paths under it)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -208,7 +211,7 @@ def finish_frame(sample: HOSample, opts: Options) -> FrameResult:
         spec = CameraSpec(cam.name, cam.capture, K, cam.world_to_cam, W, H)
         nf = box_near_far(bmin, bmax, camera_center(cam.world_to_cam))
         view = ViewRecord(-1, img, labels, nf, box_2d(bmin, bmax, cam.world_to_cam, K, W, H),
-                          depth if opts.depth else None, source)
+                          depth if opts.depth else None, source, vd.hand_estimate)
         if opts.depth and view.depth is None:
             view.depth = np.zeros((H, W), np.float32)
         res.views.append((spec, view))
@@ -224,11 +227,13 @@ def _object_loader(models_root: str):
 
 
 def _write(items: list, process, out, *, dataset: str, scale: float, config: dict, inputs: dict, mesh: MeshSource,
-           models_root: str, depth: bool, workers: int, force: bool, description: str, command: str) -> dict:
+           models_root: str, depth: bool, workers: int, force: bool, description: str, command: str,
+           hand_estimates: bool = False) -> dict:
     return write_cache(out, items, process, root=inputs.get("root"), force=force, workers=workers,
                        description=description, dataset=dataset, scale=scale, config=config, inputs=inputs,
                        hand_models=hand_model_attrs(hand_models(config["mano_flags"], mesh.model_dir), mesh),
-                       command=command, objects=True, depth=depth, object_loader=_object_loader(models_root))
+                       command=command, objects=True, depth=depth, object_loader=_object_loader(models_root),
+                       hand_estimates=hand_estimates)
 
 
 def parse_objects(spec: str | None) -> set[str] | None:
@@ -247,6 +252,24 @@ def parse_objects(spec: str | None) -> set[str] | None:
             raise InputError(f"unknown object {part!r}; use YCB ids 1-21 or names like 003_cracker_box",
                              field="objects")
     return out
+
+
+def _estimate(opts: Options, side: str, path: Path, fmt, cam_to_world: np.ndarray) -> dict | None:
+    """A view's estimated input hand in the world (``--hand-estimates``), or None without that option."""
+    if not opts.hand_estimates:
+        return None
+    from handcli.data.hand_estimates import read_estimate
+
+    V = int(hand_models(opts.dataset, opts.mesh.model_dir)[side].lbs_weights.shape[0])
+    return read_estimate(path, fmt, V, cam_to_world)
+
+
+def _check_estimates(hand_estimates: str | Path | None) -> str | None:
+    if hand_estimates is None:
+        return None
+    if not Path(hand_estimates).is_dir():
+        raise InputError("folder of estimated hands not found", path=hand_estimates, field="hand-estimates")
+    return str(Path(hand_estimates).resolve())
 
 
 def _log_mesh(mesh: MeshSource) -> None:
@@ -313,7 +336,14 @@ def dexycb_sample(item: DexItem) -> HOSample | str:
         depth = read_depth_png(v.depth) if opts.depth else None
         if depth is not None:
             check_size(depth, HEIGHT, WIDTH, v.depth, "depth image")
-        sample.views.append(HOViewData(spec, rgb, seg_to_labels(lab["seg"], seq.grasp_id, seq.mano_side), depth))
+        est = None
+        if opts.hand_estimates:
+            from handcli.data.hand_estimates import DEXYCB, dexycb_estimate_path
+
+            est = _estimate(opts, seq.mano_side, dexycb_estimate_path(Path(opts.hand_estimates), Path(opts.root),
+                                                                      v.color, fr.frame), DEXYCB, cam.cam_to_world)
+        sample.views.append(HOViewData(spec, rgb, seg_to_labels(lab["seg"], seq.grasp_id, seq.mano_side), depth,
+                                       est))
     return sample
 
 
@@ -328,10 +358,13 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
                       cameras: str | None = None, frames: str | None = None, every: int = 1,
                       objects: str | None = None, scale: float = 1.0, depth: bool = False, workers: int = 1,
                       shard: str | None = None, mano_dir: str | None = None, mesh_from: str = "auto",
-                      force: bool = False, skip_bad_images: bool = False, command: str = "") -> dict:
+                      force: bool = False, skip_bad_images: bool = False, hand_estimates: str | Path | None = None,
+                      command: str = "") -> dict:
     """Read a DexYCB root and write the cache at ``out`` atomically. Returns run statistics.
 
-    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image");
+    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image").
+    ``hand_estimates``: a folder of per-view estimated input hands (``handcli.data.hand_estimates``), stored
+    as ``views/hand_estimate``; every selected view of an annotated frame needs one.
     ``command``: the command line recorded in the cache."""
     from handcli.data.dexycb import DexYCBReader
 
@@ -348,7 +381,8 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
     ext_ids = sorted({fr.seq.extrinsics for fr in all_frames})
     mesh = choose_mesh_source(root, mano_dir, mesh_from)
     _log_mesh(mesh)
-    opts = Options("dexycb", mesh, str(reader.models), scale, depth, skip_bad_images)
+    est_dir = _check_estimates(hand_estimates)
+    opts = Options("dexycb", mesh, str(reader.models), scale, depth, skip_bad_images, est_dir, str(root))
     items = []
     for fr in shard_items(all_frames, shard_ij):
         cams = {v.serial: reader.camera(v.serial, fr.seq.extrinsics) for v in fr.views}
@@ -361,11 +395,12 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
               "mesh": asdict(mesh), "captures": {e: i for i, e in enumerate(ext_ids)},
               "labels": "seg: grasped object id -> 3, 255 -> 1 (right) / 2 (left) by mano_sides, other ids -> 0",
               "mano_record": "mano_pose = pose_m[:48] (global orient + 45 PCA coefficients, flat_hand_mean=False), "
-                             "mano_trans = pose_m[48:51], in the camera frame of the frame's first view"}
+                             "mano_trans = pose_m[48:51], in the camera frame of the frame's first view",
+              "hand_estimates": est_dir}
     inputs = {"root": str(root.resolve()), "models": str(reader.models), "calibration": sorted(reader.files_read)}
     return _write(items, process_dexycb, out, dataset="dexycb", scale=scale, config=config, inputs=inputs,
                   mesh=mesh, models_root=str(reader.models), depth=depth, workers=workers, force=force,
-                  description="preprocess dexycb", command=command)
+                  description="preprocess dexycb", command=command, hand_estimates=est_dir is not None)
 
 
 # ================================================================================================= HO-3D
@@ -421,7 +456,13 @@ def ho3d_sample(item: HOItem) -> HOSample | str:
         depth = read_depth(v.depth) if opts.depth else None
         if depth is not None:
             check_size(depth, H, W, v.depth, "depth image")
-        sample.views.append(HOViewData(spec, rgb, labels, depth))
+        est = None
+        if opts.hand_estimates and m.has_hand:
+            from handcli.data.hand_estimates import HO3D, ho3d_estimate_path
+
+            est = _estimate(opts, "right", ho3d_estimate_path(Path(opts.hand_estimates), fr.split, v.seq, fr.frame),
+                            HO3D, v.camera.cam_to_world)
+        sample.views.append(HOViewData(spec, rgb, labels, depth, est))
     return sample
 
 
@@ -437,10 +478,12 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
                     objects: str | None = None, listed_only: bool = False, models: str | None = None,
                     scale: float = 1.0, depth: bool = False, workers: int = 1, shard: str | None = None,
                     mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False,
-                    skip_bad_images: bool = False, command: str = "") -> dict:
+                    skip_bad_images: bool = False, hand_estimates: str | Path | None = None, command: str = "") -> dict:
     """Read a HO-3D v3 root and write the cache at ``out`` atomically. Returns run statistics.
 
-    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image");
+    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image").
+    ``hand_estimates``: a folder of per-view estimated input hands (``handcli.data.hand_estimates``), stored
+    as ``views/hand_estimate``; every selected view with a hand annotation needs one.
     ``command``: the command line recorded in the cache."""
     from handcli.data.ho3d import HO3DReader, read_meta
 
@@ -467,7 +510,8 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
     groups = sorted({fr.group for fr in all_frames})
     mesh = choose_mesh_source(root, mano_dir, mesh_from)
     _log_mesh(mesh)
-    opts = Options("ho3d", mesh, str(models_root), scale, depth, skip_bad_images)
+    est_dir = _check_estimates(hand_estimates)
+    opts = Options("ho3d", mesh, str(models_root), scale, depth, skip_bad_images, est_dir, str(root))
     items = [HOItem(fr, groups.index(fr.group), opts) for fr in shard_items(all_frames, shard_ij)]
     config = {"dataset": "ho3d", "mano_flags": "ho3d", "split": split,
               "selection": {"seqs": sorted(parse_names(seqs)) if seqs else None,
@@ -479,9 +523,10 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
               "labels": "seg PNG (nearest-resized to the image): channel 0 == 255 -> 1 (hand, wins overlaps), "
                         "channel 1 == 255 -> 3; rasterized from the posed meshes where the PNG is missing",
               "mano_record": "handPose/handBeta/handTrans as stored (OpenGL camera frame of the frame's first "
-                             "annotated view, flat_hand_mean=True)"}
+                             "annotated view, flat_hand_mean=True)",
+              "hand_estimates": est_dir}
     inputs = {"root": str(root.resolve()), "models": str(models_root.resolve()),
               "calibration": sorted(reader.files_read)}
     return _write(items, process_ho3d, out, dataset="ho3d", scale=scale, config=config, inputs=inputs, mesh=mesh,
                   models_root=str(models_root), depth=depth, workers=workers, force=force,
-                  description="preprocess ho3d", command=command)
+                  description="preprocess ho3d", command=command, hand_estimates=est_dir is not None)

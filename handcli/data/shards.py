@@ -64,7 +64,7 @@ class ShardedCache(Cache):
         first = self.shards[0]
         a0 = first.attrs
         models0 = {s: _model_faces(first, s) for s in SIDES}
-        kinds0 = (first.has_objects, first.has_depth)
+        kinds0 = (first.has_objects, first.has_depth, first.has_hand_estimates)
         cams, cam_index, tables, frame_off, view_off, pix = [], {}, [], [0], [0], 0
         for p, c in zip(self.paths, self.shards):
             a = c.attrs
@@ -76,8 +76,9 @@ class ShardedCache(Cache):
                 m = _model_faces(c, s)
                 if (m is None) != (models0[s] is None) or (m is not None and not np.array_equal(m, models0[s])):
                     raise InputError("hand model differs from the first shard's", path=p, field=f"hand_model/{s}")
-            if (c.has_objects, c.has_depth) != kinds0:
-                raise InputError("object or depth groups differ from the first shard's", path=p, field="frames/object")
+            if (c.has_objects, c.has_depth, c.has_hand_estimates) != kinds0:
+                raise InputError("object, depth or hand-estimate groups differ from the first shard's", path=p,
+                                 field="frames/object")
             remap = []
             for cm in c.cameras():
                 key = (cm["capture"], cm["name"])
@@ -139,6 +140,14 @@ class ShardedCache(Cache):
     @property
     def has_depth(self) -> bool:
         return self.shards[0].has_depth
+
+    @property
+    def has_hand_estimates(self) -> bool:
+        return self.shards[0].has_hand_estimates
+
+    def hand_estimate(self, j: int) -> dict | None:
+        c, k = self._view_shard(int(j))
+        return c.hand_estimate(k)
 
     def object_names(self) -> list[str]:
         return sorted({n for c in self.shards for n in c.object_names()})

@@ -63,10 +63,10 @@ def frame_hand(rec: FrameRecord) -> tuple[str, object] | None:
     return None
 
 
-def scene_box(rec: FrameRecord, pad: float) -> np.ndarray:
-    """(2, 3) world box: AABB of the hand mesh and the posed object (vertices and points), padded by ``pad``."""
-    hand = frame_hand(rec)
-    pts = [hand[1].vertices.astype(np.float64)]
+def scene_box(rec: FrameRecord, pad: float, hand_verts: np.ndarray | None = None) -> np.ndarray:
+    """(2, 3) world box: AABB of the hand mesh (``hand_verts`` (V, 3), default the frame's GT mesh) and the
+    posed object (vertices and points), padded by ``pad``."""
+    pts = [frame_hand(rec)[1].vertices.astype(np.float64) if hand_verts is None else hand_verts]
     if rec.object is not None:
         pts.append(np.asarray(rec.object.box, np.float64))
     p = np.concatenate(pts)
@@ -125,9 +125,12 @@ def input_view_index(cache: Cache, frame: int, camera: str | None) -> int:
     return views[0]
 
 
-def build_scene(cache: Cache, frame: int, cfg: HandNeRFHOConfig, view: int | None = None
-                ) -> tuple[SceneInput, int]:
-    """The network input of one frame seen by its input view (CPU tensors) and that view's index."""
+def build_scene(cache: Cache, frame: int, cfg: HandNeRFHOConfig, view: int | None = None,
+                input_hand: str = "gt") -> tuple[SceneInput, int]:
+    """The network input of one frame seen by its input view (CPU tensors) and that view's index.
+
+    ``input_hand``: "gt" = the frame's ground-truth hand mesh (training); "estimated" = the input view's estimated
+    hand (``views/hand_estimate``, preprocess ``--hand-estimates``): mesh, wrist and box come from it."""
     rec = cache.frame(frame)
     hand = frame_hand(rec)
     if hand is None or rec.object is None:
@@ -138,11 +141,18 @@ def build_scene(cache: Cache, frame: int, cfg: HandNeRFHOConfig, view: int | Non
     cams = cache.cameras()
     v = cache.view(j)
     cam = cams[v["camera"]]
-    box = scene_box(rec, cfg.box_padding)
+    verts, wrist = h.vertices.astype(np.float64), h.joints[0]
+    if input_hand == "estimated":
+        est = cache.hand_estimate(j)
+        if est is None:
+            raise InputError(f"frame {frame}: its input view {j} has no estimated hand (preprocess with "
+                             "--hand-estimates, or --set test_hand=gt)", path=cache.path,
+                             field="views/hand_estimate")
+        verts, wrist = est["vertices"].astype(np.float64), est["joints"][0]
+    box = scene_box(rec, cfg.box_padding, verts)
     rgb, label, Kc = crop_view(v, cam["K"], cam["world_to_cam"], box, cfg.input_size, cfg.crop_scale)
     dims = grid_dims(box[1] - box[0], cfg.voxel, cfg.grid_multiple)
     nx, ny, nz = dims
-    verts = h.vertices.astype(np.float64)
     hv = np.clip(np.round((verts - box[0]) / cfg.voxel).astype(np.int64), 0, np.array(dims) - 1)
     hand_flat = hv[:, 0] + nx * (hv[:, 1] + ny * hv[:, 2])
     # object voxels: grid points projecting into the input object mask, minus the hand's voxels
@@ -161,7 +171,7 @@ def build_scene(cache: Cache, frame: int, cfg: HandNeRFHOConfig, view: int | Non
     scene = SceneInput(
         image=torch.tensor(rgb, **f32).permute(2, 0, 1) / 255.0, K=torch.tensor(Kc, **f32),
         w2c=torch.tensor(w2c, **f32), box_min=torch.tensor(box[0], **f32), box_max=torch.tensor(box[1], **f32),
-        dims=dims, voxel=float(cfg.voxel), wrist=torch.tensor(h.joints[0], **f32),
+        dims=dims, voxel=float(cfg.voxel), wrist=torch.tensor(wrist, **f32),
         hand_verts=torch.tensor(verts, **f32), hand_vox=torch.from_numpy(hand_flat),
         obj_pts=torch.tensor(pts[obj], **f32), obj_vox=torch.from_numpy(flat[obj]), side=side)
     return scene, j
@@ -251,6 +261,7 @@ class HandNeRFHOMethod(Method):
         n_verts = int(latent.shape[0]) if latent is not None else 778
         self.model = HandNeRFHO(self.cfg, num_hand_vertices=n_verts, load_encoder=False).to(self.device)
         self.frames = list(range(self.cache.num_frames))
+        self.trained_frames = set(run.data.get("train_frames") or []) if run.same_cache else set()
         self.train_cameras = None
         self._train_data, self._scenes, self.input_views = OrderedDict(), OrderedDict(), {}
 
@@ -281,6 +292,7 @@ class HandNeRFHOMethod(Method):
         if not usable:
             raise InputError("no training frame has both a hand mesh and an object", path=cache_path, field="frames")
         self.frames = usable
+        self.trained_frames = set(usable)  # their input hand is the GT one; other frames get cfg.test_hand
         n_verts = frame_hand(self.cache.frame(usable[0]))[1].vertices.shape[0]
         self.model = HandNeRFHO(cfg, num_hand_vertices=n_verts).to(self.device)
         self.train_cameras = train_cameras
@@ -344,6 +356,7 @@ class HandNeRFHOMethod(Method):
         names = [c["name"] for c in self.cache.cameras()]
         cams = self.cache.view_table()["camera"]
         return {"encoder_init": self.encoder_init, "train_frames": self.frames,
+                "test_hand": self.cfg.test_hand if self.cache.has_hand_estimates else "gt (the cache has no estimates)",
                 "input_cameras": sorted({names[int(cams[j])] for j in self.input_views.values()})}
 
     # -----------------------------------------------------------------------------------------------------
@@ -382,7 +395,7 @@ class HandNeRFHOMethod(Method):
             if not 0 <= frame < self.cache.num_frames:
                 raise InputError(f"frame {frame} outside 0..{self.cache.num_frames - 1}", path=self.cache_path,
                                  field="frames")
-            scene, j = build_scene(self.cache, frame, self.cfg)
+            scene, j = build_scene(self.cache, frame, self.cfg, input_hand=self.input_hand(frame))
             n = len(self.model.hand_latent) if hasattr(self.model, "hand_latent") else len(scene.hand_verts)
             if len(scene.hand_verts) != n:
                 raise InputError(f"the run was trained with a {n}-vertex hand model; frame {frame} has "
@@ -394,10 +407,18 @@ class HandNeRFHOMethod(Method):
         self._scenes.move_to_end(frame)
         return self._scenes[frame]
 
+    def input_hand(self, frame: int) -> str:
+        """The input hand of ``frame``: "gt" for the frames the run trained on (Choi trains with GT meshes),
+        else ``cfg.test_hand`` ("estimated" only where the cache holds estimates)."""
+        if frame in self.trained_frames or self.cfg.test_hand == "gt" or not self.cache.has_hand_estimates:
+            return "gt"
+        return "estimated"
+
     def render_state(self, frame: int, outputs: frozenset[str]):
         """The frame's scene encoding (seen by its input view), its cache labels by class and its box."""
         scene = self.scene(frame)
-        to_cache = torch.tensor([LABELS["background"], LABELS["object"], SIDE_LABEL[scene.side]], dtype=torch.uint8, device=self.device)
+        to_cache = torch.tensor([LABELS["background"], LABELS["object"], SIDE_LABEL[scene.side]], dtype=torch.uint8,
+                                device=self.device)
         return (self.model.encode(scene), to_cache), [(scene.box_min, scene.box_max)]
 
     def render_rays(self, state, origins, dirs, outputs: frozenset[str], **extra) -> dict:

@@ -51,6 +51,9 @@ class HandNeRFHOConfig:
     features: str = "hand_object"  # "hand_object": HandNeRF; "image": PixelNeRF (ablation M2)
     # input view and image encoder
     input_camera: str | None = "836212060125"  # DexYCB serial of Choi's input view; else the frame's first view
+    # input hand of frames the run did not train on: "estimated" = the input view's estimate stored by preprocess
+    # --hand-estimates (Choi tests with HandOccNet's), GT where the cache has none; "gt" = always the GT mesh
+    test_hand: str = "estimated"
     input_size: int = 256
     crop_scale: float = 1.3
     encoder: str = "resnet18"
@@ -126,6 +129,8 @@ def check_config(cfg: HandNeRFHOConfig) -> None:
         raise ValueError(f"encoder must be one of {ENCODERS}")
     if len(cfg.level_layers) != 4 or len(cfg.level_dilation) != 4:
         raise ValueError("level_layers and level_dilation need 4 entries (volumes at strides 2, 4, 8, 16)")
+    if cfg.test_hand not in ("estimated", "gt"):
+        raise ValueError("test_hand must be estimated or gt")
     if cfg.mesh_masks not in ("all", "input", "none"):
         raise ValueError("mesh_masks must be all, input or none")
     if len(cfg.class_weights) != 3:
