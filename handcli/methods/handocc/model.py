@@ -241,6 +241,33 @@ class PartMLPs(nn.Module):
         """Output layer of rows of any parts: part (R,), last hidden (R, hidden) -> logits (R,)."""
         return (h * self.wo[part]).sum(-1) + self.bo[part]
 
+    def forward_grouped(self, enc: Tensor, counts: list[int], bias: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference (no autograd): rows grouped by part, enc (R, in_dim) with counts[p] rows of part p in
+        order, bias (parts, hidden) from `cond_bias` -> last hidden (R, hidden), logits (R,).
+
+        Each part writes its layers into its row range of one output buffer (no per-part tensors to
+        concatenate, activations and residuals in place): the same products as `run_part` + `out_logits`.
+        """
+        R, H = len(enc), self.wo.shape[1]
+        feat = enc.new_empty(R, H)
+        logits = enc.new_empty(R)
+        tmp = enc.new_empty(max(counts, default=0), H)
+        w0 = self.w0[:, :self.in_dim]
+        s = 0
+        for p, n in enumerate(counts):
+            if not n:
+                continue
+            h = feat[s:s + n]
+            torch.addmm(bias[p], enc[s:s + n], w0[p], out=h)
+            F.leaky_relu_(h, 0.1)
+            for layer in range(self.wh.shape[1]):
+                t = tmp[:n]
+                torch.addmm(self.bh[p, layer], h, self.wh[p, layer], out=t)
+                h.add_(F.leaky_relu_(t, 0.1))
+            torch.addmv(self.bo[p], h, self.wo[p], out=logits[s:s + n])
+            s += n
+        return feat, logits
+
     def part_forward(self, p: int, x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
         h = F.leaky_relu(torch.addmm(bias, x, self.w0[p, :self.in_dim]), 0.1)
         for layer in range(self.wh.shape[1]):
@@ -283,7 +310,6 @@ class OccupancyNet(nn.Module):
         P = len(x)
         if P == 0:
             return self._empty(x)
-        dev = x.device
         xr = hand.to_right(x)
         fr = hand.frames
         dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
@@ -296,15 +322,22 @@ class OccupancyNet(nn.Module):
         pt, bone = order // K, flat[order]  # each pair's point and bone, in bone order
         u_s = torch.einsum("qi,qij->qj", xr[pt] - fr.start[bone], fr.axes[bone]) \
             / fr.length.clamp_min(1e-6)[bone, None]
+        if not torch.is_grad_enabled():  # inference: every buffer written once, in place
+            enc = encode_into(u_s, 100.0 * dist[pt, bone], self.cfg.occ_pe_deg)
+            feat_s, logits_s = self.parts.forward_grouped(enc, counts, bias)
+            return self._combine(P, K, order, cand, u_s, feat_s, logits_s, soft)
         enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, bone, None]], -1)
         weights = self.parts.per_part(bias)
         feats = [self.parts.run_part(weights[b], e)  # one iteration per bone, never per point
                  for b, e in enumerate(enc.split(counts))]
         feat_s = torch.cat(feats)
-        if torch.is_grad_enabled():  # one output layer over all rows: a single node in the backward pass
-            logits_s = self.parts.out_logits(bone, feat_s)
-        else:  # per bone: no (rows, hidden) gather of the output weights
-            logits_s = torch.cat([h @ self.parts.wo[b] + self.parts.bo[b] for b, h in enumerate(feats)])
+        logits_s = self.parts.out_logits(bone, feat_s)  # one output layer over all rows: one backward node
+        return self._combine(P, K, order, cand, u_s, feat_s, logits_s, soft)
+
+    def _combine(self, P: int, K: int, order: Tensor, cand: Tensor, u_s: Tensor, feat_s: Tensor, logits_s: Tensor,
+                 soft: bool) -> dict[str, Tensor]:
+        """`forward`'s outputs from the pairs' local coordinates, features and logits in bone order."""
+        dev = u_s.device
         o_pk = torch.sigmoid(torch.empty_like(logits_s).index_put((order,), logits_s)).reshape(P, K)
         win = o_pk.argmax(-1)
         ar = torch.arange(P, device=dev)
@@ -364,6 +397,28 @@ class OccupancyNet(nn.Module):
             occ = o_pk.gather(1, win[:, None])[:, 0]
         return {"occ": occ, "part": cand[ar, win], "local": u_s[win_pos], "parts_occ": o_pk, "cand": cand,
                 "feat_pairs": feat_s, "win_pos": win_pos}
+
+
+def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = None) -> Tensor:
+    """[positional_encoding(u, 0, max_deg), middle, extra] written into one buffer (no concatenation):
+    u (R, 3), middle (R, F) or None, extra (R,) -> (R, 3 + 6·max_deg + F + 1), the values of the
+    `torch.cat` it replaces.
+
+    The buffer is feature-major (the result is the transpose of a contiguous (features, R) tensor): every
+    sin / cos block is then one contiguous write, and matrix products take the column-major view as is.
+    """
+    n = 3 * max_deg
+    f = 0 if middle is None else middle.shape[1]
+    out = u.new_empty(3 + 2 * n + f + 1, len(u))
+    u_t = out[:3]
+    u_t.copy_(u.T)
+    y = (u_t[None] * (2.0 ** torch.arange(max_deg, device=u.device, dtype=u.dtype))[:, None, None]).reshape(n, -1)
+    torch.sin(y, out=out[3:3 + n])
+    torch.cos(y, out=out[3 + n:3 + 2 * n])
+    if f:
+        out[3 + 2 * n:3 + 2 * n + f].copy_(middle.T)
+    out[-1] = extra
+    return out.T
 
 
 def winner_features(q: dict, rows: Tensor) -> Tensor:
@@ -438,6 +493,14 @@ class ColorNet(nn.Module):
         c_axes, c_app = c_occ + 1, c_occ + 10
         table = (self.part.weight @ w[:, c_part:c_feat].T + axes @ w[:, c_axes:c_app].T
                  + (w[:, c_app:] @ app + b))  # (20, hidden)
+        if not torch.is_grad_enabled():  # inference: one product over [PE, feat, occ] built in one buffer
+            x = encode_into(local, occ, self.cfg.color_pe_deg, feat)
+            wx = torch.cat([w[:, :pe], w[:, c_feat:c_axes]], 1).T  # (pe + F + 1, hidden)
+            h = torch.relu_(torch.addmm(table[part], x, wx))
+            for layer in mlp.layers[1:]:
+                h = torch.relu_(layer(h))
+            base = torch.logit(app[-3:].clamp(0.02, 0.98))
+            return torch.sigmoid_(mlp.out(h).add_(base))
         h = torch.addmm(table[part], positional_encoding(local, 0, self.cfg.color_pe_deg, True), w[:, :pe].T)
         h = torch.addmm(h, feat, w[:, c_feat:c_occ].T) + occ[:, None] * w[:, c_occ]
         h = mlp.act(h)
