@@ -320,12 +320,19 @@ class OccupancyNet(nn.Module):
         cond_in = torch.cat([hand.pose.expand(NUM_BONES, -1), 10.0 * fr.length[:, None]], -1)
         bias = self.parts.cond_bias(torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b)
         pt, bone = order // K, flat[order]  # each pair's point and bone, in bone order
-        u_s = torch.einsum("qi,qij->qj", xr[pt] - fr.start[bone], fr.axes[bone]) \
-            / fr.length.clamp_min(1e-6)[bone, None]
         if not torch.is_grad_enabled():  # inference: every buffer written once, in place
+            # all 20 bones' local coordinates of each point by one (P, 3) x (3, 60) product (about the
+            # bones' centroid, as in segment_distance, for float32 precision), then the pairs' rows picked
+            c = fr.start.mean(0)
+            a = fr.axes / fr.length.clamp_min(1e-6)[:, None, None]  # (20, 3, 3)
+            off = torch.einsum("bi,bij->bj", fr.start - c, a).reshape(-1)
+            u_all = torch.addmm(off, xr - c, a.permute(1, 0, 2).reshape(3, -1), alpha=1.0, beta=-1.0)
+            u_s = u_all.view(-1, 3).index_select(0, pt * NUM_BONES + bone)
             enc = encode_into(u_s, 100.0 * dist[pt, bone], self.cfg.occ_pe_deg)
             feat_s, logits_s = self.parts.forward_grouped(enc, counts, bias)
             return self._combine(P, K, order, cand, u_s, feat_s, logits_s, soft)
+        u_s = torch.einsum("qi,qij->qj", xr[pt] - fr.start[bone], fr.axes[bone]) \
+            / fr.length.clamp_min(1e-6)[bone, None]
         enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, bone, None]], -1)
         weights = self.parts.per_part(bias)
         feats = [self.parts.run_part(weights[b], e)  # one iteration per bone, never per point
