@@ -694,7 +694,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                 rows = slice(s["rows"], s["rows"] + len(x))
                 buf = s["buf"]
                 buf["occ"][rows], buf["part"][rows], buf["local"][rows] = q["occ"], q["part"], q["local"]
-                buf["feat_pairs"][rows] = winner_features(q, torch.arange(len(x), device=device))
+                torch.index_select(q["feat_pairs"], 0, q["win_pos"], out=buf["feat_pairs"][rows])  # winners' features
                 buf["idx"][rows] = r * S[a] + c
                 s["rows"] += len(x)
             else:
@@ -717,6 +717,26 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
         s["valid"] = s["valid"] & s["done"]
         del s["pieces"], s["idx_pieces"], s["done"]
     return evals
+
+
+def _merge_hands(parts: list[dict]) -> dict:
+    """`composite_samples` of the hands' sample sets (values (N, S, 1) each), the same sort and result, with
+    every gather on (N, ΣS) matrices: no (N, ΣS, 1) index expansion per value."""
+    def cat(get) -> Tensor:
+        return torch.cat([get(p) for p in parts], -1)
+
+    t_starts, t_ends = cat(lambda p: p["t_starts"]), cat(lambda p: p["t_ends"])
+    order = torch.sort(0.5 * (t_starts + t_ends), dim=-1, stable=True).indices
+    source = cat(lambda p: torch.full_like(p["t_starts"], len(parts), dtype=torch.uint8))
+    base = 0
+    for i, p in enumerate(parts):  # set i's columns of the concatenation
+        source[:, base:base + p["t_starts"].shape[1]] = i
+        base += p["t_starts"].shape[1]
+    return {"t_starts": t_starts.gather(-1, order), "t_ends": t_ends.gather(-1, order),
+            "sigma": cat(lambda p: p["sigma"]).gather(-1, order), "valid": cat(lambda p: p["valid"]).gather(-1, order),
+            "source": source.gather(-1, order).long(),
+            "values": {k: cat(lambda p: p["values"][k][..., 0]).gather(-1, order)[..., None]
+                       for k in parts[0]["values"]}}
 
 
 def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, dirs: Tensor,
@@ -772,8 +792,10 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
               "values": {"flat": s["flat"], "keep": s["keep"][..., None], "tm": s["tm"][..., None]}} for s in sets]
     if len(parts) == 1:
         merged = {**parts[0], "source": torch.zeros_like(sets[0]["flat"][..., 0])}
-    else:
+    elif reference:
         merged = composite_samples(parts)
+    else:
+        merged = _merge_hands(parts)
     w, _, _ = render_weights(merged["sigma"], merged["t_starts"], merged["t_ends"], merged["valid"])
     src = merged["source"]
     hand_opacity = torch.stack([(w * (src == h)).sum(-1) for h in range(len(sets))], -1)
