@@ -650,6 +650,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
         s["sigma"] = torch.zeros(s["tm"].shape, device=device)
         s["done"] = torch.zeros(s["tm"].shape, dtype=torch.bool, device=device)
         s["pieces"], s["idx_pieces"] = [], []
+        s["delta"] = s["t_ends"] - s["t_starts"]
         if compact:
             m = int(s["valid"].sum())
             s["buf"] = {"occ": origins.new_zeros(m), "part": torch.zeros(m, dtype=torch.long, device=device),
@@ -666,7 +667,11 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
             if not len(r):
                 continue
             c = order[:, cols][r, j] - base[a]
-            x = origins[r] + s["tm"][r, c, None] * dirs[r]
+            fi = r * S[a] + c  # flat sample indices: 1-D gathers and writes in the fast path
+            if reference:
+                x = origins[r] + s["tm"][r, c, None] * dirs[r]
+            else:
+                x = origins[r] + s["tm"].reshape(-1)[fi, None] * dirs[r]
             q = model.occ(hand, x, soft=train, reference=reference)
             if cfg.sampler == "uniform":  # the field is empty outside the capsules, whatever the sampler
                 q["occ"] = q["occ"] * inside_capsules_boxed(x, hand)
@@ -686,22 +691,26 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
             if reference:
                 s["occ"] = s["occ"].index_put((r, c), o)
                 s["sigma"] = s["sigma"].index_put((r, c), sigma)
+                s["done"][r, c] = True
             else:
-                s["occ"].index_put_((r, c), o)
-                s["sigma"].index_put_((r, c), sigma)
-            s["done"][r, c] = True
+                s["occ"].view(-1).index_copy_(0, fi, o)
+                s["sigma"].view(-1).index_copy_(0, fi, sigma)
+                s["done"].view(-1).index_fill_(0, fi, True)
             if compact:
                 rows = slice(s["rows"], s["rows"] + len(x))
                 buf = s["buf"]
                 buf["occ"][rows], buf["part"][rows], buf["local"][rows] = q["occ"], q["part"], q["local"]
                 torch.index_select(q["feat_pairs"], 0, q["win_pos"], out=buf["feat_pairs"][rows])  # winners' features
-                buf["idx"][rows] = r * S[a] + c
+                buf["idx"][rows] = fi
                 s["rows"] += len(x)
             else:
                 s["pieces"].append(q)
-                s["idx_pieces"].append(r * S[a] + c)
+                s["idx_pieces"].append(fi)
             if step < total:
-                d_log_t = -sigma * (s["t_ends"][r, c] - s["t_starts"][r, c])
+                if reference:
+                    d_log_t = -sigma * (s["t_ends"][r, c] - s["t_starts"][r, c])
+                else:
+                    d_log_t = -sigma * s["delta"].reshape(-1)[fi]
                 log_t = log_t.index_add(0, r, d_log_t) if reference else log_t.index_add_(0, r, d_log_t)
         alive &= log_t > math.log(1e-4)
     for s in sets:
@@ -715,7 +724,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
             s["idx"] = torch.cat(s["idx_pieces"]) if s["idx_pieces"] else \
                 torch.zeros(0, dtype=torch.long, device=device)
         s["valid"] = s["valid"] & s["done"]
-        del s["pieces"], s["idx_pieces"], s["done"]
+        del s["pieces"], s["idx_pieces"], s["done"], s["delta"]
     return evals
 
 
