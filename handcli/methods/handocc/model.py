@@ -246,6 +246,33 @@ class PartMLPs(nn.Module):
         """Output layer of rows of any parts: part (R,), last hidden (R, hidden) -> logits (R,)."""
         return (h * self.wo[part]).sum(-1) + self.bo[part]
 
+    def forward_grouped(self, enc: Tensor, counts: list[int], bias: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference (no autograd): rows grouped by part, enc (R, in_dim) with counts[p] rows of part p in
+        order, bias (parts, hidden) from `cond_bias` -> last hidden (R, hidden), logits (R,).
+
+        Each part writes its layers into its row range of one output buffer (no per-part tensors to
+        concatenate, activations and residuals in place): the same products as `run_part` + `out_logits`.
+        """
+        R, H = len(enc), self.wo.shape[1]
+        feat = enc.new_empty(R, H)
+        logits = enc.new_empty(R)
+        tmp = enc.new_empty(max(counts, default=0), H)
+        w0 = self.w0[:, :self.in_dim]
+        s = 0
+        for p, n in enumerate(counts):
+            if not n:
+                continue
+            h = feat[s:s + n]
+            torch.addmm(bias[p], enc[s:s + n], w0[p], out=h)
+            F.leaky_relu_(h, 0.1)
+            for layer in range(self.wh.shape[1]):
+                t = tmp[:n]
+                torch.addmm(self.bh[p, layer], h, self.wh[p, layer], out=t)
+                h.add_(F.leaky_relu_(t, 0.1))
+            torch.addmv(self.bo[p], h, self.wo[p], out=logits[s:s + n])
+            s += n
+        return feat, logits
+
     def part_forward(self, p: int, x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
         h = F.leaky_relu(torch.addmm(bias, x, self.w0[p, :self.in_dim]), 0.1)
         for layer in range(self.wh.shape[1]):
@@ -288,7 +315,6 @@ class OccupancyNet(nn.Module):
         P = len(x)
         if P == 0:
             return self._empty(x)
-        dev = x.device
         xr = hand.to_right(x)
         fr = hand.frames
         dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
@@ -299,6 +325,17 @@ class OccupancyNet(nn.Module):
         cond_in = torch.cat([hand.pose.expand(NUM_BONES, -1), 10.0 * fr.length[:, None]], -1)
         bias = self.parts.cond_bias(torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b)
         pt, bone = order // K, flat[order]  # each pair's point and bone, in bone order
+        if not torch.is_grad_enabled():  # inference: every buffer written once, in place
+            # all 20 bones' local coordinates of each point by one (P, 3) x (3, 60) product (about the
+            # bones' centroid, as in segment_distance, for float32 precision), then the pairs' rows picked
+            c = fr.start.mean(0)
+            a = fr.axes / fr.length.clamp_min(1e-6)[:, None, None]  # (20, 3, 3)
+            off = torch.einsum("bi,bij->bj", fr.start - c, a).reshape(-1)
+            u_all = torch.addmm(off, xr - c, a.permute(1, 0, 2).reshape(3, -1), alpha=1.0, beta=-1.0)
+            u_s = u_all.view(-1, 3).index_select(0, pt * NUM_BONES + bone)
+            enc = encode_into(u_s, 100.0 * dist[pt, bone], self.cfg.occ_pe_deg)
+            feat_s, logits_s = self.parts.forward_grouped(enc, counts, bias)
+            return self._combine(P, K, order, cand, u_s, feat_s, logits_s, soft)
         u_s = torch.einsum("qi,qij->qj", xr[pt] - fr.start[bone], fr.axes[bone]) \
             / fr.length.clamp_min(1e-6)[bone, None]
         enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, bone, None]], -1)
@@ -306,10 +343,13 @@ class OccupancyNet(nn.Module):
         feats = [self.parts.run_part(weights[b], e)  # one iteration per bone, never per point
                  for b, e in enumerate(enc.split(counts))]
         feat_s = torch.cat(feats)
-        if torch.is_grad_enabled():  # one output layer over all rows: a single node in the backward pass
-            logits_s = self.parts.out_logits(bone, feat_s)
-        else:  # per bone: no (rows, hidden) gather of the output weights
-            logits_s = torch.cat([h @ self.parts.wo[b] + self.parts.bo[b] for b, h in enumerate(feats)])
+        logits_s = self.parts.out_logits(bone, feat_s)  # one output layer over all rows: one backward node
+        return self._combine(P, K, order, cand, u_s, feat_s, logits_s, soft)
+
+    def _combine(self, P: int, K: int, order: Tensor, cand: Tensor, u_s: Tensor, feat_s: Tensor, logits_s: Tensor,
+                 soft: bool) -> dict[str, Tensor]:
+        """`forward`'s outputs from the pairs' local coordinates, features and logits in bone order."""
+        dev = u_s.device
         o_pk = torch.sigmoid(torch.empty_like(logits_s).index_put((order,), logits_s)).reshape(P, K)
         win = o_pk.argmax(-1)
         ar = torch.arange(P, device=dev)
@@ -369,6 +409,28 @@ class OccupancyNet(nn.Module):
             occ = o_pk.gather(1, win[:, None])[:, 0]
         return {"occ": occ, "part": cand[ar, win], "local": u_s[win_pos], "parts_occ": o_pk, "cand": cand,
                 "feat_pairs": feat_s, "win_pos": win_pos}
+
+
+def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = None) -> Tensor:
+    """[positional_encoding(u, 0, max_deg), middle, extra] written into one buffer (no concatenation):
+    u (R, 3), middle (R, F) or None, extra (R,) -> (R, 3 + 6·max_deg + F + 1), the values of the
+    `torch.cat` it replaces.
+
+    The buffer is feature-major (the result is the transpose of a contiguous (features, R) tensor): every
+    sin / cos block is then one contiguous write, and matrix products take the column-major view as is.
+    """
+    n = 3 * max_deg
+    f = 0 if middle is None else middle.shape[1]
+    out = u.new_empty(3 + 2 * n + f + 1, len(u))
+    u_t = out[:3]
+    u_t.copy_(u.T)
+    y = (u_t[None] * (2.0 ** torch.arange(max_deg, device=u.device, dtype=u.dtype))[:, None, None]).reshape(n, -1)
+    torch.sin(y, out=out[3:3 + n])
+    torch.cos(y, out=out[3 + n:3 + 2 * n])
+    if f:
+        out[3 + 2 * n:3 + 2 * n + f].copy_(middle.T)
+    out[-1] = extra
+    return out.T
 
 
 def winner_features(q: dict, rows: Tensor) -> Tensor:
@@ -443,6 +505,14 @@ class ColorNet(nn.Module):
         c_axes, c_app = c_occ + 1, c_occ + 10
         table = (self.part.weight @ w[:, c_part:c_feat].T + axes @ w[:, c_axes:c_app].T
                  + (w[:, c_app:] @ app + b))  # (20, hidden)
+        if not torch.is_grad_enabled():  # inference: one product over [PE, feat, occ] built in one buffer
+            x = encode_into(local, occ, self.cfg.color_pe_deg, feat)
+            wx = torch.cat([w[:, :pe], w[:, c_feat:c_axes]], 1).T  # (pe + F + 1, hidden)
+            h = torch.relu_(torch.addmm(table[part], x, wx))
+            for layer in mlp.layers[1:]:
+                h = torch.relu_(layer(h))
+            base = torch.logit(app[-3:].clamp(0.02, 0.98))
+            return torch.sigmoid_(mlp.out(h).add_(base))
         h = torch.addmm(table[part], positional_encoding(local, 0, self.cfg.color_pe_deg, True), w[:, :pe].T)
         h = torch.addmm(h, feat, w[:, c_feat:c_occ].T) + occ[:, None] * w[:, c_occ]
         h = mlp.act(h)
@@ -585,6 +655,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
         s["sigma"] = torch.zeros(s["tm"].shape, device=device)
         s["done"] = torch.zeros(s["tm"].shape, dtype=torch.bool, device=device)
         s["pieces"], s["idx_pieces"] = [], []
+        s["delta"] = s["t_ends"] - s["t_starts"]
         if compact:
             m = int(s["valid"].sum())
             s["buf"] = {"occ": origins.new_zeros(m), "part": torch.zeros(m, dtype=torch.long, device=device),
@@ -601,7 +672,11 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
             if not len(r):
                 continue
             c = order[:, cols][r, j] - base[a]
-            x = origins[r] + s["tm"][r, c, None] * dirs[r]
+            fi = r * S[a] + c  # flat sample indices: 1-D gathers and writes in the fast path
+            if reference:
+                x = origins[r] + s["tm"][r, c, None] * dirs[r]
+            else:
+                x = origins[r] + s["tm"].reshape(-1)[fi, None] * dirs[r]
             q = model.occ(hand, x, soft=train, reference=reference)
             if cfg.sampler == "uniform":  # the field is empty outside the capsules, whatever the sampler
                 q["occ"] = q["occ"] * inside_capsules_boxed(x, hand)
@@ -621,22 +696,26 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
             if reference:
                 s["occ"] = s["occ"].index_put((r, c), o)
                 s["sigma"] = s["sigma"].index_put((r, c), sigma)
+                s["done"][r, c] = True
             else:
-                s["occ"].index_put_((r, c), o)
-                s["sigma"].index_put_((r, c), sigma)
-            s["done"][r, c] = True
+                s["occ"].view(-1).index_copy_(0, fi, o)
+                s["sigma"].view(-1).index_copy_(0, fi, sigma)
+                s["done"].view(-1).index_fill_(0, fi, True)
             if compact:
                 rows = slice(s["rows"], s["rows"] + len(x))
                 buf = s["buf"]
                 buf["occ"][rows], buf["part"][rows], buf["local"][rows] = q["occ"], q["part"], q["local"]
-                buf["feat_pairs"][rows] = winner_features(q, torch.arange(len(x), device=device))
-                buf["idx"][rows] = r * S[a] + c
+                torch.index_select(q["feat_pairs"], 0, q["win_pos"], out=buf["feat_pairs"][rows])  # winners' features
+                buf["idx"][rows] = fi
                 s["rows"] += len(x)
             else:
                 s["pieces"].append(q)
-                s["idx_pieces"].append(r * S[a] + c)
+                s["idx_pieces"].append(fi)
             if step < total:
-                d_log_t = -sigma * (s["t_ends"][r, c] - s["t_starts"][r, c])
+                if reference:
+                    d_log_t = -sigma * (s["t_ends"][r, c] - s["t_starts"][r, c])
+                else:
+                    d_log_t = -sigma * s["delta"].reshape(-1)[fi]
                 log_t = log_t.index_add(0, r, d_log_t) if reference else log_t.index_add_(0, r, d_log_t)
         alive &= log_t > math.log(1e-4)
     for s in sets:
@@ -650,8 +729,28 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
             s["idx"] = torch.cat(s["idx_pieces"]) if s["idx_pieces"] else \
                 torch.zeros(0, dtype=torch.long, device=device)
         s["valid"] = s["valid"] & s["done"]
-        del s["pieces"], s["idx_pieces"], s["done"]
+        del s["pieces"], s["idx_pieces"], s["done"], s["delta"]
     return evals
+
+
+def _merge_hands(parts: list[dict]) -> dict:
+    """`composite_samples` of the hands' sample sets (values (N, S, 1) each), the same sort and result, with
+    every gather on (N, ΣS) matrices: no (N, ΣS, 1) index expansion per value."""
+    def cat(get) -> Tensor:
+        return torch.cat([get(p) for p in parts], -1)
+
+    t_starts, t_ends = cat(lambda p: p["t_starts"]), cat(lambda p: p["t_ends"])
+    order = torch.sort(0.5 * (t_starts + t_ends), dim=-1, stable=True).indices
+    source = cat(lambda p: torch.full_like(p["t_starts"], len(parts), dtype=torch.uint8))
+    base = 0
+    for i, p in enumerate(parts):  # set i's columns of the concatenation
+        source[:, base:base + p["t_starts"].shape[1]] = i
+        base += p["t_starts"].shape[1]
+    return {"t_starts": t_starts.gather(-1, order), "t_ends": t_ends.gather(-1, order),
+            "sigma": cat(lambda p: p["sigma"]).gather(-1, order), "valid": cat(lambda p: p["valid"]).gather(-1, order),
+            "source": source.gather(-1, order).long(),
+            "values": {k: cat(lambda p: p["values"][k][..., 0]).gather(-1, order)[..., None]
+                       for k in parts[0]["values"]}}
 
 
 def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, dirs: Tensor,
@@ -707,8 +806,10 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
               "values": {"flat": s["flat"], "keep": s["keep"][..., None], "tm": s["tm"][..., None]}} for s in sets]
     if len(parts) == 1:
         merged = {**parts[0], "source": torch.zeros_like(sets[0]["flat"][..., 0])}
-    else:
+    elif reference:
         merged = composite_samples(parts)
+    else:
+        merged = _merge_hands(parts)
     w, _, _ = render_weights(merged["sigma"], merged["t_starts"], merged["t_ends"], merged["valid"])
     src = merged["source"]
     hand_opacity = torch.stack([(w * (src == h)).sum(-1) for h in range(len(sets))], -1)
