@@ -315,16 +315,8 @@ class OccupancyNet(nn.Module):
         P = len(x)
         if P == 0:
             return self._empty(x)
-        xr = hand.to_right(x)
-        fr = hand.frames
-        dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
-        cand = torch.topk(dist - hand.radii, K, dim=-1, largest=False).indices  # (P, K)
-        flat = cand.reshape(-1)
-        order = torch.sort(flat.to(torch.uint8), stable=True).indices  # pairs grouped by bone (20 < 256)
-        counts = torch.bincount(flat, minlength=NUM_BONES).tolist()
-        cond_in = torch.cat([hand.pose.expand(NUM_BONES, -1), 10.0 * fr.length[:, None]], -1)
-        bias = self.parts.cond_bias(torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b)
-        pt, bone = order // K, flat[order]  # each pair's point and bone, in bone order
+        xr, fr, dist, cand, order, counts, bias = self._candidates(hand, x)
+        pt, bone = order // K, cand.reshape(-1)[order]  # each pair's point and bone, in bone order
         if not torch.is_grad_enabled():  # inference: every buffer written once, in place
             # all 20 bones' local coordinates of each point by one (P, 3) x (3, 60) product (about the
             # bones' centroid, as in segment_distance, for float32 precision), then the pairs' rows picked
@@ -345,6 +337,21 @@ class OccupancyNet(nn.Module):
         feat_s = torch.cat(feats)
         logits_s = self.parts.out_logits(bone, feat_s)  # one output layer over all rows: one backward node
         return self._combine(P, K, order, cand, u_s, feat_s, logits_s, soft)
+
+    def _candidates(self, hand: HandSkeleton, x: Tensor):
+        """The (point, bone) pairs of ``x`` (P, 3): points in the right-hand frame xr (P, 3), the bone frames,
+        distances to the 20 bones (P, 20), each point's ``top_k`` nearest bones cand (P, K), the pairs' order
+        grouped by bone (P*K,), the pair count per bone [20] and the pose-conditioned biases of the parts."""
+        xr = hand.to_right(x)
+        fr = hand.frames
+        dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
+        cand = torch.topk(dist - hand.radii, self.cfg.top_k, dim=-1, largest=False).indices  # (P, K)
+        flat = cand.reshape(-1)
+        order = torch.sort(flat.to(torch.uint8), stable=True).indices  # pairs grouped by bone (20 < 256)
+        counts = torch.bincount(flat, minlength=NUM_BONES).tolist()
+        cond_in = torch.cat([hand.pose.expand(NUM_BONES, -1), 10.0 * fr.length[:, None]], -1)
+        bias = self.parts.cond_bias(torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b)
+        return xr, fr, dist, cand, order, counts, bias
 
     def _combine(self, P: int, K: int, order: Tensor, cand: Tensor, u_s: Tensor, feat_s: Tensor, logits_s: Tensor,
                  soft: bool) -> dict[str, Tensor]:
@@ -376,15 +383,7 @@ class OccupancyNet(nn.Module):
         P = len(x)
         if P == 0:
             return self._empty(x)
-        xr = hand.to_right(x)
-        fr = hand.frames
-        dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
-        cand = torch.topk(dist - hand.radii, K, dim=-1, largest=False).indices  # (P, K)
-        flat = cand.reshape(-1)
-        order = torch.sort(flat.to(torch.uint8), stable=True).indices  # pairs grouped by bone (20 < 256)
-        counts = torch.bincount(flat, minlength=NUM_BONES).tolist()
-        cond_in = torch.cat([hand.pose.expand(NUM_BONES, -1), 10.0 * fr.length[:, None]], -1)
-        bias = self.parts.cond_bias(torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b)
+        xr, fr, dist, cand, order, counts, bias = self._candidates(hand, x)
         logits, feats, locs = [], [], []
         for b, rows in enumerate(torch.split(order, counts)):  # one iteration per bone, never per point
             if not len(rows):
