@@ -32,14 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_handnerf import TEST, TRAIN  # noqa: E402  (the cameras of the HandNeRF / HandOcc benches)
 
 HELD_OUT = TEST[:4]
+NO_ANNEAL = ["occ_anneal_start=1.0", "occ_anneal_end=1.0"]  # the mesh-occupancy weight stays w_occ throughout
+ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
-    "norefine": ["refine=false", "camera_colour=false"],
-    "refine": ["refine=true", "camera_colour=false"],
-    "refine_colour": ["refine=true", "camera_colour=true"],
-    "norefine_colour": ["refine=false", "camera_colour=true"],
-    "refine_occ03": ["refine=true", "camera_colour=false", "w_occ=0.3"],
-    "refine_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5"],
+    "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL],
+    "refine": ["refine=true", "camera_colour=false", *NO_ANNEAL],
+    "refine_colour": ["refine=true", "camera_colour=true", *NO_ANNEAL],
+    "norefine_colour": ["refine=false", "camera_colour=true", *NO_ANNEAL],
+    "refine_occ03": ["refine=true", "camera_colour=false", "w_occ=0.3", *NO_ANNEAL],
+    "refine_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL],
+    "anneal": ["refine=true", "camera_colour=false", *ANNEAL],
+    "anneal_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *ANNEAL],
 }
 
 

@@ -103,6 +103,12 @@ class HandOccConfig:
     w_rgb: float = 1.0
     w_mask: float = 0.1
     w_occ: float = 1.0
+    # annotated-mesh labels are wrong near the surface on real data (fit error, a shape the hand model cannot
+    # represent): the occupancy loss weight falls linearly from w_occ to w_occ_final between these shares of the
+    # steps, so the images' mask and colour losses settle the final surface (stage "full" only; see occ_weight)
+    occ_anneal_start: float = 0.2
+    occ_anneal_end: float = 0.5
+    w_occ_final: float = 0.0
     w_int: float = 0.1
     camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
     w_colour: float = 1e-2  # ... kept near the identity by this penalty
@@ -136,6 +142,24 @@ class HandOccConfig:
             raise InputError("render_step must be >= 0 (0: the training step)", field="render_step")
         if self.pool_cache < 1:
             raise InputError("pool_cache must be >= 1", field="pool_cache")
+        if not 0 <= self.occ_anneal_start <= self.occ_anneal_end <= 1:
+            raise InputError("need 0 <= occ_anneal_start <= occ_anneal_end <= 1", field="occ_anneal_start")
+        if self.w_occ_final < 0:
+            raise InputError("w_occ_final must be >= 0", field="w_occ_final")
+
+
+def occ_weight(cfg: HandOccConfig, step: int) -> float:
+    """The occupancy loss weight at ``step``: ``w_occ`` until ``occ_anneal_start`` · steps, then linear to
+    ``w_occ_final`` at ``occ_anneal_end`` · steps, constant after. Stage "occupancy" keeps ``w_occ`` (the labels
+    are its only supervision)."""
+    if cfg.stage != "full":
+        return cfg.w_occ
+    a, b = cfg.occ_anneal_start * cfg.steps, cfg.occ_anneal_end * cfg.steps
+    if step <= a:
+        return cfg.w_occ
+    if step >= b:
+        return cfg.w_occ_final
+    return cfg.w_occ + (cfg.w_occ_final - cfg.w_occ) * (step - a) / (b - a)
 
 
 PRESETS = {
