@@ -103,11 +103,12 @@ class HandOccConfig:
     w_rgb: float = 1.0
     w_mask: float = 0.1
     w_occ: float = 1.0
-    # annotated-mesh labels are wrong near the surface on real data (fit error, a shape the hand model cannot
-    # represent): the occupancy loss weight falls linearly from w_occ to w_occ_final between these shares of the
-    # steps, so the images' mask and colour losses settle the final surface (stage "full" only; see occ_weight)
-    occ_anneal_start: float = 0.2
-    occ_anneal_end: float = 0.5
+    # optional anneal of the mesh-occupancy loss (the annotated mesh is wrong near the surface on real data): the
+    # weight falls linearly from w_occ to w_occ_final between these shares of the steps (stage "full" only; see
+    # occ_weight). Off by default (start = end = 1): at 300 fast steps it gained only 0.16 dB on realistic data
+    # (docs/benchmarks.md#handocc-on-realistic-data)
+    occ_anneal_start: float = 1.0
+    occ_anneal_end: float = 1.0
     w_occ_final: float = 0.0
     w_int: float = 0.1
     camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
