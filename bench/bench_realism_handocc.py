@@ -12,7 +12,10 @@ training frame renders with its refined skeleton when the run has one) and ``han
 ``PROFILE:NAME`` with NAME one of the keys of VARIANTS (``--set`` overrides of the fast preset).
 
 Prints a markdown table (novel-view PSNR-full / PSNR-box / SSIM, silhouette IoU and area ratio against the
-true hand labels, PSNR-full after a per-view colour-gain fit; per seed and variant; and realistic minus ideal) and writes results_realism_handocc.json into the work folder. Nothing is asserted.
+cache's hand labels, PSNR-full after a per-view colour-gain fit; PSNR-full and IoU against the synthetic
+set's exact hand masks and the true hand's own PSNR-full against the cache-label ground truth, see
+true_mask_scores; per seed and variant; and realistic minus ideal) and writes results_realism_handocc.json
+into the work folder. Nothing is asserted.
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ class HandOccConfig:
     pool_cache: int = 256  # hands' labelled-point pools kept in memory (LRU; a dropped pool is redrawn the same)
     w_rgb: float = 1.0
     w_mask: float = 0.5  # was 0.1: the images' silhouettes must outweigh the (annotated-)mesh occupancy labels on
-    # real data (realistic profile +0.4 dB, ideal +0.07 dB at 300 fast steps; docs/benchmarks.md#handocc-on-realistic-data)
+    # real data (realistic profile +0.42 / +0.30 dB, ideal +0.07 / -0.21 dB, seeds 0 / 1, 300 fast steps;
+    # docs/benchmarks.md#handocc-on-realistic-data)
     w_occ: float = 1.0
     # optional anneal of the mesh-occupancy loss (the annotated mesh is wrong near the surface on real data): the
     # weight falls linearly from w_occ to w_occ_final between these shares of the steps (stage "full" only; see
