@@ -22,7 +22,14 @@ from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.labels import LABELS
 from handcli.methods.base import Method, RunFolder, sum_losses
-from handcli.methods.handocc.model import PRESETS, HandOcc, HandOccConfig, HandSkeleton, occ_weight, occupancy_grid
+from handcli.methods.handocc.model import (
+    PRESETS,
+    HandOcc,
+    HandOccConfig,
+    HandSkeleton,
+    occ_weight,
+    occupancy_grid,
+)
 from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.refine import SkeletonRefinement, detach_hand, detach_sampling
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
