@@ -563,3 +563,27 @@ def test_render_step_refines_the_same_field(occ_method):
     print(err)
     assert err["fine"] < 0.8 * err["coarse"]
     assert 1.6 < outs["fine"]["occ_evals"] / outs["coarse"]["occ_evals"] < 2.4
+
+
+def test_occupancy_weight_anneals_to_the_final_value():
+    from handcli.methods.handocc.model import occ_weight
+
+    cfg = replace(PRESETS["fast"], steps=100, w_occ=1.0, w_occ_final=0.2, occ_anneal_start=0.2, occ_anneal_end=0.6)
+    w = [occ_weight(cfg, s) for s in range(100)]
+    assert w[0] == w[20] == 1.0 and w[60] == w[99] == pytest.approx(0.2)
+    assert w[40] == pytest.approx(0.6)  # half way, linear
+    assert all(a >= b for a, b in zip(w, w[1:]))
+    # the occupancy stage has no other supervision: it keeps w_occ throughout
+    assert occ_weight(replace(cfg, stage="occupancy"), 99) == 1.0
+    with pytest.raises(Exception, match="occ_anneal_start"):
+        replace(cfg, occ_anneal_start=0.7).check()
+
+
+def test_annealed_occupancy_loss_leaves_the_training_step(tiny_cache):
+    """After the anneal (w_occ_final = 0, no interpenetration term) a step has no occupancy term; before it has."""
+    torch.manual_seed(0)
+    m = _full(tiny_cache, steps=10, occ_anneal_start=0.2, occ_anneal_end=0.5, w_occ_final=0.0, w_int=0.0,
+              refine=False)
+    _, early = m.train_step(0, torch.Generator().manual_seed(0))
+    _, late = m.train_step(9, torch.Generator().manual_seed(0))
+    assert early["occ"] > 0 and "occ" not in late and {"rgb", "mask"} <= set(late)

@@ -22,7 +22,14 @@ from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.labels import LABELS
 from handcli.methods.base import Method, RunFolder, sum_losses
-from handcli.methods.handocc.model import PRESETS, HandOcc, HandOccConfig, HandSkeleton, occupancy_grid
+from handcli.methods.handocc.model import (
+    PRESETS,
+    HandOcc,
+    HandOccConfig,
+    HandSkeleton,
+    occ_weight,
+    occupancy_grid,
+)
 from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.refine import SkeletonRefinement, detach_hand, detach_sampling
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
@@ -424,8 +431,11 @@ class HandOccMethod(Method):
             [self.model.hand(j, s) for s, j in self.joints[frame]]
         terms: dict[str, torch.Tensor] = {}
         logs: dict = {"rays": 0, "samples": 0}
-        if cfg.supervision == "mesh":  # labels from the annotated mesh: no evidence for the refinement
-            self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, gen, terms, logs)
+        w_occ = occ_weight(cfg, step)
+        if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
+            # labels from the annotated mesh: no evidence for the refinement
+            self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
+                                   logs)
         if cfg.stage == "full" or cfg.supervision == "silhouette":
             self._ray_losses(views, frame, [detach_sampling(h) for h in hands] if refine else hands, gen, terms,
                              logs)
@@ -434,7 +444,7 @@ class HandOccMethod(Method):
                 logs["refine_mm"] = float(refine.offset_m().detach().norm(dim=-1).mean()) * 1000.0
         return sum_losses(terms, logs)
 
-    def _occupancy_losses(self, frame, hands, gen, terms, logs) -> None:
+    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs) -> None:
         cfg = self.cfg
         occ_l, inside, inter, tp, fp_fn = [], [], [], 0.0, 0.0
         for h in hands:
@@ -447,7 +457,7 @@ class HandOccMethod(Method):
             tp += float((pred * y).sum())
             fp_fn += float((pred != y).float().sum())
             inside.append(x[y > 0.5])
-        terms["occ"] = cfg.w_occ * torch.stack(occ_l).mean()
+        terms["occ"] = w_occ * torch.stack(occ_l).mean()
         logs["occ_iou"] = tp / max(tp + fp_fn, 1.0)
         if len(hands) == 2 and cfg.w_int > 0:
             for a, b in ((0, 1), (1, 0)):
