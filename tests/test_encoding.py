@@ -13,7 +13,7 @@ from handcli.nn.encoding import (
     integrated_positional_encoding,
     positional_encoding,
 )
-from handcli.nn.mlp import MLP, NeRFField, chunked_apply, density_activation
+from handcli.nn.mlp import MLP, NeRFField, chunked_apply, density_activation, linear_cat
 
 DT = torch.float64
 
@@ -133,6 +133,29 @@ def test_mlp_shapes_and_skip_reinjects_input():
     assert MLP(5, 16, 3).out_dim == 16 and MLP(5, 16, 3)(x).shape == (3, 7, 16)
     with pytest.raises(ValueError):
         MLP(5, 16, 3, 1, skips=(3,))
+
+
+def test_mlp_blocks_equal_the_concatenated_input(device):
+    """forward([blocks], [shared]) == forward_reference(cat) in values and gradients; a shared block is
+    folded into the bias; a wrong total width is refused."""
+    torch.manual_seed(0)
+    mlp = MLP(9, 16, 4, 2, skips=(2,)).to(device)
+    a, b = torch.randn(50, 4, device=device), torch.randn(50, 3, device=device)
+    c = torch.randn(2, device=device)
+    grads = []
+    for blocks in (True, False):
+        mlp.zero_grad()
+        y = mlp([a, b], [c]) if blocks else mlp.forward_reference(torch.cat([a, b, c.expand(50, -1)], -1))
+        y.square().sum().backward()
+        grads.append((y.detach(), [p.grad.clone() for p in mlp.parameters()]))
+    (y0, g0), (y1, g1) = grads
+    assert torch.allclose(y0, y1, atol=1e-6)
+    for p, q in zip(g0, g1):
+        assert torch.allclose(p, q, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(linear_cat(mlp.layers[0].weight, mlp.layers[0].bias, [a], [b[0], c]),
+                          mlp.layers[0](torch.cat([a, b[0].expand(50, -1), c.expand(50, -1)], -1)), atol=1e-6)
+    with pytest.raises(ValueError, match="blocks of 7 columns"):
+        linear_cat(mlp.layers[0].weight, mlp.layers[0].bias, [a, b])
 
 
 def test_nerf_field_layout(device):

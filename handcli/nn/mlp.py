@@ -49,17 +49,64 @@ class MLP(nn.Module):
         self.out_act = _activation(out_activation)
         self.out_dim = out_dim if out_dim else hidden
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor | Sequence[Tensor], shared: Sequence[Tensor] = ()) -> Tensor:
+        """x (..., in_dim), or the input's column blocks [(..., d_1), (..., d_2), ...] followed by ``shared``
+        blocks (d_j,) that are the same for every row; the blocks are never concatenated (`linear_cat`)."""
+        parts = [x] if isinstance(x, Tensor) else list(x)
+        lead = parts[0].shape[:-1]
+        parts = [p.reshape(-1, p.shape[-1]) for p in parts]
+        h = linear_cat(self.layers[0].weight, self.layers[0].bias, parts, shared)
+        for i in range(len(self.layers)):
+            if i:
+                layer = self.layers[i]
+                h = linear_cat(layer.weight, layer.bias, [h] + parts, shared) if i in self.skips else layer(h)
+            h = self._activate(h)
+        return self.finish(h).reshape(*lead, self.out_dim)
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """`forward` as first written: the skip inputs concatenated. x (..., in_dim) -> (..., out_dim)."""
         h = x
         for i, layer in enumerate(self.layers):
             if i in self.skips:
                 h = torch.cat([h, x], dim=-1)
             h = self.act(layer(h))
+        return self.finish(h)
+
+    def finish(self, h: Tensor) -> Tensor:
+        """The output layer (and its activation) on the last hidden features (..., hidden)."""
         if self.out is not None:
             h = self.out(h)
             if self.out_act is not None:
                 h = self.out_act(h)
         return h
+
+    def _activate(self, h: Tensor) -> Tensor:
+        # in place for ReLU: h is a fresh layer output that nothing else holds (its backward needs only the result)
+        return F.relu_(h) if self.act is F.relu else self.act(h)
+
+
+def linear_cat(weight: Tensor, bias: Tensor, parts: Sequence[Tensor], shared: Sequence[Tensor] = ()) -> Tensor:
+    """``F.linear(cat(parts + [s.expand(N, -1) for s in shared], -1), weight, bias)`` without building the
+    concatenation. weight (out, in), bias (out,).
+
+    parts: (N, d_i) blocks of the input's first columns, in order; shared: (d_j,) blocks of its last
+    columns that every row has (a frame's latent code): their product with the weights is folded into the
+    bias once. Returns (N, out). One matrix product per block replaces a copy of the whole input.
+    """
+    w, col = weight, 0
+    width = sum(p.shape[-1] for p in parts)
+    for s in shared:
+        bias = torch.addmv(bias, w[:, width + col:width + col + s.shape[-1]], s)
+        col += s.shape[-1]
+    if width + col != w.shape[1]:
+        raise ValueError(f"linear_cat: blocks of {width + col} columns for a layer of {w.shape[1]} inputs")
+    col, out = 0, None
+    for p in parts:
+        d = p.shape[-1]
+        blk = w[:, col:col + d]
+        out = F.linear(p, blk, bias) if out is None else out.addmm_(p, blk.t())
+        col += d
+    return out
 
 
 def density_activation(raw: Tensor, kind: str = "softplus", bias: float = -1.0) -> Tensor:

@@ -16,6 +16,8 @@ being undone by a deformation.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, replace
 
 import torch
@@ -31,7 +33,7 @@ from handcli.nn.encoding import (
     integrated_positional_encoding,
     positional_encoding,
 )
-from handcli.nn.mlp import MLP, density_activation
+from handcli.nn.mlp import MLP, density_activation, linear_cat
 from handcli.render.bounds import ray_aabb
 from handcli.render.composite import composite_samples
 from handcli.render.samplers import stratified_samples
@@ -105,6 +107,15 @@ PRESETS = {
 FIELD_CHUNK = {"cpu": 4096}
 
 
+# A rendered ray stops being evaluated behind this transmittance (see `HandNeRF.hand_samples`; 0: never).
+STOP_TRANSMITTANCE = 1e-5
+
+
+def _waves(n_samples: int, width: int = 4) -> list[tuple[int, int]]:
+    """Front-to-back groups of a ray's kept samples, by place on the ray: [0, 4), [4, 8), ... ."""
+    return [(a, min(a + width, n_samples)) for a in range(0, n_samples, width)]
+
+
 def field_chunk(cfg: HandNeRFConfig, device: torch.device) -> int:
     """Points per field evaluation: the measured best for the device, never more than ``cfg.chunk``."""
     return max(1, min(cfg.chunk, FIELD_CHUNK.get(device.type, cfg.chunk)))
@@ -128,10 +139,33 @@ class CanonicalField(nn.Module):
         self.density_bias = cfg.density_bias
 
     def forward(self, pos: Tensor, dirs: Tensor, latent: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
-        x = pos if cond is None else torch.cat([pos, cond], -1)
-        h = self.trunk(x)
+        """pos (M, P) encoded positions, dirs (M, D) encoded directions, latent (L,) the frame's code, cond
+        (C,) the pose condition (Pose-NeRF) or None -> sigma (M,), rgb (M, 3), feat (M, feat_dim).
+
+        The same function as `forward_reference`, computed with fewer products: the per-frame latent and
+        pose enter as biases, and the bottleneck (linear, no activation) is folded into the colour MLP's
+        first layer, ``W_b (B h + c) = (W_b B) h + W_b c``.
+        """
+        h = self.trunk([pos], [] if cond is None else [cond])
         sigma = density_activation(self.density(h)[..., 0], "softplus", self.density_bias)
-        f_c = self.color(torch.cat([self.bottleneck(h), dirs, latent], -1))
+        first = self.color.layers[0]
+        hidden = self.bottleneck.weight.shape[0]
+        w_b = first.weight[:, :hidden]
+        weight = torch.cat([w_b @ self.bottleneck.weight, first.weight[:, hidden:]], 1)
+        bias = torch.addmv(first.bias, w_b, self.bottleneck.bias)
+        f_c = self.color.finish(F.relu_(linear_cat(weight, bias, [h, dirs], [latent])))
+        rgb = torch.sigmoid(self.rgb(F.relu(f_c)))
+        return {"sigma": sigma, "rgb": rgb, "feat": f_c}
+
+    def forward_reference(self, pos: Tensor, dirs: Tensor, latent: Tensor, cond: Tensor | None = None
+                          ) -> dict[str, Tensor]:
+        """The field as first written: pos (M, P), dirs (M, D), latent (L,), cond (C,) or None, concatenated
+        per point; every layer separately."""
+        rows = lambda v: v.expand(len(pos), -1)  # noqa: E731
+        x = pos if cond is None else torch.cat([pos, rows(cond)], -1)
+        h = self.trunk.forward_reference(x)
+        sigma = density_activation(self.density(h)[..., 0], "softplus", self.density_bias)
+        f_c = self.color.forward_reference(torch.cat([self.bottleneck(h), dirs, rows(latent)], -1))
         rgb = torch.sigmoid(self.rgb(F.relu(f_c)))
         return {"sigma": sigma, "rgb": rgb, "feat": f_c}
 
@@ -158,17 +192,16 @@ class HandNeRF(nn.Module):
         self.register_buffer("canon_center", torch.tensor(CANON_CENTER), persistent=False)
 
     # -----------------------------------------------------------------------------------------------------
-    def latent_code(self, frame_code: int | None, n: int) -> Tensor:
-        """Latent (n, L) of a training frame, or the mean code for frames not seen in training."""
+    def latent_code(self, frame_code: int | None) -> Tensor:
+        """Latent (L,) of a training frame, or the mean code for frames not seen in training."""
         if frame_code is None or frame_code < 0:
-            code = self.latent.weight.mean(0)
-        else:
-            code = self.latent.weight[frame_code]
-        return code.expand(n, -1)
+            return self.latent.weight.mean(0)
+        return self.latent.weight[frame_code]
 
-    def _to_local(self, geom: HandGeometry, x: Tensor, d: Tensor, t0: Tensor, t1: Tensor, radii: Tensor
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Kept samples -> (encoded position, unit direction, cov diag, pose condition, offsets)."""
+    def _to_local(self, geom: HandGeometry, x: Tensor, d: Tensor, t0: Tensor, t1: Tensor, radii: Tensor,
+                  reference: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Kept samples -> (position (M, 3), unit direction (M, 3), cov diag (M, 3), pose condition (48,) or
+        None, offsets (M, 3) or None)."""
         left = geom.side == "left"
         offsets = None
         cond = None
@@ -182,16 +215,18 @@ class HandNeRF(nn.Module):
                 pose = geom.pose[3:]
                 if left:
                     pose = mirror_axis_angle(pose.reshape(15, 3)).reshape(45)
-                emb = self.pose_net(pose[None]).expand(len(xc), -1)
+                emb = self.pose_net(pose[None])[0]
                 pe = positional_encoding((xc - self.canon_center) * CANON_SCALE, 0, self.cfg.ec_pe_deg, True)
-                offsets = torch.tanh(self.ec(torch.cat([pe, emb], -1))) * self.cfg.ec_scale
+                raw = (self.ec.forward_reference(torch.cat([pe, emb.expand(len(pe), -1)], -1)) if reference
+                       else self.ec([pe], [emb]))
+                offsets = torch.tanh(raw) * self.cfg.ec_scale
                 xc = xc + offsets
         else:  # Pose-NeRF: wrist-centred world frame, pose as input
             xc, dc = x - geom.wrist, d
             if left:
                 xc, dc = xc * self.mirror, dc * self.mirror
             pose = geom.pose.reshape(16, 3)
-            cond = (mirror_axis_angle(pose) if left else pose).reshape(1, 48).expand(len(xc), -1)
+            cond = (mirror_axis_angle(pose) if left else pose).reshape(48)
             xc = xc + self.canon_center  # same normalisation as the canonical space
         dc = dc / dc.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         _, cov = conical_frustum_to_gaussian(dc, t0[:, None], t1[:, None], radii)
@@ -199,13 +234,20 @@ class HandNeRF(nn.Module):
 
     def hand_samples(self, geom: HandGeometry, origins: Tensor, dirs: Tensor, radii: Tensor, latent: Tensor,
                      perturb: bool, gen: torch.Generator | None = None, want_feature: bool = True,
-                     reference: bool = False) -> dict:
-        """One hand's sample set along N rays: intervals (N, S), sigma (N, S), values rgb (N, S, 3) and, when
-        ``want_feature``, feat (N, S, D); offsets (M, 3) and ``evaluated`` (M, int) of the kept samples.
+                     reference: bool = False, t_stop: Tensor | None = None) -> dict:
+        """One hand's sample set along N rays (latent (L,) the frame's code): intervals (N, S), sigma (N, S),
+        values rgb (N, S, 3) and, when ``want_feature``, feat (N, S, D); offsets (M, 3) of the kept samples,
+        ``evaluated`` (int) the field evaluations and ``t_stop`` (N,) where each ray's evaluation stopped
+        (inf where it did not).
 
-        The field runs on the kept samples in chunks of `field_chunk` points and writes each chunk's outputs
-        in place (a single scatter when gradients are recorded). ``reference`` runs the simple path this one
-        replaced (tests check that both agree).
+        With gradients (training) the field runs on all kept samples, ``cfg.chunk`` at a time, and the
+        outputs are scattered once. Without (rendering) it runs front to back in waves of
+        `field_chunk`-point chunks, written in place, and stops on a ray once the ray's transmittance
+        through this hand is below `STOP_TRANSMITTANCE`: what lies behind changes any output by at most
+        that fraction (of 1 for colour and opacity, of the ray distance for depth), also where two hands are
+        composited (the merged transmittance is never above one hand's). ``t_stop`` (N,), another hand's
+        stopping distances: samples behind them are not evaluated either (the light reaching them is below
+        the same bound). ``reference`` runs the simple path this one replaced (tests check that both agree).
         """
         if reference:
             return self._hand_samples_reference(geom, origins, dirs, radii, latent, perturb, gen)
@@ -217,31 +259,55 @@ class HandNeRF(nn.Module):
         flat = {"sigma": x.new_zeros(N * S), "rgb": x.new_zeros(N * S, 3)}
         if want_feature:
             flat["feat"] = x.new_zeros(N * S, cfg.feat_dim)
-        chunk = field_chunk(cfg, x.device)
-        grad = torch.is_grad_enabled()
-        pieces: dict[str, list[Tensor]] = {k: [] for k in names}
-        offs = []
-        for s in range(0, len(idx), chunk):
-            sl, r = idx[s:s + chunk], ray[s:s + chunk]
+
+        def field(sl: Tensor, r: Tensor) -> tuple[dict, Tensor | None]:
             pos, dc, cov, cond, off = self._to_local(geom, xf[sl], dirs[r], t0f[sl], t1f[sl], radii[r])
             enc = integrated_positional_encoding(pos, cov, 0, cfg.ipe_deg)
-            denc = positional_encoding(dc, 0, cfg.dir_deg, True)
-            out = self.field(enc, denc, latent[r], cond)
-            for k in names:
-                if grad:  # one scatter below: per-chunk in-place writes would copy the whole gradient per chunk
+            return self.field(enc, positional_encoding(dc, 0, cfg.dir_deg, True), latent, cond), off
+
+        offs, evaluated = [], len(idx)
+        stop = torch.full((N,), math.inf, device=x.device)
+        if torch.is_grad_enabled():
+            pieces: dict[str, list[Tensor]] = {k: [] for k in names}
+            for s in range(0, len(idx), cfg.chunk):
+                out, off = field(idx[s:s + cfg.chunk], ray[s:s + cfg.chunk])
+                for k in names:
                     pieces[k].append(out[k])
-                else:
-                    flat[k][sl] = out[k]
-            if off is not None:
-                offs.append(off)
-        if grad and len(idx):
-            for k in names:
-                flat[k].index_put_((idx,), pieces[k][0] if len(pieces[k]) == 1 else torch.cat(pieces[k]))
+                if off is not None:
+                    offs.append(off)
+            if len(idx):  # one scatter: in-place writes per chunk would copy the whole gradient per chunk
+                for k in names:
+                    flat[k].index_put_((idx,), pieces[k][0] if len(pieces[k]) == 1 else torch.cat(pieces[k]))
+        else:
+            chunk = field_chunk(cfg, x.device)
+            if t_stop is not None:  # behind another hand that already stopped the ray
+                front = t0f[idx] < t_stop[ray]
+                idx, ray = idx[front], ray[front]
+            rank = (keep.cumsum(1) - 1).reshape(-1)[idx]  # (M,) place of each kept sample on its ray
+            depth = x.new_zeros(N)  # optical depth through this hand so far, per ray
+            alive = torch.ones(N, dtype=torch.bool, device=x.device)
+            evaluated = 0
+            limit = -math.log(STOP_TRANSMITTANCE) if STOP_TRANSMITTANCE > 0 else math.inf
+            for a, b in _waves(S):
+                sel = (rank >= a) & (rank < b) & alive[ray]
+                w_idx, w_ray = idx[sel], ray[sel]
+                for s in range(0, len(w_idx), chunk):
+                    sl = w_idx[s:s + chunk]
+                    out, _ = field(sl, w_ray[s:s + chunk])
+                    for k in names:
+                        flat[k][sl] = out[k]
+                evaluated += len(w_idx)
+                depth.index_add_(0, w_ray, flat["sigma"][w_idx] * (t1f[w_idx] - t0f[w_idx]))
+                alive = depth < limit
+                ended = ~alive[w_ray]  # samples of the rays that stop in this wave: they stop at its far end
+                end = torch.full_like(stop, -math.inf).scatter_reduce_(0, w_ray[ended], t1f[w_idx[ended]], "amax")
+                stop = torch.where(end > -math.inf, end, stop)
         values = {"rgb": flat["rgb"].reshape(N, S, 3)}
         if want_feature:
             values["feat"] = flat["feat"].reshape(N, S, -1)
         return {"t_starts": t0, "t_ends": t1, "sigma": flat["sigma"].reshape(N, S), "valid": keep, "values": values,
-                "offsets": torch.cat(offs) if offs else torch.zeros(0, 3, device=x.device), "evaluated": len(idx)}
+                "offsets": torch.cat(offs) if offs else torch.zeros(0, 3, device=x.device), "evaluated": evaluated,
+                "t_stop": stop}
 
     def _kept_samples(self, geom: HandGeometry, origins: Tensor, dirs: Tensor, perturb: bool,
                       gen: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -273,10 +339,10 @@ class HandNeRF(nn.Module):
             sl = idx[s:s + cfg.chunk]
             r = ray[s:s + cfg.chunk]
             pos, dc, cov, cond, off = self._to_local(geom, x.reshape(-1, 3)[sl], dirs[r], t0.reshape(-1)[sl],
-                                                     t1.reshape(-1)[sl], radii[r])
+                                                     t1.reshape(-1)[sl], radii[r], reference=True)
             enc = integrated_positional_encoding(pos, cov, 0, cfg.ipe_deg)
             denc = positional_encoding(dc, 0, cfg.dir_deg, True)
-            out = self.field(enc, denc, latent[r], cond)
+            out = self.field.forward_reference(enc, denc, latent, cond)
             sigma = sigma.index_put((sl,), out["sigma"])
             rgb = rgb.index_put((sl,), out["rgb"])
             feat = feat.index_put((sl,), out["feat"])
@@ -296,9 +362,13 @@ class HandNeRF(nn.Module):
         ``want_feature`` (the distillation loss needs it; rendering images does not: the feature is then
         neither stored, merged nor rendered). ``reference``: the simple path the fast one replaced.
         """
-        latent = self.latent_code(frame_code, len(origins))
-        sets = [self.hand_samples(g, origins, dirs, radii, latent, perturb, gen, want_feature or reference, reference)
-                for g in geoms]
+        latent = self.latent_code(frame_code)
+        sets, t_stop = [], None
+        for g in geoms:
+            sets.append(self.hand_samples(g, origins, dirs, radii, latent, perturb, gen, want_feature or reference,
+                                          reference, t_stop))
+            if "t_stop" in sets[-1]:
+                t_stop = sets[-1]["t_stop"] if t_stop is None else torch.minimum(t_stop, sets[-1]["t_stop"])
         merged = composite_samples([{k: s[k] for k in ("t_starts", "t_ends", "sigma", "valid", "values")}
                                     for s in sets]) if len(sets) > 1 else sets[0]
         w, _, _ = render_weights(merged["sigma"], merged["t_starts"], merged["t_ends"], merged["valid"])
