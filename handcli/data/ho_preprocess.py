@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from handcli.camera import box_2d, box_near_far, camera_center, scale_intrinsics, transform
+from handcli.camera import transform
 from handcli.checks import BadImageError, check_size, read_image_file
 from handcli.data.cache import FrameRecord, HandRecord, ObjectRecord, ViewRecord
 from handcli.data.objects import YCB_CLASSES, YCB_IDS, aabb, apply_pose, load_object_mesh
@@ -33,32 +33,23 @@ from handcli.data.pipeline import (
     CameraSpec,
     FrameResult,
     MeshSource,
+    box_bounds,
     check_options,
     choose_mesh_source,
+    downscale_image,
     hand_model_attrs,
+    hand_models,
+    log_mesh_source,
+    model_params,
     shard_items,
     write_cache,
 )
 from handcli.data.selection import parse_names, parse_selection, parse_shard
 from handcli.errors import InputError
 from handcli.labels import LABELS
-from handcli.progress import log
 
 BOX_PADDING = 0.03  # metres, HandNeRF (Choi) pads AABB(hand mesh + object points)
 C4 = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL <-> OpenCV camera axes
-
-_MODELS: dict = {}
-
-
-def hand_models(dataset: str, model_dir: str | None) -> dict:
-    """Both hand models with ``dataset``'s MANO flags (cached per process)."""
-    key = (dataset, model_dir)
-    if key not in _MODELS:
-        from handcli.hand.model import load_hand_models
-
-        _MODELS[key] = load_hand_models(dataset, model_dir)
-    return _MODELS[key]
-
 
 # ------------------------------------------------------------------------------------------------- MANO
 def move_mano(pose: np.ndarray, trans: np.ndarray, J0: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,9 +151,7 @@ def pose_hand(hand: HOHand, opts: Options) -> tuple[np.ndarray, dict]:
                                               torch.as_tensor(hand.joint_valid[None]))
     with torch.no_grad():
         verts = m(pose, shape, trans).vertices[0].double().numpy()
-    params = {"pose": (pose + m.pose_mean)[0].detach().double().numpy(),
-              "shape": shape[0].detach().double().numpy(), "trans": trans[0].detach().double().numpy()}
-    return verts, params
+    return verts, model_params(m, pose, shape, trans)
 
 
 def finish_frame(sample: HOSample | str, opts: Options) -> FrameResult:
@@ -190,17 +179,14 @@ def finish_frame(sample: HOSample | str, opts: Options) -> FrameResult:
     res = FrameResult(record)
     for vd in sample.views:
         cam = vd.camera
-        img, K, W, H = vd.rgb, cam.K, cam.width, cam.height
+        img, K = downscale_image(vd.rgb, cam.K, opts.scale)
+        H, W = img.shape[:2]
         labels, depth = vd.labels, vd.depth
         if opts.scale != 1.0:
-            W2, H2 = max(1, round(W * opts.scale)), max(1, round(H * opts.scale))
-            img = cv2.resize(img, (W2, H2), interpolation=cv2.INTER_AREA)
             if labels is not None:
-                labels = downscale_labels(labels, W2, H2)
+                labels = downscale_labels(labels, W, H)
             if depth is not None:
-                depth = cv2.resize(depth, (W2, H2), interpolation=cv2.INTER_NEAREST_EXACT)
-            K = scale_intrinsics(K, W2 / W, H2 / H)
-            W, H = W2, H2
+                depth = cv2.resize(depth, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)
         source = "seg"
         if labels is None:
             meshes = [(transform(cam.world_to_cam, verts), model.faces)]
@@ -212,9 +198,8 @@ def finish_frame(sample: HOSample | str, opts: Options) -> FrameResult:
             labels[ras.mesh_id == 1] = LABELS["object"]
             source = "rasterized"
         spec = CameraSpec(cam.name, cam.capture, K, cam.world_to_cam, W, H)
-        nf = box_near_far(bmin, bmax, camera_center(cam.world_to_cam))
-        view = ViewRecord(-1, img, labels, nf, box_2d(bmin, bmax, cam.world_to_cam, K, W, H),
-                          depth if opts.depth else None, source, vd.hand_estimate)
+        nf, box = box_bounds(bmin, bmax, spec)
+        view = ViewRecord(-1, img, labels, nf, box, depth if opts.depth else None, source, vd.hand_estimate)
         if opts.depth and view.depth is None:
             view.depth = np.zeros((H, W), np.float32)
         res.views.append((spec, view))
@@ -233,7 +218,7 @@ def _run_options(dataset: str, root: Path, models_root: str, *, scale: float, de
                  hand_estimates: str | Path | None, mano_dir: str | None, mesh_from: str) -> Options:
     """A run's per-frame options: its mesh source (logged when approximate) and its checked estimates folder."""
     mesh = choose_mesh_source(root, mano_dir, mesh_from)
-    _log_mesh(mesh)
+    log_mesh_source(mesh)
     return Options(dataset, mesh, models_root, scale, depth, skip_bad_images, _check_estimates(hand_estimates),
                    str(root))
 
@@ -289,12 +274,6 @@ def _check_estimates(hand_estimates: str | Path | None) -> str | None:
     if not Path(hand_estimates).is_dir():
         raise InputError("folder of estimated hands not found", path=hand_estimates, field="hand-estimates")
     return str(Path(hand_estimates).resolve())
-
-
-def _log_mesh(mesh: MeshSource) -> None:
-    if mesh.kind != "mano" and mesh.mode == "joints":
-        log("[yellow]no MANO files given: fitting the open hand model to the 3D joints (approximate hand "
-            "meshes; pass --mano-dir for the real model)[/yellow]")
 
 
 # ================================================================================================= DexYCB
