@@ -8,6 +8,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -264,6 +265,11 @@ def test_bad_settings_are_input_errors(dex_cache):
         HandNeRFHOMethod(tiny(input_size=40), dex_cache)
     with pytest.raises(InputError, match="outside"):
         HandNeRFHOMethod(tiny(), dex_cache, train_frames=[99])
+    m = HandNeRFHOMethod(tiny(), dex_cache)
+    for bad in (99, -1):  # a frame index outside the cache, through the base class's check_frame
+        with pytest.raises(InputError, match="out of range") as e:
+            m.scene(bad)
+        assert e.value.field == "frames" and e.value.path == str(m.cache_path)
 
 
 def test_fine_pass_and_trainable_resnet_from_a_local_checkpoint(dex_cache, tmp_path):
@@ -375,6 +381,9 @@ def test_cli_train_mesh_pipe_grasp_eval_and_eval(dex_cache, tmp_path):
     s = json.loads(p.stdout)
     assert s["object"] == str(tmp_path / "mesh" / "object.ply") and s["hand"] == str(tmp_path / "mesh" / "hand.ply")
     assert s["avoid"] == "gt" and 0.0 <= s["success_ratio"] <= 1.0 and s["num_evaluated"] <= 10
+    p = subprocess.run([sys.executable, "-m", "handcli.cli", "mesh", str(run), "--frame", "999", "-o",
+                        str(tmp_path / "bad")], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2 and "frame" in p.stderr and p.stdout == "" and not (tmp_path / "bad").exists()
     assert sorted(x.name for x in (tmp_path / "mesh").iterdir()) == [".handcli-artifact", "hand.ply", "mesh.png",
                                                                      "object.ply", "scene.ply"]
     out = tmp_path / "geo.json"

@@ -28,6 +28,9 @@ class Sleeper:
         self.model = torch.nn.Linear(2, 1)
         self.cfg = Cfg()
 
+    def attach_run(self, run_dir):
+        pass
+
     def train_step(self, step, gen):
         time.sleep(self.slow_dt if step < self.slow_steps else self.dt)
         return (self.model(torch.ones(1, 2)) ** 2).sum(), {}

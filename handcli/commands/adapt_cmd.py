@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from handcli.commands.options import Device, Force, TrainSeed
+
 
 def adapt_command(
     run: Path = typer.Argument(..., help="Trained run folder."),
@@ -17,9 +19,9 @@ def adapt_command(
                                                     "rendered from its meshes now)."),
     frames: Optional[str] = typer.Option(None, help="Frames of the novel cache to adapt on."),
     lr: float = typer.Option(1e-4, help="Learning rate of the deformation field."),
-    seed: int = typer.Option(0, help="Random seed of everything: initialisation, batches, data order."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output run."),
+    seed: TrainSeed = 0,
+    device: Device = "auto",
+    force: Force = False,
 ) -> None:
     """Pose adaptation as in the paper: only the depth and deformation losses; prints the new run folder.
 

@@ -7,6 +7,8 @@ from typing import List
 
 import typer
 
+from handcli.commands.options import Force
+
 app = typer.Typer(help="Operations on HDF5 caches.", no_args_is_help=True)
 
 
@@ -14,7 +16,7 @@ app = typer.Typer(help="Operations on HDF5 caches.", no_args_is_help=True)
 def merge(
     shards: List[Path] = typer.Argument(..., help="Shard caches, in shard order."),
     out: Path = typer.Option(..., "-o", "--out", help="Merged cache to write."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    force: Force = False,
 ) -> None:
     """Join shard caches written with --shard i/N into one cache (same order as an unsharded run)."""
     from handcli.commands.cmdline import command_line

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from handcli.commands.options import Force
+
 
 def sheet_path(out: Path) -> Path:
     """The contact sheet written beside metrics.json: `<stem>_sheet.png` (metrics.json -> metrics_sheet.png)."""
@@ -33,7 +35,7 @@ def eval_command(
     gt_object: Optional[Path] = typer.Option(None, "--gt-object", help="Meshes: GT object points or mesh "
                                              "(e.g. a posed points.xyz) instead of the cache's."),
     seed: int = typer.Option(0, help="Meshes: seed of the surface sampling."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    force: Force = False,
 ) -> None:
     """Image metrics of rendered cache views: PSNR (full, box), SSIM (Gaussian, skimage), LPIPS, depth, IoU.
     Given meshes instead: F-score at 5/10 mm and Chamfer distance (Choi's m²x1000 and mean mm) per part."""

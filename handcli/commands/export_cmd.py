@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from handcli.commands.options import Force
+
 app = typer.Typer(help="Export handcli data for other tools (nerfstudio).", no_args_is_help=True)
 
 
@@ -25,7 +27,7 @@ def nerfstudio(
     frames: Optional[str] = typer.Option(None, help="Cache frame indices, e.g. '0-9' (default all)."),
     black_background: bool = typer.Option(False, "--black-background", help="Set image pixels outside the "
                                           "hand/object masks to black (as handcli's methods are supervised)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    force: Force = False,
 ) -> None:
     """transforms.json in nerfstudio's convention (OpenGL camera-to-world, per-frame intrinsics), images and
     masks, so that nerfstudio's methods train on exactly the views handcli's methods use."""

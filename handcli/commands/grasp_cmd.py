@@ -16,6 +16,8 @@ from typing import List, Optional
 
 import typer
 
+from handcli.commands.options import Force
+
 PLAN_NAMES = {"object": "object", "hand": "hand", "right": "hand", "left": "hand", "scene": None, "total": None}
 
 
@@ -99,7 +101,7 @@ def grasp_eval_command(
     scene: Optional[Path] = typer.Option(None, "--scene", help="Also write the mesh and the best grippers for "
                                          "viewing (.glb, .gltf, .obj or .ply)."),
     show: int = typer.Option(5, min=1, help="Grasps drawn in the PNG / scene."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    force: Force = False,
 ) -> None:
     """Grasp proposal success ratio of a reconstruction (Choi et al. Table IV, weight-free planner)."""
     import json

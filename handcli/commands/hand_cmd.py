@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from handcli.commands.options import Force
+
 mano_app = typer.Typer(help="Official MANO model files: chumpy-free conversion.", no_args_is_help=True,
                        add_completion=False)
 hand_app = typer.Typer(help="Look at the hand model (the open hand model, or MANO with --mano-dir).",
@@ -29,7 +31,7 @@ def _hand() -> None:
 def convert(
     in_path: Path = typer.Argument(..., help="Official MANO_RIGHT.pkl / MANO_LEFT.pkl (chumpy pickle)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output pickle (plain numpy, no chumpy)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite the output."),
+    force: Force = False,
 ) -> None:
     """Write a chumpy-free copy of an official MANO pickle (same keys, numpy values)."""
     from handcli.hand.mano_io import convert_mano
@@ -98,7 +100,7 @@ def show(
     mano_dir: Path = typer.Option(None, "--mano-dir", help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl "
                                                            "(default: the open hand model)."),
     size: int = typer.Option(512, "--size", min=32, max=4096, help="Height of each view in pixels."),
-    force: bool = typer.Option(False, "--force", help="Overwrite the output."),
+    force: Force = False,
 ) -> None:
     """Render the posed hand model from the back, the palm and the thumb side into one PNG."""
     import numpy as np

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from handcli.commands.options import Device, Force, RunArg
+
 
 def mesh_command(
-    run: Path = typer.Argument(..., help="Run folder from 'handcli train'."),
+    run: RunArg,
     cache: Optional[Path] = typer.Argument(None, help="Cache or shard directory whose frame to mesh (default: the training cache)."),
     frame: Optional[int] = typer.Option(None, "--frame", help="Cache frame index."),
     frames: Optional[str] = typer.Option(None, "--frames", help="A pose sequence instead: cache frame indices, "
@@ -21,8 +23,8 @@ def mesh_command(
     resolution: int = typer.Option(128, help="Grid cells along the longest side of each part's box."),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write a picture of the meshes (mesh.png in the "
                              "folder, or NAME.png beside a single file)."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    device: Device = "auto",
+    force: Force = False,
 ) -> None:
     """Marching cubes of the run's surfaces; prints each mesh path (the picture's path goes to stderr)."""
     import torch

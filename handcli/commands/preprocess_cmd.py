@@ -3,53 +3,61 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
+from handcli.commands.options import Force
+
 app = typer.Typer(help="Read a dataset in its real layout and write an HDF5 cache.", no_args_is_help=True)
 
-# Options every dataset's preprocess takes: one definition, added to each command by @_common_options.
+# Options every dataset's preprocess takes, as (annotation, default): one definition, added to each command by
+# @_dataset_command.
 COMMON = {
+    "out": (Path, typer.Option(..., "-o", "--out", help="Cache file to write (.h5).")),
     "workers": (int, typer.Option(1, min=1, help="Parallel worker processes.")),
     "shard": (Optional[str], typer.Option(None, help="Process shard i of N ('i/N'); join with 'cache merge'.")),
     "mano_dir": (Optional[Path], typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (default: "
                                                          "the open hand model).")),
     "mesh_from": (str, typer.Option("auto", help="Posed meshes from MANO 'params', from fitting to 3D 'joints', "
                                                  "or 'auto'.")),
-    "force": (bool, typer.Option(False, "--force", help="Overwrite an existing cache.")),
+    "force": (Force, False),
     "skip_bad_images": (bool, typer.Option(False, "--skip-bad-images", help="Skip truncated or undecodable "
                                            "images (counted and reported as 'bad image') instead of failing.")),
 }
-HAND_ESTIMATES = typer.Option(None, "--hand-estimates", help="Folder of per-view estimated hand meshes (e.g. "
-                              "HandOccNet's; ROOT/handcli_est for synth --profile realistic), stored as the "
-                              "test-time input hand of handnerf-ho/pixelnerf; the ground-truth hand stays for "
-                              "training and metrics (docs/datasets-ho.md#hand-estimates).")
+# Options of the hand-object datasets (DexYCB, HO-3D)
+HandEstimates = Annotated[Optional[Path], typer.Option(
+    "--hand-estimates", help="Folder of per-view estimated hand meshes (e.g. HandOccNet's; ROOT/handcli_est for "
+    "synth --profile realistic), stored as the test-time input hand of handnerf-ho/pixelnerf; the ground-truth "
+    "hand stays for training and metrics (docs/datasets-ho.md#hand-estimates).")]
+Every = Annotated[int, typer.Option(min=1, help="Keep every N-th frame (HandNeRF, Choi uses 2).")]
 
 
-def _common_options(command):
-    """``command(own options..., **common)`` as typer sees it: its own parameters followed by ``COMMON``."""
+def _dataset_command(name: str):
+    """Register ``command(own options..., **common)`` as ``preprocess NAME``; typer sees its own parameters
+    followed by ``COMMON``."""
     import functools
     import inspect
 
-    sig = inspect.signature(command)
-    own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, (annotation, default) in COMMON.items()]
+    def register(command):
+        sig = inspect.signature(command, eval_str=True)  # real annotations: typer reads Annotated options there
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+                 for name, (annotation, default) in COMMON.items()]
 
-    @functools.wraps(command)
-    def with_common(**kwargs):
-        return command(**kwargs)
+        @functools.wraps(command)
+        def with_common(**kwargs):
+            return command(**kwargs)
 
-    with_common.__signature__ = sig.replace(parameters=own + extra)
-    return with_common
+        with_common.__signature__ = sig.replace(parameters=own + extra)
+        return app.command(name)(with_common)
+
+    return register
 
 
-@app.command("interhand")
-@_common_options
+@_dataset_command("interhand")
 def interhand(
     root: Path = typer.Argument(..., help="InterHand2.6M root (holds images/ and annotations/)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Cache file to write (.h5)."),
     split: str = typer.Option("train", help="Split: train, val or test."),
     capture: Optional[str] = typer.Option(None, help="Capture ids, e.g. '0' or '0-3,7'."),
     seq: Optional[str] = typer.Option(None, help="Comma-separated sequence names."),
@@ -60,44 +68,40 @@ def interhand(
     **common,
 ) -> None:
     """InterHand2.6M v1.0 -> cache: cameras in metres, MANO, joints, images, masks, near/far bounds."""
-    _preprocess("interhand", root, out, split=split, captures=capture, seqs=seq, cameras=cameras, frames=frames,
+    _preprocess("interhand", root, split=split, captures=capture, seqs=seq, cameras=cameras, frames=frames,
                 scale=scale, keep_mono=keep_mono, **common)
 
 
-@app.command("dexycb")
-@_common_options
+@_dataset_command("dexycb")
 def dexycb(
     root: Path = typer.Argument(..., help="DexYCB root (holds the subject folders, calibration/ and models/)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Cache file to write (.h5)."),
     split: Optional[str] = typer.Option(None, help="s0 split: s0_train, s0_val or s0_test (default: all)."),
     seq: Optional[str] = typer.Option(None, help="Comma-separated sequences ('20200709_141754' or "
                                                  "'20200709-subject-01/20200709_141754')."),
     cameras: Optional[str] = typer.Option(None, "--cameras", "--camera",
                                           help="Comma-separated camera serials (e.g. 836212060125)."),
     frames: Optional[str] = typer.Option(None, help="Frame indices, e.g. '0-40,50'."),
-    every: int = typer.Option(1, min=1, help="Keep every N-th frame (HandNeRF, Choi uses 2)."),
+    every: Every = 1,
     objects: Optional[str] = typer.Option(None, help="Grasped objects: YCB ids (e.g. 1,2,10,15) or names."),
     scale: float = typer.Option(1.0, help="Downscale factor for images and labels."),
     depth: bool = typer.Option(False, "--depth", help="Also store the aligned depth maps (float16 metres)."),
-    hand_estimates: Optional[Path] = HAND_ESTIMATES,
+    hand_estimates: HandEstimates = None,
     **common,
 ) -> None:
     """DexYCB -> cache: world = calibration world; hand, grasped object, seg labels, near/far bounds."""
-    _preprocess("dexycb", root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
+    _preprocess("dexycb", root, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
                 objects=objects, scale=scale, depth=depth, hand_estimates=hand_estimates, **common)
 
 
-@app.command("ho3d")
-@_common_options
+@_dataset_command("ho3d")
 def ho3d(
     root: Path = typer.Argument(..., help="HO-3D v3 root (holds train/, calibration/, train.txt)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Cache file to write (.h5)."),
     split: str = typer.Option("train", help="Split folder: train or evaluation."),
     seq: Optional[str] = typer.Option(None, help="Comma-separated groups or sequences (e.g. ABF1 or ABF10,SM2)."),
     cameras: Optional[str] = typer.Option(None, "--cameras", "--camera",
                                           help="Comma-separated camera sequences (e.g. ABF10,ABF12)."),
     frames: Optional[str] = typer.Option(None, help="Frame ids, e.g. '200-800,1000'."),
-    every: int = typer.Option(1, min=1, help="Keep every N-th frame (HandNeRF, Choi uses 2)."),
+    every: Every = 1,
     objects: Optional[str] = typer.Option(None, help="Objects: YCB ids (DexYCB numbering) or names."),
     listed_only: bool = typer.Option(False, "--listed-only", help="Only frames listed in train.txt / "
                                                                   "evaluation.txt."),
@@ -105,11 +109,11 @@ def ho3d(
                                                      "$DEX_YCB_DIR/models)."),
     scale: float = typer.Option(1.0, help="Downscale factor for images and labels."),
     depth: bool = typer.Option(False, "--depth", help="Also store the decoded depth maps (float16 metres)."),
-    hand_estimates: Optional[Path] = HAND_ESTIMATES,
+    hand_estimates: HandEstimates = None,
     **common,
 ) -> None:
     """HO-3D v3 -> cache: OpenGL converted to OpenCV, multi-camera reference world, seg labels, bounds."""
-    _preprocess("ho3d", root, out, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
+    _preprocess("ho3d", root, split=split, seqs=seq, cameras=cameras, frames=frames, every=every,
                 objects=objects, listed_only=listed_only, models=str(models) if models else None, scale=scale,
                 depth=depth, hand_estimates=hand_estimates, **common)
 

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from handcli.commands.options import Device, Force, RunArg
+
 
 def render_command(
-    run: Path = typer.Argument(..., help="Run folder from 'handcli train' or 'handcli adapt'."),
+    run: RunArg,
     cache: Path = typer.Argument(..., help="Cache or shard directory whose poses and cameras to render (training or novel)."),
     out: Path = typer.Option(..., "-o", "--out", help="Renders folder to create."),
     views: Optional[str] = typer.Option(None, "--views", help="Cameras to render (comma-separated ids)."),
@@ -17,7 +19,7 @@ def render_command(
     orbit: int = typer.Option(0, help="Also render N novel views on an orbit around each selected frame."),
     video: bool = typer.Option(False, "--video", help="Write a pose-sequence video (mp4, gif fallback)."),
     max_views: Optional[int] = typer.Option(None, help="Render at most this many cache views."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    device: Device = "auto",
     appearance: Optional[Path] = typer.Option(None, "--appearance", help="Render with the hand appearance of "
                                               "this reference (methods with an appearance model: handocc): an "
                                               "image (a hand on black, with an alpha mask, or with "
@@ -27,7 +29,7 @@ def render_command(
     appearance_view: Optional[int] = typer.Option(None, "--appearance-view", help="View index of the "
                                                   "--appearance cache whose hand (masked by the cache's labels) "
                                                   "gives the appearance."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    force: Force = False,
 ) -> None:
     """Render RGB, depth and opacity (PNG + float depth), a contact sheet and optional orbit/pose videos."""
     import time

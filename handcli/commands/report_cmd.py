@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from handcli.commands.options import Force
+
 
 def report_command(
     folder: Path = typer.Argument(..., help="Folder with one sub-folder per method (run/, renders/, "
@@ -15,7 +17,7 @@ def report_command(
                                        "FOLDER/index.html)."),
     title: str = typer.Option("handcli report", help="Page title."),
     seconds: Optional[float] = typer.Option(None, help="Wall time of the whole run, stated on the page."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing page."),
+    force: Force = False,
 ) -> None:
     """Metrics side by side, contact sheets, orbit animations, training curves and the hand model picture in
     one self-contained page (pictures embedded) that opens in any browser without a server."""

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from handcli.commands.options import Force
+
 app = typer.Typer(help="Write synthetic datasets in the real datasets' on-disk layouts.", no_args_is_help=True)
 
 PROFILE_HELP = ("ideal: annotations are exactly what was rendered; realistic: annotation error, hand detail "
@@ -17,7 +19,6 @@ PROFILE_HELP = ("ideal: annotations are exactly what was rendered; realistic: an
 OUT = typer.Argument(..., help="Dataset root to create (must not exist unless --force).")
 SEED = typer.Option(0, help="Random seed; the output is deterministic given the seed.")
 PROFILE = typer.Option("ideal", help=PROFILE_HELP)
-FORCE = typer.Option(False, "--force", help="Replace an existing output folder.")
 
 
 def _write(dataset: str, write, cfg, out: Path, force: bool) -> None:
@@ -52,7 +53,7 @@ def interhand(
     null_mano: bool = typer.Option(True, help="Null the left-hand MANO entry of one interacting frame."),
     seed: int = SEED,
     profile: str = PROFILE,
-    force: bool = FORCE,
+    force: Force = False,
 ) -> None:
     """Synthetic InterHand2.6M v1.0 (images + the four annotation JSONs), ground truth in handcli_gt/."""
     from handcli.errors import InputError
@@ -80,7 +81,7 @@ def dexycb(
     distractors: int = typer.Option(1, min=0, max=3, help="Other objects on the table."),
     seed: int = SEED,
     profile: str = PROFILE,
-    force: bool = FORCE,
+    force: Force = False,
 ) -> None:
     """Synthetic DexYCB (hand grasping procedural YCB objects), ground truth in handcli_gt/."""
     from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
@@ -99,7 +100,7 @@ def ho3d(
     single: bool = typer.Option(True, help="Also write a single-camera sequence (SMu1)."),
     seed: int = SEED,
     profile: str = PROFILE,
-    force: bool = FORCE,
+    force: Force = False,
 ) -> None:
     """Synthetic HO-3D v3 (OpenGL annotations, 320x240 seg, encoded depth), ground truth in handcli_gt/."""
     from handcli.synth.ho3d import HO3DSynthConfig, write_ho3d

@@ -7,15 +7,17 @@ from typing import Optional
 
 import typer
 
+from handcli.commands.options import CacheArg, Force
+
 app = typer.Typer(help="Compute training targets from a cache: pseudo-depth maps and 2D teacher features.",
                   no_args_is_help=True)
 
 
 @app.command("depth")
 def depth(
-    cache: Path = typer.Argument(..., help="Cache file (.h5) written by 'handcli preprocess', or a directory of shard caches."),
+    cache: CacheArg,
     out: Path = typer.Option(..., "-o", "--out", help="Depth targets file to write (.h5)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    force: Force = False,
 ) -> None:
     """Z-depth map (metres, 0 = no hand) of every view, rendered from the cache's posed hand meshes."""
     from handcli.commands.cmdline import command_line
@@ -29,7 +31,7 @@ def depth(
 
 @app.command("features")
 def features(
-    cache: Path = typer.Argument(..., help="Cache file (.h5) written by 'handcli preprocess', or a directory of shard caches."),
+    cache: CacheArg,
     out: Path = typer.Option(..., "-o", "--out", help="Feature targets file to write (.h5)."),
     teacher: str = typer.Option("auto", help="dino-vits8 or efficientnet-lite0; 'auto' = dino-vits8 when "
                                              "--weights is given, else efficientnet-lite0."),
@@ -46,7 +48,7 @@ def features(
     input_norm: str = typer.Option("teacher", help="teacher: normalise inputs with the teacher's training "
                                                    "statistics; none: [0, 1] RGB (official HandNeRF script)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    force: Force = False,
 ) -> None:
     """Per-view 2D teacher features of the masked images: L2-normalised, PCA to D, stored at native stride."""
     from handcli.checks import check_option

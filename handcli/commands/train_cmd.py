@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from handcli.commands.options import Device, TrainSeed
+
 
 def _csv(s: Optional[str]) -> Optional[list[str]]:
     return [x.strip().removeprefix("cam") for x in s.split(",") if x.strip()] if s else None
@@ -18,7 +20,7 @@ def train_command(
     method: str = typer.Option("handnerf", help="Method: handnerf, posenerf, handocc, handnerf-ho, pixelnerf."),
     preset: str = typer.Option("fast", help="Hyperparameter preset: paper (published sizes) or fast (CPU)."),
     steps: Optional[int] = typer.Option(None, help="Training steps (default: the preset's)."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    device: Device = "auto",
     set_: List[str] = typer.Option([], "--set", help="Override a config value: key=value (JSON values)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Training stage of methods that have stages "
                                         "(handocc: occupancy = the occupancy network alone, full; default full). "
@@ -28,7 +30,7 @@ def train_command(
     cameras: Optional[str] = typer.Option(None, help="Training cameras (comma-separated ids; default all)."),
     eval_cameras: Optional[str] = typer.Option(None, help="Held-out cameras for snapshots."),
     frames: Optional[str] = typer.Option(None, help="Training frames as cache frame indices, e.g. '0-9'."),
-    seed: int = typer.Option(0, help="Random seed of everything: initialisation, batches, data order."),
+    seed: TrainSeed = 0,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (keeps the "
                                 "run's seed and logging settings)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder (only once the new run is "

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from handcli.commands.options import Device, RunArg
+
 
 def view_command(
-    run: Path = typer.Argument(..., help="Run folder from 'handcli train' or 'handcli adapt'."),
+    run: RunArg,
     cache: Optional[Path] = typer.Argument(None, help="Cache whose poses and cameras to show (default: the "
                                                       "training cache)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
@@ -17,7 +19,7 @@ def view_command(
     resolution: int = typer.Option(256, help="Long side (pixels) of the image rendered when the camera rests."),
     preview_scale: float = typer.Option(0.25, help="Fraction of --resolution rendered while the camera moves."),
     mesh_resolution: int = typer.Option(64, help="Marching-cubes grid of the mesh overlay."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    device: Device = "auto",
 ) -> None:
     """Browser viewer: free orbit with live renders, frame slider, ground truth of the nearest cache camera,
     mesh overlay, subject appearance and (HandOcc) finger editing. Prints its URL; Ctrl-C stops it."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from handcli.camera import box_2d, box_near_far, camera_center, scale_intrinsics, transform
+from handcli.camera import transform
 from handcli.checks import BadImageError, check_size, read_image_file
 from handcli.data.cache import FrameRecord, HandRecord, ObjectRecord, ViewRecord
 from handcli.data.objects import YCB_CLASSES, YCB_IDS, aabb, apply_pose, load_object_mesh
@@ -33,32 +33,23 @@ from handcli.data.pipeline import (
     CameraSpec,
     FrameResult,
     MeshSource,
+    box_bounds,
     check_options,
     choose_mesh_source,
+    downscale_image,
     hand_model_attrs,
+    hand_models,
+    log_mesh_source,
+    model_params,
     shard_items,
     write_cache,
 )
 from handcli.data.selection import parse_names, parse_selection, parse_shard
 from handcli.errors import InputError
 from handcli.labels import LABELS
-from handcli.progress import log
 
 BOX_PADDING = 0.03  # metres, HandNeRF (Choi) pads AABB(hand mesh + object points)
 C4 = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL <-> OpenCV camera axes
-
-_MODELS: dict = {}
-
-
-def hand_models(dataset: str, model_dir: str | None) -> dict:
-    """Both hand models with ``dataset``'s MANO flags (cached per process)."""
-    key = (dataset, model_dir)
-    if key not in _MODELS:
-        from handcli.hand.model import load_hand_models
-
-        _MODELS[key] = load_hand_models(dataset, model_dir)
-    return _MODELS[key]
-
 
 # ------------------------------------------------------------------------------------------------- MANO
 def move_mano(pose: np.ndarray, trans: np.ndarray, J0: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,15 +151,16 @@ def pose_hand(hand: HOHand, opts: Options) -> tuple[np.ndarray, dict]:
                                               torch.as_tensor(hand.joint_valid[None]))
     with torch.no_grad():
         verts = m(pose, shape, trans).vertices[0].double().numpy()
-    params = {"pose": (pose + m.pose_mean)[0].detach().double().numpy(),
-              "shape": shape[0].detach().double().numpy(), "trans": trans[0].detach().double().numpy()}
-    return verts, params
+    return verts, model_params(m, pose, shape, trans)
 
 
-def finish_frame(sample: HOSample, opts: Options) -> FrameResult:
-    """Pose the hand and the object, build labels, bounds and the cache records of one frame."""
+def finish_frame(sample: HOSample | str, opts: Options) -> FrameResult:
+    """Pose the hand and the object, build labels, bounds and the cache records of one frame (``sample``: a
+    dataset's sample of it, or the reason the dataset's reader dropped it)."""
     from handcli.render.raster import rasterize_meshes
 
+    if isinstance(sample, str):
+        return FrameResult(None, drop_reason=sample)
     hand = sample.hand
     if hand.joint_valid.sum() < 6 and opts.mesh.mode == "joints":
         return FrameResult(None, drop_reason="too few valid joints to fit the hand model")
@@ -187,17 +179,14 @@ def finish_frame(sample: HOSample, opts: Options) -> FrameResult:
     res = FrameResult(record)
     for vd in sample.views:
         cam = vd.camera
-        img, K, W, H = vd.rgb, cam.K, cam.width, cam.height
+        img, K = downscale_image(vd.rgb, cam.K, opts.scale)
+        H, W = img.shape[:2]
         labels, depth = vd.labels, vd.depth
         if opts.scale != 1.0:
-            W2, H2 = max(1, round(W * opts.scale)), max(1, round(H * opts.scale))
-            img = cv2.resize(img, (W2, H2), interpolation=cv2.INTER_AREA)
             if labels is not None:
-                labels = downscale_labels(labels, W2, H2)
+                labels = downscale_labels(labels, W, H)
             if depth is not None:
-                depth = cv2.resize(depth, (W2, H2), interpolation=cv2.INTER_NEAREST_EXACT)
-            K = scale_intrinsics(K, W2 / W, H2 / H)
-            W, H = W2, H2
+                depth = cv2.resize(depth, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)
         source = "seg"
         if labels is None:
             meshes = [(transform(cam.world_to_cam, verts), model.faces)]
@@ -209,9 +198,8 @@ def finish_frame(sample: HOSample, opts: Options) -> FrameResult:
             labels[ras.mesh_id == 1] = LABELS["object"]
             source = "rasterized"
         spec = CameraSpec(cam.name, cam.capture, K, cam.world_to_cam, W, H)
-        nf = box_near_far(bmin, bmax, camera_center(cam.world_to_cam))
-        view = ViewRecord(-1, img, labels, nf, box_2d(bmin, bmax, cam.world_to_cam, K, W, H),
-                          depth if opts.depth else None, source, vd.hand_estimate)
+        nf, box = box_bounds(bmin, bmax, spec)
+        view = ViewRecord(-1, img, labels, nf, box, depth if opts.depth else None, source, vd.hand_estimate)
         if opts.depth and view.depth is None:
             view.depth = np.zeros((H, W), np.float32)
         res.views.append((spec, view))
@@ -226,14 +214,30 @@ def _object_loader(models_root: str):
     return load
 
 
-def _write(items: list, process, out, *, dataset: str, scale: float, config: dict, inputs: dict, mesh: MeshSource,
-           models_root: str, depth: bool, workers: int, force: bool, description: str, command: str,
-           hand_estimates: bool = False) -> dict:
+def _run_options(dataset: str, root: Path, models_root: str, *, scale: float, depth: bool, skip_bad_images: bool,
+                 hand_estimates: str | Path | None, mano_dir: str | None, mesh_from: str) -> Options:
+    """A run's per-frame options: its mesh source (logged when approximate) and its checked estimates folder."""
+    mesh = choose_mesh_source(root, mano_dir, mesh_from)
+    log_mesh_source(mesh)
+    return Options(dataset, mesh, models_root, scale, depth, skip_bad_images, _check_estimates(hand_estimates),
+                   str(root))
+
+
+def _write(items: list, process, out, opts: Options, *, split: str | None, selection: dict, shard: tuple[int, int],
+           captures: dict, labels: str, mano_record: str, inputs: dict, workers: int, force: bool,
+           command: str) -> dict:
+    """Write the cache of ``items``; ``config.json``'s dataset-specific entries (``selection``, ``captures``
+    {capture name: index}, ``labels`` and ``mano_record`` descriptions) join the ones every run has."""
+    config = {"dataset": opts.dataset, "mano_flags": opts.dataset, "split": split, "selection": selection,
+              "scale": opts.scale, "depth": opts.depth, "box_padding": BOX_PADDING, "shard": f"{shard[0]}/{shard[1]}",
+              "mesh": asdict(opts.mesh), "captures": captures, "labels": labels, "mano_record": mano_record,
+              "hand_estimates": opts.hand_estimates}
     return write_cache(out, items, process, root=inputs.get("root"), force=force, workers=workers,
-                       description=description, dataset=dataset, scale=scale, config=config, inputs=inputs,
-                       hand_models=hand_model_attrs(hand_models(config["mano_flags"], mesh.model_dir), mesh),
-                       command=command, objects=True, depth=depth, object_loader=_object_loader(models_root),
-                       hand_estimates=hand_estimates)
+                       description=f"preprocess {opts.dataset}", dataset=opts.dataset, scale=opts.scale,
+                       config=config, inputs=inputs,
+                       hand_models=hand_model_attrs(hand_models(opts.dataset, opts.mesh.model_dir), opts.mesh),
+                       command=command, objects=True, depth=opts.depth,
+                       object_loader=_object_loader(opts.models_root), hand_estimates=opts.hand_estimates is not None)
 
 
 def parse_objects(spec: str | None) -> set[str] | None:
@@ -270,12 +274,6 @@ def _check_estimates(hand_estimates: str | Path | None) -> str | None:
     if not Path(hand_estimates).is_dir():
         raise InputError("folder of estimated hands not found", path=hand_estimates, field="hand-estimates")
     return str(Path(hand_estimates).resolve())
-
-
-def _log_mesh(mesh: MeshSource) -> None:
-    if mesh.kind != "mano" and mesh.mode == "joints":
-        log("[yellow]no MANO files given: fitting the open hand model to the 3D joints (approximate hand "
-            "meshes; pass --mano-dir for the real model)[/yellow]")
 
 
 # ================================================================================================= DexYCB
@@ -348,10 +346,7 @@ def dexycb_sample(item: DexItem) -> HOSample | str:
 
 
 def process_dexycb(item: DexItem) -> FrameResult:
-    s = dexycb_sample(item)
-    if isinstance(s, str):
-        return FrameResult(None, drop_reason=s)
-    return finish_frame(s, item.opts)
+    return finish_frame(dexycb_sample(item), item.opts)
 
 
 def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = None, seqs: str | None = None,
@@ -364,7 +359,8 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
 
     ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image").
     ``hand_estimates``: a folder of per-view estimated input hands (``handcli.data.hand_estimates``), stored
-    as ``views/hand_estimate``; every selected view of an annotated frame needs one.
+    as ``views/hand_estimate``; every selected view of an annotated frame needs one (with HO-3D: every
+    selected view with a hand annotation).
     ``command``: the command line recorded in the cache."""
     from handcli.data.dexycb import DexYCBReader
 
@@ -379,28 +375,22 @@ def preprocess_dexycb(root: str | Path, out: str | Path, *, split: str | None = 
     if not all_frames:
         raise InputError("no frames match the selection", path=root)
     ext_ids = sorted({fr.seq.extrinsics for fr in all_frames})
-    mesh = choose_mesh_source(root, mano_dir, mesh_from)
-    _log_mesh(mesh)
-    est_dir = _check_estimates(hand_estimates)
-    opts = Options("dexycb", mesh, str(reader.models), scale, depth, skip_bad_images, est_dir, str(root))
+    opts = _run_options("dexycb", root, str(reader.models), scale=scale, depth=depth, skip_bad_images=skip_bad_images,
+                        hand_estimates=hand_estimates, mano_dir=mano_dir, mesh_from=mesh_from)
     items = []
     for fr in shard_items(all_frames, shard_ij):
         cams = {v.serial: reader.camera(v.serial, fr.seq.extrinsics) for v in fr.views}
         items.append(DexItem(fr, cams, ext_ids.index(fr.seq.extrinsics), opts))
-    config = {"dataset": "dexycb", "mano_flags": "dexycb", "split": split,
-              "selection": {"seqs": sorted(parse_names(seqs)) if seqs else None, "cameras": cam_sel,
-                            "frames": sorted(parse_selection(frames)) if frames else None, "every": every,
-                            "objects": sorted(obj_names) if obj_names else None},
-              "scale": scale, "depth": depth, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/{shard_ij[1]}",
-              "mesh": asdict(mesh), "captures": {e: i for i, e in enumerate(ext_ids)},
-              "labels": "seg: grasped object id -> 3, 255 -> 1 (right) / 2 (left) by mano_sides, other ids -> 0",
-              "mano_record": "mano_pose = pose_m[:48] (global orient + 45 PCA coefficients, flat_hand_mean=False), "
-                             "mano_trans = pose_m[48:51], in the camera frame of the frame's first view",
-              "hand_estimates": est_dir}
+    selection = {"seqs": sorted(parse_names(seqs)) if seqs else None, "cameras": cam_sel,
+                 "frames": sorted(parse_selection(frames)) if frames else None, "every": every,
+                 "objects": sorted(obj_names) if obj_names else None}
     inputs = {"root": str(root.resolve()), "models": str(reader.models), "calibration": sorted(reader.files_read)}
-    return _write(items, process_dexycb, out, dataset="dexycb", scale=scale, config=config, inputs=inputs,
-                  mesh=mesh, models_root=str(reader.models), depth=depth, workers=workers, force=force,
-                  description="preprocess dexycb", command=command, hand_estimates=est_dir is not None)
+    return _write(items, process_dexycb, out, opts, split=split, selection=selection, shard=shard_ij,
+                  captures={e: i for i, e in enumerate(ext_ids)},
+                  labels="seg: grasped object id -> 3, 255 -> 1 (right) / 2 (left) by mano_sides, other ids -> 0",
+                  mano_record="mano_pose = pose_m[:48] (global orient + 45 PCA coefficients, flat_hand_mean=False), "
+                              "mano_trans = pose_m[48:51], in the camera frame of the frame's first view",
+                  inputs=inputs, workers=workers, force=force, command=command)
 
 
 # ================================================================================================= HO-3D
@@ -467,10 +457,7 @@ def ho3d_sample(item: HOItem) -> HOSample | str:
 
 
 def process_ho3d(item: HOItem) -> FrameResult:
-    s = ho3d_sample(item)
-    if isinstance(s, str):
-        return FrameResult(None, drop_reason=s)
-    return finish_frame(s, item.opts)
+    return finish_frame(ho3d_sample(item), item.opts)
 
 
 def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", seqs: str | None = None,
@@ -479,12 +466,9 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
                     scale: float = 1.0, depth: bool = False, workers: int = 1, shard: str | None = None,
                     mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False,
                     skip_bad_images: bool = False, hand_estimates: str | Path | None = None, command: str = "") -> dict:
-    """Read a HO-3D v3 root and write the cache at ``out`` atomically. Returns run statistics.
-
-    ``skip_bad_images``: drop frames with a truncated or undecodable image (counted as "bad image").
-    ``hand_estimates``: a folder of per-view estimated input hands (``handcli.data.hand_estimates``), stored
-    as ``views/hand_estimate``; every selected view with a hand annotation needs one.
-    ``command``: the command line recorded in the cache."""
+    """Read a HO-3D v3 root and write the cache at ``out`` atomically. Returns run statistics; the options
+    are :func:`preprocess_dexycb`'s (and ``listed_only``: only frames listed in train.txt / evaluation.txt;
+    ``models``: the YCB models folder, default ``root/models``)."""
     from handcli.data.ho3d import HO3DReader, read_meta
 
     root = Path(root)
@@ -508,25 +492,19 @@ def preprocess_ho3d(root: str | Path, out: str | Path, *, split: str = "train", 
     if not all_frames:
         raise InputError("no frames match the selection", path=reader.split_dir)
     groups = sorted({fr.group for fr in all_frames})
-    mesh = choose_mesh_source(root, mano_dir, mesh_from)
-    _log_mesh(mesh)
-    est_dir = _check_estimates(hand_estimates)
-    opts = Options("ho3d", mesh, str(models_root), scale, depth, skip_bad_images, est_dir, str(root))
+    opts = _run_options("ho3d", root, str(models_root), scale=scale, depth=depth, skip_bad_images=skip_bad_images,
+                        hand_estimates=hand_estimates, mano_dir=mano_dir, mesh_from=mesh_from)
     items = [HOItem(fr, groups.index(fr.group), opts) for fr in shard_items(all_frames, shard_ij)]
-    config = {"dataset": "ho3d", "mano_flags": "ho3d", "split": split,
-              "selection": {"seqs": sorted(parse_names(seqs)) if seqs else None,
-                            "cameras": sorted(parse_names(cameras)) if cameras else None,
-                            "frames": sorted(parse_selection(frames)) if frames else None, "every": every,
-                            "objects": sorted(obj_names) if obj_names else None, "listed_only": listed_only},
-              "scale": scale, "depth": depth, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/{shard_ij[1]}",
-              "mesh": asdict(mesh), "captures": {g: i for i, g in enumerate(groups)},
-              "labels": "seg PNG (nearest-resized to the image): channel 0 == 255 -> 1 (hand, wins overlaps), "
-                        "channel 1 == 255 -> 3; rasterized from the posed meshes where the PNG is missing",
-              "mano_record": "handPose/handBeta/handTrans as stored (OpenGL camera frame of the frame's first "
-                             "annotated view, flat_hand_mean=True)",
-              "hand_estimates": est_dir}
+    selection = {"seqs": sorted(parse_names(seqs)) if seqs else None,
+                 "cameras": sorted(parse_names(cameras)) if cameras else None,
+                 "frames": sorted(parse_selection(frames)) if frames else None, "every": every,
+                 "objects": sorted(obj_names) if obj_names else None, "listed_only": listed_only}
     inputs = {"root": str(root.resolve()), "models": str(models_root.resolve()),
               "calibration": sorted(reader.files_read)}
-    return _write(items, process_ho3d, out, dataset="ho3d", scale=scale, config=config, inputs=inputs, mesh=mesh,
-                  models_root=str(models_root), depth=depth, workers=workers, force=force,
-                  description="preprocess ho3d", command=command, hand_estimates=est_dir is not None)
+    return _write(items, process_ho3d, out, opts, split=split, selection=selection, shard=shard_ij,
+                  captures={g: i for i, g in enumerate(groups)},
+                  labels="seg PNG (nearest-resized to the image): channel 0 == 255 -> 1 (hand, wins overlaps), "
+                         "channel 1 == 255 -> 3; rasterized from the posed meshes where the PNG is missing",
+                  mano_record="handPose/handBeta/handTrans as stored (OpenGL camera frame of the frame's first "
+                              "annotated view, flat_hand_mean=True)",
+                  inputs=inputs, workers=workers, force=force, command=command)

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from handcli.camera import box_2d, box_near_far, camera_center, scale_intrinsics, transform
+from handcli.camera import transform
 from handcli.checks import BadImageError, read_image_file
 from handcli.data.cache import FrameRecord, HandRecord, ViewRecord
 from handcli.data.interhand import IHCamera, IHFrame, InterHandReader
@@ -24,9 +23,14 @@ from handcli.data.pipeline import (
     CameraSpec,
     FrameResult,
     MeshSource,
+    box_bounds,
     check_options,
     choose_mesh_source,
+    downscale_image,
     hand_model_attrs,
+    hand_models,
+    log_mesh_source,
+    model_params,
     shard_items,
     write_cache,
 )
@@ -49,17 +53,6 @@ class WorkItem:
     skip_bad_images: bool = False
 
 
-_MODELS: dict = {}
-
-
-def _models(model_dir: str | None):
-    if model_dir not in _MODELS:
-        from handcli.hand.model import load_hand_models
-
-        _MODELS[model_dir] = load_hand_models("interhand", model_dir)
-    return _MODELS[model_dir]
-
-
 def prefit_joints(items: list[WorkItem]) -> None:
     """Fit the hand model to the joints of every item's hands at once (``hand.fit.fit_sequence`` batched,
     without warm start: each frame gets exactly its single-frame fit, whose vertex error the warm start
@@ -72,7 +65,7 @@ def prefit_joints(items: list[WorkItem]) -> None:
 
     if not items:
         return
-    models = _models(items[0].mesh.model_dir)
+    models = hand_models("interhand", items[0].mesh.model_dir)
     for side in ("right", "left"):
         idx = [i for i, it in enumerate(items) if side in it.frame.sides and it.frame.joint_valid[side].sum() >= 6]
         if not idx:
@@ -100,7 +93,7 @@ def pose_hands(frame: IHFrame, mesh: MeshSource,
     (absolute pose, betas, trans), or a drop reason. ``fitted``: the result of :func:`prefit_joints`."""
     import torch
 
-    models = _models(mesh.model_dir)
+    models = hand_models("interhand", mesh.model_dir)
     out = {}
     for side in frame.sides:
         m = models[side]
@@ -111,7 +104,7 @@ def pose_hands(frame: IHFrame, mesh: MeshSource,
             pose, shape, trans = (torch.as_tensor(p[k][None], dtype=torch.float32) for k in ("pose", "shape", "trans"))
             with torch.no_grad():
                 res = m(pose, shape, trans)
-            out[side] = (res.vertices[0].double().numpy(), _params(m, pose, shape, trans))
+            out[side] = (res.vertices[0].double().numpy(), model_params(m, pose, shape, trans))
         else:
             from handcli.hand.fit import fit_to_joints
 
@@ -125,14 +118,9 @@ def pose_hands(frame: IHFrame, mesh: MeshSource,
                                                                          dtype=torch.float32),
                                                       torch.as_tensor(valid[None]))
             with torch.no_grad():
-                out[side] = (m(pose, shape, trans).vertices[0].double().numpy(), _params(m, pose, shape, trans))
+                out[side] = (m(pose, shape, trans).vertices[0].double().numpy(),
+                             model_params(m, pose, shape, trans))
     return out
-
-
-def _params(m, pose, shape, trans) -> dict:
-    """Model parameters with the pose made absolute (the model's mean pose added when it applies)."""
-    return {"pose": (pose + m.pose_mean)[0].detach().double().numpy(),
-            "shape": shape[0].detach().double().numpy(), "trans": trans[0].detach().double().numpy()}
 
 
 def process_frame(item: WorkItem) -> FrameResult:
@@ -157,6 +145,7 @@ def process_frame(item: WorkItem) -> FrameResult:
     record = FrameRecord(frame.key, frame.split, frame.capture, frame.seq, frame.frame_idx, hands)
     res = FrameResult(record)
     sides = list(verts)
+    faces = {s: hand_models("interhand", item.mesh.model_dir)[s].faces for s in sides}
     for view in frame.views:
         try:
             img = read_image_file(view.path)
@@ -172,22 +161,16 @@ def process_frame(item: WorkItem) -> FrameResult:
             res.dropped_views["all-black image"] = res.dropped_views.get("all-black image", 0) + 1
             continue
         cam = item.cameras[view.cam_id]
-        K = cam.K
-        W, H = view.width, view.height
-        if item.scale != 1.0:
-            W2, H2 = max(1, round(W * item.scale)), max(1, round(H * item.scale))
-            img = cv2.resize(img, (W2, H2), interpolation=cv2.INTER_AREA)
-            K = scale_intrinsics(K, W2 / W, H2 / H)
-            W, H = W2, H2
+        img, K = downscale_image(img, cam.K, item.scale)
+        H, W = img.shape[:2]
         rgb = np.ascontiguousarray(img[:, :, ::-1])
-        meshes = [(transform(cam.world_to_cam, verts[s]), _models(item.mesh.model_dir)[s].faces) for s in sides]
+        meshes = [(transform(cam.world_to_cam, verts[s]), faces[s]) for s in sides]
         ras = rasterize_meshes(meshes, K, H, W)
         label = np.zeros((H, W), np.uint8)
         for i, s in enumerate(sides):
             label[ras.mesh_id == i] = LABELS[s]
         spec = CameraSpec(cam.cam_id, cam.capture, K, cam.world_to_cam, W, H)
-        nf = box_near_far(bmin, bmax, camera_center(cam.world_to_cam))
-        res.views.append((spec, ViewRecord(-1, rgb, label, nf, box_2d(bmin, bmax, cam.world_to_cam, K, W, H))))
+        res.views.append((spec, ViewRecord(-1, rgb, label, *box_bounds(bmin, bmax, spec))))
     if not res.views:
         return FrameResult(None, dropped_views=res.dropped_views,
                            drop_reason="all-black frame" if res.dropped_views else "no views")
@@ -221,9 +204,7 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
     # joints, MANO and cameras are read for this shard's frames only
     shard_frames = reader.load(shard_items(selected, shard_ij))
     mesh = choose_mesh_source(root, mano_dir, mesh_from)
-    if mesh.kind != "mano" and mesh.mode == "joints":
-        log("[yellow]no MANO files given: fitting the open hand model to the 3D joints (approximate masks; "
-            "pass --mano-dir for the real model)[/yellow]")
+    log_mesh_source(mesh)
     items = []
     for fr in shard_frames:
         cams = {v.cam_id: reader.camera(fr.capture, v.cam_id, v.width, v.height) for v in fr.views}
@@ -237,4 +218,5 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
     inputs = {"root": str(root.resolve()), "files": {k: str(v) for k, v in reader.files.items()}}
     return write_cache(out, items, process_frame, root=root, force=force, workers=workers,
                        description="preprocess interhand", dataset="interhand2.6m", scale=scale, config=config,
-                       inputs=inputs, hand_models=hand_model_attrs(_models(mesh.model_dir), mesh), command=command)
+                       inputs=inputs, hand_models=hand_model_attrs(hand_models("interhand", mesh.model_dir), mesh),
+                       command=command)

@@ -23,7 +23,7 @@ import numpy as np
 from handcli.data.cache import CacheWriter, FrameRecord, ViewRecord
 from handcli.errors import InputError
 from handcli.interrupts import graceful_signals, raise_if_signalled
-from handcli.progress import progress
+from handcli.progress import log, progress
 
 BAD_IMAGE = "bad image"  # drop reason of views/frames skipped by --skip-bad-images
 MESH_FROM = ("auto", "params", "joints")
@@ -58,6 +58,29 @@ class MeshSource:
     kind: str  # "mano" or "open-hand/1"
 
 
+def downscale_image(img: np.ndarray, K: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` (H, W, ...) area-resampled to ``scale`` of its size (at least one pixel), and its intrinsics
+    K (3, 3) to match; both as given at scale 1."""
+    if scale == 1.0:
+        return img, K
+    import cv2
+
+    from handcli.camera import scale_intrinsics
+
+    H, W = img.shape[:2]
+    W2, H2 = max(1, round(W * scale)), max(1, round(H * scale))
+    return cv2.resize(img, (W2, H2), interpolation=cv2.INTER_AREA), scale_intrinsics(K, W2 / W, H2 / H)
+
+
+def box_bounds(box_min: np.ndarray, box_max: np.ndarray, camera: CameraSpec) -> tuple[np.ndarray, np.ndarray]:
+    """A view's bounds of the box (box_min, box_max) (3,): (2,) near/far along ``camera``'s rays and the (4,)
+    x0, y0, x1, y1 rectangle it projects to."""
+    from handcli.camera import box_2d, box_near_far, camera_center
+
+    return (box_near_far(box_min, box_max, camera_center(camera.world_to_cam)),
+            box_2d(box_min, box_max, camera.world_to_cam, camera.K, camera.width, camera.height))
+
+
 def choose_mesh_source(root: Path, mano_dir: str | None, mesh_from: str) -> MeshSource:
     """Which model drives the meshes, and whether the dataset's MANO parameters apply to it.
 
@@ -81,6 +104,33 @@ def choose_mesh_source(root: Path, mano_dir: str | None, mesh_from: str) -> Mesh
         else:
             mode = mesh_from
     return MeshSource(mode, mano_dir, kind)
+
+
+def log_mesh_source(mesh: MeshSource) -> None:
+    """Warn when the meshes (and the masks rendered from them) come from fitting the open hand model."""
+    if mesh.kind != "mano" and mesh.mode == "joints":
+        log("[yellow]no MANO files given: fitting the open hand model to the 3D joints (approximate hand "
+            "meshes and masks; pass --mano-dir for the real model)[/yellow]")
+
+
+_HAND_MODELS: dict = {}
+
+
+def hand_models(flags: str, model_dir: str | None) -> dict:
+    """Both hand models (side -> model) with the MANO flags of dataset ``flags``, cached per process."""
+    key = (flags, model_dir)
+    if key not in _HAND_MODELS:
+        from handcli.hand.model import load_hand_models
+
+        _HAND_MODELS[key] = load_hand_models(flags, model_dir)
+    return _HAND_MODELS[key]
+
+
+def model_params(m, pose, shape, trans) -> dict:
+    """A posed model's parameters as the cache stores them, the pose made absolute (the model's mean pose
+    added where it applies): pose (1, 48), shape (1, 10), trans (1, 3) tensors -> (48,), (10,), (3,) float64."""
+    return {"pose": (pose + m.pose_mean)[0].detach().double().numpy(),
+            "shape": shape[0].detach().double().numpy(), "trans": trans[0].detach().double().numpy()}
 
 
 def hand_model_attrs(models: dict, mesh: MeshSource) -> dict:

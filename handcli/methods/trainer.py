@@ -28,7 +28,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -42,6 +42,10 @@ RUN_SCHEMA = "handcli.run/1"
 
 class TrainableMethod(Protocol):
     model: torch.nn.Module
+    cfg: Any  # a frozen dataclass with ``steps`` (replaced when ``fit_budget`` fits the step count)
+
+    def attach_run(self, run_dir: Path) -> None:
+        """Called once with the run folder before training (``Method``'s default does nothing)."""
 
     def train_step(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         """Loss for one batch and a dict of floats to log (must include 'rays' and 'samples')."""
@@ -164,8 +168,7 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
     from handcli.methods.base import load_checkpoint
 
     rank, world = distributed()
-    if hasattr(method, "attach_run"):  # per-frame data the method stores in the run (reused on --resume)
-        method.attach_run(run_dir)
+    method.attach_run(run_dir)  # per-frame data the method stores in the run (reused on --resume)
     params = [p for p in method.model.parameters() if p.requires_grad]
     # the fused kernel is ~10x faster than the per-parameter loop for these small networks (CPU and CUDA)
     opt = torch.optim.Adam(params, lr=lr, fused=True)
@@ -228,10 +231,9 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
             if new_steps is not None:
                 steps = fitted = max(step + 1, new_steps)
                 bar.update(task, total=steps)
-                if hasattr(method, "cfg"):
-                    from dataclasses import replace
+                from dataclasses import replace
 
-                    method.cfg = replace(method.cfg, steps=steps)
+                method.cfg = replace(method.cfg, steps=steps)
             interrupted = sig["signal"] is not None or pending() is not None
             if stop_flag is not None:  # every rank stops at the same step
                 import torch.distributed as dist

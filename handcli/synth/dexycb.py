@@ -51,10 +51,11 @@ from handcli.synth.grasp import grasp_object
 from handcli.synth.objects import ScenePart, make_object, render_scene, write_ycb_model
 from handcli.synth.realism import (
     RealismConfig,
+    annotated_pose,
     camera_response,
     displace,
-    perturb_pose,
-    random_direction,
+    estimated_pose,
+    sequence_offset,
     stream,
     surface_offsets,
 )
@@ -238,7 +239,7 @@ def write_dexycb(root: str | Path, cfg: DexYCBSynthConfig) -> Path:
             (seq_dir / "meta.yml").write_text(yaml.safe_dump(meta, default_flow_style=False))
             seq_pose_y = np.zeros((cfg.frames, len(ycb_ids), 7), np.float32)
             seq_pose_m = np.zeros((cfg.frames, 1, 51), np.float32)
-            mano_off = random_direction(stream(cfg.seed, "seq-offset", subject, seq_name)) * real.mano_seq_mm / 1000
+            mano_off = sequence_offset(real, cfg.seed, subject, seq_name)
             for k in range(cfg.frames):
                 t = (k - 1) / max(cfg.frames - 2, 1)
                 lifted = k >= 1
@@ -254,10 +255,9 @@ def write_dexycb(root: str | Path, cfg: DexYCBSynthConfig) -> Path:
                     verts, joints = hands.pose(side, pose_w, betas, trans_w)
                     state = {"pose": pose_w, "trans": trans_w, "verts": verts, "joints": joints,
                              "render_verts": displace(verts, hands.faces[side], offsets)}
-                    # the annotation: a fit that is off by the profile's error (exact when ideal)
-                    ann_pose = perturb_pose(lambda p: hands.pose(side, p, betas, trans_w)[0], pose_w,
-                                            real.mano_frame_mm, stream(cfg.seed, "annotation", subject, seq_name, k))
-                    ann_trans = trans_w + mano_off
+                    ann_pose, ann_trans = annotated_pose(lambda p: hands.pose(side, p, betas, trans_w)[0], pose_w,
+                                                         trans_w, mano_off, real,
+                                                         stream(cfg.seed, "annotation", subject, seq_name, k))
                     ann_verts, ann_joints = hands.pose(side, ann_pose, betas, ann_trans)
                     state.update(ann_pose=ann_pose, ann_trans=ann_trans, ann_verts=ann_verts, ann_joints=ann_joints)
                     annotated = not (cfg.unannotated_frame and seq_counter == 0 and k == 1)
@@ -385,11 +385,8 @@ def _write_estimate(root: Path, job: dict, serial: str, w2c: np.ndarray, hands: 
     side, state, f = job["side"], job["state"], job["frame"]
     rng = stream(seed, "estimate", job["subject"], job["seq"], f, serial)
     betas = job["betas"]
-    pose = perturb_pose(lambda p: hands.pose(side, p, betas, state["trans"])[0], state["pose"], real.estimate_pa_mm,
-                        rng)
-    # monocular estimates are worst along the viewing axis: the root offset is mostly camera depth
-    offset_cam = random_direction(rng, (0.35, 0.35, 1.0)) * real.estimate_root_mm / 1000.0
-    trans = state["trans"] + w2c[:3, :3].T @ offset_cam
+    pose, trans = estimated_pose(lambda p: hands.pose(side, p, betas, state["trans"])[0], state["pose"],
+                                 state["trans"], w2c, real, rng)
     pose_c, trans_c = move_mano(pose, trans, job["J0"], w2c)
     verts, joints = hands.pose(side, pose_c, betas, trans_c)
     d = root / "handcli_est" / job["subject"] / job["seq"] / serial

@@ -62,10 +62,11 @@ from handcli.synth.grasp import grasp_object
 from handcli.synth.objects import ScenePart, make_object, render_scene, write_ycb_model
 from handcli.synth.realism import (
     RealismConfig,
+    annotated_pose,
     camera_response,
     displace,
-    perturb_pose,
-    random_direction,
+    estimated_pose,
+    sequence_offset,
     stream,
     surface_offsets,
 )
@@ -211,7 +212,7 @@ def write_ho3d(root: str | Path, cfg: HO3DSynthConfig) -> Path:
         yaw0 = rng.uniform(-np.pi, np.pi)
         real = cfg.realism
         offsets = surface_offsets(hand.canon, hand.lbs_weights, real, stream(cfg.seed, "surface", name))
-        mano_off = random_direction(stream(cfg.seed, "seq-offset", name)) * real.mano_seq_mm / 1000.0
+        mano_off = sequence_offset(real, cfg.seed, name)
         for fid in range(cfg.frames):
             t = fid / max(cfg.frames - 1, 1)
             R = (Rotation.from_euler("z", yaw0 + 1.2 * t) * Rotation.from_euler("x", 0.4 * np.sin(2 * np.pi * t))
@@ -222,10 +223,8 @@ def write_ho3d(root: str | Path, cfg: HO3DSynthConfig) -> Path:
             obj_world = scene_to_world @ T_obj
             pose_w, trans_w = move_mano(g.pose, g.trans, J0, obj_world)
             verts, joints = hand.pose(pose_w, betas, trans_w)
-            # the annotation: a fit that is off by the profile's error (exact when ideal)
-            ann_pose = perturb_pose(lambda p: hand.pose(p, betas, trans_w)[0], pose_w, real.mano_frame_mm,
-                                    stream(cfg.seed, "annotation", name, fid))
-            ann_trans = trans_w + mano_off
+            ann_pose, ann_trans = annotated_pose(lambda p: hand.pose(p, betas, trans_w)[0], pose_w, trans_w, mano_off,
+                                                 real, stream(cfg.seed, "annotation", name, fid))
             ann_verts, ann_joints = hand.pose(ann_pose, betas, ann_trans)
             annotated = not (kind == "multi" and fid == UNANNOTATED_ID and cfg.frames > UNANNOTATED_ID + 1)
             jobs.append(dict(kind=kind, group=name, fid=fid, seqs=seqs, obj=obj, obj_world=obj_world, betas=betas,
@@ -348,10 +347,8 @@ def _write_estimate(root: Path, job: dict, seq: str, w2c: np.ndarray, hand: _Han
     ``vertices`` (778, 3)."""
     fid, betas = job["fid"], job["betas"]
     rng = stream(seed, "estimate", seq, fid)
-    pose = perturb_pose(lambda p: hand.pose(p, betas, job["trans"])[0], job["pose"], real.estimate_pa_mm, rng)
-    # monocular estimates are worst along the viewing axis: the root offset is mostly camera depth
-    offset_cam = random_direction(rng, (0.35, 0.35, 1.0)) * real.estimate_root_mm / 1000.0
-    trans = job["trans"] + w2c[:3, :3].T @ offset_cam
+    pose, trans = estimated_pose(lambda p: hand.pose(p, betas, job["trans"])[0], job["pose"], job["trans"], w2c,
+                                 real, rng)
     gl_from_world = C4 @ w2c
     pose_gl, trans_gl = move_mano(pose, trans, job["J0"], gl_from_world)
     verts, joints = hand.pose(pose_gl, betas, trans_gl)

@@ -44,11 +44,11 @@ from handcli.render.raster import interpolate, rasterize_meshes
 from handcli.synth.motion import finger_pose, gesture_flex, hand_orientation, mirror_rotation
 from handcli.synth.realism import (
     RealismConfig,
+    annotated_pose,
     apply_capture,
     camera_response,
     displace,
     joint_noise,
-    perturb_pose,
     random_direction,
     stream,
     surface_offsets,
@@ -383,9 +383,10 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
                 for sd, st in frame.items():
                     st["render_verts"] = displace(st["verts"], hands.faces[sd], offsets[sd])
                     frng = stream(cfg.seed, "annotation", c, seq_name, k, sd)
-                    pose = perturb_pose(lambda p, sd=sd, st=st: hands.pose(sd, p, st["betas"], st["trans"])[0],
-                                        st["pose_abs"], real.mano_frame_mm, frng)
-                    ann[sd] = {"pose_abs": pose, "betas": st["betas"], "trans": st["trans"] + mano_off[sd],
+                    pose, trans = annotated_pose(
+                        lambda p, sd=sd, st=st: hands.pose(sd, p, st["betas"], st["trans"])[0], st["pose_abs"],
+                        st["trans"], mano_off[sd], real, frng)
+                    ann[sd] = {"pose_abs": pose, "betas": st["betas"], "trans": trans,
                                "joints": st["joints"] + joint_noise(frng, 21, real.joint_frame_mm) + joint_off[sd]}
                 j42, jvalid = _ih42({sd: a["joints"] for sd, a in ann.items()})
                 j42_exact, _ = _ih42({sd: st["joints"] for sd, st in frame.items()})

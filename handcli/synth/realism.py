@@ -127,6 +127,29 @@ def perturb_pose(verts_fn: Callable[[np.ndarray], np.ndarray], pose: np.ndarray,
     return pose + s * d
 
 
+def sequence_offset(cfg: RealismConfig, seed: int, *keys) -> np.ndarray:
+    """(3,) metres: the constant translation error of one sequence's MANO annotations (``mano_seq_mm``)."""
+    return random_direction(stream(seed, "seq-offset", *keys)) * cfg.mano_seq_mm / 1000.0
+
+
+def annotated_pose(verts_fn: Callable[[np.ndarray], np.ndarray], pose: np.ndarray, trans: np.ndarray,
+                   offset: np.ndarray, cfg: RealismConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's MANO annotation, a fit that is off by the profile's error (exact when ideal): the pose (48,)
+    ``mano_frame_mm`` (vertex RMS) off, the translation (3,) by the sequence's ``offset``."""
+    return perturb_pose(verts_fn, pose, cfg.mano_frame_mm, rng), trans + offset
+
+
+def estimated_pose(verts_fn: Callable[[np.ndarray], np.ndarray], pose: np.ndarray, trans: np.ndarray,
+                   world_to_cam: np.ndarray, cfg: RealismConfig,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The world pose (48,) and translation (3,) a single-image hand estimator would give for the view
+    ``world_to_cam`` (4, 4): the pose ``estimate_pa_mm`` off, the root ``estimate_root_mm`` off."""
+    pose = perturb_pose(verts_fn, pose, cfg.estimate_pa_mm, rng)
+    # monocular estimates are worst along the viewing axis: the root offset is mostly camera depth
+    offset_cam = random_direction(rng, (0.35, 0.35, 1.0)) * cfg.estimate_root_mm / 1000.0
+    return pose, trans + world_to_cam[:3, :3].T @ offset_cam
+
+
 def joint_noise(rng: np.random.Generator, n: int, frame_mm: float) -> np.ndarray:
     """(n, 3) metres of isotropic Gaussian noise whose 3D RMS per joint is ``frame_mm``."""
     return rng.normal(0.0, frame_mm / 1000.0 / np.sqrt(3.0), size=(n, 3))

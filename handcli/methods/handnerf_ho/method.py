@@ -392,9 +392,7 @@ class HandNeRFHOMethod(Method):
         if frame in self._train_data:
             return self._train_data[frame][0]
         if frame not in self._scenes:
-            if not 0 <= frame < self.cache.num_frames:
-                raise InputError(f"frame {frame} outside 0..{self.cache.num_frames - 1}", path=self.cache_path,
-                                 field="frames")
+            self.check_frame(frame)
             scene, j = build_scene(self.cache, frame, self.cfg, input_hand=self.input_hand(frame))
             n = len(self.model.hand_latent) if hasattr(self.model, "hand_latent") else len(scene.hand_verts)
             if len(scene.hand_verts) != n:
