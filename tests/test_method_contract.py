@@ -350,7 +350,9 @@ def test_capabilities_are_declared_not_probed():
     from handcli.methods.handnerf_ho.method import HandNeRFHOMethod
     from handcli.methods.handocc.method import HandOccMethod
 
-    assert HandOccMethod.capabilities == {"mesh", "appearance", "skeleton"}
+    from handcli.methods.base import Method
+
+    assert HandOccMethod.capabilities == {"mesh", "appearance", "skeleton", "adapt"}
     assert HandNeRFHOMethod.capabilities == {"mesh", "input_view"}
     assert HandNeRFMethod.capabilities == {"adapt"}
     for cls in (HandNeRFMethod, HandOccMethod, HandNeRFHOMethod):
@@ -358,3 +360,4 @@ def test_capabilities_are_declared_not_probed():
         provided = {"mesh": "extract_meshes", "appearance": "set_appearance_crop", "skeleton": "set_skeletons"}
         for cap, attr in provided.items():
             assert (cap in cls.capabilities) == callable(getattr(cls, attr, None)), (cls, cap)
+        assert ("adapt" in cls.capabilities) == (cls.adaptation.__func__ is not Method.adaptation.__func__), cls

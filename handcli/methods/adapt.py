@@ -1,5 +1,8 @@
 """HandNeRF pose adaptation (Guo §3.4): fine-tune only the deformation field on novel poses.
 
+(HandOcc's adaptation, which refines the novel frames' skeletons, is ``handcli.methods.handocc.adapt``; both
+are reached through the method classes' ``adaptation`` and share `freeze_all_but`.)
+
 A trained run is rebuilt on the novel frames with depth-only supervision (no RGB is needed); every frame
 gets the mean of the trained appearance codes, and every parameter except the deformation field (the
 error-correction network ``ec`` and its pose encoder ``pose_net``) is frozen, so the canonical NeRF and the

@@ -265,6 +265,7 @@ class Method:
     targets: dict[str, str] = {}  # run data key ("depth", "features") -> setup_training keyword
     render_counts: tuple[str, ...] = ("evaluated",)  # numbers render_rays returns (summed over chunks)
     uses_radii = False  # render_rays takes radii= (R,) pixel cone radii
+    adapt_curves: tuple[str, ...] = ("loss",)  # logged losses plotted by ``handcli adapt``
 
     def __init__(self, cfg, cache_path: Path, *, method: str | None = None, device: str = "cpu",
                  run: RunFolder | None = None, **options):
@@ -313,6 +314,15 @@ class Method:
         cfg = cls.config_from_dict(doc["config"], path=Path(run_dir) / "config.json")
         cache = Path(cache_path) if cache_path else Path(doc["data"]["cache"])
         return cls(cfg, cache, method=doc["method"], device=device, run=RunFolder(run_dir, doc, cache))
+
+    @classmethod
+    def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
+                   device: str, depth: Path | None, workdir: Path) -> tuple["Method", list[str]]:
+        """Subclass with the ``adapt`` capability: the method that ``handcli adapt`` trains to fit the trained
+        run ``run_dir`` to the novel poses of ``cache`` (``frames``; ``depth``: pseudo-depth targets of the
+        cache if given; ``workdir``: a folder for intermediate files), and the names of the parameters it
+        adapts (all others frozen)."""
+        raise NotImplementedError(f"{cls.__name__} has no pose adaptation")
 
     def setup_training(self, **options) -> None:
         """Subclass: data pools, model and ``eval_view`` for training (``train_cameras``, ``train_frames``,

@@ -49,6 +49,7 @@ class HandNeRFMethod(Method):
     preset = staticmethod(preset)
     default_method = "handnerf"
     capabilities = frozenset({"adapt"})
+    adapt_curves = ("loss", "depth", "dfm")
     extra_outputs = frozenset({"feature"})
     targets = {"depth": "depth_path", "features": "feat_path"}
     uses_radii = True
@@ -102,6 +103,25 @@ class HandNeRFMethod(Method):
     def attach_run(self, run_dir: Path) -> None:
         """Called by the trainer: keep the per-frame geometry in ``run_dir/geometry`` (reused on resume)."""
         self.geoms.attach(run_dir)
+
+    @classmethod
+    def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
+                   device: str, depth: Path | None, workdir: Path) -> tuple["HandNeRFMethod", list[str]]:
+        """Guo §3.4 (``handcli.methods.adapt``): depth-only fine-tuning of the deformation field; the
+        pseudo-depth of ``cache`` is rendered from its meshes into ``workdir`` when ``depth`` is None."""
+        from handcli.methods.adapt import check_adaptable, prepare_adaptation
+        from handcli.methods.base import read_run_config
+
+        doc = read_run_config(run_dir)
+        check_adaptable(doc["config"], Path(run_dir) / "config.json")
+        trained = cls.from_run(run_dir, device=device)
+        if depth is None:
+            from handcli.targets.depth import compute_depth
+
+            depth = Path(workdir) / "depth.h5"
+            compute_depth(cache, depth)
+        return prepare_adaptation(trained, cache, depth_path=depth, frames=frames, steps=steps, lr=lr, seed=seed,
+                                  device=device, method=doc["method"])
 
     def run_data(self) -> dict:
         return {"frame_codes": {str(f): i for f, i in self.frame_codes.items()}, "num_codes": len(self.frame_codes)}

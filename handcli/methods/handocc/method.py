@@ -226,7 +226,8 @@ class HandOccMethod(Method):
     Config = HandOccConfig
     PRESETS = PRESETS
     default_method = "handocc"
-    capabilities = frozenset({"mesh", "appearance", "skeleton"})
+    capabilities = frozenset({"mesh", "appearance", "skeleton", "adapt"})
+    adapt_curves = ("loss", "rgb", "mask", "refine")
     outputs = frozenset({"rgb", "depth", "opacity", "semantic"})
     render_counts = ("evaluated", "occ_evals", "color_evals")
 
@@ -236,6 +237,19 @@ class HandOccMethod(Method):
 
     def run_data(self) -> dict:
         return {"train_frames_used": list(self.frames)}
+
+    @classmethod
+    def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
+                   device: str, depth: Path | None, workdir: Path) -> tuple["HandOccMethod", list[str]]:
+        """Skeleton refinement of the novel frames against their images, networks frozen
+        (``handcli.methods.handocc.adapt``; ``depth`` is not used)."""
+        from handcli.methods.handocc.adapt import prepare_adaptation
+
+        if depth is not None:
+            raise InputError("HandOcc adapts to the novel frames' images; it takes no --depth", path=depth,
+                             field="depth")
+        return prepare_adaptation(cls.from_run(run_dir, device=device), cache, frames=frames, steps=steps, lr=lr,
+                                  seed=seed, device=device)
 
     def setup_run(self, run: RunFolder, state: dict) -> None:
         """The model (weights, capsule radii and reference crops come from the checkpoint); the cache only
