@@ -270,8 +270,13 @@ class PartMLPs(nn.Module):
         return h
 
     def out_logits(self, part: Tensor, h: Tensor) -> Tensor:
-        """Output layer of rows of any parts: part (R,), last hidden (R, hidden) -> logits (R,)."""
-        return (h * self.wo[part]).sum(-1) + self.bo[part]
+        """Output layer of rows of any parts: part (R,), last hidden (R, hidden) -> logits (R,).
+
+        All 20 parts' outputs by one (R, hidden) x (hidden, 20) product, then each row's own column: cheaper
+        forward and backward than gathering an (R, hidden) weight row per sample (whose backward accumulates
+        R rows into the (20, hidden) weight one by one).
+        """
+        return torch.addmm(self.bo, h, self.wo.T).gather(1, part[:, None])[:, 0]
 
     def forward_grouped(self, enc: Tensor, counts: list[int], bias: Tensor) -> tuple[Tensor, Tensor]:
         """Inference (no autograd): rows grouped by part, enc (R, in_dim) with counts[p] rows of part p in
@@ -344,20 +349,22 @@ class OccupancyNet(nn.Module):
             return self._empty(x)
         xr, fr, dist, cand, order, counts, bias = self._candidates(hand, x)
         pt, bone = order // K, cand.reshape(-1)[order]  # each pair's point and bone, in bone order
+        # all 20 bones' local coordinates of each point by one (P, 3) x (3, 60) product (about the bones'
+        # centroid, as in segment_distance, for float32 precision), then the pairs' rows picked
+        c = fr.start.mean(0)
+        a = fr.axes / fr.length.clamp_min(1e-6)[:, None, None]  # (20, 3, 3)
+        off = torch.einsum("bi,bij->bj", fr.start - c, a).reshape(-1)
+        u_all = torch.addmm(off, xr - c, a.permute(1, 0, 2).reshape(3, -1), alpha=1.0, beta=-1.0)
+        u_s = u_all.view(-1, 3).index_select(0, pt * NUM_BONES + bone)
+        d_s = dist.view(-1).index_select(0, pt * NUM_BONES + bone)
         if not torch.is_grad_enabled():  # inference: every buffer written once, in place
-            # all 20 bones' local coordinates of each point by one (P, 3) x (3, 60) product (about the
-            # bones' centroid, as in segment_distance, for float32 precision), then the pairs' rows picked
-            c = fr.start.mean(0)
-            a = fr.axes / fr.length.clamp_min(1e-6)[:, None, None]  # (20, 3, 3)
-            off = torch.einsum("bi,bij->bj", fr.start - c, a).reshape(-1)
-            u_all = torch.addmm(off, xr - c, a.permute(1, 0, 2).reshape(3, -1), alpha=1.0, beta=-1.0)
-            u_s = u_all.view(-1, 3).index_select(0, pt * NUM_BONES + bone)
-            enc = encode_into(u_s, 100.0 * dist[pt, bone], self.cfg.occ_pe_deg)
+            enc = encode_into(u_s, 100.0 * d_s, self.cfg.occ_pe_deg)
             feat_s, logits_s = self.parts.forward_grouped(enc, counts, bias)
             return self._combine(P, K, order, cand, u_s, feat_s, logits_s, soft)
-        u_s = torch.einsum("qi,qij->qj", xr[pt] - fr.start[bone], fr.axes[bone]) \
-            / fr.length.clamp_min(1e-6)[bone, None]
-        enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, bone, None]], -1)
+        if u_s.requires_grad or d_s.requires_grad:  # skeleton refinement: gradients reach the joints
+            enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * d_s[:, None]], -1)
+        else:  # a constant input (only the networks learn): built in one buffer, as at inference
+            enc = encode_into(u_s, 100.0 * d_s, self.cfg.occ_pe_deg)
         weights = self.parts.per_part(bias)
         feats = [self.parts.run_part(weights[b], e)  # one iteration per bone, never per point
                  for b, e in enumerate(enc.split(counts))]
@@ -371,8 +378,12 @@ class OccupancyNet(nn.Module):
         grouped by bone (P*K,), the pair count per bone [20] and the pose-conditioned biases of the parts."""
         xr = hand.to_right(x)
         fr = hand.frames
-        dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
-        cand = torch.topk(dist - hand.radii, self.cfg.top_k, dim=-1, largest=False).indices  # (P, K)
+        if torch.is_grad_enabled() and (xr.requires_grad or fr.start.requires_grad or fr.end.requires_grad):
+            dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
+            cand = torch.topk(dist - hand.radii, self.cfg.top_k, dim=-1, largest=False).indices  # (P, K)
+        else:
+            dist = segment_distance_(xr, fr.start, fr.end)
+            cand = torch.topk(dist - hand.radii, self.cfg.top_k, dim=-1, largest=False).indices
         flat = cand.reshape(-1)
         order = torch.sort(flat.to(torch.uint8), stable=True).indices  # pairs grouped by bone (20 < 256)
         counts = torch.bincount(flat, minlength=NUM_BONES).tolist()
@@ -435,6 +446,21 @@ class OccupancyNet(nn.Module):
             occ = o_pk.gather(1, win[:, None])[:, 0]
         return {"occ": occ, "part": cand[ar, win], "local": u_s[win_pos], "parts_occ": o_pk, "cand": cand,
                 "feat_pairs": feat_s, "win_pos": win_pos}
+
+
+def segment_distance_(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """`segment_distance` (x (P, 3), segments a-b (B, 3) -> (P, B)) for inputs that need no gradient: the same
+    operations in the same order, written in place into two (P, B) buffers instead of a dozen temporaries."""
+    c = a.mean(0)
+    x, a, b = x - c, a - c, b - c
+    ab = b - a
+    len2 = (ab * ab).sum(-1).clamp_min(1e-12)
+    xab = (x @ ab.T).sub_((a * ab).sum(-1))  # (x - a) . ab
+    s = (xab / len2).clamp_(0.0, 1.0)
+    ax2 = (x @ a.T).mul_(2.0)
+    torch.sub((x * x).sum(-1, keepdim=True), ax2, out=ax2).add_((a * a).sum(-1))  # |x - a|^2
+    ax2.sub_(xab.mul_(2.0 * s))  # xab is not needed after this
+    return ax2.add_(s.mul_(s).mul_(len2)).clamp_min_(0.0).sqrt_()
 
 
 def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = None) -> Tensor:
