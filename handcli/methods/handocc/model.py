@@ -463,17 +463,19 @@ def segment_distance_(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return ax2.add_(s.mul_(s).mul_(len2)).clamp_min_(0.0).sqrt_()
 
 
-def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = None) -> Tensor:
-    """[positional_encoding(u, 0, max_deg), middle, extra] written into one buffer (no concatenation):
-    u (R, 3), middle (R, F) or None, extra (R,) -> (R, 3 + 6·max_deg + F + 1), the values of the
-    `torch.cat` it replaces.
+def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = None,
+                one_hot: tuple[Tensor, int] | None = None) -> Tensor:
+    """[positional_encoding(u, 0, max_deg), middle, extra, one-hot] written into one buffer (no concatenation):
+    u (R, 3), middle (R, F) or None, extra (R,), one_hot None or (classes (R,) long, C) ->
+    (R, 3 + 6·max_deg + F + 1 + C), the values of the `torch.cat` it replaces.
 
     The buffer is feature-major (the result is the transpose of a contiguous (features, R) tensor): every
     sin / cos block is then one contiguous write, and matrix products take the column-major view as is.
     """
     n = 3 * max_deg
     f = 0 if middle is None else middle.shape[1]
-    out = u.new_empty(3 + 2 * n + f + 1, len(u))
+    n_cls = 0 if one_hot is None else one_hot[1]
+    out = u.new_empty(3 + 2 * n + f + 1 + n_cls, len(u))
     u_t = out[:3]
     u_t.copy_(u.T)
     y = (u_t[None] * (2.0 ** torch.arange(max_deg, device=u.device, dtype=u.dtype))[:, None, None]).reshape(n, -1)
@@ -481,7 +483,11 @@ def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = 
     torch.cos(y, out=out[3 + n:3 + 2 * n])
     if f:
         out[3 + 2 * n:3 + 2 * n + f].copy_(middle.T)
-    out[-1] = extra
+    out[3 + 2 * n + f] = extra
+    if n_cls:
+        hot = out[3 + 2 * n + f + 1:]
+        hot.zero_()
+        hot.view(-1).index_fill_(0, one_hot[0] * len(u) + torch.arange(len(u), device=u.device), 1.0)
     return out.T
 
 
@@ -557,10 +563,12 @@ class ColorNet(nn.Module):
         c_axes, c_app = c_occ + 1, c_occ + 10
         table = (self.part.weight @ w[:, c_part:c_feat].T + axes @ w[:, c_axes:c_app].T
                  + (w[:, c_app:] @ app + b))  # (20, hidden)
-        if not torch.is_grad_enabled():  # inference: one product over [PE, feat, occ] built in one buffer
-            x = encode_into(local, occ, self.cfg.color_pe_deg, feat)
-            wx = torch.cat([w[:, :pe], w[:, c_feat:c_axes]], 1).T  # (pe + F + 1, hidden)
-            h = torch.relu_(torch.addmm(table[part], x, wx))
+        if not torch.is_grad_enabled():
+            # inference: one product over [PE, feat, occ, one-hot part] built in one buffer (the part's table row
+            # selected by the product, not gathered into an (R, hidden) matrix first)
+            x = encode_into(local, occ, self.cfg.color_pe_deg, feat, (part, NUM_BONES))
+            wx = torch.cat([w[:, :pe].T, w[:, c_feat:c_axes].T, table])  # (pe + F + 1 + 20, hidden)
+            h = torch.relu_(torch.mm(x, wx))
             for layer in mlp.layers[1:]:
                 h = torch.relu_(layer(h))
             base = torch.logit(app[-3:].clamp(0.02, 0.98))
@@ -651,11 +659,14 @@ def _ray_samples(cfg: HandOccConfig, hand: HandSkeleton, origins: Tensor, dirs: 
         spacing, n_max = cfg.step, cfg.max_samples
         if not train and cfg.render_step > 0:
             spacing, n_max = cfg.render_step, math.ceil(cfg.max_samples * cfg.step / cfg.render_step)
-        c0, c1, cv = capsule_samples(origins[rows], dirs[rows], hand.start, hand.end, hand.radii, spacing, n_max)
-        shape = (len(origins), n_max)
-        t0 = origins.new_zeros(shape).index_put((rows,), c0)
-        t1 = origins.new_zeros(shape).index_put((rows,), c1)
-        valid = torch.zeros(shape, dtype=torch.bool, device=origins.device).index_put((rows,), cv)
+        if len(rows) == len(origins):  # every ray enters the box (the render driver keeps only those)
+            t0, t1, valid = capsule_samples(origins, dirs, hand.start, hand.end, hand.radii, spacing, n_max)
+        else:
+            c0, c1, cv = capsule_samples(origins[rows], dirs[rows], hand.start, hand.end, hand.radii, spacing, n_max)
+            shape = (len(origins), n_max)
+            t0 = origins.new_zeros(shape).index_put((rows,), c0)
+            t1 = origins.new_zeros(shape).index_put((rows,), c1)
+            valid = torch.zeros(shape, dtype=torch.bool, device=origins.device).index_put((rows,), cv)
     return {"t_starts": t0, "t_ends": t1, "tm": sample_positions(t0, t1, perturb, gen), "valid": valid}
 
 

@@ -97,6 +97,8 @@ def capsule_samples(origins: Tensor, dirs: Tensor, start: Tensor, end: Tensor, r
     cols = torch.nonzero(close.any(0))[:, 0]
     rows = torch.nonzero(close[:, cols].any(1))[:, 0]
     N = len(origins)
+    if len(rows) == N:
+        return interval_samples_from_hits(*ray_capsules(o, dirs, start[cols], end[cols], radii[cols]), max_samples, step)
     t0 = origins.new_zeros(N, max_samples)
     t1 = origins.new_zeros(N, max_samples)
     valid = torch.zeros(N, max_samples, dtype=torch.bool, device=origins.device)
