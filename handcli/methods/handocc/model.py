@@ -713,6 +713,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
     log_t = torch.zeros(N, device=device)
     evals = 0
     compact = not reference and step < total  # several waves: each writes its rows into one buffer
+    one_origin = not reference and bool((origins == origins[:1]).all())
     for s in sets:
         s["occ"] = torch.zeros(s["tm"].shape, device=device)
         s["sigma"] = torch.zeros(s["tm"].shape, device=device)
@@ -731,19 +732,23 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
         if not sel.any():
             break
         for a, (hand, s) in enumerate(zip(hands, sets)):
-            r, j = torch.nonzero(sel & (src[:, cols] == a), as_tuple=True)
-            if not len(r):
-                continue
-            c = order[:, cols][r, j] - base[a]
+            if reference or len(sets) > 1:
+                r, j = torch.nonzero(sel & (src[:, cols] == a), as_tuple=True)
+                if not len(r):
+                    continue
+                c = order[:, cols][r, j] - base[a]
+            else:  # one hand: the depth order is the sample order
+                r, j = torch.nonzero(sel, as_tuple=True)
+                c = j + cols.start
             fi = r * S[a] + c  # flat sample indices: 1-D gathers and writes in the fast path
             if reference:
                 x = origins[r] + s["tm"][r, c, None] * dirs[r]
-            else:
-                x = origins[r] + s["tm"].reshape(-1)[fi, None] * dirs[r]
+            else:  # rays of one camera: its origin broadcast (the same values)
+                x = (origins[:1] if one_origin else origins[r]) + s["tm"].reshape(-1)[fi, None] * dirs[r]
             q = model.occ(hand, x, soft=train, reference=reference)
             if cfg.sampler == "uniform":  # the field is empty outside the capsules, whatever the sampler
                 q["occ"] = q["occ"] * inside_capsules_boxed(x, hand)
-            o, share = q["occ"], torch.ones_like(q["occ"])
+            o, share = q["occ"], None if not reference else torch.ones_like(q["occ"])
             evals += len(x)
             for b, other in enumerate(hands):
                 if b == a:
@@ -755,7 +760,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                                                                   reference=reference)["occ"])
                     evals += int(near.sum())
                     share = torch.sigmoid(cfg.own_kappa * (o - o_b)) if train else (o >= o_b).to(o.dtype)
-            sigma = occupancy_density(o * share, cfg.step)
+            sigma = occupancy_density(o if share is None else o * share, cfg.step)
             if reference:
                 s["occ"] = s["occ"].index_put((r, c), o)
                 s["sigma"] = s["sigma"].index_put((r, c), sigma)
@@ -886,12 +891,16 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             need = need & (w.detach() > eps)
         rgb = torch.zeros(*w.shape, 3, device=device) if reference else w.new_zeros(len(w), 3)
         for h, s in enumerate(sets):
-            sel = need & (src == h)
+            sel = need & (src == h) if reference or len(sets) > 1 else need
             if s["q"] is None or not sel.any():
                 continue
             pos = torch.full((s["tm"].numel(),), -1, dtype=torch.long, device=device)
             pos[s["idx"]] = torch.arange(len(s["idx"]), device=device)
-            p = pos[merged["values"]["flat"][..., 0][sel]]
+            if reference:
+                p = pos[merged["values"]["flat"][..., 0][sel]]
+            else:  # the merged samples' flat indices (row-major, as nonzero), and their hand's sample indices
+                at = torch.nonzero(sel.reshape(-1))[:, 0]
+                p = pos[merged["values"]["flat"].reshape(-1)[at]]
             q = s["q"]
             color_evals += len(p)
             if reference:
@@ -901,8 +910,7 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
                 continue
             c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
                                          hands[h].world_axes(), codes[h])
-            ray, col = torch.nonzero(sel, as_tuple=True)
-            rgb = rgb.index_add(0, ray, w[ray, col, None] * c)  # Σ w·c per ray, without an (A, S, 3) buffer
+            rgb = rgb.index_add(0, at // w.shape[1], w.reshape(-1)[at, None] * c)  # Σ w·c per ray, no (A, S, 3)
         out["rgb"] = (w[..., None] * rgb).sum(-2) if reference else rgb
     if len(active) < n_rays:
         for k in ("opacity", "depth", "hand_opacity", "weights", "rgb"):
