@@ -704,9 +704,10 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
     order = torch.sort(t_all, dim=-1, stable=True).indices if len(sets) > 1 else \
         torch.arange(S[0], device=device).expand(N, -1)
     valid_sorted = torch.cat([s["valid"] for s in sets], -1).gather(1, order)
-    src = torch.zeros_like(order)
-    for a in range(1, len(sets)):
-        src += (order >= base[a]).long()
+    if reference:  # the hand of each sorted sample (the fast path reads it off the wave's sample indices)
+        src = torch.zeros_like(order)
+        for a in range(1, len(sets)):
+            src += (order >= base[a]).long()
     total = sum(S)
     step = cfg.wave if (cfg.wave > 0 and not train and cfg.sampler == "occupancy") else total
     alive = torch.ones(N, dtype=torch.bool, device=device)
@@ -731,15 +732,22 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
         sel = valid_sorted[:, cols] & alive[:, None]
         if not sel.any():
             break
+        if not reference:  # the wave's samples once (row-major), each hand's picked from them below
+            r_all, j_all = torch.nonzero(sel, as_tuple=True)
+            g_all = j_all + cols.start if len(sets) == 1 else order[:, cols][r_all, j_all]  # concatenated column
         for a, (hand, s) in enumerate(zip(hands, sets)):
-            if reference or len(sets) > 1:
+            if reference:
                 r, j = torch.nonzero(sel & (src[:, cols] == a), as_tuple=True)
                 if not len(r):
                     continue
                 c = order[:, cols][r, j] - base[a]
-            else:  # one hand: the depth order is the sample order
-                r, j = torch.nonzero(sel, as_tuple=True)
-                c = j + cols.start
+            elif len(sets) == 1:  # one hand: the depth order is the sample order
+                r, c = r_all, g_all
+            else:
+                mine = (g_all >= base[a]) & (g_all < base[a] + S[a])
+                r, c = r_all[mine], g_all[mine] - base[a]
+                if not len(r):
+                    continue
             fi = r * S[a] + c  # flat sample indices: 1-D gathers and writes in the fast path
             if reference:
                 x = origins[r] + s["tm"][r, c, None] * dirs[r]
