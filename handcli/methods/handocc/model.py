@@ -667,7 +667,14 @@ def _ray_samples(cfg: HandOccConfig, hand: HandSkeleton, origins: Tensor, dirs: 
             t0 = origins.new_zeros(shape).index_put((rows,), c0)
             t1 = origins.new_zeros(shape).index_put((rows,), c1)
             valid = torch.zeros(shape, dtype=torch.bool, device=origins.device).index_put((rows,), cv)
-    return {"t_starts": t0, "t_ends": t1, "tm": sample_positions(t0, t1, perturb, gen), "valid": valid}
+    # Every ray's used samples come first: the columns past the most any ray uses are empty on all rays (alpha 0,
+    # never evaluated) and are dropped, so that the waves, the merge and the compositing work on fewer columns.
+    # The positions are drawn for all columns first: the random stream stays that of the full layout.
+    out = {"t_starts": t0, "t_ends": t1, "tm": sample_positions(t0, t1, perturb, gen), "valid": valid}
+    used = max(int(valid.sum(1).max()) if len(valid) else 0, 1)
+    if used < valid.shape[1]:
+        out = {k: v[:, :used].contiguous() for k, v in out.items()}
+    return out
 
 
 def _cat_occupancy(parts: list[dict]) -> dict:
