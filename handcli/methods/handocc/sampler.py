@@ -98,7 +98,8 @@ def capsule_samples(origins: Tensor, dirs: Tensor, start: Tensor, end: Tensor, r
     rows = torch.nonzero(close[:, cols].any(1))[:, 0]
     N = len(origins)
     if len(rows) == N:
-        return interval_samples_from_hits(*ray_capsules(o, dirs, start[cols], end[cols], radii[cols]), max_samples, step)
+        near, far, hit = ray_capsules(o, dirs, start[cols], end[cols], radii[cols])
+        return interval_samples_from_hits(near, far, hit, max_samples, step)
     t0 = origins.new_zeros(N, max_samples)
     t1 = origins.new_zeros(N, max_samples)
     valid = torch.zeros(N, max_samples, dtype=torch.bool, device=origins.device)
