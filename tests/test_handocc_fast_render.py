@@ -84,3 +84,27 @@ def test_fast_occupancy_has_reference_joint_gradients(tiny_cache):
         grads.append(g)
     assert float(grads[0].abs().max()) > 0
     assert float((grads[1] - grads[0]).abs().max()) <= 1e-4 * float(grads[0].abs().max())
+
+
+@pytest.mark.parametrize("hands", [1, 2])
+def test_one_camera_capsule_samples_equal_all_capsules(tiny_cache, hands):
+    """Rays of one camera skip the capsules and rays that pass near none: the samples are those of every ray
+    against every capsule, bit for bit (chunks of image rows, as the render driver sends them)."""
+    from handcli.methods.handocc.sampler import capsule_samples
+    from handcli.render.bounds import ray_capsules
+    from handcli.render.samplers import interval_samples_from_hits
+
+    _, hs, o, d = _scene(tiny_cache, hands)
+    assert bool((o == o[:1]).all())  # the culled path is the one under test
+    culled = 0
+    for h in hs:
+        for s in range(0, len(o), 2048):
+            oc, dc = o[s:s + 2048], d[s:s + 2048]
+            fast = capsule_samples(oc, dc, h.start, h.end, h.radii, 0.002, 80)
+            near, far, hit = ray_capsules(oc, dc, h.start, h.end, h.radii)
+            full = interval_samples_from_hits(near, far, hit, 80, 0.002)
+            for a, b in zip(fast, full):
+                assert torch.equal(a, b)
+            if full[2].any():
+                culled += int((~hit.any(0)).sum())
+    assert culled > 0  # some chunk with samples sees only part of the hand

@@ -140,7 +140,9 @@ def interval_samples_from_hits(near: Tensor, far: Tensor, hit: Tensor, n_samples
         n_used = torch.ceil(total / step).long().clamp(1, n_samples)
     n_used = torch.where(total > 0, n_used, torch.zeros_like(n_used))
 
-    s = torch.arange(n_samples, device=near.device)
+    # only the first max(n_used) samples need the per-sample work: later ones are unused on every ray
+    n_eff = int(n_used.max()) if N else 0
+    s = torch.arange(n_eff, device=near.device)
     valid = s < n_used[:, None]
     n_safe = n_used.clamp_min(1).to(near.dtype)[:, None]
     c = (s.to(near.dtype) + 0.5) * total[:, None] / n_safe  # covered-length coordinate of each mid-point
@@ -156,4 +158,8 @@ def interval_samples_from_hits(near: Tensor, far: Tensor, hit: Tensor, n_samples
                        torch.zeros_like(total))[:, None]
     t_starts = torch.where(valid, t_starts, last)
     t_ends = torch.where(valid, t_ends, last)
+    if n_eff < n_samples:
+        pad = last.expand(N, n_samples - n_eff)
+        t_starts, t_ends = torch.cat([t_starts, pad], -1), torch.cat([t_ends, pad], -1)
+        valid = torch.cat([valid, valid.new_zeros(N, n_samples - n_eff)], -1)
     return t_starts, t_ends, valid

@@ -270,8 +270,13 @@ class PartMLPs(nn.Module):
         return h
 
     def out_logits(self, part: Tensor, h: Tensor) -> Tensor:
-        """Output layer of rows of any parts: part (R,), last hidden (R, hidden) -> logits (R,)."""
-        return (h * self.wo[part]).sum(-1) + self.bo[part]
+        """Output layer of rows of any parts: part (R,), last hidden (R, hidden) -> logits (R,).
+
+        All 20 parts' outputs by one (R, hidden) x (hidden, 20) product, then each row's own column: cheaper
+        forward and backward than gathering an (R, hidden) weight row per sample (whose backward accumulates
+        R rows into the (20, hidden) weight one by one).
+        """
+        return torch.addmm(self.bo, h, self.wo.T).gather(1, part[:, None])[:, 0]
 
     def forward_grouped(self, enc: Tensor, counts: list[int], bias: Tensor) -> tuple[Tensor, Tensor]:
         """Inference (no autograd): rows grouped by part, enc (R, in_dim) with counts[p] rows of part p in
@@ -344,20 +349,22 @@ class OccupancyNet(nn.Module):
             return self._empty(x)
         xr, fr, dist, cand, order, counts, bias = self._candidates(hand, x)
         pt, bone = order // K, cand.reshape(-1)[order]  # each pair's point and bone, in bone order
+        # all 20 bones' local coordinates of each point by one (P, 3) x (3, 60) product (about the bones'
+        # centroid, as in segment_distance, for float32 precision), then the pairs' rows picked
+        c = fr.start.mean(0)
+        a = fr.axes / fr.length.clamp_min(1e-6)[:, None, None]  # (20, 3, 3)
+        off = torch.einsum("bi,bij->bj", fr.start - c, a).reshape(-1)
+        u_all = torch.addmm(off, xr - c, a.permute(1, 0, 2).reshape(3, -1), alpha=1.0, beta=-1.0)
+        u_s = u_all.view(-1, 3).index_select(0, pt * NUM_BONES + bone)
+        d_s = dist.view(-1).index_select(0, pt * NUM_BONES + bone)
         if not torch.is_grad_enabled():  # inference: every buffer written once, in place
-            # all 20 bones' local coordinates of each point by one (P, 3) x (3, 60) product (about the
-            # bones' centroid, as in segment_distance, for float32 precision), then the pairs' rows picked
-            c = fr.start.mean(0)
-            a = fr.axes / fr.length.clamp_min(1e-6)[:, None, None]  # (20, 3, 3)
-            off = torch.einsum("bi,bij->bj", fr.start - c, a).reshape(-1)
-            u_all = torch.addmm(off, xr - c, a.permute(1, 0, 2).reshape(3, -1), alpha=1.0, beta=-1.0)
-            u_s = u_all.view(-1, 3).index_select(0, pt * NUM_BONES + bone)
-            enc = encode_into(u_s, 100.0 * dist[pt, bone], self.cfg.occ_pe_deg)
+            enc = encode_into(u_s, 100.0 * d_s, self.cfg.occ_pe_deg)
             feat_s, logits_s = self.parts.forward_grouped(enc, counts, bias)
             return self._combine(P, K, order, cand, u_s, feat_s, logits_s, soft)
-        u_s = torch.einsum("qi,qij->qj", xr[pt] - fr.start[bone], fr.axes[bone]) \
-            / fr.length.clamp_min(1e-6)[bone, None]
-        enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, bone, None]], -1)
+        if u_s.requires_grad or d_s.requires_grad:  # skeleton refinement: gradients reach the joints
+            enc = torch.cat([positional_encoding(u_s, 0, self.cfg.occ_pe_deg, True), 100.0 * d_s[:, None]], -1)
+        else:  # a constant input (only the networks learn): built in one buffer, as at inference
+            enc = encode_into(u_s, 100.0 * d_s, self.cfg.occ_pe_deg)
         weights = self.parts.per_part(bias)
         feats = [self.parts.run_part(weights[b], e)  # one iteration per bone, never per point
                  for b, e in enumerate(enc.split(counts))]
@@ -371,8 +378,12 @@ class OccupancyNet(nn.Module):
         grouped by bone (P*K,), the pair count per bone [20] and the pose-conditioned biases of the parts."""
         xr = hand.to_right(x)
         fr = hand.frames
-        dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
-        cand = torch.topk(dist - hand.radii, self.cfg.top_k, dim=-1, largest=False).indices  # (P, K)
+        if torch.is_grad_enabled() and (xr.requires_grad or fr.start.requires_grad or fr.end.requires_grad):
+            dist = segment_distance(xr, fr.start, fr.end)  # (P, 20)
+            cand = torch.topk(dist - hand.radii, self.cfg.top_k, dim=-1, largest=False).indices  # (P, K)
+        else:
+            dist = segment_distance_(xr, fr.start, fr.end)
+            cand = torch.topk(dist - hand.radii, self.cfg.top_k, dim=-1, largest=False).indices
         flat = cand.reshape(-1)
         order = torch.sort(flat.to(torch.uint8), stable=True).indices  # pairs grouped by bone (20 < 256)
         counts = torch.bincount(flat, minlength=NUM_BONES).tolist()
@@ -437,17 +448,34 @@ class OccupancyNet(nn.Module):
                 "feat_pairs": feat_s, "win_pos": win_pos}
 
 
-def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = None) -> Tensor:
-    """[positional_encoding(u, 0, max_deg), middle, extra] written into one buffer (no concatenation):
-    u (R, 3), middle (R, F) or None, extra (R,) -> (R, 3 + 6·max_deg + F + 1), the values of the
-    `torch.cat` it replaces.
+def segment_distance_(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """`segment_distance` (x (P, 3), segments a-b (B, 3) -> (P, B)) for inputs that need no gradient: the same
+    operations in the same order, written in place into two (P, B) buffers instead of a dozen temporaries."""
+    c = a.mean(0)
+    x, a, b = x - c, a - c, b - c
+    ab = b - a
+    len2 = (ab * ab).sum(-1).clamp_min(1e-12)
+    xab = (x @ ab.T).sub_((a * ab).sum(-1))  # (x - a) . ab
+    s = (xab / len2).clamp_(0.0, 1.0)
+    ax2 = (x @ a.T).mul_(2.0)
+    torch.sub((x * x).sum(-1, keepdim=True), ax2, out=ax2).add_((a * a).sum(-1))  # |x - a|^2
+    ax2.sub_(xab.mul_(2.0 * s))  # xab is not needed after this
+    return ax2.add_(s.mul_(s).mul_(len2)).clamp_min_(0.0).sqrt_()
+
+
+def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = None,
+                one_hot: tuple[Tensor, int] | None = None) -> Tensor:
+    """[positional_encoding(u, 0, max_deg), middle, extra, one-hot] written into one buffer (no concatenation):
+    u (R, 3), middle (R, F) or None, extra (R,), one_hot None or (classes (R,) long, C) ->
+    (R, 3 + 6·max_deg + F + 1 + C), the values of the `torch.cat` it replaces.
 
     The buffer is feature-major (the result is the transpose of a contiguous (features, R) tensor): every
     sin / cos block is then one contiguous write, and matrix products take the column-major view as is.
     """
     n = 3 * max_deg
     f = 0 if middle is None else middle.shape[1]
-    out = u.new_empty(3 + 2 * n + f + 1, len(u))
+    n_cls = 0 if one_hot is None else one_hot[1]
+    out = u.new_empty(3 + 2 * n + f + 1 + n_cls, len(u))
     u_t = out[:3]
     u_t.copy_(u.T)
     y = (u_t[None] * (2.0 ** torch.arange(max_deg, device=u.device, dtype=u.dtype))[:, None, None]).reshape(n, -1)
@@ -455,7 +483,11 @@ def encode_into(u: Tensor, extra: Tensor, max_deg: int, middle: Tensor | None = 
     torch.cos(y, out=out[3 + n:3 + 2 * n])
     if f:
         out[3 + 2 * n:3 + 2 * n + f].copy_(middle.T)
-    out[-1] = extra
+    out[3 + 2 * n + f] = extra
+    if n_cls:
+        hot = out[3 + 2 * n + f + 1:]
+        hot.zero_()
+        hot.view(-1).index_fill_(0, one_hot[0] * len(u) + torch.arange(len(u), device=u.device), 1.0)
     return out.T
 
 
@@ -531,10 +563,12 @@ class ColorNet(nn.Module):
         c_axes, c_app = c_occ + 1, c_occ + 10
         table = (self.part.weight @ w[:, c_part:c_feat].T + axes @ w[:, c_axes:c_app].T
                  + (w[:, c_app:] @ app + b))  # (20, hidden)
-        if not torch.is_grad_enabled():  # inference: one product over [PE, feat, occ] built in one buffer
-            x = encode_into(local, occ, self.cfg.color_pe_deg, feat)
-            wx = torch.cat([w[:, :pe], w[:, c_feat:c_axes]], 1).T  # (pe + F + 1, hidden)
-            h = torch.relu_(torch.addmm(table[part], x, wx))
+        if not torch.is_grad_enabled():
+            # inference: one product over [PE, feat, occ, one-hot part] built in one buffer (the part's table row
+            # selected by the product, not gathered into an (R, hidden) matrix first)
+            x = encode_into(local, occ, self.cfg.color_pe_deg, feat, (part, NUM_BONES))
+            wx = torch.cat([w[:, :pe].T, w[:, c_feat:c_axes].T, table])  # (pe + F + 1 + 20, hidden)
+            h = torch.relu_(torch.mm(x, wx))
             for layer in mlp.layers[1:]:
                 h = torch.relu_(layer(h))
             base = torch.logit(app[-3:].clamp(0.02, 0.98))
@@ -625,12 +659,22 @@ def _ray_samples(cfg: HandOccConfig, hand: HandSkeleton, origins: Tensor, dirs: 
         spacing, n_max = cfg.step, cfg.max_samples
         if not train and cfg.render_step > 0:
             spacing, n_max = cfg.render_step, math.ceil(cfg.max_samples * cfg.step / cfg.render_step)
-        c0, c1, cv = capsule_samples(origins[rows], dirs[rows], hand.start, hand.end, hand.radii, spacing, n_max)
-        shape = (len(origins), n_max)
-        t0 = origins.new_zeros(shape).index_put((rows,), c0)
-        t1 = origins.new_zeros(shape).index_put((rows,), c1)
-        valid = torch.zeros(shape, dtype=torch.bool, device=origins.device).index_put((rows,), cv)
-    return {"t_starts": t0, "t_ends": t1, "tm": sample_positions(t0, t1, perturb, gen), "valid": valid}
+        if len(rows) == len(origins):  # every ray enters the box (the render driver keeps only those)
+            t0, t1, valid = capsule_samples(origins, dirs, hand.start, hand.end, hand.radii, spacing, n_max)
+        else:
+            c0, c1, cv = capsule_samples(origins[rows], dirs[rows], hand.start, hand.end, hand.radii, spacing, n_max)
+            shape = (len(origins), n_max)
+            t0 = origins.new_zeros(shape).index_put((rows,), c0)
+            t1 = origins.new_zeros(shape).index_put((rows,), c1)
+            valid = torch.zeros(shape, dtype=torch.bool, device=origins.device).index_put((rows,), cv)
+    # Every ray's used samples come first: the columns past the most any ray uses are empty on all rays (alpha 0,
+    # never evaluated) and are dropped, so that the waves, the merge and the compositing work on fewer columns.
+    # The positions are drawn for all columns first: the random stream stays that of the full layout.
+    out = {"t_starts": t0, "t_ends": t1, "tm": sample_positions(t0, t1, perturb, gen), "valid": valid}
+    used = max(int(valid.sum(1).max()) if len(valid) else 0, 1)
+    if used < valid.shape[1]:
+        out = {k: v[:, :used].contiguous() for k, v in out.items()}
+    return out
 
 
 def _cat_occupancy(parts: list[dict]) -> dict:
@@ -667,15 +711,17 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
     order = torch.sort(t_all, dim=-1, stable=True).indices if len(sets) > 1 else \
         torch.arange(S[0], device=device).expand(N, -1)
     valid_sorted = torch.cat([s["valid"] for s in sets], -1).gather(1, order)
-    src = torch.zeros_like(order)
-    for a in range(1, len(sets)):
-        src += (order >= base[a]).long()
+    if reference:  # the hand of each sorted sample (the fast path reads it off the wave's sample indices)
+        src = torch.zeros_like(order)
+        for a in range(1, len(sets)):
+            src += (order >= base[a]).long()
     total = sum(S)
     step = cfg.wave if (cfg.wave > 0 and not train and cfg.sampler == "occupancy") else total
     alive = torch.ones(N, dtype=torch.bool, device=device)
     log_t = torch.zeros(N, device=device)
     evals = 0
     compact = not reference and step < total  # several waves: each writes its rows into one buffer
+    one_origin = not reference and bool((origins == origins[:1]).all())
     for s in sets:
         s["occ"] = torch.zeros(s["tm"].shape, device=device)
         s["sigma"] = torch.zeros(s["tm"].shape, device=device)
@@ -693,20 +739,31 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
         sel = valid_sorted[:, cols] & alive[:, None]
         if not sel.any():
             break
+        if not reference:  # the wave's samples once (row-major), each hand's picked from them below
+            r_all, j_all = torch.nonzero(sel, as_tuple=True)
+            g_all = j_all + cols.start if len(sets) == 1 else order[:, cols][r_all, j_all]  # concatenated column
         for a, (hand, s) in enumerate(zip(hands, sets)):
-            r, j = torch.nonzero(sel & (src[:, cols] == a), as_tuple=True)
-            if not len(r):
-                continue
-            c = order[:, cols][r, j] - base[a]
+            if reference:
+                r, j = torch.nonzero(sel & (src[:, cols] == a), as_tuple=True)
+                if not len(r):
+                    continue
+                c = order[:, cols][r, j] - base[a]
+            elif len(sets) == 1:  # one hand: the depth order is the sample order
+                r, c = r_all, g_all
+            else:
+                mine = (g_all >= base[a]) & (g_all < base[a] + S[a])
+                r, c = r_all[mine], g_all[mine] - base[a]
+                if not len(r):
+                    continue
             fi = r * S[a] + c  # flat sample indices: 1-D gathers and writes in the fast path
             if reference:
                 x = origins[r] + s["tm"][r, c, None] * dirs[r]
-            else:
-                x = origins[r] + s["tm"].reshape(-1)[fi, None] * dirs[r]
+            else:  # rays of one camera: its origin broadcast (the same values)
+                x = (origins[:1] if one_origin else origins[r]) + s["tm"].reshape(-1)[fi, None] * dirs[r]
             q = model.occ(hand, x, soft=train, reference=reference)
             if cfg.sampler == "uniform":  # the field is empty outside the capsules, whatever the sampler
                 q["occ"] = q["occ"] * inside_capsules_boxed(x, hand)
-            o, share = q["occ"], torch.ones_like(q["occ"])
+            o, share = q["occ"], None if not reference else torch.ones_like(q["occ"])
             evals += len(x)
             for b, other in enumerate(hands):
                 if b == a:
@@ -718,7 +775,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                                                                   reference=reference)["occ"])
                     evals += int(near.sum())
                     share = torch.sigmoid(cfg.own_kappa * (o - o_b)) if train else (o >= o_b).to(o.dtype)
-            sigma = occupancy_density(o * share, cfg.step)
+            sigma = occupancy_density(o if share is None else o * share, cfg.step)
             if reference:
                 s["occ"] = s["occ"].index_put((r, c), o)
                 s["sigma"] = s["sigma"].index_put((r, c), sigma)
@@ -849,12 +906,16 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             need = need & (w.detach() > eps)
         rgb = torch.zeros(*w.shape, 3, device=device) if reference else w.new_zeros(len(w), 3)
         for h, s in enumerate(sets):
-            sel = need & (src == h)
+            sel = need & (src == h) if reference or len(sets) > 1 else need
             if s["q"] is None or not sel.any():
                 continue
             pos = torch.full((s["tm"].numel(),), -1, dtype=torch.long, device=device)
             pos[s["idx"]] = torch.arange(len(s["idx"]), device=device)
-            p = pos[merged["values"]["flat"][..., 0][sel]]
+            if reference:
+                p = pos[merged["values"]["flat"][..., 0][sel]]
+            else:  # the merged samples' flat indices (row-major, as nonzero), and their hand's sample indices
+                at = torch.nonzero(sel.reshape(-1))[:, 0]
+                p = pos[merged["values"]["flat"].reshape(-1)[at]]
             q = s["q"]
             color_evals += len(p)
             if reference:
@@ -864,8 +925,7 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
                 continue
             c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
                                          hands[h].world_axes(), codes[h])
-            ray, col = torch.nonzero(sel, as_tuple=True)
-            rgb = rgb.index_add(0, ray, w[ray, col, None] * c)  # Σ w·c per ray, without an (A, S, 3) buffer
+            rgb = rgb.index_add(0, at // w.shape[1], w.reshape(-1)[at, None] * c)  # Σ w·c per ray, no (A, S, 3)
         out["rgb"] = (w[..., None] * rgb).sum(-2) if reference else rgb
     if len(active) < n_rays:
         for k in ("opacity", "depth", "hand_opacity", "weights", "rgb"):

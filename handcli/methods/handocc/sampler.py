@@ -80,8 +80,35 @@ def capsule_samples(origins: Tensor, dirs: Tensor, start: Tensor, end: Tensor, r
     Returns t_starts, t_ends (N, S), valid (N, S) with S = max_samples (unused samples are empty intervals
     after the used ones).
     """
-    near, far, hit = ray_capsules(origins, dirs, start, end, radii)
-    return interval_samples_from_hits(near, far, hit, max_samples, step)
+    if not len(origins) or not bool((origins == origins[:1]).all()):
+        near, far, hit = ray_capsules(origins, dirs, start, end, radii)
+        return interval_samples_from_hits(near, far, hit, max_samples, step)
+    # Rays of one camera (an image chunk): the exact intersections only for the capsules that some ray passes
+    # near and the rays that pass near some capsule (a chunk of image rows sees a few bones). The dropped
+    # capsules are misses for every kept ray and the dropped rays miss them all, so the samples are those of
+    # all rays x all capsules. "Near" is a conservative test against each capsule's bounding sphere, with 1 mm
+    # to spare for float32 rounding.
+    o = origins[:1]
+    m = 0.5 * (start + end) - o  # (K, 3) sphere centres relative to the common origin
+    r = 0.5 * (end - start).norm(dim=-1) + radii + 1e-3
+    proj = dirs @ m.T  # (N, K)
+    perp2 = (m * m).sum(-1) - proj * proj / (dirs * dirs).sum(-1, keepdim=True)
+    close = perp2 <= r * r
+    cols = torch.nonzero(close.any(0))[:, 0]
+    rows = torch.nonzero(close[:, cols].any(1))[:, 0]
+    N = len(origins)
+    if len(rows) == N:
+        near, far, hit = ray_capsules(o, dirs, start[cols], end[cols], radii[cols])
+        return interval_samples_from_hits(near, far, hit, max_samples, step)
+    t0 = origins.new_zeros(N, max_samples)
+    t1 = origins.new_zeros(N, max_samples)
+    valid = torch.zeros(N, max_samples, dtype=torch.bool, device=origins.device)
+    if len(rows):
+        # origins broadcast: the one origin (1, 3) against the kept rays' directions
+        near, far, hit = ray_capsules(o, dirs[rows], start[cols], end[cols], radii[cols])
+        s0, s1, sv = interval_samples_from_hits(near, far, hit, max_samples, step)
+        t0[rows], t1[rows], valid[rows] = s0, s1, sv
+    return t0, t1, valid
 
 
 def box_samples(origins: Tensor, dirs: Tensor, box_min: Tensor, box_max: Tensor, n_samples: int,
