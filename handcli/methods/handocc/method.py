@@ -9,6 +9,7 @@ not the pose) or, at render time, from a reference image (``set_appearance``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from handcli.methods.handocc.model import (
 from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.refine import SkeletonRefinement, detach_hand, detach_sampling
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
+from handcli.nn.encoding import encoding_dim
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
 
@@ -242,6 +244,7 @@ class HandOccMethod(Method):
         provides skeletons and cameras."""
         self.joints = {}
         self.app_override = None
+        self.cfg = config_for_state(self.cfg, state.get("model", {}))
         self.model = HandOcc(self.cfg).to(self.device)
         attach_training_modules(self.model, state.get("model", {}))
 
@@ -553,6 +556,17 @@ class HandOccMethod(Method):
                 mesh.invert()
             out["hand" if len(hands) == 1 else h.side] = mesh
         return out
+
+
+def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
+    """``cfg`` with ``view_dir`` as the checkpoint's colour network was built: a run saved before the field
+    existed has no ``view_dir`` in its config.json, and the default may differ from what it was trained with."""
+    w = state.get("color.mlp.layers.0.weight")
+    if w is None:
+        return cfg
+    view = encoding_dim(3, 0, cfg.view_pe_deg, True)
+    without = HandOcc(replace(cfg, view_dir=False)).color.mlp.layers[0].in_features
+    return replace(cfg, view_dir=w.shape[1] == without + view)
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:

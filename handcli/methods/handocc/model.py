@@ -79,6 +79,8 @@ class HandOccConfig:
     color_pe_deg: int = 4
     color_hidden: int = 128
     color_layers: int = 3
+    view_dir: bool = False  # colour also sees the ray's world direction (specular skin; ColorNet)
+    view_pe_deg: int = 2  # PE octaves of that direction (low: a broad highlight, few training cameras)
     part_embed: int = 8
     app_dim: int = 32
     crop_size: int = 64
@@ -501,21 +503,36 @@ class ColorNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.part = nn.Embedding(NUM_BONES, cfg.part_embed)
+        self.app_dim = app_dim
+        self.view_dim = encoding_dim(3, 0, cfg.view_pe_deg, True) if cfg.view_dir else 0
         in_dim = encoding_dim(3, 0, cfg.color_pe_deg, True) + cfg.part_embed + cfg.occ_hidden + 1 + 9 + app_dim
-        self.mlp = MLP(in_dim, cfg.color_hidden, cfg.color_layers, 3)
+        self.mlp = MLP(in_dim + self.view_dim, cfg.color_hidden, cfg.color_layers, 3)
         nn.init.zeros_(self.mlp.out.weight)
         nn.init.zeros_(self.mlp.out.bias)
+        if self.view_dim:  # the view columns start at zero: the same function as without a view direction
+            with torch.no_grad():
+                self.mlp.layers[0].weight[:, in_dim:] = 0.0
 
-    def forward(self, local: Tensor, part: Tensor, feat: Tensor, occ: Tensor, axes: Tensor, app: Tensor
-                ) -> Tensor:
-        x = torch.cat([positional_encoding(local, 0, self.cfg.color_pe_deg, True), self.part(part), feat,
-                       occ[:, None], axes, app], -1)
+    def view_encoding(self, view: Tensor) -> Tensor:
+        """(R, 3) ray directions (world) -> (R, view_dim) PE of the unit directions."""
+        return positional_encoding(F.normalize(view, dim=-1), 0, self.cfg.view_pe_deg, True)
+
+    def forward(self, local: Tensor, part: Tensor, feat: Tensor, occ: Tensor, axes: Tensor, app: Tensor,
+                view: Tensor | None = None) -> Tensor:
+        """Per sample: local (R, 3), part (R,), feat (R, F), occ (R,), axes (R, 9), app (R, A), view (R, 3)
+        world ray directions (used with ``view_dir``) -> rgb (R, 3)."""
+        x = [positional_encoding(local, 0, self.cfg.color_pe_deg, True), self.part(part), feat, occ[:, None], axes,
+             app]
+        if self.view_dim:
+            x.append(self.view_encoding(view))
+        x = torch.cat(x, -1)
         base = torch.logit(app[:, -3:].clamp(0.02, 0.98))
         return torch.sigmoid(base + self.mlp(x))
 
-    def forward_hand(self, local: Tensor, part: Tensor, feat: Tensor, occ: Tensor, axes: Tensor, app: Tensor
-                     ) -> Tensor:
-        """`forward` for samples of one hand: axes (20, 9) its bones' world axes, app (A,) its code.
+    def forward_hand(self, local: Tensor, part: Tensor, feat: Tensor, occ: Tensor, axes: Tensor, app: Tensor,
+                     view: Tensor | None = None) -> Tensor:
+        """`forward` for samples of one hand: axes (20, 9) its bones' world axes, app (A,) its code, view (R, 3)
+        the samples' ray directions (with ``view_dir``).
 
         The inputs that depend only on the part and the hand (part embedding, axes, code) go through the
         first layer once per part, a (20, hidden) table added to the per-sample product: the same first
@@ -529,18 +546,24 @@ class ColorNet(nn.Module):
         c_part, c_feat = pe, pe + ne
         c_occ = c_feat + nf
         c_axes, c_app = c_occ + 1, c_occ + 10
+        c_view = c_app + self.app_dim
         table = (self.part.weight @ w[:, c_part:c_feat].T + axes @ w[:, c_axes:c_app].T
-                 + (w[:, c_app:] @ app + b))  # (20, hidden)
+                 + (w[:, c_app:c_view] @ app + b))  # (20, hidden)
         if not torch.is_grad_enabled():  # inference: one product over [PE, feat, occ] built in one buffer
             x = encode_into(local, occ, self.cfg.color_pe_deg, feat)
             wx = torch.cat([w[:, :pe], w[:, c_feat:c_axes]], 1).T  # (pe + F + 1, hidden)
-            h = torch.relu_(torch.addmm(table[part], x, wx))
+            h = torch.addmm(table[part], x, wx)
+            if self.view_dim:
+                h.addmm_(self.view_encoding(view), w[:, c_view:].T)
+            h = torch.relu_(h)
             for layer in mlp.layers[1:]:
                 h = torch.relu_(layer(h))
             base = torch.logit(app[-3:].clamp(0.02, 0.98))
             return torch.sigmoid_(mlp.out(h).add_(base))
         h = torch.addmm(table[part], positional_encoding(local, 0, self.cfg.color_pe_deg, True), w[:, :pe].T)
         h = torch.addmm(h, feat, w[:, c_feat:c_occ].T) + occ[:, None] * w[:, c_occ]
+        if self.view_dim:
+            h = torch.addmm(h, self.view_encoding(view), w[:, c_view:].T)
         h = mlp.act(h)
         for layer in mlp.layers[1:]:
             h = mlp.act(layer(h))
@@ -848,6 +871,7 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
         if cfg.sampler == "occupancy":
             need = need & (w.detach() > eps)
         rgb = torch.zeros(*w.shape, 3, device=device) if reference else w.new_zeros(len(w), 3)
+        view_dirs = dirs[active] if len(active) < n_rays else dirs  # (A, 3) the merged rows' directions
         for h, s in enumerate(sets):
             sel = need & (src == h)
             if s["q"] is None or not sel.any():
@@ -857,14 +881,15 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             p = pos[merged["values"]["flat"][..., 0][sel]]
             q = s["q"]
             color_evals += len(p)
+            ray, col = torch.nonzero(sel, as_tuple=True)
+            view = view_dirs[ray] if model.color.view_dim else None
             if reference:
                 c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
-                                hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1))
-                rgb = rgb.index_put(tuple(torch.nonzero(sel).T), c)
+                                hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1), view)
+                rgb = rgb.index_put((ray, col), c)
                 continue
             c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
-                                         hands[h].world_axes(), codes[h])
-            ray, col = torch.nonzero(sel, as_tuple=True)
+                                         hands[h].world_axes(), codes[h], view)
             rgb = rgb.index_add(0, ray, w[ray, col, None] * c)  # Σ w·c per ray, without an (A, S, 3) buffer
         out["rgb"] = (w[..., None] * rgb).sum(-2) if reference else rgb
     if len(active) < n_rays:
