@@ -36,23 +36,28 @@ from bench_handnerf import TEST, TRAIN  # noqa: E402  (the cameras of the HandNe
 
 HELD_OUT = TEST[:4]
 NO_ANNEAL = ["occ_anneal_start=1.0", "occ_anneal_end=1.0"]  # the mesh-occupancy weight stays w_occ throughout
-NO_VIEW = ["view_dir=false"]  # colour without the ray direction (the only colour before view_dir existed)
+PLAIN = ["view_dir=false", "density_cal=false"]  # the colour and density of the runs before these options
 ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
-    "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *NO_VIEW],
-    "refine": ["refine=true", "camera_colour=false", *NO_ANNEAL, *NO_VIEW],
-    "refine_colour": ["refine=true", "camera_colour=true", *NO_ANNEAL, *NO_VIEW],
-    "norefine_colour": ["refine=false", "camera_colour=true", *NO_ANNEAL, *NO_VIEW],
-    "refine_occ03": ["refine=true", "camera_colour=false", "w_occ=0.3", *NO_ANNEAL, *NO_VIEW],
-    "refine_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *NO_VIEW],
-    "refine_mask1": ["refine=true", "camera_colour=false", "w_mask=1.0", *NO_ANNEAL, *NO_VIEW],
-    "anneal": ["refine=true", "camera_colour=false", *ANNEAL, *NO_VIEW],
-    "anneal_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *ANNEAL, *NO_VIEW],
+    "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
+    "refine": ["refine=true", "camera_colour=false", *NO_ANNEAL, *PLAIN],
+    "refine_colour": ["refine=true", "camera_colour=true", *NO_ANNEAL, *PLAIN],
+    "norefine_colour": ["refine=false", "camera_colour=true", *NO_ANNEAL, *PLAIN],
+    "refine_occ03": ["refine=true", "camera_colour=false", "w_occ=0.3", *NO_ANNEAL, *PLAIN],
+    "refine_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN],
+    "refine_mask1": ["refine=true", "camera_colour=false", "w_mask=1.0", *NO_ANNEAL, *PLAIN],
+    "anneal": ["refine=true", "camera_colour=false", *ANNEAL, *PLAIN],
+    "anneal_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *ANNEAL, *PLAIN],
     # refine_mask05 + view-dependent colour / per-camera colour maps / both
-    "mask05_view": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, "view_dir=true"],
-    "mask05_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *NO_VIEW],
-    "mask05_view_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, "view_dir=true"],
+    "mask05_view": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, "view_dir=true",
+                    "density_cal=false"],
+    "mask05_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN],
+    "mask05_view_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, "view_dir=true",
+                           "density_cal=false"],
+    # refine_mask05 + a learned calibration of the rendered occupancy (DensityCalibration)
+    "mask05_cal": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, "view_dir=false",
+                   "density_cal=true"],
 }
 
 

@@ -492,6 +492,9 @@ class HandOccMethod(Method):
                 terms["colour"] = cfg.w_colour * self.model.colour.penalty()
             terms["rgb"] = cfg.w_rgb * F.mse_loss(rgb, target)
             logs["mse"] = float(((rgb.detach() - target) ** 2).mean())
+        cal = getattr(self.model, "density_cal", None)
+        if cal is not None:
+            logs["cal_slope"], logs["cal_offset"] = cal.slope_offset()
         logs["rays"] = len(o)
         logs["samples"] = out["evaluated"]
         logs["color_evals_per_ray"] = out["color_evals"] / max(len(o), 1)
@@ -559,14 +562,15 @@ class HandOccMethod(Method):
 
 
 def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
-    """``cfg`` with ``view_dir`` as the checkpoint's colour network was built: a run saved before the field
-    existed has no ``view_dir`` in its config.json, and the default may differ from what it was trained with."""
+    """``cfg`` with ``view_dir`` and ``density_cal`` as the checkpoint's model was built: a run saved before
+    these fields existed has neither in its config.json, and the defaults may differ from what it was trained
+    with."""
     w = state.get("color.mlp.layers.0.weight")
     if w is None:
         return cfg
     view = encoding_dim(3, 0, cfg.view_pe_deg, True)
     without = HandOcc(replace(cfg, view_dir=False)).color.mlp.layers[0].in_features
-    return replace(cfg, view_dir=w.shape[1] == without + view)
+    return replace(cfg, view_dir=w.shape[1] == without + view, density_cal="density_cal.p" in state)
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:

@@ -75,6 +75,9 @@ class HandOccConfig:
     pose_proj: int = 8
     beta: float = 5.0  # soft-max blend of the parts in training (NASA / HALO)
     own_kappa: float = 20.0  # sharpness of the soft hand ownership in training (hard at inference)
+    # rendered occupancy = sigmoid(a logit(o) + b) with a learned (a, b), identity at the start
+    # (DensityCalibration): the labels supervise o, the images where the rendered surface lies
+    density_cal: bool = False
     # radiance and appearance
     color_pe_deg: int = 4
     color_hidden: int = 128
@@ -571,6 +574,31 @@ class ColorNet(nn.Module):
         return torch.sigmoid(base + mlp.out(h))
 
 
+class DensityCalibration(nn.Module):
+    """The occupancy as rendered: o' = sigmoid(exp(s·p0) logit(o) + s·p1), identity at the start (p = 0).
+
+    Mesh labels that are off the imaged hand by a random few millimetres (real fits, the realistic profile)
+    teach the occupancy a soft band around the surface; rendered as density that band is opaque well outside
+    the o = 0.5 surface (fat silhouettes), and the mask and photometric losses fight the labels over the same
+    output. A monotone map between the labelled occupancy and the rendered one lets the images set the
+    rendered surface's position and sharpness without moving the labels' optimum. ``scale`` s makes an Adam
+    step of the run's learning rate move the slope's log and the offset by lr·s.
+    """
+
+    def __init__(self, scale: float = 5.0):
+        super().__init__()
+        self.scale = float(scale)
+        self.p = nn.Parameter(torch.zeros(2))
+
+    def forward(self, occ: Tensor) -> Tensor:
+        """occ (...) in [0, 1] -> calibrated occupancy (...); 0 stays 0 (empty space stays empty)."""
+        a, b = torch.exp(self.scale * self.p[0]), self.scale * self.p[1]
+        return torch.where(occ > 0, torch.sigmoid(a * torch.logit(occ.clamp(1e-6, 1.0 - 1e-6)) + b), occ)
+
+    def slope_offset(self) -> tuple[float, float]:
+        return float(torch.exp(self.scale * self.p[0])), float(self.scale * self.p[1])
+
+
 class HandOcc(nn.Module):
     """The three networks plus what a run needs to render on its own (saved in the checkpoint):
     relative capsule radii (20,) and the default appearance crops (2, 3, S, S) of the right / left hand."""
@@ -581,6 +609,8 @@ class HandOcc(nn.Module):
         self.occ = OccupancyNet(cfg)
         self.app = AppearanceEncoder(cfg)
         self.color = ColorNet(cfg, self.app.out_dim)
+        if cfg.density_cal:
+            self.density_cal = DensityCalibration()
         from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
@@ -741,7 +771,8 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                                                                   reference=reference)["occ"])
                     evals += int(near.sum())
                     share = torch.sigmoid(cfg.own_kappa * (o - o_b)) if train else (o >= o_b).to(o.dtype)
-            sigma = occupancy_density(o * share, cfg.step)
+            cal = getattr(model, "density_cal", None)
+            sigma = occupancy_density((o if cal is None else cal(o)) * share, cfg.step)
             if reference:
                 s["occ"] = s["occ"].index_put((r, c), o)
                 s["sigma"] = s["sigma"].index_put((r, c), sigma)
