@@ -36,7 +36,7 @@ from bench_handnerf import TEST, TRAIN  # noqa: E402  (the cameras of the HandNe
 
 HELD_OUT = TEST[:4]
 NO_ANNEAL = ["occ_anneal_start=1.0", "occ_anneal_end=1.0"]  # the mesh-occupancy weight stays w_occ throughout
-PLAIN = ["view_dir=false", "density_cal=false"]  # the colour and density of the runs before these options
+PLAIN = ["view_dir=false", "density_cal=false", "labels_follow_bones=false"]  # the colour and density of the runs before these options
 ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
@@ -58,6 +58,9 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # refine_mask05 + a learned calibration of the rendered occupancy (DensityCalibration)
     "mask05_cal": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, "view_dir=false",
                    "density_cal=true"],
+    # refine_mask05 + the labelled points carried with their bones to the refined skeleton (carry_points)
+    "mask05_follow": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
+                      "labels_follow_bones=true"],
 }
 
 

@@ -32,7 +32,7 @@ from handcli.methods.handocc.model import (
     occupancy_grid,
 )
 from handcli.methods.handocc.model import render_rays as render_hand_rays
-from handcli.methods.handocc.refine import SkeletonRefinement, detach_hand, detach_sampling
+from handcli.methods.handocc.refine import SkeletonRefinement, carry_points, detach_hand, detach_sampling
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
 from handcli.nn.encoding import encoding_dim
 from handcli.progress import progress
@@ -437,8 +437,10 @@ class HandOccMethod(Method):
         w_occ = occ_weight(cfg, step)
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
             # labels from the annotated mesh: no evidence for the refinement
+            annotated = [self.model.hand(j, s) for s, j in self.joints[frame]] \
+                if refine is not None and cfg.labels_follow_bones else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
-                                   logs)
+                                   logs, annotated)
         if cfg.stage == "full" or cfg.supervision == "silhouette":
             self._ray_losses(views, frame, [detach_sampling(h) for h in hands] if refine else hands, gen, terms,
                              logs)
@@ -447,13 +449,18 @@ class HandOccMethod(Method):
                 logs["refine_mm"] = float(refine.offset_m().detach().norm(dim=-1).mean()) * 1000.0
         return sum_losses(terms, logs)
 
-    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs) -> None:
+    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, annotated=None) -> None:
+        """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``; with ``annotated`` (the
+        same hands on their annotated skeletons) the labelled points are first carried with their bones from
+        the annotated to the given (refined) skeletons."""
         cfg = self.cfg
         occ_l, inside, inter, tp, fp_fn = [], [], [], 0.0, 0.0
-        for h in hands:
+        for i, h in enumerate(hands):
             P, Y = self.pools[(frame, h.side)]
             sel = torch.randint(len(P), (cfg.occ_points,), generator=gen).to(self.device)
             x, y = P[sel], Y[sel].float()
+            if annotated is not None:
+                x = carry_points(x, annotated[i], h)
             o = self.model.occ(h, x, soft=True)["occ"]
             occ_l.append(F.binary_cross_entropy(o.clamp(1e-5, 1 - 1e-5), y))
             pred = (o.detach() > 0.5).float()

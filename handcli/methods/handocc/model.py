@@ -118,6 +118,7 @@ class HandOccConfig:
     occ_anneal_end: float = 1.0
     w_occ_final: float = 0.0
     w_int: float = 0.1
+    labels_follow_bones: bool = False  # with refine: the labelled points move rigidly with their bones (carry_points)
     camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
     w_colour: float = 1e-2  # ... kept near the identity by this penalty
     refine: bool = True  # learn per-frame joint offsets of the training hands (refine.py)
