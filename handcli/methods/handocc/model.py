@@ -74,6 +74,9 @@ class HandOccConfig:
     occ_layers: int = 4
     pose_proj: int = 8
     beta: float = 5.0  # soft-max blend of the parts in training (NASA / HALO)
+    # the same blend at inference (renders, meshes); False: the max over the parts (NASA / HALO), which is never
+    # below the blend the masks and labels trained, so it renders fatter silhouettes
+    blend_inference: bool = False
     own_kappa: float = 20.0  # sharpness of the soft hand ownership in training (hard at inference)
     # rendered occupancy = sigmoid(a logit(o) + b) with a learned (a, b), identity at the start
     # (DensityCalibration): the labels supervise o, the images where the rendered surface lies
@@ -597,7 +600,8 @@ class DensityCalibration(nn.Module):
         return torch.where(occ > 0, torch.sigmoid(a * torch.logit(occ.clamp(1e-6, 1.0 - 1e-6)) + b), occ)
 
     def slope_offset(self) -> tuple[float, float]:
-        return float(torch.exp(self.scale * self.p[0])), float(self.scale * self.p[1])
+        p = self.p.detach()
+        return float(torch.exp(self.scale * p[0])), float(self.scale * p[1])
 
 
 class HandOcc(nn.Module):
@@ -757,7 +761,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                 x = origins[r] + s["tm"][r, c, None] * dirs[r]
             else:
                 x = origins[r] + s["tm"].reshape(-1)[fi, None] * dirs[r]
-            q = model.occ(hand, x, soft=train, reference=reference)
+            q = model.occ(hand, x, soft=train or cfg.blend_inference, reference=reference)
             if cfg.sampler == "uniform":  # the field is empty outside the capsules, whatever the sampler
                 q["occ"] = q["occ"] * inside_capsules_boxed(x, hand)
             o, share = q["occ"], torch.ones_like(q["occ"])
@@ -768,7 +772,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                 near = inside_capsules_boxed(x, other)
                 if near.any():
                     o_b = torch.zeros_like(o).index_put((torch.nonzero(near)[:, 0],),
-                                                        model.occ(other, x[near], soft=train,
+                                                        model.occ(other, x[near], soft=train or cfg.blend_inference,
                                                                   reference=reference)["occ"])
                     evals += int(near.sum())
                     share = torch.sigmoid(cfg.own_kappa * (o - o_b)) if train else (o >= o_b).to(o.dtype)
@@ -951,5 +955,5 @@ def occupancy_grid(model: HandOcc, hand: HandSkeleton, resolution: int, pad: flo
         x = pts[s:s + chunk]
         inside = inside_capsules(x, hand.start, hand.end, hand.radii)
         if inside.any():
-            occ[s:s + chunk][inside] = model.occ(hand, x[inside])["occ"]
+            occ[s:s + chunk][inside] = model.occ(hand, x[inside], soft=model.cfg.blend_inference)["occ"]
     return occ.reshape(*n), lo, h

@@ -1,5 +1,6 @@
-"""HandOcc's calibration of the rendered occupancy (``density_cal``, DensityCalibration): identity at the start,
-monotone, trained by the rendering losses, and a run loads with it whatever the default."""
+"""The occupancy HandOcc renders: the parts' training blend at inference (``blend_inference``), and the learned
+calibration (``density_cal``, DensityCalibration): identity at the start, monotone, trained by the rendering
+losses, and a run loads with it whatever the default."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from test_handocc_fast_render import _scene  # the tiny scene those tests render
 
 from handcli.methods.handocc.method import config_for_state
-from handcli.methods.handocc.model import PRESETS, DensityCalibration, HandOcc, render_rays
+from handcli.methods.handocc.model import PRESETS, DensityCalibration, HandOcc, occupancy_grid, render_rays
 
 FAST = PRESETS["fast"]
 
@@ -57,3 +58,25 @@ def test_run_loads_with_the_calibration_it_was_trained_with():
             cfg = config_for_state(replace(FAST, density_cal=default), state)
             assert cfg.density_cal is trained
             HandOcc(cfg).load_state_dict(state)
+
+
+def test_blend_inference_renders_the_training_blend(tiny_cache):
+    """With ``blend_inference`` renders and meshes use the soft-max blend of the parts that training uses, which
+    is never above their max (the NASA / HALO inference rule): lower opacity, and somewhere strictly."""
+    model, hs, o, d = _scene(tiny_cache, 1)  # one hand: opacity is monotone in the occupancy
+    model.eval()
+    with torch.no_grad():
+        peak = render_rays(model, hs, None, o, d)
+        with model.sampling(blend_inference=True):
+            blend = render_rays(model, hs, None, o, d)
+            grid, lo, h = occupancy_grid(model, hs[0], 24)
+        grid_max, _, _ = occupancy_grid(model, hs[0], 24)
+        x = torch.stack(torch.meshgrid(*[lo[i] + h * torch.arange(n) for i, n in enumerate(grid.shape)],
+                                       indexing="ij"), -1).reshape(-1, 3)
+        soft = model.occ(hs[0], x, soft=True)["occ"]
+    assert float(peak["opacity"].max()) > 0.9
+    assert bool((blend["opacity"] <= peak["opacity"] + 1e-4).all())  # (early stop at transmittance 1e-4)
+    assert float((peak["opacity"] - blend["opacity"]).max()) > 0.05
+    inside = grid.reshape(-1) > 0
+    assert torch.allclose(grid.reshape(-1)[inside], soft[inside], atol=1e-5)
+    assert bool((grid <= grid_max + 1e-6).all()) and float((grid_max - grid).max()) > 0.01
