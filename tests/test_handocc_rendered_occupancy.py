@@ -65,12 +65,13 @@ def test_blend_inference_renders_the_training_blend(tiny_cache):
     is never above their max (the NASA / HALO inference rule): lower opacity, and somewhere strictly."""
     model, hs, o, d = _scene(tiny_cache, 1)  # one hand: opacity is monotone in the occupancy
     model.eval()
+    assert model.cfg.blend_inference  # on by default
     with torch.no_grad():
-        peak = render_rays(model, hs, None, o, d)
-        with model.sampling(blend_inference=True):
-            blend = render_rays(model, hs, None, o, d)
-            grid, lo, h = occupancy_grid(model, hs[0], 24)
-        grid_max, _, _ = occupancy_grid(model, hs[0], 24)
+        blend = render_rays(model, hs, None, o, d)
+        grid, lo, h = occupancy_grid(model, hs[0], 24)
+        with model.sampling(blend_inference=False):
+            peak = render_rays(model, hs, None, o, d)
+            grid_max, _, _ = occupancy_grid(model, hs[0], 24)
         x = torch.stack(torch.meshgrid(*[lo[i] + h * torch.arange(n) for i, n in enumerate(grid.shape)],
                                        indexing="ij"), -1).reshape(-1, 3)
         soft = model.occ(hs[0], x, soft=True)["occ"]
