@@ -88,7 +88,10 @@ class HandOccConfig:
     color_pe_deg: int = 4
     color_hidden: int = 128
     color_layers: int = 3
-    view_dir: bool = False  # colour also sees the ray's world direction (specular skin; ColorNet)
+    # colour also sees the ray's world direction (specular skin; ColorNet; view columns start at zero). With
+    # blend_inference + density_cal: novel-view PSNR +0.22 / +0.17 dB ideal, +0.02 / +0.21 dB realistic (seeds 0 / 1,
+    # 300 fast steps; docs/benchmarks.md#handocc-on-realistic-data)
+    view_dir: bool = True
     view_pe_deg: int = 2  # PE octaves of that direction (low: a broad highlight, few training cameras)
     part_embed: int = 8
     app_dim: int = 32
