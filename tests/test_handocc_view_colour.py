@@ -16,15 +16,16 @@ FAST = PRESETS["fast"]
 
 
 def _pair(tiny_cache, hands: int = 1):
-    """A model without and one with view_dir (the default) holding the same weights, the latter's view columns
-    as built; the output layer randomised so that the colour is not just the reference's mean skin colour."""
+    """A model without and one with view_dir holding the same weights, the latter's view columns as built; the
+    output layer randomised so that the colour is not just the reference's mean skin colour."""
     base, hs, o, d = _scene(tiny_cache, hands)
-    assert base.cfg.view_dir  # on by default
     old = HandOcc(replace(FAST, view_dir=False))
+    old.load_state_dict(base.state_dict())
     n_old = old.color.mlp.layers[0].in_features
-    w0 = base.color.mlp.layers[0].weight.detach()
+    torch.manual_seed(0)
+    w0 = HandOcc(replace(FAST, view_dir=True)).color.mlp.layers[0].weight.detach().clone()
+    w0[:, :n_old] = old.color.mlp.layers[0].weight.detach()
     assert float(w0[:, n_old:].abs().max()) == 0.0  # the view columns start at zero
-    old.load_state_dict({**base.state_dict(), "color.mlp.layers.0.weight": w0[:, :n_old].clone()})
     torch.manual_seed(3)
     torch.nn.init.normal_(old.color.mlp.out.weight, std=0.3)
     new = HandOcc(replace(FAST, view_dir=True))

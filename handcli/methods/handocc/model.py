@@ -88,10 +88,11 @@ class HandOccConfig:
     color_pe_deg: int = 4
     color_hidden: int = 128
     color_layers: int = 3
-    # colour also sees the ray's world direction (specular skin; ColorNet; view columns start at zero). With
-    # blend_inference + density_cal: novel-view PSNR +0.22 / +0.17 dB ideal, +0.02 / +0.21 dB realistic (seeds 0 / 1,
-    # 300 fast steps; docs/benchmarks.md#handocc-on-realistic-data)
-    view_dir: bool = True
+    # colour also sees the ray's world direction (specular skin; ColorNet; view columns start at zero). Off: with
+    # blend_inference + density_cal it changed novel-view PSNR by +0.22 / +0.17 dB ideal, +0.02 / +0.21 dB realistic
+    # (seeds 0 / 1) at 300 fast steps but +0.08 / -0.51 dB ideal, -0.10 / +0.21 dB realistic at 600
+    # (docs/benchmarks.md#handocc-on-realistic-data)
+    view_dir: bool = False
     view_pe_deg: int = 2  # PE octaves of that direction (low: a broad highlight, few training cameras)
     part_embed: int = 8
     app_dim: int = 32
