@@ -62,6 +62,8 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "mask05_blend": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "blend_inference=true"],
     "mask05_cal_blend": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "density_cal=true",
                          "blend_inference=true"],
+    "mask05_cal_blend_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
+                               "density_cal=true", "blend_inference=true"],
     "mask05_cal_blend_view": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
                               "density_cal=true", "blend_inference=true", "view_dir=true"],
     "mask05_cal_blend_view_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
