@@ -36,18 +36,38 @@ from bench_handnerf import TEST, TRAIN  # noqa: E402  (the cameras of the HandNe
 
 HELD_OUT = TEST[:4]
 NO_ANNEAL = ["occ_anneal_start=1.0", "occ_anneal_end=1.0"]  # the mesh-occupancy weight stays w_occ throughout
+PLAIN = ["view_dir=false", "density_cal=false", "labels_follow_bones=false", "blend_inference=false"]  # the colour and density of the runs before these options
 ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
-    "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL],
-    "refine": ["refine=true", "camera_colour=false", *NO_ANNEAL],
-    "refine_colour": ["refine=true", "camera_colour=true", *NO_ANNEAL],
-    "norefine_colour": ["refine=false", "camera_colour=true", *NO_ANNEAL],
-    "refine_occ03": ["refine=true", "camera_colour=false", "w_occ=0.3", *NO_ANNEAL],
-    "refine_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL],
-    "refine_mask1": ["refine=true", "camera_colour=false", "w_mask=1.0", *NO_ANNEAL],
-    "anneal": ["refine=true", "camera_colour=false", *ANNEAL],
-    "anneal_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *ANNEAL],
+    "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
+    "refine": ["refine=true", "camera_colour=false", *NO_ANNEAL, *PLAIN],
+    "refine_colour": ["refine=true", "camera_colour=true", *NO_ANNEAL, *PLAIN],
+    "norefine_colour": ["refine=false", "camera_colour=true", *NO_ANNEAL, *PLAIN],
+    "refine_occ03": ["refine=true", "camera_colour=false", "w_occ=0.3", *NO_ANNEAL, *PLAIN],
+    "refine_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN],
+    "refine_mask1": ["refine=true", "camera_colour=false", "w_mask=1.0", *NO_ANNEAL, *PLAIN],
+    "anneal": ["refine=true", "camera_colour=false", *ANNEAL, *PLAIN],
+    "anneal_mask05": ["refine=true", "camera_colour=false", "w_mask=0.5", *ANNEAL, *PLAIN],
+    # refine_mask05 + view-dependent colour / per-camera colour maps / both
+    "mask05_view": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "view_dir=true"],
+    "mask05_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN],
+    "mask05_view_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "view_dir=true"],
+    # refine_mask05 + a learned calibration of the rendered occupancy (DensityCalibration)
+    "mask05_cal": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "density_cal=true"],
+    # refine_mask05 + the labelled points carried with their bones to the refined skeleton (carry_points)
+    "mask05_follow": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
+                      "labels_follow_bones=true"],
+    # refine_mask05 rendered with the parts' training blend (blend_inference; training is the same), and + density_cal
+    "mask05_blend": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "blend_inference=true"],
+    "mask05_cal_blend": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "density_cal=true",
+                         "blend_inference=true"],
+    "mask05_cal_blend_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
+                               "density_cal=true", "blend_inference=true"],
+    "mask05_cal_blend_view": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
+                              "density_cal=true", "blend_inference=true", "view_dir=true"],
+    "mask05_cal_blend_view_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
+                                     "density_cal=true", "blend_inference=true", "view_dir=true"],
 }
 
 

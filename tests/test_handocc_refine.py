@@ -154,3 +154,53 @@ def test_bone_gradient_is_finite_for_points_on_a_bone():
     assert d[0, 0] == 0 and abs(float(d[1, 0]) - 0.01) < 1e-6
     assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
     assert torch.allclose(a.grad + b.grad, torch.tensor([[0.0, -1.0, 0.0]]))  # only the off-bone point pulls
+
+
+def test_label_points_follow_their_bones(tiny_cache):
+    """carry_points: the identity for the same skeleton, a rigid motion of the whole skeleton moves the points
+    with it, and moving one fingertip moves only the points attached to that finger's last bone."""
+    from handcli.methods.handocc.refine import carry_points
+    from handcli.methods.handocc.sampler import inside_capsules
+
+    torch.manual_seed(0)
+    m = _tiny(tiny_cache)
+    f = next(f for f in m.frames if len(m.joints[f]) == 2)
+    g = torch.Generator().manual_seed(1)
+    for side, j in m.joints[f]:
+        a = m.model.hand(j, side)
+        x = a.box_min + (a.box_max - a.box_min) * torch.rand(4000, 3, generator=g)
+        x = x[inside_capsules(x, a.start, a.end, a.radii)]
+        assert len(x) > 200
+        assert torch.allclose(carry_points(x, a, a), x, atol=1e-6)
+        q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g))
+        R = q * torch.sign(torch.linalg.det(q))  # a proper rotation
+        t = torch.tensor([0.01, -0.02, 0.005])
+        moved = m.model.hand(j @ R.T + t, side)
+        assert torch.allclose(carry_points(x, a, moved), x @ R.T + t, atol=2e-5)
+        tip = j.clone()
+        tip[8] += 0.004 * (j[8] - j[7]) / (j[8] - j[7]).norm() + torch.tensor([0.0, 0.002, 0.0])
+        y = carry_points(x, a, m.model.hand(tip, side))
+        shift = (y - x).norm(dim=-1)
+        bone = (segment_distance_to_bones(a, x) - a.radii).argmin(-1)
+        assert float(shift[bone != 7].max()) < 1e-6 and float(shift[bone == 7].min()) > 1e-4
+
+
+def segment_distance_to_bones(hand, x):
+    from handcli.hand.skeleton_frames import segment_distance
+
+    return segment_distance(hand.to_right(x), hand.frames.start, hand.frames.end)
+
+
+def test_training_step_with_labels_following_bones(tiny_cache):
+    """The occupancy term of a step sees the carried points: same step, same offsets, another loss."""
+    torch.manual_seed(0)
+    m = _tiny(tiny_cache, labels_follow_bones=True, refine_start=0.0)
+    with torch.no_grad():
+        m.model.refine.offsets.normal_(0.0, 0.03)  # refined skeletons ~5 mm off the annotation
+    occ = {}
+    for follow in (True, False):
+        m.cfg = replace(m.cfg, labels_follow_bones=follow)
+        loss, logs = m.train_step(0, torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss)
+        occ[follow] = logs["occ"]
+    assert occ[True] != occ[False]

@@ -9,6 +9,7 @@ not the pose) or, at render time, from a reference image (``set_appearance``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ from handcli.methods.handocc.model import (
     occupancy_grid,
 )
 from handcli.methods.handocc.model import render_rays as render_hand_rays
-from handcli.methods.handocc.refine import SkeletonRefinement, detach_hand, detach_sampling
+from handcli.methods.handocc.refine import SkeletonRefinement, carry_points, detach_hand, detach_sampling
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
+from handcli.nn.encoding import encoding_dim
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
 
@@ -256,6 +258,7 @@ class HandOccMethod(Method):
         provides skeletons and cameras."""
         self.joints = {}
         self.app_override = None
+        self.cfg = config_for_state(self.cfg, state.get("model", {}))
         self.model = HandOcc(self.cfg).to(self.device)
         attach_training_modules(self.model, state.get("model", {}))
 
@@ -448,8 +451,10 @@ class HandOccMethod(Method):
         w_occ = occ_weight(cfg, step)
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
             # labels from the annotated mesh: no evidence for the refinement
+            annotated = [self.model.hand(j, s) for s, j in self.joints[frame]] \
+                if refine is not None and cfg.labels_follow_bones else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
-                                   logs)
+                                   logs, annotated)
         if cfg.stage == "full" or cfg.supervision == "silhouette":
             self._ray_losses(views, frame, [detach_sampling(h) for h in hands] if refine else hands, gen, terms,
                              logs)
@@ -458,13 +463,18 @@ class HandOccMethod(Method):
                 logs["refine_mm"] = float(refine.offset_m().detach().norm(dim=-1).mean()) * 1000.0
         return sum_losses(terms, logs)
 
-    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs) -> None:
+    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, annotated=None) -> None:
+        """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``; with ``annotated`` (the
+        same hands on their annotated skeletons) the labelled points are first carried with their bones from
+        the annotated to the given (refined) skeletons."""
         cfg = self.cfg
         occ_l, inside, inter, tp, fp_fn = [], [], [], 0.0, 0.0
-        for h in hands:
+        for i, h in enumerate(hands):
             P, Y = self.pools[(frame, h.side)]
             sel = torch.randint(len(P), (cfg.occ_points,), generator=gen).to(self.device)
             x, y = P[sel], Y[sel].float()
+            if annotated is not None:
+                x = carry_points(x, annotated[i], h)
             o = self.model.occ(h, x, soft=True)["occ"]
             occ_l.append(F.binary_cross_entropy(o.clamp(1e-5, 1 - 1e-5), y))
             pred = (o.detach() > 0.5).float()
@@ -503,6 +513,9 @@ class HandOccMethod(Method):
                 terms["colour"] = cfg.w_colour * self.model.colour.penalty()
             terms["rgb"] = cfg.w_rgb * F.mse_loss(rgb, target)
             logs["mse"] = float(((rgb.detach() - target) ** 2).mean())
+        cal = getattr(self.model, "density_cal", None)
+        if cal is not None:
+            logs["cal_slope"], logs["cal_offset"] = cal.slope_offset()
         logs["rays"] = len(o)
         logs["samples"] = out["evaluated"]
         logs["color_evals_per_ray"] = out["color_evals"] / max(len(o), 1)
@@ -567,6 +580,18 @@ class HandOccMethod(Method):
                 mesh.invert()
             out["hand" if len(hands) == 1 else h.side] = mesh
         return out
+
+
+def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
+    """``cfg`` with ``view_dir`` and ``density_cal`` as the checkpoint's model was built: a run saved before
+    these fields existed has neither in its config.json, and the defaults may differ from what it was trained
+    with."""
+    w = state.get("color.mlp.layers.0.weight")
+    if w is None:
+        return cfg
+    view = encoding_dim(3, 0, cfg.view_pe_deg, True)
+    without = HandOcc(replace(cfg, view_dir=False)).color.mlp.layers[0].in_features
+    return replace(cfg, view_dir=w.shape[1] == without + view, density_cal="density_cal.p" in state)
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:

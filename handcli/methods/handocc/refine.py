@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from handcli.hand.skeleton_frames import BONE_END, BONE_START
+from handcli.hand.skeleton_frames import BONE_END, BONE_START, segment_distance
 
 SIDES = ("right", "left")
 ANCHOR_TOL = 1e-5  # metres: cache joints within this of the training annotation are that annotation
@@ -135,3 +135,21 @@ def detach_hand(hand):
     fr = hand.frames
     frames = BoneFrames(**{f.name: getattr(fr, f.name).detach() for f in fields(BoneFrames)})
     return replace(detach_sampling(hand), joints=hand.joints.detach(), frames=frames, pose=hand.pose.detach())
+
+
+def carry_points(x: Tensor, annotated, refined) -> Tensor:
+    """World points (P, 3) near the ``annotated`` hand, each attached to its nearest bone (capsule distance, as
+    the occupancy network ranks bones) and moved rigidly with that bone to where it lies in ``refined`` (a
+    HandSkeleton of the same side): the coordinates in the bone's frame are kept, except the one along the
+    bone, which scales with the bone's length (thickness is absolute). -> (P, 3) world.
+
+    Used for the mesh-occupancy labels (``labels_follow_bones``): the labelled points belong to the annotated
+    mesh, posed on the annotated skeleton; the refined skeleton is the annotation corrected toward the images,
+    so the labels follow that correction instead of contradicting it.
+    """
+    fa, fr = annotated.frames, refined.frames
+    xa = annotated.to_right(x)
+    b = (segment_distance(xa, fa.start, fa.end) - annotated.radii).argmin(-1)  # (P,)
+    v = torch.einsum("pij,pi->pj", fa.axes[b], xa - fa.start[b])  # coordinates along the bone's axes (columns)
+    v = torch.cat([v[:, :1] * (fr.length[b] / fa.length[b])[:, None], v[:, 1:]], -1)
+    return refined.to_right(fr.start[b] + torch.einsum("pij,pj->pi", fr.axes[b], v))

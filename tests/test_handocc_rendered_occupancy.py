@@ -1,0 +1,83 @@
+"""The occupancy HandOcc renders: the parts' training blend at inference (``blend_inference``), and the learned
+calibration (``density_cal``, DensityCalibration): identity at the start, monotone, trained by the rendering
+losses, and a run loads with it whatever the default."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from test_handocc_fast_render import _scene  # the tiny scene those tests render
+
+from handcli.methods.handocc.method import config_for_state
+from handcli.methods.handocc.model import PRESETS, DensityCalibration, HandOcc, occupancy_grid, render_rays
+
+FAST = PRESETS["fast"]
+
+
+def test_calibration_is_identity_at_start_and_monotone():
+    cal = DensityCalibration()
+    o = torch.linspace(0.0, 1.0, 101)
+    c0 = cal(o).detach()
+    assert torch.allclose(c0, o, atol=2e-6, rtol=0) and float(c0[0]) == 0.0
+    with torch.no_grad():
+        cal.p.copy_(torch.tensor([0.2, -0.3]))
+    c = cal(o).detach()
+    assert bool((c[1:] >= c[:-1]).all()) and float((c - o).abs().max()) > 0.1
+    a, b = cal.slope_offset()
+    assert abs(a - float(torch.exp(torch.tensor(1.0)))) < 1e-5 and abs(b + 1.5) < 1e-6
+
+
+def test_calibrated_render_starts_as_the_plain_one_and_learns_from_masks(tiny_cache):
+    plain, hs, o, d = _scene(tiny_cache, 2)
+    model = HandOcc(replace(FAST, density_cal=True))
+    model.load_state_dict({**plain.state_dict(), "density_cal.p": torch.zeros(2)})
+    for m in (plain, model):
+        m.eval()
+    with torch.no_grad():
+        a = render_rays(plain, hs, None, o, d)
+        b = render_rays(model, hs, None, o, d)
+        assert float(a["opacity"].max()) > 0.9
+        assert float((a["opacity"] - b["opacity"]).abs().max()) < 1e-4
+        model.density_cal.p[1] = -0.4  # a lower rendered occupancy: thinner silhouettes, same field
+        thin = render_rays(model, hs, None, o, d)
+    assert float(thin["opacity"].sum()) < 0.97 * float(a["opacity"].sum())
+    # a training render's mask loss reaches the calibration
+    model.train()
+    rows = torch.randperm(len(o), generator=torch.Generator().manual_seed(0))[:400]
+    out = render_rays(model, hs, None, o[rows], d[rows], perturb=True, gen=torch.Generator().manual_seed(1),
+                      train=True)
+    out["hand_opacity"].square().sum().backward()
+    assert float(model.density_cal.p.grad.abs().min()) > 0
+
+
+def test_run_loads_with_the_calibration_it_was_trained_with():
+    for trained in (False, True):
+        state = HandOcc(replace(FAST, density_cal=trained)).state_dict()
+        for default in (False, True):
+            cfg = config_for_state(replace(FAST, density_cal=default), state)
+            assert cfg.density_cal is trained
+            HandOcc(cfg).load_state_dict(state)
+
+
+def test_blend_inference_renders_the_training_blend(tiny_cache):
+    """With ``blend_inference`` renders and meshes use the soft-max blend of the parts that training uses, which
+    is never above their max (the NASA / HALO inference rule): lower opacity, and somewhere strictly."""
+    model, hs, o, d = _scene(tiny_cache, 1)  # one hand: opacity is monotone in the occupancy
+    model.eval()
+    assert model.cfg.blend_inference  # on by default
+    with torch.no_grad():
+        blend = render_rays(model, hs, None, o, d)
+        grid, lo, h = occupancy_grid(model, hs[0], 24)
+        with model.sampling(blend_inference=False):
+            peak = render_rays(model, hs, None, o, d)
+            grid_max, _, _ = occupancy_grid(model, hs[0], 24)
+        x = torch.stack(torch.meshgrid(*[lo[i] + h * torch.arange(n) for i, n in enumerate(grid.shape)],
+                                       indexing="ij"), -1).reshape(-1, 3)
+        soft = model.occ(hs[0], x, soft=True)["occ"]
+    assert float(peak["opacity"].max()) > 0.9
+    assert bool((blend["opacity"] <= peak["opacity"] + 1e-4).all())  # (early stop at transmittance 1e-4)
+    assert float((peak["opacity"] - blend["opacity"]).max()) > 0.05
+    inside = grid.reshape(-1) > 0
+    assert torch.allclose(grid.reshape(-1)[inside], soft[inside], atol=1e-5)
+    assert bool((grid <= grid_max + 1e-6).all()) and float((grid_max - grid).max()) > 0.01
