@@ -9,7 +9,7 @@ side in one run, on one thread.
 tree, alternating old/new ``--repeats`` times so that load from other processes on a shared machine hits both
 alike. Every subprocess builds the same seeded (untrained) models, renders one 256x167 view of a right-hand
 frame and of a two-hand frame (HandNeRF ``fast`` preset with its 32-d and with the paper's 256-d distillation
-feature, HandOcc ``fast``; the ``paper`` sizes take minutes per view on one thread) with the method's own
+feature, HandOcc ``fast`` as each tree's default and with the max over the parts that the old code rendered; the ``paper`` sizes take minutes per view on one thread) with the method's own
 image render path (``render_image`` where the checkout has one, else the shared render driver
 ``handcli.render.driver`` around the method's ``render_rays``; torch.set_num_threads(1)), and writes the images; the report gives the median CPU time (process_time: on a shared machine wall time measures the other processes) of each,
 the median old/new ratio and the largest absolute difference between the old and the new images (rgb, depth,
@@ -118,18 +118,22 @@ def child(cache_path: Path, out: Path, what: str) -> None:
             from handcli.methods.handocc import method as om
             from handcli.methods.handocc.model import PRESETS, HandOcc
 
-            cfg = PRESETS["fast"]
-            torch.manual_seed(0)
-            model = HandOcc(cfg).eval()
-            torch.manual_seed(1)  # a non-trivial appearance: random reference crops
-            model.ref_crops.uniform_(0.2, 0.9)
-            hs = [model.hand(torch.as_tensor(jn), s) for s, jn in om.frame_joints(cache, f)]
-            labels = torch.tensor([1 if h.side == "right" else 2 for h in hs], dtype=torch.uint8)
-            with torch.no_grad():
-                codes = model.default_codes(hs)
-                timed(f"handocc-fast {hands} hand(s)",
-                      lambda: _view(om, "HandOccMethod", model, (hs, codes, labels), args,
-                                    lambda ri: ri(model, hs, codes, *args, "cpu", cfg.chunk), chunk=cfg.chunk))
+            fast = PRESETS["fast"]
+            # the old code always rendered the max over the parts: "max rule" times the same computation in both
+            # trees; "fast" is each tree's default (this tree's renders the training blend, another image)
+            max_rule = replace(fast, blend_inference=False) if hasattr(fast, "blend_inference") else fast
+            for name, cfg in (("fast", fast), ("fast, max rule", max_rule)):
+                torch.manual_seed(0)
+                model = HandOcc(cfg).eval()
+                torch.manual_seed(1)  # a non-trivial appearance: random reference crops
+                model.ref_crops.uniform_(0.2, 0.9)
+                hs = [model.hand(torch.as_tensor(jn), s) for s, jn in om.frame_joints(cache, f)]
+                labels = torch.tensor([1 if h.side == "right" else 2 for h in hs], dtype=torch.uint8)
+                with torch.no_grad():
+                    codes = model.default_codes(hs)
+                    timed(f"handocc-{name} {hands} hand(s)",
+                          lambda: _view(om, "HandOccMethod", model, (hs, codes, labels), args,
+                                        lambda ri: ri(model, hs, codes, *args, "cpu", cfg.chunk), chunk=cfg.chunk))
     train = train_step_bench(cache_path, 7) if what in ("all", "handocc") else []
     np.savez(out.with_suffix(".npz"), **images)
     out.with_suffix(".json").write_text(json.dumps({"render": times, "train": train}))
