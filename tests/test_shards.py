@@ -168,7 +168,10 @@ def test_shard_directory_renders_evaluates_and_meshes_like_the_merged_cache(shar
     handcli("train", d, "-o", run, "--steps", "2", "--log-every", "1", "--depth", tmp_path / "depth.h5",
             "--set", "view_pool=9", "--set", "pool_refresh=1", *HANDNERF_TINY)
     handcli("adapt", run, d, "-o", tmp_path / "adapted", "--steps", "2", "--frames", "0-1")
-    handcli("train", d, "-o", occ, "--method", "handocc", "--steps", "40", "--log-every", "10", *HANDOCC_TINY)  # a surface to mesh
+    # a surface to mesh after 40 tiny steps: the max over the parts (the training blend stays below the 0.5 level
+    # that early); this test is about the shard directory, not the occupancy rule
+    handcli("train", d, "-o", occ, "--method", "handocc", "--steps", "40", "--log-every", "10", *HANDOCC_TINY,
+            "--set", "blend_inference=false")
     res = {}
     handcli("render", run, d, "-o", tmp_path / "nerf_renders", "--max-views", "2")
     for tag, cache in (("dir", d), ("merged", merged)):
