@@ -345,12 +345,10 @@ def test_config_from_dict_turns_bad_keys_and_values_into_input_errors(tmp_path):
 
 
 def test_capabilities_are_declared_not_probed():
-    from handcli.methods.base import CAPABILITIES
+    from handcli.methods.base import CAPABILITIES, Method
     from handcli.methods.handnerf.method import HandNeRFMethod
     from handcli.methods.handnerf_ho.method import HandNeRFHOMethod
     from handcli.methods.handocc.method import HandOccMethod
-
-    from handcli.methods.base import Method
 
     assert HandOccMethod.capabilities == {"mesh", "appearance", "skeleton", "adapt"}
     assert HandNeRFHOMethod.capabilities == {"mesh", "input_view"}

@@ -1,7 +1,7 @@
 """HandNeRF pose adaptation (Guo §3.4): fine-tune only the deformation field on novel poses.
 
 (HandOcc's adaptation, which refines the novel frames' skeletons, is ``handcli.methods.handocc.adapt``; both
-are reached through the method classes' ``adaptation`` and share `freeze_all_but`.)
+are reached through the method classes' ``adaptation`` and share `handcli.methods.base.freeze_all_but`.)
 
 A trained run is rebuilt on the novel frames with depth-only supervision (no RGB is needed); every frame
 gets the mean of the trained appearance codes, and every parameter except the deformation field (the
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from handcli.errors import InputError
+from handcli.methods.base import freeze_all_but
 from handcli.methods.handnerf.method import HandNeRFMethod
 
 ADAPTED_PREFIXES = ("ec.", "pose_net.")  # the deformation field: error-correction MLP and its pose encoder
@@ -29,21 +30,6 @@ def check_adaptable(config: dict, config_path: Path) -> None:
     if config.get("deform") != "lbs" or not config.get("error_correction", False):
         raise InputError("pose adaptation needs a HandNeRF run with the error-correction network",
                          path=config_path, field="config.deform")
-
-
-def freeze_all_but(model: torch.nn.Module, prefixes: tuple[str, ...] = ADAPTED_PREFIXES) -> list[str]:
-    """Set ``requires_grad`` to train only parameters whose name starts with one of ``prefixes``.
-
-    Returns the names of the parameters left trainable (sorted); raises ValueError when none match.
-    """
-    adapted = []
-    for name, p in model.named_parameters():
-        p.requires_grad = name.startswith(prefixes)
-        if p.requires_grad:
-            adapted.append(name)
-    if not adapted:
-        raise ValueError(f"no parameter of the model starts with {prefixes}")
-    return sorted(adapted)
 
 
 def prepare_adaptation(trained: HandNeRFMethod, cache: Path, *, depth_path: Path, frames: list[int] | None,
@@ -68,4 +54,4 @@ def prepare_adaptation(trained: HandNeRFMethod, cache: Path, *, depth_path: Path
     n = m.model.latent.weight.shape[0]
     state["latent.weight"] = state["latent.weight"].mean(0, keepdim=True).expand(n, -1).clone()
     m.model.load_state_dict(state)
-    return m, freeze_all_but(m.model)
+    return m, freeze_all_but(m.model, ADAPTED_PREFIXES)

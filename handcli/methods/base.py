@@ -218,6 +218,21 @@ def config_to_dict(cfg) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
 
 
+def freeze_all_but(model, prefixes: tuple[str, ...]) -> list[str]:
+    """Set ``requires_grad`` to train only parameters whose name starts with one of ``prefixes``.
+
+    Returns the names of the parameters left trainable (sorted); raises ValueError when none match.
+    """
+    adapted = []
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(prefixes)
+        if p.requires_grad:
+            adapted.append(name)
+    if not adapted:
+        raise ValueError(f"no parameter of the model starts with {prefixes}")
+    return sorted(adapted)
+
+
 def sum_losses(terms: dict, logs: dict | None = None, scale: float = 1.0):
     """(scale x the sum of the loss ``terms`` (scalar tensors), ``logs`` plus each term and ``loss`` as floats)."""
     loss = scale * sum(terms.values())

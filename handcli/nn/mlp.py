@@ -55,11 +55,12 @@ class MLP(nn.Module):
         parts = [x] if isinstance(x, Tensor) else list(x)
         lead = parts[0].shape[:-1]
         parts = [p.reshape(-1, p.shape[-1]) for p in parts]
-        h = linear_cat(self.layers[0].weight, self.layers[0].bias, parts, shared)
-        for i in range(len(self.layers)):
-            if i:
-                layer = self.layers[i]
-                h = linear_cat(layer.weight, layer.bias, [h] + parts, shared) if i in self.skips else layer(h)
+        h = None
+        for i, layer in enumerate(self.layers):
+            if i == 0 or i in self.skips:  # layers that read the network input
+                h = linear_cat(layer.weight, layer.bias, parts if i == 0 else [h] + parts, shared)
+            else:
+                h = layer(h)
             h = self._activate(h)
         return self.finish(h).reshape(*lead, self.out_dim)
 

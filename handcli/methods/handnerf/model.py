@@ -17,7 +17,6 @@ being undone by a deformation.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, replace
 
 import torch
@@ -134,6 +133,7 @@ class CanonicalField(nn.Module):
         self.trunk = MLP(pos_dim + cond_dim, cfg.hidden, cfg.layers, None, skips=cfg.skips)
         self.density = nn.Linear(cfg.hidden, 1)
         self.bottleneck = nn.Linear(cfg.hidden, cfg.hidden)
+        # one hidden layer: `forward` folds the bottleneck into it and then only applies the output layer
         self.color = MLP(cfg.hidden + dir_dim + cfg.latent_dim, cfg.color_hidden, 1, cfg.feat_dim)
         self.rgb = nn.Linear(cfg.feat_dim, 3)
         self.density_bias = cfg.density_bias

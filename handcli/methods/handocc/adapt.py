@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from handcli.methods.adapt import freeze_all_but
+from handcli.methods.base import freeze_all_but
 from handcli.methods.handocc.method import HandOccMethod
 
 ADAPTED_PREFIXES = ("refine.",)  # the per-frame joint offsets of the novel hands

@@ -25,6 +25,8 @@ from handcli.labels import LABELS
 from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handocc.model import (
     PRESETS,
+    AppearanceEncoder,
+    ColorNet,
     HandOcc,
     HandOccConfig,
     HandSkeleton,
@@ -34,7 +36,6 @@ from handcli.methods.handocc.model import (
 from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.refine import SkeletonRefinement, carry_points, detach_hand, detach_sampling
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
-from handcli.nn.encoding import encoding_dim
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
 
@@ -589,9 +590,8 @@ def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
     w = state.get("color.mlp.layers.0.weight")
     if w is None:
         return cfg
-    view = encoding_dim(3, 0, cfg.view_pe_deg, True)
-    without = HandOcc(replace(cfg, view_dir=False)).color.mlp.layers[0].in_features
-    return replace(cfg, view_dir=w.shape[1] == without + view, density_cal="density_cal.p" in state)
+    view_dir = w.shape[1] == ColorNet.input_dim(replace(cfg, view_dir=True), AppearanceEncoder.code_dim(cfg))
+    return replace(cfg, view_dir=view_dir, density_cal="density_cal.p" in state)
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:

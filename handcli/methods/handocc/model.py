@@ -527,7 +527,12 @@ class AppearanceEncoder(nn.Module):
             c_in = c
         self.convs = nn.Sequential(*layers)
         self.head = nn.Linear(c_in + 3, cfg.app_dim)
-        self.out_dim = cfg.app_dim + 3
+        self.out_dim = self.code_dim(cfg)
+
+    @staticmethod
+    def code_dim(cfg: HandOccConfig) -> int:
+        """Width of a code: the learned features and the reference crop's mean colour (3)."""
+        return cfg.app_dim + 3
 
     def forward(self, crops: Tensor) -> Tensor:
         fg = (crops.amax(1, keepdim=True) > 0.02).to(crops.dtype)
@@ -551,13 +556,20 @@ class ColorNet(nn.Module):
         self.part = nn.Embedding(NUM_BONES, cfg.part_embed)
         self.app_dim = app_dim
         self.view_dim = encoding_dim(3, 0, cfg.view_pe_deg, True) if cfg.view_dir else 0
-        in_dim = encoding_dim(3, 0, cfg.color_pe_deg, True) + cfg.part_embed + cfg.occ_hidden + 1 + 9 + app_dim
+        in_dim = self.input_dim(replace(cfg, view_dir=False), app_dim)
         self.mlp = MLP(in_dim + self.view_dim, cfg.color_hidden, cfg.color_layers, 3)
         nn.init.zeros_(self.mlp.out.weight)
         nn.init.zeros_(self.mlp.out.bias)
         if self.view_dim:  # the view columns start at zero: the same function as without a view direction
             with torch.no_grad():
                 self.mlp.layers[0].weight[:, in_dim:] = 0.0
+
+    @staticmethod
+    def input_dim(cfg: HandOccConfig, app_dim: int) -> int:
+        """Width of the first layer's input: [PE(local), part embedding, part features, occupancy, bone axes (9),
+        appearance code, PE(view direction) with ``view_dir``]."""
+        view = encoding_dim(3, 0, cfg.view_pe_deg, True) if cfg.view_dir else 0
+        return encoding_dim(3, 0, cfg.color_pe_deg, True) + cfg.part_embed + cfg.occ_hidden + 1 + 9 + app_dim + view
 
     def view_encoding(self, view: Tensor) -> Tensor:
         """(R, 3) ray directions (world) -> (R, view_dim) PE of the unit directions."""
