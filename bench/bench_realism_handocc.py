@@ -1,7 +1,7 @@
 """HandOcc on the same synthetic scene with the ideal and the realistic profile, with and without refinement.
 
     python bench/bench_realism_handocc.py [--seeds 0,1] [--steps 400] [--frames 8] [--work DIR]
-        [--variants ideal:default,realistic:default,realistic:norefine] [--threads 1]
+        [--variants ideal:default,realistic:default,realistic:norefine] [--threads 1] [--preset fast]
 
 For each seed: ``handcli synth interhand --profile ideal|realistic --seed S`` (one right-hand sequence,
 ``--frames`` frames, the 10 training and 4 of the 8 held-out cameras of bench_handnerf.py, no black frame),
@@ -9,7 +9,9 @@ For each seed: ``handcli synth interhand --profile ideal|realistic --seed S`` (o
 --preset fast --steps N`` on the training cameras (a fixed number of steps, not a time budget: the machine
 is shared), ``handcli render`` of the held-out cameras on every frame (novel views of training poses: a
 training frame renders with its refined skeleton when the run has one) and ``handcli eval``. A variant is
-``PROFILE:NAME`` with NAME one of the keys of VARIANTS (``--set`` overrides of the fast preset).
+``PROFILE:NAME`` with PROFILE one of the keys of PROFILES (ideal, realistic, or the realistic profile with
+only one of its effects: annotation_only, detail_only, capture_only) and NAME one of the keys of VARIANTS
+(``--set`` overrides of the fast preset).
 
 Prints a markdown table (novel-view PSNR-full / PSNR-box / SSIM, silhouette IoU and area ratio against the
 cache's hand labels, PSNR-full after a per-view colour-gain fit; PSNR-full and IoU against the synthetic
@@ -66,8 +68,23 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
                                "density_cal=true", "blend_inference=true"],
     "mask05_cal_blend_view": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
                               "density_cal=true", "blend_inference=true", "view_dir=true"],
+    # mask05_cal_blend (the default since the second round) driven by the posed mesh's joints (skeletons.py)
+    "mask05_cal_blend_mesh": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
+                              "density_cal=true", "blend_inference=true", "skeleton=mesh"],
     "mask05_cal_blend_view_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
                                      "density_cal=true", "blend_inference=true", "view_dir=true"],
+}
+
+
+NO_CAPTURE = ["gain=[1,1]", "white_balance=0", "specular=0", "read_noise=0", "shot_noise=0", "jpeg_quality=0"]
+NO_ANNOTATION_ERROR = ["mano_frame_mm=0", "mano_seq_mm=0", "joint_frame_mm=0", "joint_seq_mm=0"]
+NO_DETAIL = ["thicken_mm=0", "detail_mm=0"]
+PROFILES = {  # profile name -> (synth --profile, --realism overrides): the realistic profile's effects one by one
+    "ideal": ("ideal", []),
+    "realistic": ("realistic", []),
+    "annotation_only": ("realistic", [*NO_CAPTURE, *NO_DETAIL]),  # annotation error alone
+    "detail_only": ("realistic", [*NO_CAPTURE, *NO_ANNOTATION_ERROR]),  # the hand outside the model alone
+    "capture_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL]),  # camera response, specular, noise, JPEG
 }
 
 
@@ -83,7 +100,8 @@ def prepare(work: Path, profile: str, seed: int, frames: int, threads: int) -> P
     if not root.exists():
         cli("synth", "interhand", str(root), "--seqs", "right", "--frames", str(frames), "--camera-ids",
             ",".join(TRAIN + HELD_OUT), "--mono-cameras", "0", "--no-black-frame", "--no-null-mano",
-            "--seed", str(seed), "--profile", profile, threads=threads)
+            "--seed", str(seed), "--profile", PROFILES[profile][0],
+            *[a for r in PROFILES[profile][1] for a in ("--realism", r)], threads=threads)
     if not cache.exists():
         cli("preprocess", "interhand", str(root), "-o", str(cache), "--scale", "0.5", threads=threads)
     return cache
@@ -154,13 +172,14 @@ def true_mask_scores(renders: Path, root: Path) -> dict:
             "ceiling_psnr_full": float(np.mean(ceil))}
 
 
-def run_variant(work: Path, cache: Path, profile: str, name: str, seed: int, steps: int, threads: int) -> dict:
+def run_variant(work: Path, cache: Path, profile: str, name: str, seed: int, steps: int, threads: int,
+                preset: str = "fast") -> dict:
     run, renders = work / f"run_{profile}_{name}_s{seed}", work / f"renders_{profile}_{name}_s{seed}"
     metrics = work / f"metrics_{profile}_{name}_s{seed}.json"
     t0 = time.perf_counter()
     if not (run / "checkpoint.pt").exists():
         sets = [a for s in VARIANTS[name] for a in ("--set", s)]
-        cli("train", str(cache), "--method", "handocc", "--preset", "fast", "--steps", str(steps), "-o", str(run),
+        cli("train", str(cache), "--method", "handocc", "--preset", preset, "--steps", str(steps), "-o", str(run),
             "--cameras", ",".join(TRAIN), "--eval-cameras", ",".join(HELD_OUT), "--seed", "0", "--threads",
             str(threads), "--force", *sets, threads=threads)
     t_train = time.perf_counter() - t0
@@ -182,6 +201,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("bench_out/realism_handocc"))
     ap.add_argument("--variants", default="ideal:norefine,ideal:refine,realistic:norefine,realistic:refine,realistic:refine_colour")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--preset", default="fast", help="HandOcc preset (use a separate --work folder per preset)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -189,10 +209,10 @@ def main() -> None:
         for v in a.variants.split(","):
             profile, name = v.split(":")
             cache = prepare(a.work, profile, seed, a.frames, a.threads)
-            rows.append(run_variant(a.work, cache, profile, name, seed, a.steps, a.threads))
+            rows.append(run_variant(a.work, cache, profile, name, seed, a.steps, a.threads, a.preset))
             print(json.dumps(rows[-1]), flush=True)
     (a.work / "results_realism_handocc.json").write_text(json.dumps(rows, indent=2))
-    print(f"\nHandOcc fast preset, {a.steps} steps, {a.frames} frames, novel views ({len(HELD_OUT)} held-out cameras)")
+    print(f"\nHandOcc {a.preset} preset, {a.steps} steps, {a.frames} frames, novel views ({len(HELD_OUT)} held-out cameras)")
     print("| seed | profile | variant | PSNR-full | PSNR-box | SSIM | mask IoU | area ratio | PSNR-full, gain fit | "
           "PSNR-full, true mask | IoU, true mask | ceiling | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -203,8 +223,8 @@ def main() -> None:
     ideal = {(r["seed"], r["variant"]): r["psnr_full"] for r in rows if r["profile"] == "ideal"}
     for r in rows:
         for (seed, var), p in ideal.items():
-            if r["profile"] == "realistic" and r["seed"] == seed:
-                print(f"seed {seed}: realistic:{r['variant']} - ideal:{var} = {r['psnr_full'] - p:+.2f} dB")
+            if r["profile"] != "ideal" and r["seed"] == seed:
+                print(f"seed {seed}: {r['profile']}:{r['variant']} - ideal:{var} = {r['psnr_full'] - p:+.2f} dB")
 
 
 if __name__ == "__main__":

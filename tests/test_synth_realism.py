@@ -295,3 +295,45 @@ def test_realistic_hand_object_writers_are_deterministic(tmp_path):
     assert a == b and any(k.startswith("handcli_est/") for k in a)
     hcfg = HO3DSynthConfig(frames=1, cameras=1, single=None, seed=4, realism=realism_config("realistic", "ho3d"))
     assert files(write_ho3d(tmp_path / "c", hcfg)) == files(write_ho3d(tmp_path / "d", hcfg))
+
+
+def test_synth_realism_overrides_are_applied_recorded_and_checked(tmp_path):
+    """``synth --realism key=value`` changes one parameter of the profile (recorded in the sidecar and visible
+    in the data: no MANO error left, the joint error kept); a bad override is one error line, exit 2, no output."""
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from handcli.cli import app
+    from handcli.errors import InputError
+
+    root = tmp_path / "ih"
+    args = ["synth", "interhand", str(root), "--seqs", "right", "--frames", "2", "--cameras", "2", "--mono-cameras",
+            "0", "--no-black-frame", "--profile", "realistic", "--seed", "5"]
+    res = CliRunner().invoke(app, [*args, "--realism", "mano_frame_mm=0", "--realism", "mano_seq_mm=0",
+                                   "--realism", "gain=[1, 1.05]"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((root / "handcli_synth.json").read_text())["config"]["realism"]
+    assert cfg["mano_frame_mm"] == 0 and cfg["mano_seq_mm"] == 0 and cfg["gain"] == [1.0, 1.05]
+    assert cfg["joint_frame_mm"] == realism_config("realistic", "interhand").joint_frame_mm > 0
+    models = {s: HandModel.load(s, None, flat_hand_mean=False) for s in ("right", "left")}
+    ann, exact = _ih_json(root, "MANO_NeuralAnnot"), _ih_json(root, "MANO_NeuralAnnot", gt=True)
+    for c in ann:
+        for f in ann[c]:
+            p = ann[c][f]["right"]
+            assert _rms(_ih_verts(models, "right", p), _ih_verts(models, "right", exact[c][f]["right"])) < 1e-3
+    ja, je = _ih_json(root, "joint_3d"), _ih_json(root, "joint_3d", gt=True)
+    f0 = next(iter(ja["0"]))
+    assert np.abs(np.array(ja["0"][f0]["world_coord"]) - np.array(je["0"][f0]["world_coord"])).max() > 0.5  # mm
+
+    out = tmp_path / "bad"
+    for bad, word in (("foo=1", "foo"), ("gain=2", "gain"), ("mano_seq_mm=-1", "mano_seq_mm"),
+                      ("jpeg_quality=101", "jpeg_quality"), ("specular=true", "specular"), ("nokey", "nokey")):
+        res = CliRunner().invoke(app, [*args[:2], str(out), *args[3:], "--realism", bad])
+        assert isinstance(res.exception, InputError) and res.exception.field == "realism", (bad, res.exception)
+        assert word in str(res.exception) and not out.exists()
+    r = subprocess.run([sys.executable, "-m", "handcli.cli", *args[:2], str(out), *args[3:], "--realism", "foo=1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "realism" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -16,14 +16,15 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in sys.argv)
 
 
-def parse_sets(items: list[str]) -> dict:
-    """``["key=value", ...]`` (``--set``) -> dict, values parsed as JSON when they are JSON."""
+def parse_sets(items: list[str], option: str = "--set") -> dict:
+    """``["key=value", ...]`` (``--set``, or the ``option`` named) -> dict, values parsed as JSON when they are
+    JSON."""
     from handcli.errors import InputError
 
     out = {}
     for it in items:
         if "=" not in it:
-            raise InputError(f"--set expects key=value, got {it!r}", field="set")
+            raise InputError(f"{option} expects key=value, got {it!r}", field=option.lstrip("-"))
         k, v = it.split("=", 1)
         try:
             out[k.strip()] = json.loads(v)

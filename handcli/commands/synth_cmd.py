@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List
 
 import typer
 
@@ -19,6 +20,9 @@ PROFILE_HELP = ("ideal: annotations are exactly what was rendered; realistic: an
 OUT = typer.Argument(..., help="Dataset root to create (must not exist unless --force).")
 SEED = typer.Option(0, help="Random seed; the output is deterministic given the seed.")
 PROFILE = typer.Option("ideal", help=PROFILE_HELP)
+REALISM = typer.Option([], "--realism", help="Override one parameter of the profile: key=value (JSON value, "
+                                             "e.g. mano_frame_mm=2 or gain=[0.9,1.1]); repeatable. Names and "
+                                             "defaults: docs/datasets.md#realistic-profile.")
 
 
 def _write(dataset: str, write, cfg, out: Path, force: bool) -> None:
@@ -30,13 +34,19 @@ def _write(dataset: str, write, cfg, out: Path, force: bool) -> None:
     print(out)
 
 
-def _realism(profile: str, dataset: str):
+def _realism(profile: str, dataset: str, sets: list[str]):
+    """The profile's ``RealismConfig`` for ``dataset`` with the ``--realism key=value`` overrides applied."""
+    from handcli.commands.cmdline import parse_sets
     from handcli.errors import InputError
-    from handcli.synth.realism import PROFILES, realism_config
+    from handcli.synth.realism import PROFILES, check_overrides, realism_config
 
     if profile not in PROFILES:
         raise InputError(f"unknown profile {profile!r}; use {', '.join(PROFILES)}", field="profile")
-    return realism_config(profile, dataset)
+    try:
+        overrides = check_overrides(parse_sets(sets, "--realism"))
+    except ValueError as e:
+        raise InputError(f"--realism {e}", field="realism") from None
+    return realism_config(profile, dataset, **overrides)
 
 
 @app.command("interhand")
@@ -53,6 +63,7 @@ def interhand(
     null_mano: bool = typer.Option(True, help="Null the left-hand MANO entry of one interacting frame."),
     seed: int = SEED,
     profile: str = PROFILE,
+    realism: List[str] = REALISM,
     force: Force = False,
 ) -> None:
     """Synthetic InterHand2.6M v1.0 (images + the four annotation JSONs), ground truth in handcli_gt/."""
@@ -67,7 +78,7 @@ def interhand(
                                mono_cameras=mono_cameras,
                                camera_ids=tuple(c.strip() for c in camera_ids.split(",") if c.strip()),
                                black_frame=black_frame, null_mano=null_mano, seed=seed,
-                               realism=_realism(profile, "interhand"))
+                               realism=_realism(profile, "interhand", realism))
     _write("interhand", write_interhand, cfg, out, force)
 
 
@@ -81,13 +92,14 @@ def dexycb(
     distractors: int = typer.Option(1, min=0, max=3, help="Other objects on the table."),
     seed: int = SEED,
     profile: str = PROFILE,
+    realism: List[str] = REALISM,
     force: Force = False,
 ) -> None:
     """Synthetic DexYCB (hand grasping procedural YCB objects), ground truth in handcli_gt/."""
     from handcli.synth.dexycb import DexYCBSynthConfig, write_dexycb
 
     cfg = DexYCBSynthConfig(subjects=subjects, seqs=seqs, frames=frames, cameras=cameras, distractors=distractors,
-                            seed=seed, realism=_realism(profile, "dexycb"))
+                            seed=seed, realism=_realism(profile, "dexycb", realism))
     _write("dexycb", write_dexycb, cfg, out, force)
 
 
@@ -100,11 +112,12 @@ def ho3d(
     single: bool = typer.Option(True, help="Also write a single-camera sequence (SMu1)."),
     seed: int = SEED,
     profile: str = PROFILE,
+    realism: List[str] = REALISM,
     force: Force = False,
 ) -> None:
     """Synthetic HO-3D v3 (OpenGL annotations, 320x240 seg, encoded depth), ground truth in handcli_gt/."""
     from handcli.synth.ho3d import HO3DSynthConfig, write_ho3d
 
     cfg = HO3DSynthConfig(frames=frames, cameras=cameras, seed=seed,
-                          single=HO3DSynthConfig.single if single else None, realism=_realism(profile, "ho3d"))
+                          single=HO3DSynthConfig.single if single else None, realism=_realism(profile, "ho3d", realism))
     _write("ho3d", write_ho3d, cfg, out, force)

@@ -326,7 +326,7 @@ def _write_frame(root: Path, job: dict, serials: list[str], hands: _Hands, table
         # hand_vertices: the rendered surface; hand_model_vertices: the exact parameters' model mesh
         gt.update(hand_vertices=state["render_verts"], hand_model_vertices=state["verts"], hand_joints=state["joints"],
                   hand_faces=hands.flat[side].faces, hand_pose=state["pose"], hand_trans=state["trans"])
-    capture = real.profile != "ideal"
+    capture = real.capture_effects
     for s in serials:
         c2w = job["cam_to_world"][s]
         w2c = invert_rigid(c2w)

@@ -278,7 +278,7 @@ def _write_frame(root: Path, job: dict, hand: _Hand, cfg: HO3DSynthConfig) -> No
     surf = v_obj - dist[:, None] * _sdf_grad(obj.sdf, v_obj)
     for seq, c2w, K in job["seqs"]:
         w2c = invert_rigid(c2w)
-        capture = real.profile != "ideal"
+        capture = real.capture_effects
         rgb, part, depth = render_scene(
             parts, K, w2c @ job["scene_to_world"], HEIGHT, WIDTH, job["bg_seed"], realism=real,
             response=camera_response(real, cfg.seed, seq) if capture else None,

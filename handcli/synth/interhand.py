@@ -438,7 +438,7 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
     with progress() as bar:
         task = bar.add_task("synth interhand", total=len(jobs))
         for file_name, frame, cam, styles, iid, is_black, c in jobs:
-            capture = real.profile != "ideal"
+            capture = real.capture_effects
             rgb, label, depth = _render_view(hands, frame, cam, styles, bg_seed=cfg.seed * 7919 + iid, realism=real,
                                              noise_rng=stream(cfg.seed, "sensor", iid) if capture else None,
                                              response=responses[f"{c}/{cam.cam_id}"] if capture else None)

@@ -24,7 +24,7 @@ main generator, so the ideal profile's output does not change and the realistic 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import numpy as np
@@ -60,6 +60,12 @@ class RealismConfig:
         return self.mano_frame_mm > 0 or self.mano_seq_mm > 0 or self.joint_frame_mm > 0 or self.joint_seq_mm > 0
 
     @property
+    def capture_effects(self) -> bool:
+        """Whether the images get camera responses, specular skin, sensor noise or JPEG re-encoding."""
+        return (tuple(self.gain) != (1.0, 1.0) or self.white_balance > 0 or self.specular > 0 or self.read_noise > 0
+                or self.shot_noise > 0 or self.jpeg_quality > 0)
+
+    @property
     def estimates(self) -> bool:
         return self.estimate_pa_mm > 0 or self.estimate_root_mm > 0
 
@@ -83,6 +89,34 @@ def realism_config(profile: str, dataset: str, **overrides) -> RealismConfig:
         raise ValueError(f"unknown profile {profile!r}; use {', '.join(PROFILES)}")
     base = RealismConfig() if profile == "ideal" else REALISTIC[dataset]
     return replace(base, **overrides) if overrides else base
+
+
+def check_overrides(overrides: dict) -> dict:
+    """Validate ``{field: value}`` overrides of a ``RealismConfig`` (``synth --realism``); returns them typed.
+
+    Lengths and strengths are non-negative numbers, ``gain`` a pair ``[low, high]`` of positive numbers with
+    low <= high, ``jpeg_quality`` an integer 0-100 (0: the writer's own quality). ``profile`` is not a
+    parameter. Raises ``ValueError`` naming the field."""
+    kinds = {f.name: f.type for f in fields(RealismConfig) if f.name != "profile"}
+    out = {}
+    for key, value in overrides.items():
+        if key not in kinds:
+            raise ValueError(f"{key}: not a realism parameter; use one of {', '.join(kinds)}")
+        if key == "gain":
+            ok = (isinstance(value, (list, tuple)) and len(value) == 2
+                  and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+            if not ok or not 0 < value[0] <= value[1] or not np.isfinite(value).all():
+                raise ValueError(f"gain: expected [low, high] with 0 < low <= high, got {value!r}")
+            out[key] = (float(value[0]), float(value[1]))
+        elif key == "jpeg_quality":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                raise ValueError(f"jpeg_quality: expected an integer 0-100, got {value!r}")
+            out[key] = int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"{key}: expected a non-negative number, got {value!r}")
+            out[key] = float(value)
+    return out
 
 
 def stream(seed: int, *keys) -> np.random.Generator:

@@ -113,10 +113,10 @@ class MethodView:
         takes no skeleton."""
         if not self.edits_skeleton:
             return None
-        from handcli.methods.handocc.method import frame_joints
+        from handcli.methods.handocc.skeletons import frame_joints
 
         out = []
-        for s, j in frame_joints(self.cache, st.frame):
+        for s, j in frame_joints(self.cache, st.frame, self.m.cfg.skeleton):
             flex = st.flex.get(s)
             out.append((s, flex_fingers(j, flex, s) if flex and any(flex) else j))
         return out

@@ -36,6 +36,7 @@ from handcli.methods.handocc.model import (
 from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.refine import SkeletonRefinement, carry_points, detach_hand, detach_sampling
 from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
+from handcli.methods.handocc.skeletons import frame_joints, frames_joints
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
 
@@ -84,44 +85,6 @@ class LabelledPools:
 
 RADII_FRAMES = 256  # training meshes measured for the capsule radii (all of them when there are fewer); on the
 # 48-frame bench shard a quarter of the frames gave radii within 1.3 % of all of them (docs/benchmarks.md)
-
-
-def frames_joints(cache: Cache, frames: list[int]) -> dict[int, list[tuple[str, np.ndarray]]]:
-    """``frame_joints`` of many frames, from whole columns (a few reads, not a few per frame)."""
-    cols = {s: (cache.frame_column(f"{s}/present").astype(bool), cache.frame_column(f"{s}/joint_valid"),
-                cache.frame_column(f"{s}/joints")) for s in ("right", "left")}
-    out = {}
-    for f in frames:
-        if not 0 <= f < cache.num_frames:
-            raise InputError(f"frame {f} out of range (the cache has {cache.num_frames})", path=cache.path,
-                             field="frames")
-        hands = []
-        for side, (present, valid, joints) in cols.items():
-            if not present[f] or not np.all(valid[f]):
-                continue
-            j = np.asarray(joints[f], dtype=np.float32)
-            if not np.isfinite(j).all():
-                raise InputError(f"non-finite joints in frame {f}", path=cache.path, field=f"frames/{side}/joints")
-            hands.append((side, j))
-        out[f] = hands
-    return out
-
-
-def frame_joints(cache: Cache, frame: int) -> list[tuple[str, np.ndarray]]:
-    """[(side, joints (21, 3) world)] of a frame's hands, right first; hands with invalid joints are left out."""
-    if not 0 <= frame < cache.num_frames:
-        raise InputError(f"frame {frame} out of range (the cache has {cache.num_frames})", path=cache.path,
-                         field="frames")
-    out = []
-    for side in ("right", "left"):
-        if not bool(cache.frame_value(f"{side}/present", frame)) or \
-                not np.all(cache.frame_value(f"{side}/joint_valid", frame)):
-            continue
-        j = np.asarray(cache.frame_value(f"{side}/joints", frame), dtype=np.float32)
-        if not np.isfinite(j).all():
-            raise InputError(f"non-finite joints in frame {frame}", path=cache.path, field=f"frames/{side}/joints")
-        out.append((side, j))
-    return out
 
 
 def hand_crop(rgb: np.ndarray, mask: np.ndarray, size: int, flip: bool = False) -> np.ndarray | None:
@@ -270,7 +233,7 @@ class HandOccMethod(Method):
         cache_path = self.cache_path
         frames = self.training_frames(train_frames)
         self.joints = {f: [(s, torch.as_tensor(j, device=self.device)) for s, j in js]
-                       for f, js in frames_joints(self.cache, frames).items()}
+                       for f, js in frames_joints(self.cache, frames, cfg.skeleton).items()}
         view_ids = select_views(self.cache, train_cameras, frames)
         if len(view_ids) == 0:
             raise InputError("no training views match the camera/frame selection", path=cache_path, field="views")
@@ -362,7 +325,8 @@ class HandOccMethod(Method):
         """The frame's hands (right first) built from its skeletons alone."""
         js = self.joints.get(frame)
         if js is None:
-            js = [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, frame)]
+            js = [(s, torch.as_tensor(j, device=self.device))
+                  for s, j in frame_joints(self.cache, frame, self.cfg.skeleton)]
         return [self.model.hand(self._refined(frame, s, j), s) for s, j in js]
 
     def _refined(self, frame: int, side: str, joints: torch.Tensor) -> torch.Tensor:
@@ -425,14 +389,15 @@ class HandOccMethod(Method):
         """[(side, joints (21, 3) world)] that drive ``frame``'s render (the cache's, unless replaced)."""
         js = self.joints.get(frame)
         if js is None:
-            js = [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, frame)]
+            js = [(s, torch.as_tensor(j, device=self.device))
+                  for s, j in frame_joints(self.cache, frame, self.cfg.skeleton)]
         return [(s, self._refined(frame, s, j).detach().cpu().numpy()) for s, j in js]
 
     def set_skeletons(self, frame: int, skeletons: list[tuple[str, np.ndarray]] | None) -> None:
         """Render ``frame`` with other skeletons [(side, joints (21, 3))] (the viewer's pose editing);
         None restores the cache's."""
         if skeletons is None:
-            skeletons = frame_joints(self.cache, frame)
+            skeletons = frame_joints(self.cache, frame, self.cfg.skeleton)
         self.joints[frame] = [(s, torch.as_tensor(np.asarray(j), dtype=torch.float32, device=self.device))
                               for s, j in skeletons]
 

@@ -58,6 +58,7 @@ from handcli.render.volume import render_weights
 STAGES = ("occupancy", "full")
 SUPERVISION = ("mesh", "silhouette")
 SAMPLERS = ("occupancy", "uniform")
+SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
 POSE_DIM = 60
 
 
@@ -131,6 +132,8 @@ class HandOccConfig:
     labels_follow_bones: bool = False  # with refine: the labelled points move rigidly with their bones (carry_points)
     camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
     w_colour: float = 1e-2  # ... kept near the identity by this penalty
+    skeleton: str = "joints"  # what drives the model: the cache's joint annotation, or "mesh": the joints of the
+    # cache's posed hand model, the mesh the labels and masks come from (skeletons.py; docs/methods/handocc.md)
     refine: bool = True  # learn per-frame joint offsets of the training hands (refine.py)
     refine_scale: float = 0.1  # metres per unit of the offset parameters (an Adam step moves a joint lr * this)
     w_refine: float = 1e-4  # prior on the offsets: mean squared offset (mm^2)
@@ -149,7 +152,8 @@ class HandOccConfig:
     def check(self) -> None:
         from handcli.errors import InputError
 
-        for name, allowed in (("stage", STAGES), ("supervision", SUPERVISION), ("sampler", SAMPLERS)):
+        for name, allowed in (("stage", STAGES), ("supervision", SUPERVISION), ("sampler", SAMPLERS),
+                              ("skeleton", SKELETON_SOURCES)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}",
                                  field=name)
