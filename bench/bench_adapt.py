@@ -20,25 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_handnerf import TEST, TRAIN  # noqa: E402  (the cameras of the HandNeRF / HandOcc benches)
+from bench_realism_handocc import cli  # noqa: E402  (a handcli subprocess; its failure ends the bench)
 
 HELD_OUT = TEST[:4]
-
-
-def cli(*args: str, threads: int) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
-    r = subprocess.run([sys.executable, "-m", "handcli.cli", *args], env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"handcli {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
 
 
 def per_method(text: str, cast=float) -> dict:
