@@ -83,7 +83,7 @@ def run_method(method: str, data: dict, frames: int, n_novel: int, steps: int, a
         lr = ["--lr", str(adapt_lr)] if adapt_lr is not None else []
         depth = ["--depth", str(data["depth"])] if method == "handnerf" else []
         cli("adapt", str(run), str(data["cache"]), "-o", str(adapted), "--frames", novel, "--steps", str(adapt_steps),
-            "--seed", "0", "--force", *lr, *depth, threads=threads)
+            "--cameras", ",".join(TRAIN), "--seed", "0", "--force", *lr, *depth, threads=threads)
     t_adapt = time.perf_counter() - t0
     after = score(adapted, data, novel, f"{method}_adapted", threads)
     return {"method": method, "steps": steps, "adapt_steps": adapt_steps, "adapt_lr": adapt_lr,

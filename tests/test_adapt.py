@@ -72,6 +72,16 @@ def test_adaptation_freezes_the_nerf_and_lowers_the_depth_error(trained, tiny_ca
     assert all(torch.equal(v, trained_state[k]) for k, v in trained.model.state_dict().items())
 
 
+def test_adaptation_uses_only_the_given_cameras(trained, tiny_cache, tiny_depth):
+    m, _ = prepare_adaptation(trained, tiny_cache, depth_path=tiny_depth, frames=NOVEL_FRAMES, steps=2, lr=1e-2,
+                              seed=0, cameras=["400004"])
+    names = [c["name"] for c in m.cache.cameras()]
+    assert {names[int(m.cache.view_table()["camera"][j])] for j in m.pool.view_ids} == {"400004"}
+    everything, _ = prepare_adaptation(trained, tiny_cache, depth_path=tiny_depth, frames=NOVEL_FRAMES, steps=2,
+                                       lr=1e-2, seed=0)
+    assert len(everything.pool.view_ids) > len(m.pool.view_ids)
+
+
 def test_freeze_all_but_names_what_trains():
     net = torch.nn.ModuleDict({"ec": torch.nn.Linear(2, 2), "field": torch.nn.Linear(2, 2)})
     assert freeze_all_but(net, ("ec.",)) == ["ec.bias", "ec.weight"]

@@ -129,6 +129,18 @@ def test_adapt_cli_on_a_handocc_run(tiny_cache, tmp_path):
     assert doc["config"]["w_occ"] == 0 and doc["config"]["refine"] and (out / "curves.png").exists()
     m = HandOccMethod.from_run(out)
     assert m.model.refine.keys[:, 0].tolist() == [2] * len(m.model.refine.keys)  # the novel frame's hands
+    # --cameras keeps held-out cameras out of the adaptation (and is recorded)
+    only = tmp_path / "only"
+    r = handcli("adapt", run, tiny_cache, "-o", only, "--steps", "2", "--frames", "2", "--cameras", "400002,cam400004")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((only / "config.json").read_text())["data"]["cameras"] == ["400002", "400004"]
+    m, _ = HandOccMethod.adaptation(run, tiny_cache, frames=[2], steps=2, lr=1e-2, seed=0, device="cpu", depth=None,
+                                    workdir=tmp_path, cameras=["400004"])
+    names = [c["name"] for c in m.cache.cameras()]
+    used = {names[int(m.cache.view_table()["camera"][j])] for j in m.pool.view_ids}
+    assert used == {"400004"}
+    r = handcli("adapt", run, tiny_cache, "-o", tmp_path / "bad_cam", "--steps", "2", "--cameras", "499999")
+    assert r.returncode == 2 and "cameras" in r.stderr and not (tmp_path / "bad_cam").exists(), r.stderr
     # --depth is HandNeRF's: one line naming the option, exit 2, nothing written
     bad = tmp_path / "bad"
     r = handcli("adapt", run, tiny_cache, "-o", bad, "--steps", "2", "--depth", tiny_cache)

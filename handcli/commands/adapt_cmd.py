@@ -19,6 +19,8 @@ def adapt_command(
     depth: Optional[Path] = typer.Option(None, help="HandNeRF: pseudo-depth targets of the novel cache (default: "
                                                     "rendered from its meshes now)."),
     frames: Optional[str] = typer.Option(None, help="Frames of the novel cache to adapt on."),
+    cameras: Optional[str] = typer.Option(None, help="Cameras of the novel cache to adapt on (comma-separated ids; "
+                                                     "default all). Leave out the cameras you evaluate on."),
     lr: float = typer.Option(1e-4, help="Learning rate of the adapted parameters (HandNeRF: the deformation "
                                         "field; HandOcc: the joint offsets, an Adam step moves a joint by about "
                                         "lr x 0.1 m)."),
@@ -40,7 +42,7 @@ def adapt_command(
     import torch
 
     from handcli.checks import check_indices, check_option
-    from handcli.commands.cmdline import command_line
+    from handcli.commands.cmdline import camera_ids, command_line
     from handcli.data.selection import parse_selection
     from handcli.data.shards import open_cache
     from handcli.errors import InputError, Interrupted
@@ -67,11 +69,11 @@ def adapt_command(
             check_indices("frames", sel, c.num_frames, cache)
     with tempfile.TemporaryDirectory() as td:
         m, _ = cls.adaptation(run, cache, frames=sorted(sel) if sel else None, steps=steps, lr=lr, seed=seed,
-                              device=device, depth=depth, workdir=Path(td))
+                              device=device, depth=depth, workdir=Path(td), cameras=camera_ids(cameras))
         clean_stale(out)
         tmp = temp_beside(out, is_dir=True)
         try:
-            data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": None,
+            data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": camera_ids(cameras),
                     "eval_cameras": None, "frames": sorted(sel) if sel else None, **m.run_data(),
                     "adapted_from": str(Path(run).resolve())}
             log_every = max(min(steps // 10, 50), 1)  # ten rows for short runs, every 50 steps for long ones

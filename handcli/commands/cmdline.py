@@ -31,3 +31,8 @@ def parse_sets(items: list[str], option: str = "--set") -> dict:
         except json.JSONDecodeError:
             out[k.strip()] = v
     return out
+
+
+def camera_ids(text: str | None) -> list[str] | None:
+    """``"400002,cam400004"`` (``--cameras``) -> ["400002", "400004"]; None or empty -> None (all cameras)."""
+    return [x.strip().removeprefix("cam") for x in text.split(",") if x.strip()] if text else None

@@ -12,10 +12,6 @@ from handcli.commands.options import Force
 app = typer.Typer(help="Export handcli data for other tools (nerfstudio).", no_args_is_help=True)
 
 
-def _csv(s: Optional[str]) -> Optional[list[str]]:
-    return [x.strip().removeprefix("cam") for x in s.split(",") if x.strip()] if s else None
-
-
 @app.command("nerfstudio")
 def nerfstudio(
     cache: Path = typer.Argument(..., help="Cache from 'handcli preprocess'."),
@@ -31,6 +27,7 @@ def nerfstudio(
 ) -> None:
     """transforms.json in nerfstudio's convention (OpenGL camera-to-world, per-frame intrinsics), images and
     masks, so that nerfstudio's methods train on exactly the views handcli's methods use."""
+    from handcli.commands.cmdline import camera_ids
     from handcli.data.cache import Cache
     from handcli.data.raybatch import select_views
     from handcli.data.selection import parse_selection
@@ -38,7 +35,7 @@ def nerfstudio(
     from handcli.progress import log, progress
 
     sel = parse_selection(frames)
-    train_cams, eval_cams = _csv(cameras), _csv(eval_cameras)
+    train_cams, eval_cams = camera_ids(cameras), camera_ids(eval_cameras)
     with Cache(cache) as c:  # count the views for the progress bar (the export validates the selection)
         names = [cam["name"] for cam in c.cameras()]
         wanted = None if train_cams is None else sorted(set(train_cams) | set(eval_cams or []))

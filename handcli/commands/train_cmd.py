@@ -10,10 +10,6 @@ import typer
 from handcli.commands.options import Device, TrainSeed
 
 
-def _csv(s: Optional[str]) -> Optional[list[str]]:
-    return [x.strip().removeprefix("cam") for x in s.split(",") if x.strip()] if s else None
-
-
 def train_command(
     cache: Path = typer.Argument(..., help="Training cache (.h5) from 'handcli preprocess', or a directory of shard caches."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder to create."),
@@ -60,7 +56,7 @@ def train_command(
     import torch
 
     from handcli.checks import check_indices, check_option
-    from handcli.commands.cmdline import command_line, parse_sets
+    from handcli.commands.cmdline import camera_ids, command_line, parse_sets
     from handcli.data.selection import parse_selection
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import configure, read_run_config, write_run_config
@@ -124,8 +120,8 @@ def train_command(
             with open_cache(cache) as c:
                 check_indices("frames", sel, c.num_frames, cache)
         data = {"cache": str(cache.resolve()), "depth": str(depth.resolve()) if depth else None,
-                "features": str(features.resolve()) if features else None, "cameras": _csv(cameras),
-                "eval_cameras": _csv(eval_cameras), "frames": sorted(sel) if sel else None}
+                "features": str(features.resolve()) if features else None, "cameras": camera_ids(cameras),
+                "eval_cameras": camera_ids(eval_cameras), "frames": sorted(sel) if sel else None}
         if out.exists() and not force:
             raise InputError("run folder exists; pass --force to replace it or --resume to continue", path=out)
         # refuse before anything is built or removed: an input as output, a folder that is not a run

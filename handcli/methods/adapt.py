@@ -34,12 +34,13 @@ def check_adaptable(config: dict, config_path: Path) -> None:
 
 def prepare_adaptation(trained: HandNeRFMethod, cache: Path, *, depth_path: Path, frames: list[int] | None,
                        steps: int, lr: float, seed: int = 0, device: str | torch.device = "cpu",
-                       method: str = "handnerf") -> tuple[HandNeRFMethod, list[str]]:
+                       method: str = "handnerf", cameras: list[str] | None = None) -> tuple[HandNeRFMethod, list[str]]:
     """The method to train for pose adaptation, and the names of the parameters it adapts.
 
     Args:
         trained: the trained HandNeRF run (``HandNeRFMethod.from_run``); its weights are copied, not modified.
-        cache: cache (or shard directory) of the novel poses; ``frames`` selects some of its frames.
+        cache: cache (or shard directory) of the novel poses; ``frames`` selects some of its frames and
+            ``cameras`` some of its cameras (None: all).
         depth_path: pseudo-depth targets of ``cache`` (the only image supervision).
         steps, lr: schedule of the fine-tuning (constant learning rate).
     Returns:
@@ -48,8 +49,8 @@ def prepare_adaptation(trained: HandNeRFMethod, cache: Path, *, depth_path: Path
         deformation field's; ``adapted`` lists the trainable parameter names.
     """
     cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr)
-    m = HandNeRFMethod(cfg, cache, method=method, train_frames=frames, depth_path=depth_path, device=str(device),
-                       depth_only=True, seed=seed)
+    m = HandNeRFMethod(cfg, cache, method=method, train_frames=frames, train_cameras=cameras, depth_path=depth_path,
+                       device=str(device), depth_only=True, seed=seed)
     state = {k: v.to(m.device) for k, v in trained.model.state_dict().items()}
     n = m.model.latent.weight.shape[0]
     state["latent.weight"] = state["latent.weight"].mean(0, keepdim=True).expand(n, -1).clone()

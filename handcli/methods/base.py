@@ -332,11 +332,12 @@ class Method:
 
     @classmethod
     def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
-                   device: str, depth: Path | None, workdir: Path) -> tuple["Method", list[str]]:
+                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None
+                   ) -> tuple["Method", list[str]]:
         """Subclass with the ``adapt`` capability: the method that ``handcli adapt`` trains to fit the trained
-        run ``run_dir`` to the novel poses of ``cache`` (``frames``; ``depth``: pseudo-depth targets of the
-        cache if given; ``workdir``: a folder for intermediate files), and the names of the parameters it
-        adapts (all others frozen)."""
+        run ``run_dir`` to the novel poses of ``cache`` (``frames`` and ``cameras`` of it, None: all; ``depth``:
+        pseudo-depth targets of the cache if given; ``workdir``: a folder for intermediate files), and the
+        names of the parameters it adapts (all others frozen)."""
         raise NotImplementedError(f"{cls.__name__} has no pose adaptation")
 
     def setup_training(self, **options) -> None:

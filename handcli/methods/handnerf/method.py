@@ -106,7 +106,8 @@ class HandNeRFMethod(Method):
 
     @classmethod
     def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
-                   device: str, depth: Path | None, workdir: Path) -> tuple["HandNeRFMethod", list[str]]:
+                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None
+                   ) -> tuple["HandNeRFMethod", list[str]]:
         """Guo §3.4 (``handcli.methods.adapt``): depth-only fine-tuning of the deformation field; the
         pseudo-depth of ``cache`` is rendered from its meshes into ``workdir`` when ``depth`` is None."""
         from handcli.methods.adapt import check_adaptable, prepare_adaptation
@@ -121,7 +122,7 @@ class HandNeRFMethod(Method):
             depth = Path(workdir) / "depth.h5"
             compute_depth(cache, depth)
         return prepare_adaptation(trained, cache, depth_path=depth, frames=frames, steps=steps, lr=lr, seed=seed,
-                                  device=device, method=doc["method"])
+                                  device=device, method=doc["method"], cameras=cameras)
 
     def run_data(self) -> dict:
         return {"frame_codes": {str(f): i for f, i in self.frame_codes.items()}, "num_codes": len(self.frame_codes)}

@@ -206,7 +206,8 @@ class HandOccMethod(Method):
 
     @classmethod
     def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
-                   device: str, depth: Path | None, workdir: Path) -> tuple["HandOccMethod", list[str]]:
+                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None
+                   ) -> tuple["HandOccMethod", list[str]]:
         """Skeleton refinement of the novel frames against their images, networks frozen
         (``handcli.methods.handocc.adapt``; ``depth`` is not used)."""
         from handcli.methods.handocc.adapt import prepare_adaptation
@@ -215,7 +216,7 @@ class HandOccMethod(Method):
             raise InputError("HandOcc adapts to the novel frames' images; it takes no --depth", path=depth,
                              field="depth")
         return prepare_adaptation(cls.from_run(run_dir, device=device), cache, frames=frames, steps=steps, lr=lr,
-                                  seed=seed, device=device)
+                                  seed=seed, device=device, cameras=cameras)
 
     def setup_run(self, run: RunFolder, state: dict) -> None:
         """The model (weights, capsule radii and reference crops come from the checkpoint); the cache only
