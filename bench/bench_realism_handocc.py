@@ -1,7 +1,7 @@
 """HandOcc on the same synthetic scene with the ideal and the realistic profile, with and without refinement.
 
     python bench/bench_realism_handocc.py [--seeds 0,1] [--steps 400] [--frames 8] [--work DIR]
-        [--variants ideal:default,realistic:default,realistic:norefine] [--threads 1] [--preset fast]
+        [--variants ideal:default,realistic:default,realistic:norefine] [--threads 1] [--preset fast] [--refine-masks 0]
 
 For each seed: ``handcli synth interhand --profile ideal|realistic --seed S`` (one right-hand sequence,
 ``--frames`` frames, the 10 training and 4 of the 8 held-out cameras of bench_handnerf.py, no black frame),
@@ -68,6 +68,11 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
                                "density_cal=true", "blend_inference=true"],
     "mask05_cal_blend_view": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
                               "density_cal=true", "blend_inference=true", "view_dir=true"],
+    # mask05_cal_blend with the masks weighted more / the mesh-occupancy labels annealed away (for refined masks)
+    "mask1_cal_blend": ["refine=true", "camera_colour=false", "w_mask=1.0", *NO_ANNEAL, *PLAIN, "density_cal=true",
+                        "blend_inference=true"],
+    "mask05_cal_blend_anneal": ["refine=true", "camera_colour=false", "w_mask=0.5", *ANNEAL, *PLAIN,
+                                "density_cal=true", "blend_inference=true"],
     # mask05_cal_blend (the default since the second round) driven by the posed mesh's joints (skeletons.py)
     "mask05_cal_blend_mesh": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
                               "density_cal=true", "blend_inference=true", "skeleton=mesh"],
@@ -95,7 +100,7 @@ def cli(*args: str, threads: int) -> None:
         raise SystemExit(f"handcli {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
 
 
-def prepare(work: Path, profile: str, seed: int, frames: int, threads: int) -> Path:
+def prepare(work: Path, profile: str, seed: int, frames: int, threads: int, refine_masks: int = 0) -> Path:
     root, cache = work / f"ih_{profile}_s{seed}", work / f"{profile}_s{seed}.h5"
     if not root.exists():
         cli("synth", "interhand", str(root), "--seqs", "right", "--frames", str(frames), "--camera-ids",
@@ -103,7 +108,8 @@ def prepare(work: Path, profile: str, seed: int, frames: int, threads: int) -> P
             "--seed", str(seed), "--profile", PROFILES[profile][0],
             *[a for r in PROFILES[profile][1] for a in ("--realism", r)], threads=threads)
     if not cache.exists():
-        cli("preprocess", "interhand", str(root), "-o", str(cache), "--scale", "0.5", threads=threads)
+        cli("preprocess", "interhand", str(root), "-o", str(cache), "--scale", "0.5", "--refine-masks",
+            str(refine_masks), threads=threads)
     return cache
 
 
@@ -202,13 +208,15 @@ def main() -> None:
     ap.add_argument("--variants", default="ideal:norefine,ideal:refine,realistic:norefine,realistic:refine,realistic:refine_colour")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--preset", default="fast", help="HandOcc preset (use a separate --work folder per preset)")
+    ap.add_argument("--refine-masks", type=int, default=0,
+                    help="preprocess --refine-masks band (use a separate --work folder per value)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in [int(s) for s in a.seeds.split(",")]:
         for v in a.variants.split(","):
             profile, name = v.split(":")
-            cache = prepare(a.work, profile, seed, a.frames, a.threads)
+            cache = prepare(a.work, profile, seed, a.frames, a.threads, a.refine_masks)
             rows.append(run_variant(a.work, cache, profile, name, seed, a.steps, a.threads, a.preset))
             print(json.dumps(rows[-1]), flush=True)
     (a.work / "results_realism_handocc.json").write_text(json.dumps(rows, indent=2))

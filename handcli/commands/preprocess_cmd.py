@@ -65,11 +65,15 @@ def interhand(
     frames: Optional[str] = typer.Option(None, help="Frame indices, e.g. '0-100,250'."),
     scale: float = typer.Option(1.0, help="Downscale factor (0.5 gives 256x167 like HandNeRF)."),
     keep_mono: bool = typer.Option(False, "--keep-mono", help="Keep monochrome (410xxx) cameras."),
+    refine_masks: int = typer.Option(0, min=0, help="Refine the hand masks rendered from the MANO fits against "
+                                                    "the image (GrabCut) within this many pixels of their edge "
+                                                    "(of the scaled image); 0: as rendered "
+                                                    "(docs/datasets.md#mask-refinement)."),
     **common,
 ) -> None:
     """InterHand2.6M v1.0 -> cache: cameras in metres, MANO, joints, images, masks, near/far bounds."""
     _preprocess("interhand", root, split=split, captures=capture, seqs=seq, cameras=cameras, frames=frames,
-                scale=scale, keep_mono=keep_mono, **common)
+                scale=scale, keep_mono=keep_mono, refine_masks=refine_masks, **common)
 
 
 @_dataset_command("dexycb")

@@ -51,6 +51,7 @@ class WorkItem:
     mesh: MeshSource
     fitted: dict | None = None  # side -> {pose, shape, trans} tensors from prefit_joints (mesh.mode "joints")
     skip_bad_images: bool = False
+    refine_masks: int = 0  # band (pixels of the cache image) in which mask_refine.refine_labels may move the edge
 
 
 def prefit_joints(items: list[WorkItem]) -> None:
@@ -169,6 +170,10 @@ def process_frame(item: WorkItem) -> FrameResult:
         label = np.zeros((H, W), np.uint8)
         for i, s in enumerate(sides):
             label[ras.mesh_id == i] = LABELS[s]
+        if item.refine_masks:
+            from handcli.data.mask_refine import refine_labels
+
+            label = refine_labels(rgb, label, item.refine_masks)
         spec = CameraSpec(cam.cam_id, cam.capture, K, cam.world_to_cam, W, H)
         res.views.append((spec, ViewRecord(-1, rgb, label, *box_bounds(bmin, bmax, spec))))
     if not res.views:
@@ -181,15 +186,19 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
                          seqs: str | None = None, cameras: str | None = None, frames: str | None = None,
                          scale: float = 1.0, keep_mono: bool = False, workers: int = 1, shard: str | None = None,
                          mano_dir: str | None = None, mesh_from: str = "auto", force: bool = False,
-                         skip_bad_images: bool = False, command: str = "") -> dict:
+                         skip_bad_images: bool = False, refine_masks: int = 0, command: str = "") -> dict:
     """Read an InterHand2.6M root and write the cache at ``out`` atomically. Returns run statistics.
 
-    ``command``: the command line recorded in the cache (formed by the command layer).
+    ``command``: the command line recorded in the cache (formed by the command layer). ``refine_masks``: a band
+    in pixels of the cache images (after ``scale``) in which the hand labels rendered from the annotated
+    meshes are refined against the image (``mask_refine.refine_labels``; 0: the rendered labels as they are).
 
     A truncated or undecodable image is an ``InputError``; with ``skip_bad_images`` its view is dropped
     and counted (``dropped_views["bad image"]``). A selection that keeps no frame is an ``InputError``."""
     root = Path(root)
     check_options(scale, mesh_from)
+    if isinstance(refine_masks, bool) or not isinstance(refine_masks, int) or refine_masks < 0:
+        raise InputError(f"refine_masks must be a band of >= 0 pixels, got {refine_masks!r}", field="refine_masks")
     shard_ij = parse_shard(shard)
     reader = InterHandReader(root, split)
     sel = {
@@ -208,13 +217,13 @@ def preprocess_interhand(root: str | Path, out: str | Path, *, split: str = "tra
     items = []
     for fr in shard_frames:
         cams = {v.cam_id: reader.camera(fr.capture, v.cam_id, v.width, v.height) for v in fr.views}
-        items.append(WorkItem(fr, cams, scale, mesh, skip_bad_images=skip_bad_images))
+        items.append(WorkItem(fr, cams, scale, mesh, skip_bad_images=skip_bad_images, refine_masks=refine_masks))
     if mesh.mode == "joints":
         prefit_joints(items)
     config = {"dataset": "interhand2.6m", "split": split, "selection": {k: (sorted(v) if v else None)
                                                                        for k, v in sel.items()},
               "scale": scale, "keep_mono": keep_mono, "box_padding": BOX_PADDING, "shard": f"{shard_ij[0]}/"
-              f"{shard_ij[1]}", "mesh": asdict(mesh)}
+              f"{shard_ij[1]}", "mesh": asdict(mesh), "refine_masks": refine_masks}
     inputs = {"root": str(root.resolve()), "files": {k: str(v) for k, v in reader.files.items()}}
     return write_cache(out, items, process_frame, root=root, force=force, workers=workers,
                        description="preprocess interhand", dataset="interhand2.6m", scale=scale, config=config,
