@@ -567,15 +567,20 @@ class Cache:
         return out
 
     def hand_model_module(self, side: str):
-        """The HandModel that posed this cache's meshes (absolute poses: flat_hand_mean=True)."""
+        """The HandModel that posed this cache's meshes (absolute poses: flat_hand_mean=True); built once per
+        open cache and side."""
         from handcli.hand.export import model_from_dict
         from handcli.hand.mano_io import check_mano_arrays
 
-        hm = self.hand_model(side)
-        if hm is None or "mano" not in hm:
-            raise InputError("cache holds no hand model arrays", path=self.path, field=f"hand_model/{side}/mano")
-        check_mano_arrays(hm["mano"], self.path, prefix=f"hand_model/{side}/mano/")
-        return model_from_dict(hm["mano"], side, kind=hm.get("kind", "open-hand/1"))
+        built = self.__dict__.setdefault("_hand_modules", {})
+        if side not in built:
+            hm = self.hand_model(side)
+            if hm is None or "mano" not in hm:
+                raise InputError("cache holds no hand model arrays", path=self.path,
+                                 field=f"hand_model/{side}/mano")
+            check_mano_arrays(hm["mano"], self.path, prefix=f"hand_model/{side}/mano/")
+            built[side] = model_from_dict(hm["mano"], side, kind=hm.get("kind", "open-hand/1"))
+        return built[side]
 
     def frame(self, i: int) -> FrameRecord:
         r = self.read

@@ -59,19 +59,19 @@ def frames_joints(cache: Cache, frames: list[int], source: str = "joints") -> di
         if not 0 <= f < cache.num_frames:
             raise InputError(f"frame {f} out of range (the cache has {cache.num_frames})", path=cache.path,
                              field="frames")
+    wanted = np.array(sorted(set(frames)), dtype=np.int64)
+    rows = {int(f): k for k, f in enumerate(wanted)}  # frame -> row of the joints read below
     cols = {}
     for s in SIDES:
         present, valid = cache.frame_column(f"{s}/present").astype(bool), cache.frame_column(f"{s}/joint_valid")
-        rows = {f: k for k, f in enumerate(sorted(set(frames)))}
-        joints = mesh_joints(cache, s, np.array(sorted(rows), dtype=np.int64)) if source == "mesh" else None
+        joints = mesh_joints(cache, s, wanted) if source == "mesh" else None
         if joints is None:
-            col = cache.frame_column(f"{s}/joints")
-            joints = col[np.array(sorted(rows), dtype=np.int64)] if rows else np.zeros((0, 21, 3), np.float32)
-        cols[s] = (present, valid, joints, rows)
+            joints = cache.frame_column(f"{s}/joints")[wanted]
+        cols[s] = (present, valid, joints)
     out = {}
     for f in frames:
         hands = []
-        for side, (present, valid, joints, rows) in cols.items():
+        for side, (present, valid, joints) in cols.items():
             if not present[f] or not np.all(valid[f]):
                 continue
             j = np.asarray(joints[rows[f]], dtype=np.float32)
