@@ -18,8 +18,8 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -124,21 +124,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def temp_beside(path: str | Path, is_dir: bool) -> Path:
-    """A new temporary file name or folder beside ``path``: ``.NAME.PID.XXXX.tmp``."""
+def temp_name(path: str | Path) -> Path:
+    """A fresh temporary name beside ``path``, ``.NAME.PID.XXXXXXXX.tmp``; nothing is created.
+
+    Callers that must never leave a temporary behind take the name first, inside the ``try`` that removes it,
+    and only then create it: a signal can then not fall between creating it and taking charge of it."""
     path = Path(path)
-    prefix = f".{path.name}.{os.getpid()}."
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output folder gets the usual permissions
-        return tmp
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    tmp.unlink()  # writers (h5py, cv2) create the file themselves
-    return tmp
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        if not os.path.lexists(tmp):
+            return tmp
+
+
+def make_temp_dir(tmp: Path) -> None:
+    """Create the temporary folder ``tmp`` (a ``temp_name``) with the usual permissions (umask)."""
+    os.mkdir(tmp)
+
+
+def temp_beside(path: str | Path, is_dir: bool) -> Path:
+    """A new temporary beside ``path`` (``temp_name``): a folder is created, a file is left to its writer
+    (h5py, cv2 create their files themselves)."""
+    while True:
+        tmp = temp_name(path)
+        if not is_dir:
+            return tmp
+        try:
+            make_temp_dir(tmp)
+            return tmp
+        except FileExistsError:  # taken since the name was drawn: draw another
+            continue
 
 
 def clean_stale(path: str | Path) -> list[Path]:
@@ -226,8 +240,11 @@ def atomic_path(path: str | Path, force: bool = False, is_dir: bool = False, *,
     inputs = list(inputs)
     path = check_writable(path, force, inputs=inputs, kind=kind, is_dir=is_dir)
     clean_stale(path)
-    tmp = temp_beside(path, is_dir)
+    tmp = None
     try:
+        tmp = temp_name(path)  # in charge of the name before anything exists under it (a Ctrl-C may come now)
+        if is_dir:
+            make_temp_dir(tmp)
         yield tmp
         if is_dir:
             mark_artifact(tmp, kind or "folder")
@@ -238,6 +255,7 @@ def atomic_path(path: str | Path, force: bool = False, is_dir: bool = False, *,
 
             raise Interrupted(f"{pending()}: nothing written to {path}")
     except BaseException:
-        _remove(tmp)
+        if tmp is not None:
+            _remove(tmp)
         raise
     swap_into_place(tmp, path)

@@ -234,3 +234,26 @@ def test_sigint_during_adapt_keeps_a_checkpoint(tiny_cache, tmp_path, monkeypatc
     assert proc.returncode == 130, err[-2000:]
     assert 1 <= ckpt(out)["step"] == metric_steps(out)[-1] < 100000
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("is_dir", [False, True])
+def test_a_signal_while_the_temporary_is_made_leaves_nothing(tmp_path, monkeypatch, is_dir):
+    """SIGINT arriving right after the temporary's name is drawn or its folder made (before the stage's own
+    work): ``atomic_path`` is already in charge of it and removes it."""
+    from handcli import outputs
+    from handcli.interrupts import stage_signals
+
+    hook = "make_temp_dir" if is_dir else "temp_name"
+    real = getattr(outputs, hook)
+
+    def then_signal(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # pending now; the handler runs at a later bytecode
+        return made
+
+    monkeypatch.setattr(outputs, hook, then_signal)
+    with stage_signals(), pytest.raises(KeyboardInterrupt):
+        with outputs.atomic_path(tmp_path / "out", is_dir=is_dir):
+            for _ in range(10_000):  # the stage's work: the pending signal is raised by now at the latest
+                pass
+    assert list(tmp_path.iterdir()) == []

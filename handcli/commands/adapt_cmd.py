@@ -48,7 +48,7 @@ def adapt_command(
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import read_run_config, write_run_config
     from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
-    from handcli.outputs import check_writable, clean_stale, swap_into_place, temp_beside
+    from handcli.outputs import check_writable, clean_stale, make_temp_dir, swap_into_place, temp_name
     from handcli.progress import log
     from handcli.registry import method_class
 
@@ -71,8 +71,10 @@ def adapt_command(
         m, _ = cls.adaptation(run, cache, frames=sorted(sel) if sel else None, steps=steps, lr=lr, seed=seed,
                               device=device, depth=depth, workdir=Path(td), cameras=camera_ids(cameras))
         clean_stale(out)
-        tmp = temp_beside(out, is_dir=True)
+        tmp = None
         try:
+            tmp = temp_name(out)  # in charge of the name before the folder exists (a Ctrl-C may come now)
+            make_temp_dir(tmp)
             data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": camera_ids(cameras),
                     "eval_cameras": None, "frames": sorted(sel) if sel else None, **m.run_data(),
                     "adapted_from": str(Path(run).resolve())}
@@ -85,10 +87,12 @@ def adapt_command(
             plot_curves(read_metrics(tmp), tmp / "curves.png", keys=cls.adapt_curves)
             (tmp / "complete.json").write_text(json.dumps(last, indent=2))
         except Interrupted:
-            swap_into_place(tmp, out)  # keeps the checkpoint of the work done
+            if tmp is not None and tmp.is_dir():
+                swap_into_place(tmp, out)  # keeps the checkpoint of the work done
             raise
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         swap_into_place(tmp, out)
     losses = ", ".join(f"{k} {last[k]:.5f}" for k in cls.adapt_curves if isinstance(last.get(k), float))
