@@ -236,24 +236,38 @@ def test_sigint_during_adapt_keeps_a_checkpoint(tiny_cache, tmp_path, monkeypatc
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("is_dir", [False, True])
-def test_a_signal_while_the_temporary_is_made_leaves_nothing(tmp_path, monkeypatch, is_dir):
-    """SIGINT arriving right after the temporary's name is drawn or its folder made (before the stage's own
-    work): ``atomic_path`` is already in charge of it and removes it."""
-    from handcli import outputs
-    from handcli.interrupts import stage_signals
+SIGNAL_AT_TEMP = """
+import os, signal, sys
+from pathlib import Path
+from handcli import outputs
+from handcli.interrupts import stage_signals
 
-    hook = "make_temp_dir" if is_dir else "temp_name"
-    real = getattr(outputs, hook)
+is_dir, folder = sys.argv[1] == "dir", Path(sys.argv[2])
+hook = "make_temp_dir" if is_dir else "temp_name"
+real = getattr(outputs, hook)
 
-    def then_signal(*args, **kwargs):
-        made = real(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)  # pending now; the handler runs at a later bytecode
-        return made
+def then_signal(*args, **kwargs):
+    made = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)  # pending now; the handler runs at a later bytecode
+    return made
 
-    monkeypatch.setattr(outputs, hook, then_signal)
-    with stage_signals(), pytest.raises(KeyboardInterrupt):
-        with outputs.atomic_path(tmp_path / "out", is_dir=is_dir):
+setattr(outputs, hook, then_signal)
+try:
+    with stage_signals():
+        with outputs.atomic_path(folder / "out", is_dir=is_dir):
             for _ in range(10_000):  # the stage's work: the pending signal is raised by now at the latest
                 pass
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("is_dir", [False, True])
+def test_a_signal_while_the_temporary_is_made_leaves_nothing(tmp_path, is_dir):
+    """SIGINT arriving right after the temporary's name is drawn or its folder made (before the stage's own
+    work): ``atomic_path`` is already in charge of it and removes it. In a fresh process: signal handlers belong
+    to the main thread, which a pytest-xdist worker does not run tests in."""
+    r = subprocess.run([sys.executable, "-c", SIGNAL_AT_TEMP, "dir" if is_dir else "file", str(tmp_path)],
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 130, r.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
