@@ -134,3 +134,21 @@ def test_atomic_path_kinds_and_stale_cleanup(tmp_path):
         check_writable(tmp_path / "mine", True, kind="renders", is_dir=True)
     mark_artifact(tmp_path / "mine", "renders")
     check_writable(tmp_path / "mine", True, kind="renders", is_dir=True)
+
+
+def test_a_failure_while_the_run_folder_is_made_leaves_nothing(tiny_cache, run1, tmp_path, monkeypatch, capsys):
+    """The first checkpoint cannot be written (disk full, a signal): neither the old run nor a temporary stays
+    changed or behind, for a new run and for --force."""
+    from handcli.methods import trainer
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer, "save_atomic", full_disk)
+    before = snapshot(run1)
+    for out, extra in ((tmp_path / "new", []), (run1, ["--force"])):
+        code, _, err = run_cli(["train", tiny_cache, "-o", out, "--steps", "1", *extra, *TINY_SET], monkeypatch,
+                               capsys)
+        assert code != 0, err
+        assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "new").exists()
+    assert snapshot(run1) == before
