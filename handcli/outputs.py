@@ -125,10 +125,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def temp_name(path: str | Path) -> Path:
-    """A fresh temporary name beside ``path``, ``.NAME.PID.XXXXXXXX.tmp``; nothing is created.
-
-    Callers that must never leave a temporary behind take the name first, inside the ``try`` that removes it,
-    and only then create it: a signal can then not fall between creating it and taking charge of it."""
+    """A fresh temporary name beside ``path``, ``.NAME.PID.XXXXXXXX.tmp``; nothing is created (see ``owned_temp``)."""
     path = Path(path)
     while True:
         tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -141,18 +138,24 @@ def make_temp_dir(tmp: Path) -> None:
     os.mkdir(tmp)
 
 
-def temp_beside(path: str | Path, is_dir: bool) -> Path:
-    """A new temporary beside ``path`` (``temp_name``): a folder is created, a file is left to its writer
-    (h5py, cv2 create their files themselves)."""
-    while True:
+@contextlib.contextmanager
+def owned_temp(path: str | Path, is_dir: bool) -> Iterator[Path]:
+    """A fresh temporary beside ``path`` (``temp_name``; a folder is created, a file is left to its writer: h5py
+    and cv2 create their files themselves), removed if the block raises, a signal included; on success it
+    stays for the caller to swap into place.
+
+    The name is taken before anything exists under it, so no signal can fall between creating the temporary
+    and this block taking charge of it (one did: a SIGINT right after ``mkdtemp`` left the folder behind)."""
+    tmp = None
+    try:
         tmp = temp_name(path)
-        if not is_dir:
-            return tmp
-        try:
+        if is_dir:
             make_temp_dir(tmp)
-            return tmp
-        except FileExistsError:  # taken since the name was drawn: draw another
-            continue
+        yield tmp
+    except BaseException:
+        if tmp is not None:
+            _remove(tmp)
+        raise
 
 
 def clean_stale(path: str | Path) -> list[Path]:
@@ -213,18 +216,14 @@ def swap_into_place(tmp: Path, path: Path) -> None:
 def replace_file(path: str | Path, write: Callable[[Path], object]) -> Path:
     """All-or-nothing rewrite of a file a stage owns (a checkpoint, a run's config.json; no ``--force`` checks).
 
-    ``write(tmp)`` fills a temporary beside ``path`` (``temp_beside``: ``.NAME.PID.XXXX.tmp``, so concurrent
+    ``write(tmp)`` fills a temporary beside ``path`` (``owned_temp``: ``.NAME.PID.XXXX.tmp``, so concurrent
     writers never share one and :func:`clean_stale` finds those of a killed writer), which then replaces
     ``path`` in one rename; on any exception the temporary is removed and ``path`` is untouched.
     """
     path = Path(path)
-    tmp = temp_beside(path, is_dir=False)
-    try:
+    with owned_temp(path, is_dir=False) as tmp:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
     return path
 
 
@@ -240,11 +239,7 @@ def atomic_path(path: str | Path, force: bool = False, is_dir: bool = False, *,
     inputs = list(inputs)
     path = check_writable(path, force, inputs=inputs, kind=kind, is_dir=is_dir)
     clean_stale(path)
-    tmp = None
-    try:
-        tmp = temp_name(path)  # in charge of the name before anything exists under it (a Ctrl-C may come now)
-        if is_dir:
-            make_temp_dir(tmp)
+    with owned_temp(path, is_dir) as tmp:
         yield tmp
         if is_dir:
             mark_artifact(tmp, kind or "folder")
@@ -254,8 +249,4 @@ def atomic_path(path: str | Path, force: bool = False, is_dir: bool = False, *,
             from handcli.errors import Interrupted
 
             raise Interrupted(f"{pending()}: nothing written to {path}")
-    except BaseException:
-        if tmp is not None:
-            _remove(tmp)
-        raise
     swap_into_place(tmp, path)

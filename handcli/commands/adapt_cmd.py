@@ -36,7 +36,6 @@ def adapt_command(
     checkpoint of the current step; exit 130).
     """
     import json
-    import shutil
     import tempfile
 
     import torch
@@ -48,7 +47,7 @@ def adapt_command(
     from handcli.errors import InputError, Interrupted
     from handcli.methods.base import read_run_config, write_run_config
     from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
-    from handcli.outputs import check_writable, clean_stale, make_temp_dir, swap_into_place, temp_name
+    from handcli.outputs import check_writable, clean_stale, owned_temp, swap_into_place
     from handcli.progress import log
     from handcli.registry import method_class
 
@@ -71,29 +70,21 @@ def adapt_command(
         m, _ = cls.adaptation(run, cache, frames=sorted(sel) if sel else None, steps=steps, lr=lr, seed=seed,
                               device=device, depth=depth, workdir=Path(td), cameras=camera_ids(cameras))
         clean_stale(out)
-        tmp = None
-        try:
-            tmp = temp_name(out)  # in charge of the name before the folder exists (a Ctrl-C may come now)
-            make_temp_dir(tmp)
-            data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None, "cameras": camera_ids(cameras),
-                    "eval_cameras": None, "frames": sorted(sel) if sel else None, **m.run_data(),
-                    "adapted_from": str(Path(run).resolve())}
-            log_every = max(min(steps // 10, 50), 1)  # ten rows for short runs, every 50 steps for long ones
-            write_run_config(tmp, doc["method"], doc["preset"], m.cfg, data, seed,
-                             command_line(),
-                             train={"log_every": log_every, "ckpt_every": steps, "snapshot_every": 0})
-            last = train(m, tmp, steps=steps, lr=lr, lr_final=lr, seed=seed, resume=False, log_every=log_every,
-                         ckpt_every=steps)
-            plot_curves(read_metrics(tmp), tmp / "curves.png", keys=cls.adapt_curves)
-            (tmp / "complete.json").write_text(json.dumps(last, indent=2))
-        except Interrupted:
-            if tmp is not None and tmp.is_dir():
+        with owned_temp(out, is_dir=True) as tmp:  # removed on any failure, kept (swapped in) when interrupted
+            try:
+                data = {"cache": str(Path(cache).resolve()), "depth": None, "features": None,
+                        "cameras": camera_ids(cameras), "eval_cameras": None, "frames": sorted(sel) if sel else None,
+                        **m.run_data(), "adapted_from": str(Path(run).resolve())}
+                log_every = max(min(steps // 10, 50), 1)  # ten rows for short runs, every 50 steps for long ones
+                write_run_config(tmp, doc["method"], doc["preset"], m.cfg, data, seed, command_line(),
+                                 train={"log_every": log_every, "ckpt_every": steps, "snapshot_every": 0})
+                last = train(m, tmp, steps=steps, lr=lr, lr_final=lr, seed=seed, resume=False,
+                             log_every=log_every, ckpt_every=steps)
+                plot_curves(read_metrics(tmp), tmp / "curves.png", keys=cls.adapt_curves)
+                (tmp / "complete.json").write_text(json.dumps(last, indent=2))
+            except Interrupted:
                 swap_into_place(tmp, out)  # keeps the checkpoint of the work done
-            raise
-        except BaseException:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                raise
         swap_into_place(tmp, out)
     losses = ", ".join(f"{k} {last[k]:.5f}" for k in cls.adapt_curves if isinstance(last.get(k), float))
     log(f"adapted {doc['method']} to {len(m.frames)} frames: {losses}")

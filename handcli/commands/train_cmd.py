@@ -69,7 +69,7 @@ def train_command(
         seed_everything,
         train,
     )
-    from handcli.outputs import check_writable, clean_stale, make_temp_dir, swap_into_place, temp_name
+    from handcli.outputs import check_writable, clean_stale, owned_temp, swap_into_place
     from handcli.progress import log
     from handcli.registry import method_class
 
@@ -157,16 +157,9 @@ def train_command(
             clean_stale(out)
             # the run folder appears complete (config + step-0 checkpoint) or not at all; --force trains beside
             # the old run and swaps at the end, so a failure or a kill keeps the old one
-            tmp = None
-            try:  # in charge of the temporary's name before it exists: a failure or a signal leaves nothing
-                tmp = temp_name(out)
-                make_temp_dir(tmp)
+            with owned_temp(out, is_dir=True) as tmp:  # a failure or a signal here leaves nothing behind
                 write_run_config(tmp, method, preset, m.cfg, data, seed, command, train=settings)
                 save_atomic(checkpoint_state(m.model, None, 0), tmp / "checkpoint.pt")
-            except BaseException:
-                if tmp is not None:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                raise
             if existed:
                 run_dir, staged = tmp, True
             else:

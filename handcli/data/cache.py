@@ -476,6 +476,7 @@ class Cache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._hand_modules: dict = {}  # side -> HandModel, built on first use (hand_model_module)
         if not self.path.is_file():
             raise InputError("cache file not found", path=self.path)
         try:
@@ -572,7 +573,7 @@ class Cache:
         from handcli.hand.export import model_from_dict
         from handcli.hand.mano_io import check_mano_arrays
 
-        built = self.__dict__.setdefault("_hand_modules", {})
+        built = self._hand_modules
         if side not in built:
             hm = self.hand_model(side)
             if hm is None or "mano" not in hm:

@@ -50,6 +50,7 @@ class ShardedCache(Cache):
 
     def __init__(self, directory: str | Path):
         self.path = Path(directory)
+        self._hand_modules: dict = {}  # as Cache (hand_model_module)
         self.paths = shard_paths(self.path)
         self.shards: list[Cache] = []
         try:

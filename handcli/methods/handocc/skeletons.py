@@ -27,6 +27,11 @@ SIDES = ("right", "left")
 _BATCH = 4096  # frames per forward_joints call
 
 
+def _check_source(source: str) -> None:
+    if source not in SKELETON_SOURCES:
+        raise InputError(f"skeleton must be one of {', '.join(SKELETON_SOURCES)}, got {source!r}", field="skeleton")
+
+
 def _model(cache: Cache, side: str):
     """The cache's ``side`` hand model (absolute poses, as ``model_pose`` is stored), or None when it holds none."""
     hm = cache.hand_model(side)
@@ -52,8 +57,7 @@ def mesh_joints(cache: Cache, side: str, frames: np.ndarray) -> np.ndarray | Non
 def frames_joints(cache: Cache, frames: list[int], source: str = "joints") -> dict[int, list[tuple[str, np.ndarray]]]:
     """{frame: [(side, joints (21, 3) world float32)]} of many frames, right first, from whole columns (a few
     reads, not a few per frame). ``source``: "joints" or "mesh" (module docstring)."""
-    if source not in SKELETON_SOURCES:
-        raise InputError(f"skeleton must be one of {', '.join(SKELETON_SOURCES)}, got {source!r}", field="skeleton")
+    _check_source(source)
     frames = list(frames)
     for f in frames:
         if not 0 <= f < cache.num_frames:
@@ -86,8 +90,7 @@ def frames_joints(cache: Cache, frames: list[int], source: str = "joints") -> di
 def frame_joints(cache: Cache, frame: int, source: str = "joints") -> list[tuple[str, np.ndarray]]:
     """[(side, joints (21, 3) world float32)] of one frame's hands, right first (see ``frames_joints``); reads
     that frame's values only."""
-    if source not in SKELETON_SOURCES:
-        raise InputError(f"skeleton must be one of {', '.join(SKELETON_SOURCES)}, got {source!r}", field="skeleton")
+    _check_source(source)
     if not 0 <= frame < cache.num_frames:
         raise InputError(f"frame {frame} out of range (the cache has {cache.num_frames})", path=cache.path,
                          field="frames")
