@@ -30,6 +30,7 @@ METRICS_SCHEMA = "handcli.metrics.images/1"
 METRIC_COLUMNS = (
     ("psnr_full", "PSNR full (dB)", "{:.2f}", "max"),
     ("psnr_box", "PSNR box (dB)", "{:.2f}", "max"),
+    ("psnr_full_camcal", "PSNR full, camera-calibrated (dB)", "{:.2f}", "max"),
     ("ssim_gaussian", "SSIM", "{:.4f}", "max"),
     ("lpips_alex", "LPIPS (alex)", "{:.4f}", "min"),
     ("depth_error_mm", "depth error (mm)", "{:.2f}", "min"),

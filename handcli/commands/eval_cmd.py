@@ -113,7 +113,7 @@ def print_table(doc: dict, console) -> None:
     metrics = list(doc["mean"])
     from rich import box
 
-    short = {"psnr_full": "PSNR-full", "psnr_box": "PSNR-box", "ssim_gaussian": "SSIM-g",
+    short = {"psnr_full": "PSNR-full", "psnr_box": "PSNR-box", "psnr_full_camcal": "PSNR-cal", "ssim_gaussian": "SSIM-g",
              "ssim_skimage_default": "SSIM-sk", "lpips_alex": "LPIPS", "depth_error_mm": "DE-mm",
              "semantic_iou": "IoU"}
     t = Table(title=f"{doc['num_views']} views (conventions: metrics.json)", box=box.SIMPLE_HEAD, pad_edge=False,

@@ -18,6 +18,9 @@ METRIC_CONVENTIONS: dict[str, str] = {
     "included (Guo HandNeRF code, eval_full_img); inflated by the easy background",
     "psnr_box": "PSNR = -10 log10(MSE), MSE only over pixels inside a mask: rays hitting the 3D box "
     "(Neural Body / Animatable NeRF mask_at_box; Choi HandNeRF) or the hand's projected 2D box",
+    "psnr_full_camcal": "psnr_full after a per-camera, per-channel colour gain (least squares, no offset) fitted "
+    "on the camera's other evaluated views (other frames; leave one view out, a NeRF-W-style test-time "
+    "appearance fit), not clipped; null for a camera with one evaluated view (handcli.eval.camera_calibration)",
     "psnr_class": "PSNR with the MSE over the pixels of one ground-truth semantic class (hand or object; Choi)",
     "ssim_gaussian": "SSIM of Wang et al. 2004: Gaussian 11x11 window sigma 1.5, K1 0.01, K2 0.03, population "
     "covariance, L = data range, mean over the valid region (window inside the image) and channels; "

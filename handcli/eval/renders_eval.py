@@ -3,7 +3,9 @@
 For each rendered view with a `cache_view`, the ground truth is the cache view's image with the background
 (label 0) set to black, as HandNeRF's `mask_bkgd` does, and the metrics are the named conventions of
 `handcli.eval.image_metrics` (docs/metrics.md): psnr_full, psnr_box (pixels inside the view's `box2d`),
-ssim_gaussian, ssim_skimage_default, lpips_alex, depth_error_mm and, when the render has a semantic map,
+psnr_full_camcal (the camera's colour
+response fitted on its other views, `handcli.eval.camera_calibration`), ssim_gaussian, ssim_skimage_default,
+lpips_alex, depth_error_mm and, when the render has a semantic map,
 semantic_iou. Everything is validated and computed before anything is written; the command writes.
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from handcli import __version__
 from handcli.errors import InputError
+from handcli.eval.camera_calibration import camera_calibrated_psnr, view_stats
 from handcli.eval.image_metrics import (
     METRIC_CONVENTIONS,
     box_mask,
@@ -31,9 +34,9 @@ from handcli.eval.image_metrics import (
 )
 
 SCHEMA = "handcli.metrics.images/1"
-METRICS = ("psnr_full", "psnr_box", "ssim_gaussian", "ssim_skimage_default", "lpips_alex", "depth_error_mm",
+METRICS = ("psnr_full", "psnr_box", "psnr_full_camcal", "ssim_gaussian", "ssim_skimage_default", "lpips_alex", "depth_error_mm",
            "semantic_iou")
-PSNR_METRICS = ("psnr_full", "psnr_box")
+PSNR_METRICS = ("psnr_full", "psnr_box", "psnr_full_camcal")
 # Cache labels (0 background, 1 right, 2 left, 3 object) -> Choi's classes (0 background, 1 object, 2 hand).
 CACHE_TO_CHOI = np.array([0, 2, 2, 1], np.uint8)
 GT_IMAGE = "cache view RGB with background pixels (label 0) set to black (HandNeRF mask_bkgd); [0,1]"
@@ -236,7 +239,7 @@ def evaluate_renders(renders_dir: str | Path, cache_path: str | Path, depth_path
         lpips_model, lpips_info = load_lpips(lpips_weights, lpips_lin_weights)
         gt_depth = TargetsDepth(depth_path, cache) if depth_path is not None else CacheDepth(cache)
         try:
-            rows, sheet, labels = [], [], []
+            rows, sheet, labels, stats = [], [], [], []
             pick = set(np.unique(np.linspace(0, len(todo) - 1, min(sheet_views, len(todo))).round().astype(int)))
             for k, (v, j) in enumerate(zip(todo, cache_views)):
                 pred = load_render_view(renders, v)
@@ -247,6 +250,7 @@ def evaluate_renders(renders_dir: str | Path, cache_path: str | Path, depth_path
                 row = {"index": v["index"], "name": v["name"], "cache_view": j, "frame": cv["frame"],
                        "camera": cams[cv["camera"]]["name"], **m}
                 rows.append(row)
+                stats.append(view_stats(pred["rgb"], gt))
                 if k in pick:
                     sheet.append((pred["rgb"], gt))
                     labels.append(f"{v['name']}  PSNR {m['psnr_full']:.2f}" if math.isfinite(m["psnr_full"])
@@ -257,6 +261,8 @@ def evaluate_renders(renders_dir: str | Path, cache_path: str | Path, depth_path
             if isinstance(gt_depth, TargetsDepth):
                 gt_depth.close()
         depth_source = gt_depth.source
+    for r, x in zip(rows, camera_calibrated_psnr(stats, [r["camera"] for r in rows])):
+        r["psnr_full_camcal"] = x
     if not any(r["semantic_iou"] is not None for r in rows):
         metrics = tuple(m for m in METRICS if m != "semantic_iou")
     else:

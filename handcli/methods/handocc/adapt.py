@@ -38,11 +38,11 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
         offsets for every novel hand and every parameter frozen but those offsets (``adapted``: their names).
     """
     cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr, stage="full", refine=True, refine_start=0.0,
-                  w_occ=0.0, w_occ_final=0.0, w_int=0.0, camera_colour=False)
+                  w_occ=0.0, w_occ_final=0.0, w_int=0.0, camera_colour=False, align_labels=False)
     m = HandOccMethod(cfg, cache, method=trained.method, train_frames=frames, train_cameras=cameras,
                       device=str(device), seed=seed)
     state = {k: v.to(m.device) for k, v in trained.model.state_dict().items()
-             if not k.startswith(("refine.", "colour."))}  # the trained frames' offsets and colour maps
+             if not k.startswith(("refine.", "colour.", "label_align."))}  # the trained frames' own modules
     missing, unexpected = m.model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("refine.") for k in missing):
         raise ValueError(f"trained HandOcc weights do not fit: missing {missing}, unexpected {unexpected}")

@@ -35,7 +35,8 @@ from handcli.methods.handocc.model import (
 )
 from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.refine import SkeletonRefinement, carry_points, detach_hand, detach_sampling
-from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points
+from handcli.methods.handocc.label_align import LabelAlignment
+from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points, outside_margin
 from handcli.methods.handocc.skeletons import frame_joints, frames_joints
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
@@ -51,10 +52,11 @@ class LabelledPools:
     ``capacity`` pools stay in memory (least recently used dropped, redrawn identically when needed).
     """
 
-    def __init__(self, cache: Cache, n: int, seed: int, capacity: int, device):
+    def __init__(self, cache: Cache, n: int, seed: int, capacity: int, device, margin: float = 0.0):
         from collections import OrderedDict
 
         self.cache, self.n, self.seed, self.capacity, self.device = cache, n, seed, capacity, device
+        self.margin = margin
         self._lru: OrderedDict = OrderedDict()
         self._faces: dict = {}
         self.drawn = 0
@@ -69,6 +71,9 @@ class LabelledPools:
         V = torch.as_tensor(self.cache.frame_value(f"{side}/vertices", frame), dtype=torch.float32)
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + frame * 2 + (side == "left")) % (2 ** 63))
         pts, lab = labelled_points(V, self._faces[side], self.n, gen)
+        if self.margin > 0:
+            keep = outside_margin(pts, V, self._faces[side], self.margin, gen)
+            pts, lab = pts[keep], lab[keep]
         self._lru[key] = (pts.to(self.device), lab.to(self.device))
         self.drawn += 1
         while len(self._lru) > self.capacity:
@@ -254,9 +259,13 @@ class HandOccMethod(Method):
         if cfg.refine:  # per-frame joint offsets of the training hands (refine.py)
             self.model.refine = SkeletonRefinement.for_hands({f: self.joints[f] for f in self.frames},
                                                              self.cache.frame_column("capture"), cfg.refine_scale)
+        if cfg.align_labels and cfg.supervision == "mesh":  # rigid per-hand moves of the labels (label_align.py)
+            self.model.label_align = LabelAlignment.for_hands({f: self.joints[f] for f in self.frames},
+                                                              cfg.align_scale)
         self.app_override: torch.Tensor | None = None
         self.seed = seed
-        self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device)
+        self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device,
+                                   cfg.label_margin)
         models = {s: self.cache.hand_model(s) for s in ("right", "left")}
         self._faces = {s: torch.as_tensor(m["faces"].astype(np.int64)) for s, m in models.items() if m is not None}
         self._has_model = {s: s in self._faces for s in ("right", "left")}
@@ -411,6 +420,7 @@ class HandOccMethod(Method):
         refine = getattr(self.model, "refine", None)
         if refine is not None and step < cfg.refine_start * cfg.steps:
             refine = None  # offsets stay at zero (and out of the graph) until the field has taken shape
+        align = getattr(self.model, "label_align", None) if step >= cfg.refine_start * cfg.steps else None
         hands = self.hands(frame) if refine is not None else \
             [self.model.hand(j, s) for s, j in self.joints[frame]]
         terms: dict[str, torch.Tensor] = {}
@@ -421,7 +431,10 @@ class HandOccMethod(Method):
             annotated = [self.model.hand(j, s) for s, j in self.joints[frame]] \
                 if refine is not None and cfg.labels_follow_bones else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
-                                   logs, annotated)
+                                   logs, annotated, align)
+            if align is not None:
+                terms["align"] = align.penalty(frame, [h.side for h in hands], cfg.w_align)
+                logs["align_mm"] = float(align.shift_mm().detach().mean())
         if cfg.stage == "full" or cfg.supervision == "silhouette":
             self._ray_losses(views, frame, [detach_sampling(h) for h in hands] if refine else hands, gen, terms,
                              logs)
@@ -430,10 +443,11 @@ class HandOccMethod(Method):
                 logs["refine_mm"] = float(refine.offset_m().detach().norm(dim=-1).mean()) * 1000.0
         return sum_losses(terms, logs)
 
-    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, annotated=None) -> None:
+    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, annotated=None, align=None) -> None:
         """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``; with ``annotated`` (the
         same hands on their annotated skeletons) the labelled points are first carried with their bones from
-        the annotated to the given (refined) skeletons."""
+        the annotated to the given (refined) skeletons; with ``align`` (LabelAlignment) they are then moved by
+        the hand's learned rigid transform."""
         cfg = self.cfg
         occ_l, inside, inter, tp, fp_fn = [], [], [], 0.0, 0.0
         for i, h in enumerate(hands):
@@ -442,6 +456,8 @@ class HandOccMethod(Method):
             x, y = P[sel], Y[sel].float()
             if annotated is not None:
                 x = carry_points(x, annotated[i], h)
+            if align is not None:
+                x = align.apply(frame, h.side, x)
             o = self.model.occ(h, x, soft=True)["occ"]
             occ_l.append(F.binary_cross_entropy(o.clamp(1e-5, 1 - 1e-5), y))
             pred = (o.detach() > 0.5).float()
@@ -561,10 +577,13 @@ def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:
-    """Add the modules a training run attached to ``model`` (the skeleton refinement, the per-camera colour
-    maps) in the sizes the checkpoint's state dict holds, so that it loads."""
+    """Add the modules a training run attached to ``model`` (the skeleton refinement, the label alignment, the
+    per-camera colour maps) in the sizes the checkpoint's state dict holds, so that it loads."""
     if "refine.offsets" in state:
         model.refine = SkeletonRefinement(len(state["refine.offsets"]), model.cfg.refine_scale).to(
+            model.rel_radii.device)
+    if "label_align.rot" in state:
+        model.label_align = LabelAlignment(len(state["label_align.rot"]), model.cfg.align_scale).to(
             model.rel_radii.device)
     if "colour.A" in state:
         from handcli.nn.camera_colour import CameraColour

@@ -129,6 +129,7 @@ class HandOccConfig:
     occ_anneal_end: float = 1.0
     w_occ_final: float = 0.0
     w_int: float = 0.1
+    label_margin: float = 0.0  # metres: mesh-occupancy labels closer than this to the mesh are left out
     labels_follow_bones: bool = False  # with refine: the labelled points move rigidly with their bones (carry_points)
     camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
     w_colour: float = 1e-2  # ... kept near the identity by this penalty
@@ -138,6 +139,12 @@ class HandOccConfig:
     refine_scale: float = 0.1  # metres per unit of the offset parameters (an Adam step moves a joint lr * this)
     w_refine: float = 1e-4  # prior on the offsets: mean squared offset (mm^2)
     w_bone: float = 1e-3  # prior on the refined bone lengths: squared error (mm^2) to the subject's mean
+    # learn a rigid transform of each training hand's labelled points (label_align.py), from refine_start on:
+    # realistic +0.28 / +0.33 dB at 300 fast steps and +0.70 / +0.91 dB at 2,000, ideal -0.01 / +0.03 and
+    # -0.01 / -0.04 dB (seeds 0 / 1, refined masks; docs/benchmarks.md#handocc-on-realistic-data)
+    align_labels: bool = True
+    w_align: float = 1e-4  # prior on it: mean squared translation + rotation displacement at 5 cm (mm^2)
+    align_scale: float = 0.1  # metres (radians) per unit of its parameters: an Adam step moves by lr * this
     refine_start: float = 0.3  # share of the steps before the offsets are learned (the field first takes shape)
     lr: float = 5e-4
     lr_final: float = 5e-5
@@ -167,6 +174,8 @@ class HandOccConfig:
             raise InputError("pool_cache must be >= 1", field="pool_cache")
         if not 0 <= self.occ_anneal_start <= self.occ_anneal_end <= 1:
             raise InputError("need 0 <= occ_anneal_start <= occ_anneal_end <= 1", field="occ_anneal_start")
+        if self.label_margin < 0:
+            raise InputError("label_margin must be >= 0 (metres)", field="label_margin")
         if self.w_occ_final < 0:
             raise InputError("w_occ_final must be >= 0", field="w_occ_final")
 
