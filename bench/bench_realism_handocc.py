@@ -85,7 +85,10 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "margin4": ["label_margin=0.004"],
     # the default with the labels of each training hand moved by a learned rigid transform (label_align.py)
     "align": ["align_labels=true"],
-    "noalign": ["align_labels=false"],  # = "default" before the label alignment became the default
+    "noalign": ["align_labels=false"],
+    # the labels reposed from the mesh's skeleton onto the model's refined / annotated skeleton (labels_pose)
+    "repose": ["labels_pose=refined"],
+    "repose_joints": ["labels_pose=joints"],  # = "default" before the label alignment became the default
 }
 
 

@@ -194,7 +194,7 @@ def segment_distance_to_bones(hand, x):
 def test_training_step_with_labels_following_bones(tiny_cache):
     """The occupancy term of a step sees the carried points: same step, same offsets, another loss."""
     torch.manual_seed(0)
-    m = _tiny(tiny_cache, labels_follow_bones=True, refine_start=0.0)
+    m = _tiny(tiny_cache, labels_follow_bones=True, refine_start=0.0, labels_pose="mesh")
     with torch.no_grad():
         m.model.refine.offsets.normal_(0.0, 0.03)  # refined skeletons ~5 mm off the annotation
     occ = {}

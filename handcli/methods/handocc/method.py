@@ -9,6 +9,8 @@ not the pose) or, at render time, from a reference image (``set_appearance``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -266,6 +268,7 @@ class HandOccMethod(Method):
         self.seed = seed
         self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device,
                                    cfg.label_margin)
+        self._label_joints: OrderedDict = OrderedDict()  # frame -> its posed mesh's skeletons (_label_skeletons)
         models = {s: self.cache.hand_model(s) for s in ("right", "left")}
         self._faces = {s: torch.as_tensor(m["faces"].astype(np.int64)) for s, m in models.items() if m is not None}
         self._has_model = {s: s in self._faces for s in ("right", "left")}
@@ -428,10 +431,15 @@ class HandOccMethod(Method):
         w_occ = occ_weight(cfg, step)
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
             # labels from the annotated mesh: no evidence for the refinement
-            annotated = [self.model.hand(j, s) for s, j in self.joints[frame]] \
-                if refine is not None and cfg.labels_follow_bones else None
+            src = dst = None  # labels carried with their bones from the src skeletons to dst (None: the hands)
+            if cfg.labels_pose != "mesh":
+                src = self._label_skeletons(frame)
+                if cfg.labels_pose == "joints":
+                    dst = [self.model.hand(j, s) for s, j in self.joints[frame]]
+            elif refine is not None and cfg.labels_follow_bones:
+                src = [self.model.hand(j, s) for s, j in self.joints[frame]]
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
-                                   logs, annotated, align)
+                                   logs, src, align, dst)
             if align is not None:
                 terms["align"] = align.penalty(frame, [h.side for h in hands], cfg.w_align)
                 logs["align_mm"] = float(align.shift_mm().detach().mean())
@@ -443,19 +451,32 @@ class HandOccMethod(Method):
                 logs["refine_mm"] = float(refine.offset_m().detach().norm(dim=-1).mean()) * 1000.0
         return sum_losses(terms, logs)
 
-    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, annotated=None, align=None) -> None:
-        """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``; with ``annotated`` (the
-        same hands on their annotated skeletons) the labelled points are first carried with their bones from
-        the annotated to the given (refined) skeletons; with ``align`` (LabelAlignment) they are then moved by
-        the hand's learned rigid transform."""
+    def _label_skeletons(self, frame: int) -> list[HandSkeleton]:
+        """The frame's hands on the skeletons of the cache's posed hand model: the pose the labelled points were
+        drawn in (``labels_pose`` "joints" / "refined" carries them from there to the model's skeletons). The
+        joints (a hand-model forward, ~12 ms) are kept for the last ``pool_cache`` frames, like the pools."""
+        memo = self._label_joints
+        if frame in memo:
+            memo.move_to_end(frame)
+        else:
+            memo[frame] = [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, frame, "mesh")]
+            while len(memo) > self.cfg.pool_cache:
+                memo.popitem(last=False)
+        return [self.model.hand(j, s) for s, j in memo[frame]]
+
+    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, src=None, align=None, dst=None) -> None:
+        """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``. With ``src`` (the same hands
+        on other skeletons: the annotated joints', or the posed mesh's) the labelled points are first carried
+        with their bones from ``src`` to ``dst`` (default: ``hands``, e.g. the refined skeletons); with ``align``
+        (LabelAlignment) they are then moved by the hand's learned rigid transform."""
         cfg = self.cfg
         occ_l, inside, inter, tp, fp_fn = [], [], [], 0.0, 0.0
         for i, h in enumerate(hands):
             P, Y = self.pools[(frame, h.side)]
             sel = torch.randint(len(P), (cfg.occ_points,), generator=gen).to(self.device)
             x, y = P[sel], Y[sel].float()
-            if annotated is not None:
-                x = carry_points(x, annotated[i], h)
+            if src is not None:
+                x = carry_points(x, src[i], h if dst is None else dst[i])
             if align is not None:
                 x = align.apply(frame, h.side, x)
             o = self.model.occ(h, x, soft=True)["occ"]

@@ -59,6 +59,7 @@ STAGES = ("occupancy", "full")
 SUPERVISION = ("mesh", "silhouette")
 SAMPLERS = ("occupancy", "uniform")
 SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
+LABEL_POSES = ("mesh", "joints", "refined")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
 POSE_DIM = 60
 
 
@@ -130,7 +131,14 @@ class HandOccConfig:
     w_occ_final: float = 0.0
     w_int: float = 0.1
     label_margin: float = 0.0  # metres: mesh-occupancy labels closer than this to the mesh are left out
-    labels_follow_bones: bool = False  # with refine: the labelled points move rigidly with their bones (carry_points)
+    # where the labelled points (drawn around the posed mesh) are posed: "mesh" where they were drawn; "joints" carried
+    # with their bones (carry_points) from the mesh's own skeleton onto the annotated skeleton that drives the model;
+    # "refined" onto that skeleton with the learned refinement (docs/methods/handocc.md#reposed-labels-labels_pose).
+    # "joints" against "mesh" (both with align_labels): realistic +0.21 / +0.04 / +0.29 / +0.21 dB at 300 fast steps
+    # (seeds 0-3), +0.58 / +0.51 dB at 2,000 (seeds 0 / 1); ideal -0.01 / 0.00 / 0.00 / -0.01 dB and -0.18 / -0.01 dB
+    labels_pose: str = "joints"
+    labels_follow_bones: bool = False  # with refine and labels_pose="mesh": the labels move rigidly with their bones from
+    # the annotated to the refined skeleton (carry_points)
     camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
     w_colour: float = 1e-2  # ... kept near the identity by this penalty
     skeleton: str = "joints"  # what drives the model: the cache's joint annotation, or "mesh": the joints of the
@@ -160,7 +168,7 @@ class HandOccConfig:
         from handcli.errors import InputError
 
         for name, allowed in (("stage", STAGES), ("supervision", SUPERVISION), ("sampler", SAMPLERS),
-                              ("skeleton", SKELETON_SOURCES)):
+                              ("skeleton", SKELETON_SOURCES), ("labels_pose", LABEL_POSES)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}",
                                  field=name)
