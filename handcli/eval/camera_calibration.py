@@ -21,6 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
+
 def view_stats(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Sufficient statistics of one view: pred, gt (H, W, C) in [0, 1] -> (4, C) float64 rows
     S_pg, S_pp, S_gg (sums over pixels) and the pixel count."""

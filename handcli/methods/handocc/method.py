@@ -10,7 +10,6 @@ not the pose) or, at render time, from a reference image (``set_appearance``).
 from __future__ import annotations
 
 from collections import OrderedDict
-
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.labels import LABELS
 from handcli.methods.base import Method, RunFolder, sum_losses
+from handcli.methods.handocc.label_align import LabelAlignment
 from handcli.methods.handocc.model import (
     PRESETS,
     AppearanceEncoder,
@@ -37,8 +37,12 @@ from handcli.methods.handocc.model import (
 )
 from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.refine import SkeletonRefinement, carry_points, detach_hand, detach_sampling
-from handcli.methods.handocc.label_align import LabelAlignment
-from handcli.methods.handocc.sampler import grow_relative_radii, inside_capsules, labelled_points, outside_margin
+from handcli.methods.handocc.sampler import (
+    grow_relative_radii,
+    inside_capsules,
+    labelled_points,
+    outside_margin,
+)
 from handcli.methods.handocc.skeletons import frame_joints, frames_joints
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
@@ -55,8 +59,6 @@ class LabelledPools:
     """
 
     def __init__(self, cache: Cache, n: int, seed: int, capacity: int, device, margin: float = 0.0):
-        from collections import OrderedDict
-
         self.cache, self.n, self.seed, self.capacity, self.device = cache, n, seed, capacity, device
         self.margin = margin
         self._lru: OrderedDict = OrderedDict()
@@ -459,7 +461,8 @@ class HandOccMethod(Method):
         if frame in memo:
             memo.move_to_end(frame)
         else:
-            memo[frame] = [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, frame, "mesh")]
+            memo[frame] = [(s, torch.as_tensor(j, device=self.device))
+                           for s, j in frame_joints(self.cache, frame, "mesh")]
             while len(memo) > self.cfg.pool_cache:
                 memo.popitem(last=False)
         return [self.model.hand(j, s) for s, j in memo[frame]]
