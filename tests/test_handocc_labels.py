@@ -16,6 +16,9 @@ from handcli.methods.handocc.label_align import ALIGN_RADIUS, LabelAlignment
 from handcli.methods.handocc.model import PRESETS
 from handcli.methods.handocc.sampler import outside_margin
 
+TINY = dict(rays_per_step=128, occ_points=256, pool_points=2048, occ_hidden=16, occ_layers=2, color_hidden=16,
+            color_layers=1, app_dim=4, enc_channels=(4, 8), crop_size=16, max_samples=16)  # a step in milliseconds
+
 
 def _align() -> LabelAlignment:
     joints = torch.zeros(21, 3)
@@ -78,9 +81,7 @@ def test_alignment_is_on_by_default_learns_after_refine_start_and_loads(tiny_cac
     from handcli.methods.trainer import checkpoint_state, save_atomic, train
 
     assert PRESETS["fast"].align_labels and PRESETS["paper"].align_labels
-    tiny = dict(rays_per_step=128, occ_points=256, pool_points=2048, occ_hidden=16, occ_layers=2, color_hidden=16,
-                color_layers=1, app_dim=4, enc_channels=(4, 8), crop_size=16, max_samples=16)
-    cfg = replace(PRESETS["fast"], **tiny, steps=8, refine_start=0.5)
+    cfg = replace(PRESETS["fast"], **TINY, steps=8, refine_start=0.5)
     torch.manual_seed(0)
     m = HandOccMethod(cfg, tiny_cache, train_cameras=["400002", "400009", "400004"])
     a = m.model.label_align
@@ -108,9 +109,7 @@ def test_labels_pose_skeleton_carries_the_labels_from_the_mesh_skeleton(tiny_cac
     with pytest.raises(InputError) as e:
         replace(PRESETS["fast"], labels_pose="world").check()
     assert e.value.field == "labels_pose"
-    tiny = dict(rays_per_step=128, occ_points=256, pool_points=2048, occ_hidden=16, occ_layers=2, color_hidden=16,
-                color_layers=1, app_dim=4, enc_channels=(4, 8), crop_size=16, max_samples=16)
-    m = HandOccMethod(replace(PRESETS["fast"], **tiny, steps=4, labels_pose="refined"), tiny_cache,
+    m = HandOccMethod(replace(PRESETS["fast"], **TINY, steps=4, labels_pose="refined"), tiny_cache,
                       train_cameras=["400002", "400009", "400004"])
     f = m.frames[0]
     src = m._label_skeletons(f)
@@ -137,10 +136,8 @@ def test_reposed_labels_are_the_drawn_labels_when_mesh_and_joints_agree(tiny_cac
     """On ideal data the posed mesh's skeleton is the annotated one: reposing the labels changes nothing."""
     from handcli.methods.handocc.method import HandOccMethod
 
-    tiny = dict(rays_per_step=128, occ_points=256, pool_points=2048, occ_hidden=16, occ_layers=2, color_hidden=16,
-                color_layers=1, app_dim=4, enc_channels=(4, 8), crop_size=16, max_samples=16)
     torch.manual_seed(0)
-    m = HandOccMethod(replace(PRESETS["fast"], **tiny, steps=4), tiny_cache, train_cameras=["400002", "400009"])
+    m = HandOccMethod(replace(PRESETS["fast"], **TINY, steps=4), tiny_cache, train_cameras=["400002", "400009"])
     assert m.cfg.labels_pose == "joints" and PRESETS["paper"].labels_pose == "joints"
     assert _occ_term(m, "joints") == pytest.approx(_occ_term(m, "mesh"), rel=1e-4)
 
@@ -156,10 +153,8 @@ def test_reposed_labels_differ_when_the_mesh_fit_is_off(tmp_path):
         frames=1, cameras=3, mono_cameras=0, seqs=("right",), seed=3, black_frame=False, null_mano=False,
         realism=realism_config("realistic", "interhand", mano_frame_mm=8.0, joint_frame_mm=0.0, joint_seq_mm=0.0)))
     preprocess_interhand(tmp_path / "ih", tmp_path / "c.h5", scale=0.25)
-    tiny = dict(rays_per_step=128, occ_points=256, pool_points=2048, occ_hidden=16, occ_layers=2, color_hidden=16,
-                color_layers=1, app_dim=4, enc_channels=(4, 8), crop_size=16, max_samples=16)
     torch.manual_seed(0)
-    m = HandOccMethod(replace(PRESETS["fast"], **tiny, steps=4), tmp_path / "c.h5")
+    m = HandOccMethod(replace(PRESETS["fast"], **TINY, steps=4), tmp_path / "c.h5")
     src = m._label_skeletons(m.frames[0])[0].joints.cpu().numpy()
     ann = m.joints[m.frames[0]][0][1].cpu().numpy()
     assert np.sqrt(((src - ann) ** 2).sum(-1).mean()) > 0.003  # the fit's skeleton is off the joints
