@@ -113,8 +113,8 @@ def print_table(doc: dict, console) -> None:
     metrics = list(doc["mean"])
     from rich import box
 
-    short = {"psnr_full": "PSNR-full", "psnr_box": "PSNR-box", "psnr_full_camcal": "PSNR-cal", "ssim_gaussian": "SSIM-g",
-             "ssim_skimage_default": "SSIM-sk", "lpips_alex": "LPIPS", "depth_error_mm": "DE-mm",
+    short = {"psnr_full": "PSNR-full", "psnr_box": "PSNR-box", "psnr_full_camcal": "PSNR-cal",
+             "ssim_gaussian": "SSIM-g", "ssim_skimage_default": "SSIM-sk", "lpips_alex": "LPIPS", "depth_error_mm": "DE-mm",
              "semantic_iou": "IoU"}
     t = Table(title=f"{doc['num_views']} views (conventions: metrics.json)", box=box.SIMPLE_HEAD, pad_edge=False,
               collapse_padding=True)

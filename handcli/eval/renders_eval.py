@@ -34,9 +34,8 @@ from handcli.eval.image_metrics import (
 )
 
 SCHEMA = "handcli.metrics.images/1"
-METRICS = ("psnr_full", "psnr_box", "psnr_full_camcal", "ssim_gaussian", "ssim_skimage_default", "lpips_alex", "depth_error_mm",
-           "semantic_iou")
-PSNR_METRICS = ("psnr_full", "psnr_box", "psnr_full_camcal")
+METRICS = ("psnr_full", "psnr_box", "psnr_full_camcal", "ssim_gaussian", "ssim_skimage_default", "lpips_alex",
+           "depth_error_mm", "semantic_iou")
 # Cache labels (0 background, 1 right, 2 left, 3 object) -> Choi's classes (0 background, 1 object, 2 hand).
 CACHE_TO_CHOI = np.array([0, 2, 2, 1], np.uint8)
 GT_IMAGE = "cache view RGB with background pixels (label 0) set to black (HandNeRF mask_bkgd); [0,1]"

@@ -21,46 +21,34 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from handcli.methods.handocc.refine import SIDES
+from handcli.methods.handocc.refine import PerTrainingHand
 
 ALIGN_RADIUS = 0.05  # metres: a rotation's prior is the displacement it causes this far from the centre
 
 
-class LabelAlignment(nn.Module):
+class LabelAlignment(PerTrainingHand):
     """Per training hand a rotation vector and a translation of its labelled points.
 
-    Buffers: ``keys`` (n, 2) long (frame, 0 right / 1 left), ``centre`` (n, 3) metres. Parameters: ``rot``
-    (n, 3) in units of ``scale`` radians, ``trans`` (n, 3) in units of ``scale`` metres.
+    Buffers: ``keys`` (see ``PerTrainingHand``), ``centre`` (n, 3) metres. Parameters: ``rot`` (n, 3) in units
+    of ``scale`` radians, ``trans`` (n, 3) in units of ``scale`` metres.
     """
 
     def __init__(self, n: int, scale: float):
-        super().__init__()
-        self.scale = float(scale)
-        self.register_buffer("keys", torch.zeros(n, 2, dtype=torch.long))
+        super().__init__(n, scale)
         self.register_buffer("centre", torch.zeros(n, 3))
         self.rot = nn.Parameter(torch.zeros(n, 3))
         self.trans = nn.Parameter(torch.zeros(n, 3))
-        self._index: dict[tuple[int, str], int] | None = None
 
     @classmethod
     def for_hands(cls, hands: dict[int, list[tuple[str, Tensor]]], scale: float) -> "LabelAlignment":
         """From the training hands {frame: [(side, joints (21, 3))]}."""
-        keys = [(f, s, j) for f in sorted(hands) for s, j in hands[f]]
+        keys = cls.hand_list(hands)
         m = cls(len(keys), scale)
         if keys:
-            m.keys.copy_(torch.tensor([[f, SIDES.index(s)] for f, s, _ in keys]))
+            m.set_keys(keys)
             m.centre.copy_(torch.stack([j.detach().float().cpu().mean(0) for _, _, j in keys]))
             m = m.to(hands[keys[0][0]][0][1].device)
         return m
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._index = None
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def row(self, frame: int, side: str) -> int | None:
-        if self._index is None or len(self._index) != len(self.keys):
-            self._index = {(int(f), SIDES[int(s)]): i for i, (f, s) in enumerate(self.keys.tolist())}
-        return self._index.get((frame, side))
 
     def apply(self, frame: int, side: str, x: Tensor) -> Tensor:
         """Labelled points x (P, 3) of the hand (frame, side), moved by its transform -> (P, 3); unchanged for a
@@ -77,7 +65,7 @@ class LabelAlignment(nn.Module):
     def penalty(self, frame: int, sides: list[str], w: float) -> Tensor:
         """w x (mean squared translation + mean squared rotation displacement at ALIGN_RADIUS), mm², of the
         frame's training hands; zero when it has none."""
-        rows = [i for i in (self.row(frame, s) for s in sides) if i is not None]
+        rows = self.rows(frame, sides)
         if not rows:
             return self.trans.sum() * 0.0
         t = self.scale * self.trans[rows] * 1000.0

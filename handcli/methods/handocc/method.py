@@ -9,6 +9,7 @@ not the pose) or, at render time, from a reference image (``set_appearance``).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -270,7 +271,9 @@ class HandOccMethod(Method):
         self.seed = seed
         self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device,
                                    cfg.label_margin)
-        self._label_joints: OrderedDict = OrderedDict()  # frame -> its posed mesh's skeletons (_label_skeletons)
+        # a frame's posed-mesh skeletons (a hand-model forward, ~12 ms), kept for as many frames as the pools
+        self._mesh_skeletons = functools.lru_cache(maxsize=cfg.pool_cache)(
+            lambda f: [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, f, "mesh")])
         models = {s: self.cache.hand_model(s) for s in ("right", "left")}
         self._faces = {s: torch.as_tensor(m["faces"].astype(np.int64)) for s, m in models.items() if m is not None}
         self._has_model = {s: s in self._faces for s in ("right", "left")}
@@ -426,8 +429,8 @@ class HandOccMethod(Method):
         if refine is not None and step < cfg.refine_start * cfg.steps:
             refine = None  # offsets stay at zero (and out of the graph) until the field has taken shape
         align = getattr(self.model, "label_align", None) if step >= cfg.refine_start * cfg.steps else None
-        hands = self.hands(frame) if refine is not None else \
-            [self.model.hand(j, s) for s, j in self.joints[frame]]
+        annotated = [self.model.hand(j, s) for s, j in self.joints[frame]]
+        hands = self.hands(frame) if refine is not None else annotated
         terms: dict[str, torch.Tensor] = {}
         logs: dict = {"rays": 0, "samples": 0}
         w_occ = occ_weight(cfg, step)
@@ -436,10 +439,9 @@ class HandOccMethod(Method):
             src = dst = None  # labels carried with their bones from the src skeletons to dst (None: the hands)
             if cfg.labels_pose != "mesh":
                 src = self._label_skeletons(frame)
-                if cfg.labels_pose == "joints":
-                    dst = [self.model.hand(j, s) for s, j in self.joints[frame]]
+                dst = annotated if cfg.labels_pose == "joints" else None
             elif refine is not None and cfg.labels_follow_bones:
-                src = [self.model.hand(j, s) for s, j in self.joints[frame]]
+                src = annotated
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
                                    logs, src, align, dst)
             if align is not None:
@@ -455,17 +457,8 @@ class HandOccMethod(Method):
 
     def _label_skeletons(self, frame: int) -> list[HandSkeleton]:
         """The frame's hands on the skeletons of the cache's posed hand model: the pose the labelled points were
-        drawn in (``labels_pose`` "joints" / "refined" carries them from there to the model's skeletons). The
-        joints (a hand-model forward, ~12 ms) are kept for the last ``pool_cache`` frames, like the pools."""
-        memo = self._label_joints
-        if frame in memo:
-            memo.move_to_end(frame)
-        else:
-            memo[frame] = [(s, torch.as_tensor(j, device=self.device))
-                           for s, j in frame_joints(self.cache, frame, "mesh")]
-            while len(memo) > self.cfg.pool_cache:
-                memo.popitem(last=False)
-        return [self.model.hand(j, s) for s, j in memo[frame]]
+        drawn in (``labels_pose`` "joints" / "refined" carries them from there to the model's skeletons)."""
+        return [self.model.hand(j, s) for s, j in self._mesh_skeletons(frame)]
 
     def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, src=None, align=None, dst=None) -> None:
         """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``. With ``src`` (the same hands

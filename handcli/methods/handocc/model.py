@@ -137,8 +137,9 @@ class HandOccConfig:
     # "joints" against "mesh" (both with align_labels): realistic +0.21 / +0.04 / +0.29 / +0.21 dB at 300 fast steps
     # (seeds 0-3), +0.58 / +0.51 dB at 2,000 (seeds 0 / 1); ideal -0.01 / 0.00 / 0.00 / -0.01 dB and -0.18 / -0.01 dB
     labels_pose: str = "joints"
-    labels_follow_bones: bool = False  # with refine and labels_pose="mesh": the labels move rigidly with their bones from
-    # the annotated to the refined skeleton (carry_points)
+    # with refine and labels_pose="mesh": the labels move rigidly with their bones from the annotated to the refined
+    # skeleton (carry_points)
+    labels_follow_bones: bool = False
     camera_colour: bool = False  # learn a per-camera affine colour map for the rgb loss (nn/camera_colour.py)
     w_colour: float = 1e-2  # ... kept near the identity by this penalty
     skeleton: str = "joints"  # what drives the model: the cache's joint annotation, or "mesh": the joints of the

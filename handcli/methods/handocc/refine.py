@@ -31,28 +31,58 @@ SIDES = ("right", "left")
 ANCHOR_TOL = 1e-5  # metres: cache joints within this of the training annotation are that annotation
 
 
-class SkeletonRefinement(nn.Module):
-    """Learned joint offsets of ``n`` training hands.
-
-    Buffers: ``keys`` (n, 2) long (frame, 0 right / 1 left), ``anchor`` (n, 21, 3) the annotated joints
-    (metres) the offsets apply to, ``bone_target`` (n, 20) the bone-length prior (metres). Parameter:
-    ``offsets`` (n, 21, 3), in units of ``scale`` metres.
-    """
+class PerTrainingHand(nn.Module):
+    """Learned parameters with one row per training hand (frame, side): the ``keys`` buffer (n, 2) long
+    (frame, 0 right / 1 left) and the row lookup shared by ``SkeletonRefinement`` and ``LabelAlignment``."""
 
     def __init__(self, n: int, scale: float):
         super().__init__()
         self.scale = float(scale)
         self.register_buffer("keys", torch.zeros(n, 2, dtype=torch.long))
+        self._index: dict[tuple[int, str], int] | None = None
+
+    @staticmethod
+    def hand_list(hands: dict[int, list[tuple[str, Tensor]]]) -> list[tuple[int, str, Tensor]]:
+        """{frame: [(side, joints (21, 3))]} -> [(frame, side, joints)], the order of the rows."""
+        return [(f, s, j) for f in sorted(hands) for s, j in hands[f]]
+
+    def set_keys(self, rows: list[tuple[int, str, Tensor]]) -> None:
+        self.keys.copy_(torch.tensor([[f, SIDES.index(s)] for f, s, _ in rows]))
+
+    def row(self, frame: int, side: str) -> int | None:
+        """Row of the training hand (frame, side), or None."""
+        if self._index is None or len(self._index) != len(self.keys):
+            self._index = {(int(f), SIDES[int(s)]): i for i, (f, s) in enumerate(self.keys.tolist())}
+        return self._index.get((frame, side))
+
+    def rows(self, frame: int, sides: list[str]) -> list[int]:
+        """Rows of the frame's training hands among ``sides``."""
+        return [i for i in (self.row(frame, s) for s in sides) if i is not None]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._index = None  # keys change with a loaded state
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+class SkeletonRefinement(PerTrainingHand):
+    """Learned joint offsets of ``n`` training hands.
+
+    Buffers: ``keys`` (see ``PerTrainingHand``), ``anchor`` (n, 21, 3) the annotated joints (metres) the
+    offsets apply to, ``bone_target`` (n, 20) the bone-length prior (metres). Parameter: ``offsets``
+    (n, 21, 3), in units of ``scale`` metres.
+    """
+
+    def __init__(self, n: int, scale: float):
+        super().__init__(n, scale)
         self.register_buffer("anchor", torch.zeros(n, 21, 3))
         self.register_buffer("bone_target", torch.zeros(n, 20))
         self.offsets = nn.Parameter(torch.zeros(n, 21, 3))
-        self._index: dict[tuple[int, str], int] | None = None
 
     @classmethod
     def for_hands(cls, hands: dict[int, list[tuple[str, Tensor]]], captures: np.ndarray, scale: float
                   ) -> "SkeletonRefinement":
         """From the training hands {frame: [(side, joints (21, 3))]} and the cache's capture per frame."""
-        keys = [(f, s, j) for f in sorted(hands) for s, j in hands[f]]
+        keys = cls.hand_list(hands)
         m = cls(len(keys), scale)
         if not keys:
             return m
@@ -63,23 +93,14 @@ class SkeletonRefinement(nn.Module):
         for g in set(group):
             rows = [i for i, x in enumerate(group) if x == g]
             target[rows] = lengths[rows].mean(0)
-        m.keys.copy_(torch.tensor([[f, SIDES.index(s)] for f, s, _ in keys]))
+        m.set_keys(keys)
         m.anchor.copy_(J)
         m.bone_target.copy_(target)
         return m.to(hands[keys[0][0]][0][1].device)
 
-    def _lookup(self, frame: int, side: str) -> int | None:
-        if self._index is None or len(self._index) != len(self.keys):
-            self._index = {(int(f), SIDES[int(s)]): i for i, (f, s) in enumerate(self.keys.tolist())}
-        return self._index.get((frame, side))
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._index = None  # keys change with a loaded state
-        super()._load_from_state_dict(*args, **kwargs)
-
     def index(self, frame: int, side: str, joints: Tensor) -> int | None:
         """Row of the hand (frame, side) when ``joints`` (21, 3) are the annotation it was trained on."""
-        i = self._lookup(frame, side)
+        i = self.row(frame, side)
         if i is None:
             return None
         if not torch.allclose(joints.detach().to(self.anchor), self.anchor[i], rtol=0.0, atol=ANCHOR_TOL):
@@ -100,7 +121,7 @@ class SkeletonRefinement(nn.Module):
     def penalty(self, frame: int, sides: list[str], w_offset: float, w_bone: float) -> Tensor:
         """Prior of the frame's refined hands: w_offset * mean offset² + w_bone * mean bone-length error²
         (both in mm²); zero when the frame has no refined hand."""
-        rows = [i for i in (self._lookup(frame, s) for s in sides) if i is not None]
+        rows = self.rows(frame, sides)
         if not rows:
             return self.offsets.sum() * 0.0
         d = self.scale * self.offsets[rows] * 1000.0  # (R, 21, 3) mm

@@ -217,6 +217,16 @@ def inside_mesh(points: Tensor, vertices: Tensor, faces: Tensor, gen: torch.Gene
     return out.to(points.device)
 
 
+def surface_samples(tris: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    """``n`` points uniform on the surface of triangles ``tris`` (F, 3, 3) float64 (area-weighted faces, uniform
+    barycentric coordinates) -> (n, 3) float64."""
+    area = torch.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0], dim=-1).norm(dim=-1)
+    f = torch.multinomial(area, n, replacement=True, generator=gen)
+    ab = torch.rand(n, 2, generator=gen, dtype=torch.float64)
+    ab = torch.where(ab.sum(-1, keepdim=True) > 1, 1 - ab, ab)
+    return tris[f, 0] + ab[:, :1] * (tris[f, 1] - tris[f, 0]) + ab[:, 1:] * (tris[f, 2] - tris[f, 0])
+
+
 def labelled_points(vertices: Tensor, faces: Tensor, n: int, gen: torch.Generator, pad: float = 0.02,
                     sigma: float = 0.004, per_line: int = 16) -> tuple[Tensor, Tensor]:
     """``n`` points around a closed mesh with exact inside/outside labels.
@@ -230,12 +240,8 @@ def labelled_points(vertices: Tensor, faces: Tensor, n: int, gen: torch.Generato
     tris = V[faces.long()]
     n_lines = math.ceil(n / per_line)
     lo, hi = V.amin(0) - pad, V.amax(0) + pad
-    area = torch.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0], dim=-1).norm(dim=-1)
     n_surf = n_lines // 2
-    f = torch.multinomial(area, n_surf, replacement=True, generator=gen)
-    ab = torch.rand(n_surf, 2, generator=gen, dtype=torch.float64)
-    ab = torch.where(ab.sum(-1, keepdim=True) > 1, 1 - ab, ab)
-    surf = tris[f, 0] + ab[:, :1] * (tris[f, 1] - tris[f, 0]) + ab[:, 1:] * (tris[f, 2] - tris[f, 0])
+    surf = surface_samples(tris, n_surf, gen)
     surf = surf + 0.01 * torch.randn(n_surf, 3, generator=gen, dtype=torch.float64)
     unif = lo + (hi - lo) * torch.rand(n_lines - n_surf, 3, generator=gen, dtype=torch.float64)
     anchors = torch.cat([surf, unif])
@@ -268,12 +274,6 @@ def outside_margin(points: Tensor, vertices: Tensor, faces: Tensor, margin: floa
     """
     from scipy.spatial import cKDTree
 
-    V = vertices.double().cpu()
-    tris = V[faces.long().cpu()]
-    area = torch.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0], dim=-1).norm(dim=-1)
-    f = torch.multinomial(area, n_surface, replacement=True, generator=gen)
-    ab = torch.rand(n_surface, 2, generator=gen, dtype=torch.float64)
-    ab = torch.where(ab.sum(-1, keepdim=True) > 1, 1 - ab, ab)
-    surf = tris[f, 0] + ab[:, :1] * (tris[f, 1] - tris[f, 0]) + ab[:, 1:] * (tris[f, 2] - tris[f, 0])
+    surf = surface_samples(vertices.double().cpu()[faces.long().cpu()], n_surface, gen)
     d, _ = cKDTree(surf.numpy()).query(points.detach().double().cpu().numpy())
     return torch.as_tensor(d >= margin, device=points.device)
