@@ -89,6 +89,13 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # the labels reposed from the mesh's skeleton onto the model's refined / annotated skeleton (labels_pose)
     "repose": ["labels_pose=refined"],
     "repose_joints": ["labels_pose=joints"],  # = "default" before the label alignment became the default
+    # the default with the inside labels off the training silhouettes' visual hull left out / made outside
+    "hull_drop": ["label_hull=drop", "label_hull_px=0"],
+    "hull_flip": ["label_hull=flip", "label_hull_px=0"],
+    "hull_flip1": ["label_hull=flip", "label_hull_px=1"],
+    # the default with the mesh-occupancy weight annealed to 0 between 20 % and 50 % of the steps (+ the hull check)
+    "anneal_now": [*ANNEAL],
+    "anneal_hull": [*ANNEAL, "label_hull=flip", "label_hull_px=0"],
 }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # handcli demo on the built-in synthetic default (about 10 minutes on 2 CPU cores, docs/benchmarks.md):
-# synth InterHand2.6M -> preprocess (256x167) -> targets (pseudo-depth, teacher features) ->
+# synth InterHand2.6M (realistic profile: annotation error, capture effects; docs/datasets.md) ->
+# preprocess (256x167, masks refined against the image) -> targets (pseudo-depth, teacher features) ->
 # train HandOcc and HandNeRF on the same views (fast presets, the training budget split between them) ->
 # render held-out views + orbit videos -> eval -> one report page, demo_out/index.html.
 set -euo pipefail
@@ -19,8 +20,8 @@ START=$(date +%s)
 TRAIN_CAMS=400002,400004,400010,400012,400013,400016
 TEST_CAMS=400009,400017
 handcli synth interhand "$OUT/interhand" --frames "$FRAMES" --cameras 9 --seqs right,interacting \
-  --camera-ids 400002,400009,400004,400017,400010,400012,400013,400016 --seed 0 --force
-handcli preprocess interhand "$OUT/interhand" -o "$OUT/cache.h5" --scale 0.5 --workers 2 --force
+  --camera-ids 400002,400009,400004,400017,400010,400012,400013,400016 --seed 0 --profile realistic --force
+handcli preprocess interhand "$OUT/interhand" -o "$OUT/cache.h5" --scale 0.5 --refine-masks 8 --workers 2 --force
 handcli inspect "$OUT/cache.h5"
 handcli hand show --pose fist -o "$OUT/hand.png" --force
 handcli targets depth "$OUT/cache.h5" -o "$OUT/depth.h5" --force

@@ -38,7 +38,8 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
         offsets for every novel hand and every parameter frozen but those offsets (``adapted``: their names).
     """
     cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr, stage="full", refine=True, refine_start=0.0,
-                  w_occ=0.0, w_occ_final=0.0, w_int=0.0, camera_colour=False, align_labels=False)
+                  w_occ=0.0, w_occ_final=0.0, w_int=0.0, camera_colour=False, align_labels=False,
+                  label_hull="off")
     m = HandOccMethod(cfg, cache, method=trained.method, train_frames=frames, train_cameras=cameras,
                       device=str(device), seed=seed)
     state = {k: v.to(m.device) for k, v in trained.model.state_dict().items()

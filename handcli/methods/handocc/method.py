@@ -45,6 +45,7 @@ from handcli.methods.handocc.sampler import (
     outside_margin,
 )
 from handcli.methods.handocc.skeletons import frame_joints, frames_joints
+from handcli.methods.handocc.visual_hull import FrameSilhouettes, in_visual_hull
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
 
@@ -271,6 +272,7 @@ class HandOccMethod(Method):
         self.seed = seed
         self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device,
                                    cfg.label_margin)
+        self._silhouettes = FrameSilhouettes(cfg.label_hull_px, self.device) if cfg.label_hull != "off" else None
         # a frame's posed-mesh skeletons (a hand-model forward, ~12 ms), kept for as many frames as the pools
         self._mesh_skeletons = functools.lru_cache(maxsize=cfg.pool_cache)(
             lambda f: [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, f, "mesh")])
@@ -442,8 +444,9 @@ class HandOccMethod(Method):
                 dst = annotated if cfg.labels_pose == "joints" else None
             elif refine is not None and cfg.labels_follow_bones:
                 src = annotated
+            hull = self._silhouettes.of_frame(views, frame) if self._silhouettes is not None else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
-                                   logs, src, align, dst)
+                                   logs, src, align, dst, hull)
             if align is not None:
                 terms["align"] = align.penalty(frame, [h.side for h in hands], cfg.w_align)
                 logs["align_mm"] = float(align.shift_mm().detach().mean())
@@ -460,13 +463,16 @@ class HandOccMethod(Method):
         drawn in (``labels_pose`` "joints" / "refined" carries them from there to the model's skeletons)."""
         return [self.model.hand(j, s) for s, j in self._mesh_skeletons(frame)]
 
-    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, src=None, align=None, dst=None) -> None:
+    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, src=None, align=None, dst=None,
+                          hull=None) -> None:
         """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``. With ``src`` (the same hands
         on other skeletons: the annotated joints', or the posed mesh's) the labelled points are first carried
         with their bones from ``src`` to ``dst`` (default: ``hands``, e.g. the refined skeletons); with ``align``
-        (LabelAlignment) they are then moved by the hand's learned rigid transform."""
+        (LabelAlignment) they are then moved by the hand's learned rigid transform; with ``hull`` (K, w2c,
+        silhouettes of the frame's training views) the inside labels off the visual hull are dropped or flipped
+        (``label_hull``)."""
         cfg = self.cfg
-        occ_l, inside, inter, tp, fp_fn = [], [], [], 0.0, 0.0
+        occ_l, inside, inter, tp, fp_fn, carved = [], [], [], 0.0, 0.0, []
         for i, h in enumerate(hands):
             P, Y = self.pools[(frame, h.side)]
             sel = torch.randint(len(P), (cfg.occ_points,), generator=gen).to(self.device)
@@ -475,6 +481,13 @@ class HandOccMethod(Method):
                 x = carry_points(x, src[i], h if dst is None else dst[i])
             if align is not None:
                 x = align.apply(frame, h.side, x)
+            if hull is not None:
+                off = (y > 0.5) & ~in_visual_hull(x.detach(), *hull)
+                carved.append(float(off.sum()) / max(float((y > 0.5).sum()), 1.0))
+                if cfg.label_hull == "flip":
+                    y = y.masked_fill(off, 0.0)
+                else:
+                    x, y = x[~off], y[~off]
             o = self.model.occ(h, x, soft=True)["occ"]
             occ_l.append(F.binary_cross_entropy(o.clamp(1e-5, 1 - 1e-5), y))
             pred = (o.detach() > 0.5).float()
@@ -483,6 +496,8 @@ class HandOccMethod(Method):
             inside.append(x[y > 0.5])
         terms["occ"] = w_occ * torch.stack(occ_l).mean()
         logs["occ_iou"] = tp / max(tp + fp_fn, 1.0)
+        if carved:
+            logs["hull_carved"] = sum(carved) / len(carved)
         if len(hands) == 2 and cfg.w_int > 0:
             for a, b in ((0, 1), (1, 0)):
                 xa = inside[a]

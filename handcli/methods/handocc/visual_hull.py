@@ -1,0 +1,71 @@
+"""The training silhouettes' visual hull as a check of HandOcc's occupancy labels (``label_hull``).
+
+A point inside the hand projects onto the hand in every camera that sees it. A labelled point that the
+annotated mesh calls inside but that falls on background in some training view contradicts the images: on
+real data the mesh fit is off there (docs/methods/handocc.md#visual-hull-check-of-the-labels-label_hull).
+Only the training views of the frame are used, so nothing is learned from a held-out camera.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from handcli.camera import world_to_pixels
+
+
+def dilated_silhouette(label: Tensor, radius: int) -> Tensor:
+    """(H, W) bool: a hand label (any hand, label > 0) within ``radius`` pixels (square window) of each pixel.
+
+    label: (H, W) uint8 hand labels of one view. ``radius`` absorbs the silhouette's rasterisation (a point on
+    the surface may project just past the pixel centres labelled hand).
+    """
+    fg = (label > 0).float()[None, None]
+    if radius > 0:
+        fg = F.max_pool2d(fg, 2 * radius + 1, stride=1, padding=radius)
+    return fg[0, 0] > 0
+
+
+def in_visual_hull(points: Tensor, K: Tensor, w2c: Tensor, silhouettes: list[Tensor]) -> Tensor:
+    """(N,) bool: True where no view puts the point on background.
+
+    points: (N, 3) world; K: (M, 3, 3); w2c: (M, 4, 4); silhouettes: M (H, W) bool images (``dilated_silhouette``).
+    A point is on the silhouette when any of the four pixel centres around its projection is (integer
+    coordinates are pixel centres, handcli.camera): a pixel labelled background only because its centre missed
+    the hand's edge does not carve. A view says nothing about a point behind its camera or outside its image.
+    """
+    keep = torch.ones(len(points), dtype=torch.bool, device=points.device)
+    for m, sil in enumerate(silhouettes):
+        uv, z = world_to_pixels(points, K[m].to(points), w2c[m].to(points), min_depth=1e-6)
+        H, W = sil.shape
+        u0, v0 = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        seen = (z > 0) & (u0 >= -1) & (u0 < W) & (v0 >= -1) & (v0 < H)
+        if not seen.any():
+            continue
+        sil = F.pad(sil.to(points.device), (1, 1, 1, 1))  # one background pixel around: u0 = -1 or W - 1 is valid
+        u, v = u0[seen] + 1, v0[seen] + 1
+        on_fg = sil[v, u] | sil[v, u + 1] | sil[v + 1, u] | sil[v + 1, u + 1]
+        keep[seen] &= on_fg
+    return keep
+
+
+class FrameSilhouettes:
+    """The dilated silhouettes of the resident training views on ``device``, built once per ViewSet."""
+
+    def __init__(self, radius: int, device="cpu"):
+        self.radius, self.device = radius, device
+        self._of = None
+        self._sil: dict[int, Tensor] = {}
+
+    def of_frame(self, views, frame: int) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """K (M, 3, 3), w2c (M, 4, 4) and dilated silhouettes of ``frame``'s resident views."""
+        if views is not self._of:
+            self._of, self._sil = views, {}
+        local = np.nonzero(views.frames == frame)[0]
+        for lv in local.tolist():
+            if lv not in self._sil:
+                self._sil[lv] = dilated_silhouette(views.label[lv], self.radius).to(self.device)
+        idx = torch.as_tensor(local, dtype=torch.long)
+        return views.K[idx], views.w2c[idx], [self._sil[lv] for lv in local.tolist()]
