@@ -81,20 +81,20 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "mask05_cal_blend_view_colour": ["refine=true", "camera_colour=true", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
                                      "density_cal=true", "blend_inference=true", "view_dir=true"],
     # the default with the mesh-occupancy labels within this many metres of the annotated mesh left out
-    "margin2": ["label_margin=0.002"],
-    "margin4": ["label_margin=0.004"],
+    "margin2": ["label_margin=0.002", "label_hull=off"],
+    "margin4": ["label_margin=0.004", "label_hull=off"],
     # the default with the labels of each training hand moved by a learned rigid transform (label_align.py)
-    "align": ["align_labels=true"],
-    "noalign": ["align_labels=false"],
+    "align": ["align_labels=true", "label_hull=off"],
+    "noalign": ["align_labels=false", "label_hull=off"],
     # the labels reposed from the mesh's skeleton onto the model's refined / annotated skeleton (labels_pose)
-    "repose": ["labels_pose=refined"],
-    "repose_joints": ["labels_pose=joints"],  # = "default" before the label alignment became the default
+    "repose": ["labels_pose=refined", "label_hull=off"],
+    "repose_joints": ["labels_pose=joints", "label_hull=off"],  # the default before the visual-hull check
     # the default with the inside labels off the training silhouettes' visual hull left out / made outside
     "hull_drop": ["label_hull=drop", "label_hull_px=0"],
     "hull_flip": ["label_hull=flip", "label_hull_px=0"],
     "hull_flip1": ["label_hull=flip", "label_hull_px=1"],
     # the default with the mesh-occupancy weight annealed to 0 between 20 % and 50 % of the steps (+ the hull check)
-    "anneal_now": [*ANNEAL],
+    "anneal_now": [*ANNEAL, "label_hull=off"],
     "anneal_hull": [*ANNEAL, "label_hull=flip", "label_hull_px=0"],
 }
 

@@ -144,7 +144,7 @@ class HandOccConfig:
     # the mesh-occupancy labels checked against the visual hull of the frame's training silhouettes
     # (visual_hull.py): an inside label that projects onto background in a training view (its silhouette dilated
     # by label_hull_px pixels) is left out ("drop") or made an outside label ("flip"). "flip" against "off":
-    # realistic -0.03 to +0.16 dB at 300 fast steps (8 runs), +0.08 to +0.23 dB at 2,000 (3 runs); ideal labels
+    # realistic -0.03 to +0.16 dB at 300 fast steps (8 runs), -0.07 to +0.23 dB at 2,000 (5 runs); ideal labels
     # are not carved (docs/methods/handocc.md#visual-hull-check-of-the-labels-label_hull)
     label_hull: str = "flip"
     label_hull_px: int = 0
