@@ -116,3 +116,23 @@ def test_carved_labels_are_outside_the_true_hand(tmp_path):
     carved = Y & ~hull
     assert carved.sum() > 0.02 * Y.sum()
     assert (carved & ~truth).sum() > 0.9 * carved.sum()
+
+
+@pytest.mark.parametrize("mode", ["flip", "drop"])
+def test_a_hull_that_carves_everything(tiny_cache, monkeypatch, mode):
+    """Only inside labels, every one off the hull: "flip" makes them all outside labels, "drop" leaves the
+    occupancy term out (nothing left), and the step stays finite either way."""
+    import handcli.methods.handocc.method as method_mod
+    from handcli.methods.handocc.method import HandOccMethod
+
+    monkeypatch.setattr(method_mod, "in_visual_hull", lambda x, *a: torch.zeros(len(x), dtype=torch.bool))
+    torch.manual_seed(0)
+    m = HandOccMethod(replace(PRESETS["fast"], **TINY, steps=4, label_hull=mode), tiny_cache,
+                      train_cameras=["400002", "400009", "400004"])
+    m.pools = {key: (P, torch.ones(len(P), dtype=torch.bool))  # every label inside
+               for key in [(f, s) for f in m.frames for s, _ in m.joints[f]]
+               for P in [torch.randn(64, 3) * 0.01 + m.joints[key[0]][0][1][9]]}
+    loss, logs = m.train_step(0, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and logs["hull_carved"] == pytest.approx(1.0)
+    assert logs["occ_iou"] == 0.0  # no inside label left to hit
+    assert ("occ" in logs) == (mode == "flip")

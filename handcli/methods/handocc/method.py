@@ -486,6 +486,9 @@ class HandOccMethod(Method):
                 carved.append(float(off.sum()) / max(float((y > 0.5).sum()), 1.0))
                 if cfg.label_hull == "flip":
                     y = y.masked_fill(off, 0.0)
+                elif off.all():  # "drop" left nothing of this hand
+                    inside.append(x[:0])
+                    continue
                 else:
                     x, y = x[~off], y[~off]
             o = self.model.occ(h, x, soft=True)["occ"]
@@ -494,7 +497,8 @@ class HandOccMethod(Method):
             tp += float((pred * y).sum())
             fp_fn += float((pred != y).float().sum())
             inside.append(x[y > 0.5])
-        terms["occ"] = w_occ * torch.stack(occ_l).mean()
+        if occ_l:
+            terms["occ"] = w_occ * torch.stack(occ_l).mean()
         logs["occ_iou"] = tp / max(tp + fp_fn, 1.0)
         if carved:
             logs["hull_carved"] = sum(carved) / len(carved)
