@@ -96,6 +96,8 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # the default with the mesh-occupancy weight annealed to 0 between 20 % and 50 % of the steps (+ the hull check)
     "anneal_now": [*ANNEAL, "label_hull=off"],
     "anneal_hull": [*ANNEAL, "label_hull=flip", "label_hull_px=0"],
+    # hull_flip with the skeleton refinement and the label alignment learned from 10 % of the steps on (not 30 %)
+    "hull_rs01": ["label_hull=flip", "label_hull_px=0", "refine_start=0.1"],
 }
 
 
