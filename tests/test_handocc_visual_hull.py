@@ -46,6 +46,13 @@ def test_points_on_background_are_off_the_hull(device):
     assert keep.device == pts.device and keep.tolist() == [True, False, True, True, True, False]
 
 
+def test_the_image_border():
+    """u = -0.5 lies between the outside of the image and column 0: on the silhouette when column 0 is hand."""
+    pt = torch.tensor([[-0.25, 0.0, 1.0]])  # u = -0.5, v = 2
+    assert in_visual_hull(pt, K, EYE, [dilated_silhouette(_one_pixel(0, 2), 0)]).tolist() == [True]
+    assert in_visual_hull(pt, K, EYE, [dilated_silhouette(_one_pixel(1, 2), 0)]).tolist() == [False]
+
+
 def test_every_view_can_carve():
     """Two views: the second one (shifted 0.15 m along x: u = 1.5) puts the point on background."""
     w2c = torch.eye(4).repeat(2, 1, 1)

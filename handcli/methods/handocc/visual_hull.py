@@ -44,10 +44,14 @@ def in_visual_hull(points: Tensor, K: Tensor, w2c: Tensor, silhouettes: list[Ten
         seen = (z > 0) & (u0 >= -1) & (u0 < W) & (v0 >= -1) & (v0 < H)
         if not seen.any():
             continue
-        sil = F.pad(sil.to(points.device), (1, 1, 1, 1))  # one background pixel around: u0 = -1 or W - 1 is valid
-        u, v = u0[seen] + 1, v0[seen] + 1
-        on_fg = sil[v, u] | sil[v, u + 1] | sil[v + 1, u] | sil[v + 1, u + 1]
-        keep[seen] &= on_fg
+        sil = sil.to(points.device)
+        u, v = u0[seen], v0[seen]
+
+        def hand_at(uu: Tensor, vv: Tensor) -> Tensor:  # a pixel outside the image is background
+            inside = (uu >= 0) & (uu < W) & (vv >= 0) & (vv < H)
+            return inside & sil[vv.clamp(0, H - 1), uu.clamp(0, W - 1)]
+
+        keep[seen] &= hand_at(u, v) | hand_at(u + 1, v) | hand_at(u, v + 1) | hand_at(u + 1, v + 1)
     return keep
 
 
