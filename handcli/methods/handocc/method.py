@@ -446,7 +446,7 @@ class HandOccMethod(Method):
                 src = annotated
             hull = self._silhouettes.of_frame(views, frame) if self._silhouettes is not None else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
-                                   logs, src, align, dst, hull)
+                                   logs, src=src, align=align, dst=dst, hull=hull)
             if align is not None:
                 terms["align"] = align.penalty(frame, [h.side for h in hands], cfg.w_align)
                 logs["align_mm"] = float(align.shift_mm().detach().mean())
@@ -463,40 +463,47 @@ class HandOccMethod(Method):
         drawn in (``labels_pose`` "joints" / "refined" carries them from there to the model's skeletons)."""
         return [self.model.hand(j, s) for s, j in self._mesh_skeletons(frame)]
 
-    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, src=None, align=None, dst=None,
-                          hull=None) -> None:
-        """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``. With ``src`` (the same hands
-        on other skeletons: the annotated joints', or the posed mesh's) the labelled points are first carried
-        with their bones from ``src`` to ``dst`` (default: ``hands``, e.g. the refined skeletons); with ``align``
-        (LabelAlignment) they are then moved by the hand's learned rigid transform; with ``hull`` (K, w2c,
-        silhouettes of the frame's training views) the inside labels off the visual hull are dropped or flipped
-        (``label_hull``)."""
+    def _placed_labels(self, frame, i, h, gen, src=None, align=None, dst=None, hull=None):
+        """``occ_points`` labelled points of hand ``h`` (the ``i``-th of the frame) where the loss uses them ->
+        points (P, 3), labels (P,) float and the share of its inside labels the hull carved (None without one).
+
+        With ``src`` (the same hands on other skeletons: the annotated joints', or the posed mesh's) the points
+        are first carried with their bones from ``src[i]`` to ``dst[i]`` (default: ``h``, e.g. the refined
+        skeleton); with ``align`` (LabelAlignment) they are then moved by the hand's learned rigid transform;
+        with ``hull`` (K, w2c, silhouettes of the frame's training views) the inside labels off the visual hull
+        are dropped or flipped (``label_hull``)."""
+        P, Y = self.pools[(frame, h.side)]
+        sel = torch.randint(len(P), (self.cfg.occ_points,), generator=gen).to(self.device)
+        x, y = P[sel], Y[sel].float()
+        if src is not None:
+            x = carry_points(x, src[i], h if dst is None else dst[i])
+        if align is not None:
+            x = align.apply(frame, h.side, x)
+        if hull is None:
+            return x, y, None
+        off = (y > 0.5) & ~in_visual_hull(x.detach(), *hull)
+        carved = float(off.sum()) / max(float((y > 0.5).sum()), 1.0)
+        if self.cfg.label_hull == "flip":
+            return x, y.masked_fill(off, 0.0), carved
+        return x[~off], y[~off], carved
+
+    def _occupancy_losses(self, frame, hands, w_occ, gen, terms, logs, **placing) -> None:
+        """Mesh-occupancy BCE (and the intersection term) of the frame's ``hands``, on the labelled points
+        ``_placed_labels(..., **placing)`` puts where the loss uses them."""
         cfg = self.cfg
         occ_l, inside, inter, tp, fp_fn, carved = [], [], [], 0.0, 0.0, []
         for i, h in enumerate(hands):
-            P, Y = self.pools[(frame, h.side)]
-            sel = torch.randint(len(P), (cfg.occ_points,), generator=gen).to(self.device)
-            x, y = P[sel], Y[sel].float()
-            if src is not None:
-                x = carry_points(x, src[i], h if dst is None else dst[i])
-            if align is not None:
-                x = align.apply(frame, h.side, x)
-            if hull is not None:
-                off = (y > 0.5) & ~in_visual_hull(x.detach(), *hull)
-                carved.append(float(off.sum()) / max(float((y > 0.5).sum()), 1.0))
-                if cfg.label_hull == "flip":
-                    y = y.masked_fill(off, 0.0)
-                elif off.all():  # "drop" left nothing of this hand
-                    inside.append(x[:0])
-                    continue
-                else:
-                    x, y = x[~off], y[~off]
+            x, y, c = self._placed_labels(frame, i, h, gen, **placing)
+            if c is not None:
+                carved.append(c)
+            inside.append(x[y > 0.5])
+            if not len(x):  # "drop" carved every label of this hand
+                continue
             o = self.model.occ(h, x, soft=True)["occ"]
             occ_l.append(F.binary_cross_entropy(o.clamp(1e-5, 1 - 1e-5), y))
             pred = (o.detach() > 0.5).float()
             tp += float((pred * y).sum())
             fp_fn += float((pred != y).float().sum())
-            inside.append(x[y > 0.5])
         if occ_l:
             terms["occ"] = w_occ * torch.stack(occ_l).mean()
         logs["occ_iou"] = tp / max(tp + fp_fn, 1.0)

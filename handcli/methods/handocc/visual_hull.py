@@ -28,6 +28,13 @@ def dilated_silhouette(label: Tensor, radius: int) -> Tensor:
     return fg[0, 0] > 0
 
 
+def _hand_at(sil: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """(N,) bool: pixel (u, v) of the silhouette (H, W) is hand; a pixel outside the image is background."""
+    H, W = sil.shape
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    return inside & sil[v.clamp(0, H - 1), u.clamp(0, W - 1)]
+
+
 def in_visual_hull(points: Tensor, K: Tensor, w2c: Tensor, silhouettes: list[Tensor]) -> Tensor:
     """(N,) bool: True where no view puts the point on background.
 
@@ -42,16 +49,10 @@ def in_visual_hull(points: Tensor, K: Tensor, w2c: Tensor, silhouettes: list[Ten
         H, W = sil.shape
         u0, v0 = uv[:, 0].floor().long(), uv[:, 1].floor().long()
         seen = (z > 0) & (u0 >= -1) & (u0 < W) & (v0 >= -1) & (v0 < H)
-        if not seen.any():
-            continue
-        sil = sil.to(points.device)
-        u, v = u0[seen], v0[seen]
-
-        def hand_at(uu: Tensor, vv: Tensor) -> Tensor:  # a pixel outside the image is background
-            inside = (uu >= 0) & (uu < W) & (vv >= 0) & (vv < H)
-            return inside & sil[vv.clamp(0, H - 1), uu.clamp(0, W - 1)]
-
-        keep[seen] &= hand_at(u, v) | hand_at(u + 1, v) | hand_at(u, v + 1) | hand_at(u + 1, v + 1)
+        if seen.any():
+            sil, u, v = sil.to(points.device), u0[seen], v0[seen]
+            keep[seen] &= _hand_at(sil, u, v) | _hand_at(sil, u + 1, v) | _hand_at(sil, u, v + 1) | \
+                _hand_at(sil, u + 1, v + 1)
     return keep
 
 
@@ -72,4 +73,5 @@ class FrameSilhouettes:
             if lv not in self._sil:
                 self._sil[lv] = dilated_silhouette(views.label[lv], self.radius).to(self.device)
         idx = torch.as_tensor(local, dtype=torch.long)
-        return views.K[idx], views.w2c[idx], [self._sil[lv] for lv in local.tolist()]
+        return (views.K[idx].to(self.device), views.w2c[idx].to(self.device),
+                [self._sil[lv] for lv in local.tolist()])
