@@ -10,15 +10,17 @@ For each seed: ``handcli synth interhand --profile ideal|realistic --seed S`` (o
 is shared), ``handcli render`` of the held-out cameras on every frame (novel views of training poses: a
 training frame renders with its refined skeleton when the run has one) and ``handcli eval``. A variant is
 ``PROFILE:NAME`` with PROFILE one of the keys of PROFILES (ideal, realistic, or the realistic profile with
-only one of its effects: annotation_only, detail_only, capture_only; or with exact joints or exact MANO fits:
-exact_joints, exact_mano) and NAME one of the keys of VARIANTS
+only one of its effects: annotation_only, detail_only, capture_only, and of the capture effects colour_only,
+specular_only, noise_only; without the annotation error: no_annotation_error; or with exact joints or exact MANO
+fits: exact_joints, exact_mano) and NAME one of the keys of VARIANTS
 (``--set`` overrides of the fast preset).
 
 Prints a markdown table (novel-view PSNR-full / PSNR-box / SSIM, silhouette IoU and area ratio against the
 cache's hand labels, PSNR-full after a per-view colour-gain fit on the scored view itself, and after a per-camera gain fitted on
 the camera's other frames (``handcli eval``'s psnr_full_camcal); PSNR-full and IoU against the synthetic
 set's exact hand masks and the true hand's own PSNR-full against the cache-label ground truth, see
-true_mask_scores; per seed and variant; and realistic minus ideal) and writes results_realism_handocc.json
+true_mask_scores; the held-out cameras' mean squared colour response in dB, see held_out_response_db; per seed
+and variant; and realistic minus ideal) and writes results_realism_handocc.json
 into the work folder. Nothing is asserted.
 """
 
@@ -98,6 +100,9 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "anneal_hull": [*ANNEAL, "label_hull=flip", "label_hull_px=0"],
     # hull_flip with the skeleton refinement and the label alignment learned from 10 % of the steps on (not 30 %)
     "hull_rs01": ["label_hull=flip", "label_hull_px=0", "refine_start=0.1"],
+    "hull_colour": ["label_hull=flip", "label_hull_px=0", "camera_colour=true"],
+    "hull_occ05": ["label_hull=flip", "label_hull_px=0", "w_occ=0.5"],
+    "hull_rr01": ["label_hull=flip", "label_hull_px=0", "refine_start=0.1", "labels_pose=refined"],
 }
 
 
@@ -114,6 +119,13 @@ PROFILES = {  # profile name -> (synth --profile, --realism overrides): the real
     # MANO fits (what the occupancy labels and the rendered masks come from)
     "exact_joints": ("realistic", ["joint_frame_mm=0", "joint_seq_mm=0"]),
     "exact_mano": ("realistic", ["mano_frame_mm=0", "mano_seq_mm=0"]),
+    "no_annotation_error": ("realistic", [*NO_ANNOTATION_ERROR]),  # capture effects and the hand outside the model
+    # the capture effects one at a time (annotations exact, no surface detail)
+    "colour_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "specular=0", "read_noise=0", "shot_noise=0",
+                                  "jpeg_quality=0"]),
+    "specular_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "gain=[1,1]", "white_balance=0", "read_noise=0",
+                                    "shot_noise=0", "jpeg_quality=0"]),
+    "noise_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "gain=[1,1]", "white_balance=0", "specular=0"]),
 }
 
 
@@ -202,6 +214,19 @@ def true_mask_scores(renders: Path, root: Path) -> dict:
             "ceiling_psnr_full": float(np.mean(ceil))}
 
 
+def held_out_response_db(root: Path) -> float:
+    """10 log10 of the mean squared colour response (gain x white balance, the sidecar's ``camera_response``) of
+    the held-out cameras: how much brighter (> 0) or darker their ground truth is than a unit response. Every
+    squared error on a view scales with its camera's squared response, so a render of the same quality scores
+    this many dB lower on those cameras (0 on the ideal profile, which has no responses)."""
+    import numpy as np
+
+    resp = json.loads((root / "handcli_synth.json").read_text()).get("camera_response") or {}
+    by_name = {k.split("/")[-1]: np.asarray(v["white_balance"], float) * v["gain"] for k, v in resp.items()}
+    sq = [float((by_name[c] ** 2).mean()) for c in HELD_OUT if c in by_name]
+    return float(10 * np.log10(np.mean(sq))) if sq else 0.0
+
+
 def run_variant(work: Path, cache: Path, profile: str, name: str, seed: int, steps: int, threads: int,
                 preset: str = "fast") -> dict:
     run, renders = work / f"run_{profile}_{name}_s{seed}", work / f"renders_{profile}_{name}_s{seed}"
@@ -220,7 +245,8 @@ def run_variant(work: Path, cache: Path, profile: str, name: str, seed: int, ste
     mean = json.loads(metrics.read_text())["mean"]
     return {"profile": profile, "variant": name, "seed": seed, "steps": steps, "train_s": round(t_train, 1),
             **{k: mean.get(k) for k in ("psnr_full", "psnr_box", "psnr_full_camcal", "ssim_gaussian")}, **silhouettes(renders),
-            **true_mask_scores(renders, work / f"ih_{profile}_s{seed}")}
+            **true_mask_scores(renders, work / f"ih_{profile}_s{seed}"),
+            "held_out_response_db": held_out_response_db(work / f"ih_{profile}_s{seed}")}
 
 
 def main() -> None:
@@ -246,12 +272,13 @@ def main() -> None:
     (a.work / "results_realism_handocc.json").write_text(json.dumps(rows, indent=2))
     print(f"\nHandOcc {a.preset} preset, {a.steps} steps, {a.frames} frames, novel views ({len(HELD_OUT)} held-out cameras)")
     print("| seed | profile | variant | PSNR-full | PSNR-box | SSIM | mask IoU | area ratio | PSNR-full, gain fit | "
-          "PSNR-full, camera-calibrated | PSNR-full, true mask | IoU, true mask | ceiling | train s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "PSNR-full, camera-calibrated | PSNR-full, true mask | IoU, true mask | ceiling | held-out response dB | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['seed']} | {r['profile']} | {r['variant']} | {r['psnr_full']:.2f} | {r['psnr_box']:.2f} | "
               f"{r['ssim_gaussian']:.3f} | {r['mask_iou']:.3f} | {r['area_ratio']:.2f} | {r['psnr_full_gain_fit']:.2f} | "
-              f"{r['psnr_full_camcal']:.2f} | {r['psnr_full_true_mask']:.2f} | {r['mask_iou_true']:.3f} | {r['ceiling_psnr_full']:.2f} | {r['train_s']:.0f} |")
+              f"{r['psnr_full_camcal']:.2f} | {r['psnr_full_true_mask']:.2f} | {r['mask_iou_true']:.3f} | {r['ceiling_psnr_full']:.2f} | "
+              f"{r['held_out_response_db']:+.2f} | {r['train_s']:.0f} |")
     ideal = {(r["seed"], r["variant"]): r for r in rows if r["profile"] == "ideal"}
     for r in rows:
         for (seed, var), i in ideal.items():
