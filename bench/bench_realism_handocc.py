@@ -216,9 +216,10 @@ def true_mask_scores(renders: Path, root: Path) -> dict:
 
 def held_out_response_db(root: Path) -> float:
     """10 log10 of the mean squared colour response (gain x white balance, the sidecar's ``camera_response``) of
-    the held-out cameras: how much brighter (> 0) or darker their ground truth is than a unit response. Every
-    squared error on a view scales with its camera's squared response, so a render of the same quality scores
-    this many dB lower on those cameras (0 on the ideal profile, which has no responses)."""
+    the held-out cameras: how much brighter (> 0) or darker their ground truth is than a unit response. The
+    squared error on the ground truth's hand pixels (colour errors, and silhouette misses drawn as background)
+    scales with its camera's squared response, so a render of the same quality scores up to this many dB lower
+    on those cameras (0 on the ideal profile, which has no responses)."""
     import numpy as np
 
     resp = json.loads((root / "handcli_synth.json").read_text()).get("camera_response") or {}
