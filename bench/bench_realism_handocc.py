@@ -100,6 +100,8 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "anneal_hull": [*ANNEAL, "label_hull=flip", "label_hull_px=0"],
     # hull_flip with the skeleton refinement and the label alignment learned from 10 % of the steps on (not 30 %)
     "hull_rs01": ["label_hull=flip", "label_hull_px=0", "refine_start=0.1"],
+    # hull_flip + the view direction / per-camera colour maps / half the mesh-occupancy weight / the labels posed on
+    # the refined skeleton with refinement from 10 % of the steps on (seventh round)
     "hull_view": ["label_hull=flip", "label_hull_px=0", "view_dir=true"],
     "hull_colour": ["label_hull=flip", "label_hull_px=0", "camera_colour=true"],
     "hull_occ05": ["label_hull=flip", "label_hull_px=0", "w_occ=0.5"],
