@@ -44,6 +44,7 @@ HELD_OUT = TEST[:4]
 NO_ANNEAL = ["occ_anneal_start=1.0", "occ_anneal_end=1.0"]  # the mesh-occupancy weight stays w_occ throughout
 PLAIN = ["view_dir=false", "density_cal=false", "labels_follow_bones=false", "blend_inference=false"]  # the colour and density of the runs before these options
 ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
+HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the sixth round introduced it (the default)
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
     "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
@@ -93,23 +94,25 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "repose_joints": ["labels_pose=joints", "label_hull=off"],  # the default before the visual-hull check
     # the default with the inside labels off the training silhouettes' visual hull left out / made outside
     "hull_drop": ["label_hull=drop", "label_hull_px=0"],
-    "hull_flip": ["label_hull=flip", "label_hull_px=0"],
+    "hull_flip": [*HULL],
     "hull_flip1": ["label_hull=flip", "label_hull_px=1"],
     # the default with the mesh-occupancy weight annealed to 0 between 20 % and 50 % of the steps (+ the hull check)
     "anneal_now": [*ANNEAL, "label_hull=off"],
-    "anneal_hull": [*ANNEAL, "label_hull=flip", "label_hull_px=0"],
+    "anneal_hull": [*ANNEAL, *HULL],
     # hull_flip with the skeleton refinement and the label alignment learned from 10 % of the steps on (not 30 %)
-    "hull_rs01": ["label_hull=flip", "label_hull_px=0", "refine_start=0.1"],
+    "hull_rs01": [*HULL, "refine_start=0.1"],
     # hull_flip + the view direction / per-camera colour maps / half the mesh-occupancy weight / the labels posed on
     # the refined skeleton with refinement from 10 % of the steps on (seventh round)
-    "hull_view": ["label_hull=flip", "label_hull_px=0", "view_dir=true"],
-    "hull_colour": ["label_hull=flip", "label_hull_px=0", "camera_colour=true"],
-    "hull_occ05": ["label_hull=flip", "label_hull_px=0", "w_occ=0.5"],
-    "hull_rr01": ["label_hull=flip", "label_hull_px=0", "refine_start=0.1", "labels_pose=refined"],
+    "hull_view": [*HULL, "view_dir=true"],
+    "hull_colour": [*HULL, "camera_colour=true"],
+    "hull_occ05": [*HULL, "w_occ=0.5"],
+    "hull_rr01": [*HULL, "refine_start=0.1", "labels_pose=refined"],
 }
 
 
-NO_CAPTURE = ["gain=[1,1]", "white_balance=0", "specular=0", "read_noise=0", "shot_noise=0", "jpeg_quality=0"]
+NO_COLOUR = ["gain=[1,1]", "white_balance=0"]  # per-camera colour response
+NO_NOISE = ["read_noise=0", "shot_noise=0", "jpeg_quality=0"]  # sensor noise and JPEG
+NO_CAPTURE = [*NO_COLOUR, "specular=0", *NO_NOISE]
 NO_ANNOTATION_ERROR = ["mano_frame_mm=0", "mano_seq_mm=0", "joint_frame_mm=0", "joint_seq_mm=0"]
 NO_DETAIL = ["thicken_mm=0", "detail_mm=0"]
 PROFILES = {  # profile name -> (synth --profile, --realism overrides): the realistic profile's effects one by one
@@ -124,11 +127,9 @@ PROFILES = {  # profile name -> (synth --profile, --realism overrides): the real
     "exact_mano": ("realistic", ["mano_frame_mm=0", "mano_seq_mm=0"]),
     "no_annotation_error": ("realistic", [*NO_ANNOTATION_ERROR]),  # capture effects and the hand outside the model
     # the capture effects one at a time (annotations exact, no surface detail)
-    "colour_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "specular=0", "read_noise=0", "shot_noise=0",
-                                  "jpeg_quality=0"]),
-    "specular_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "gain=[1,1]", "white_balance=0", "read_noise=0",
-                                    "shot_noise=0", "jpeg_quality=0"]),
-    "noise_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "gain=[1,1]", "white_balance=0", "specular=0"]),
+    "colour_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "specular=0", *NO_NOISE]),
+    "specular_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, *NO_COLOUR, *NO_NOISE]),
+    "noise_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, *NO_COLOUR, "specular=0"]),
 }
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# handcli demo on the built-in synthetic default (about 10 minutes on 2 CPU cores, docs/benchmarks.md):
+# handcli demo on the built-in synthetic default (about 7 minutes on 2 CPU cores, docs/benchmarks.md):
 # synth InterHand2.6M (realistic profile: annotation error, capture effects; docs/datasets.md) ->
 # preprocess (256x167, masks refined against the image) -> targets (pseudo-depth, teacher features) ->
 # train HandOcc and HandNeRF on the same views (fast presets, the training budget split between them) ->

@@ -50,9 +50,8 @@ def in_visual_hull(points: Tensor, K: Tensor, w2c: Tensor, silhouettes: list[Ten
         u0, v0 = uv[:, 0].floor().long(), uv[:, 1].floor().long()
         seen = (z > 0) & (u0 >= -1) & (u0 < W) & (v0 >= -1) & (v0 < H)
         if seen.any():
-            sil, u, v = sil.to(points.device), u0[seen], v0[seen]
-            keep[seen] &= _hand_at(sil, u, v) | _hand_at(sil, u + 1, v) | _hand_at(sil, u, v + 1) | \
-                _hand_at(sil, u + 1, v + 1)
+            s, u, v = sil.to(points.device), u0[seen], v0[seen]
+            keep[seen] &= _hand_at(s, u, v) | _hand_at(s, u + 1, v) | _hand_at(s, u, v + 1) | _hand_at(s, u + 1, v + 1)
     return keep
 
 
