@@ -107,6 +107,10 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "hull_colour": [*HULL, "camera_colour=true"],
     "hull_occ05": [*HULL, "w_occ=0.5"],
     "hull_rr01": [*HULL, "refine_start=0.1", "labels_pose=refined"],
+    # eighth round: a white highlight from learned world lights (docs/methods/handocc.md#specular-highlight)
+    "hull_spec": [*HULL, "specular=true"],
+    "hull_normal": [*HULL, "normal_in=true"],
+    "hull_spec_normal": [*HULL, "specular=true", "normal_in=true"],
 }
 
 

@@ -49,6 +49,7 @@ from handcli.methods.handocc.sampler import (
     inside_capsules,
     sample_positions,
 )
+from handcli.methods.handocc.specular import SpecularLobes, capsule_normals
 from handcli.nn.encoding import encoding_dim, positional_encoding
 from handcli.nn.mlp import MLP
 from handcli.render.bounds import ray_aabb
@@ -97,6 +98,10 @@ class HandOccConfig:
     # (docs/benchmarks.md#handocc-on-realistic-data)
     view_dir: bool = False
     view_pe_deg: int = 2  # PE octaves of that direction (low: a broad highlight, few training cameras)
+    # a white highlight from learned world lights on the bones' capsule normals, added to the colour (specular.py)
+    specular: bool = False
+    spec_lights: int = 4  # lights (Blinn-Phong lobes) of that highlight
+    normal_in: bool = False  # the colour network also sees the sample's capsule normal (world; specular.py)
     part_embed: int = 8
     app_dim: int = 32
     crop_size: int = 64
@@ -589,41 +594,45 @@ class ColorNet(nn.Module):
         self.part = nn.Embedding(NUM_BONES, cfg.part_embed)
         self.app_dim = app_dim
         self.view_dim = encoding_dim(3, 0, cfg.view_pe_deg, True) if cfg.view_dir else 0
-        in_dim = self.input_dim(replace(cfg, view_dir=False), app_dim)
-        self.mlp = MLP(in_dim + self.view_dim, cfg.color_hidden, cfg.color_layers, 3)
+        self.normal_dim = 3 if cfg.normal_in else 0
+        in_dim = self.input_dim(replace(cfg, view_dir=False, normal_in=False), app_dim)
+        self.mlp = MLP(in_dim + self.view_dim + self.normal_dim, cfg.color_hidden, cfg.color_layers, 3)
         nn.init.zeros_(self.mlp.out.weight)
         nn.init.zeros_(self.mlp.out.bias)
-        if self.view_dim:  # the view columns start at zero: the same function as without a view direction
+        if self.view_dim or self.normal_dim:  # these columns start at zero: the same function as without them
             with torch.no_grad():
                 self.mlp.layers[0].weight[:, in_dim:] = 0.0
 
     @staticmethod
     def input_dim(cfg: HandOccConfig, app_dim: int) -> int:
         """Width of the first layer's input: [PE(local), part embedding, part features, occupancy, bone axes (9),
-        appearance code, PE(view direction) with ``view_dir``]."""
+        appearance code, PE(view direction) with ``view_dir``, capsule normal with ``normal_in``]."""
         view = encoding_dim(3, 0, cfg.view_pe_deg, True) if cfg.view_dir else 0
-        return encoding_dim(3, 0, cfg.color_pe_deg, True) + cfg.part_embed + cfg.occ_hidden + 1 + 9 + app_dim + view
+        return (encoding_dim(3, 0, cfg.color_pe_deg, True) + cfg.part_embed + cfg.occ_hidden + 1 + 9 + app_dim + view
+                + (3 if cfg.normal_in else 0))
 
     def view_encoding(self, view: Tensor) -> Tensor:
         """(R, 3) ray directions (world) -> (R, view_dim) PE of the unit directions."""
         return positional_encoding(F.normalize(view, dim=-1), 0, self.cfg.view_pe_deg, True)
 
     def forward(self, local: Tensor, part: Tensor, feat: Tensor, occ: Tensor, axes: Tensor, app: Tensor,
-                view: Tensor | None = None) -> Tensor:
+                view: Tensor | None = None, normal: Tensor | None = None) -> Tensor:
         """Per sample: local (R, 3), part (R,), feat (R, F), occ (R,), axes (R, 9), app (R, A), view (R, 3)
-        world ray directions (used with ``view_dir``) -> rgb (R, 3)."""
+        world ray directions (used with ``view_dir``), normal (R, 3) (with ``normal_in``) -> rgb (R, 3)."""
         x = [positional_encoding(local, 0, self.cfg.color_pe_deg, True), self.part(part), feat, occ[:, None], axes,
              app]
         if self.view_dim:
             x.append(self.view_encoding(view))
+        if self.normal_dim:
+            x.append(normal)
         x = torch.cat(x, -1)
         base = torch.logit(app[:, -3:].clamp(0.02, 0.98))
         return torch.sigmoid(base + self.mlp(x))
 
     def forward_hand(self, local: Tensor, part: Tensor, feat: Tensor, occ: Tensor, axes: Tensor, app: Tensor,
-                     view: Tensor | None = None) -> Tensor:
+                     view: Tensor | None = None, normal: Tensor | None = None) -> Tensor:
         """`forward` for samples of one hand: axes (20, 9) its bones' world axes, app (A,) its code, view (R, 3)
-        the samples' ray directions (with ``view_dir``).
+        the samples' ray directions (with ``view_dir``), normal (R, 3) their normals (with ``normal_in``).
 
         The inputs that depend only on the part and the hand (part embedding, axes, code) go through the
         first layer once per part, a (20, hidden) table added to the per-sample product: the same first
@@ -638,6 +647,7 @@ class ColorNet(nn.Module):
         c_occ = c_feat + nf
         c_axes, c_app = c_occ + 1, c_occ + 10
         c_view = c_app + self.app_dim
+        c_norm = c_view + self.view_dim
         table = (self.part.weight @ w[:, c_part:c_feat].T + axes @ w[:, c_axes:c_app].T
                  + (w[:, c_app:c_view] @ app + b))  # (20, hidden)
         if not torch.is_grad_enabled():
@@ -647,7 +657,9 @@ class ColorNet(nn.Module):
             wx = torch.cat([w[:, :pe].T, w[:, c_feat:c_axes].T, table])  # (pe + F + 1 + 20, hidden)
             h = torch.mm(x, wx)
             if self.view_dim:
-                h.addmm_(self.view_encoding(view), w[:, c_view:].T)
+                h.addmm_(self.view_encoding(view), w[:, c_view:c_norm].T)
+            if self.normal_dim:
+                h.addmm_(normal, w[:, c_norm:].T)
             h = torch.relu_(h)
             for layer in mlp.layers[1:]:
                 h = torch.relu_(layer(h))
@@ -656,7 +668,9 @@ class ColorNet(nn.Module):
         h = torch.addmm(table[part], positional_encoding(local, 0, self.cfg.color_pe_deg, True), w[:, :pe].T)
         h = torch.addmm(h, feat, w[:, c_feat:c_occ].T) + occ[:, None] * w[:, c_occ]
         if self.view_dim:
-            h = torch.addmm(h, self.view_encoding(view), w[:, c_view:].T)
+            h = torch.addmm(h, self.view_encoding(view), w[:, c_view:c_norm].T)
+        if self.normal_dim:
+            h = torch.addmm(h, normal, w[:, c_norm:].T)
         h = mlp.act(h)
         for layer in mlp.layers[1:]:
             h = mlp.act(layer(h))
@@ -702,6 +716,8 @@ class HandOcc(nn.Module):
         self.color = ColorNet(cfg, self.app.out_dim)
         if cfg.density_cal:
             self.density_cal = DensityCalibration()
+        if cfg.specular:
+            self.specular = SpecularLobes(cfg.spec_lights)
         from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
@@ -975,6 +991,11 @@ def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, d
     return sets, active, occ_evals, n_samples
 
 
+def _normals(q: dict, p: Tensor, hand: HandSkeleton) -> Tensor:
+    """World capsule normals (S, 3) of the samples p of one hand's occupancy outputs q (their winning bones)."""
+    return capsule_normals(q["local"][p], hand.world_axes().view(NUM_BONES, 3, 3)[q["part"][p]])
+
+
 def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] | None, origins: Tensor,
                 dirs: Tensor, perturb: bool = False, gen: torch.Generator | None = None, train: bool = False,
                 reference: bool = False) -> dict:
@@ -1018,6 +1039,7 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             need = need & (w.detach() > eps)
         rgb = torch.zeros(*w.shape, 3, device=device) if reference else w.new_zeros(len(w), 3)
         view_dirs = dirs[active] if len(active) < n_rays else dirs  # (A, 3) the merged rows' directions
+        spec = getattr(model, "specular", None)
         for h, s in enumerate(sets):
             sel = need & (src == h) if reference or len(sets) > 1 else need
             if s["q"] is None or not sel.any():
@@ -1034,14 +1056,20 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             if reference:
                 ray, col = torch.nonzero(sel, as_tuple=True)
                 view = view_dirs[ray] if model.color.view_dim else None
+                normal = _normals(q, p, hands[h]) if spec is not None or model.color.normal_dim else None
                 c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
-                                hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1), view)
+                                hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1), view, normal)
+                if spec is not None:
+                    c = c + spec(normal, view_dirs[ray])[:, None]
                 rgb = rgb.index_put((ray, col), c)
                 continue
             ray = at // w.shape[1]
             view = view_dirs[ray] if model.color.view_dim else None
+            normal = _normals(q, p, hands[h]) if spec is not None or model.color.normal_dim else None
             c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
-                                         hands[h].world_axes(), codes[h], view)
+                                         hands[h].world_axes(), codes[h], view, normal)
+            if spec is not None:
+                c = c + spec(normal, view_dirs[ray])[:, None]
             rgb = rgb.index_add(0, ray, w.reshape(-1)[at, None] * c)  # Σ w·c per ray, no (A, S, 3)
         out["rgb"] = (w[..., None] * rgb).sum(-2) if reference else rgb
     if len(active) < n_rays:
