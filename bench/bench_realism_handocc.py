@@ -45,6 +45,9 @@ NO_ANNEAL = ["occ_anneal_start=1.0", "occ_anneal_end=1.0"]  # the mesh-occupancy
 PLAIN = ["view_dir=false", "density_cal=false", "labels_follow_bones=false", "blend_inference=false"]  # the colour and density of the runs before these options
 ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
 HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the sixth round introduced it (the default)
+# every variant but "default" starts from this (a variant's own overrides come after and win): the variants named
+# before the eighth round ran without the capsule-normal colour input, the default since
+BEFORE_NORMALS = ["normal_in=false"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
     "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
@@ -107,10 +110,8 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "hull_colour": [*HULL, "camera_colour=true"],
     "hull_occ05": [*HULL, "w_occ=0.5"],
     "hull_rr01": [*HULL, "refine_start=0.1", "labels_pose=refined"],
-    # eighth round: a white highlight from learned world lights (docs/methods/handocc.md#specular-highlight)
-    "hull_spec": [*HULL, "specular=true"],
+    # eighth round: hull_flip without / with the capsule normal as a colour input (normal_in, the default since)
     "hull_normal": [*HULL, "normal_in=true"],
-    "hull_spec_normal": [*HULL, "specular=true", "normal_in=true"],
 }
 
 
@@ -242,7 +243,8 @@ def run_variant(work: Path, cache: Path, profile: str, name: str, seed: int, ste
     metrics = work / f"metrics_{profile}_{name}_s{seed}.json"
     t0 = time.perf_counter()
     if not (run / "checkpoint.pt").exists():
-        sets = [a for s in VARIANTS[name] for a in ("--set", s)]
+        overrides = VARIANTS[name] if name == "default" else [*BEFORE_NORMALS, *VARIANTS[name]]
+        sets = [a for s in overrides for a in ("--set", s)]
         cli("train", str(cache), "--method", "handocc", "--preset", preset, "--steps", str(steps), "-o", str(run),
             "--cameras", ",".join(TRAIN), "--eval-cameras", ",".join(HELD_OUT), "--seed", "0", "--threads",
             str(threads), "--force", *sets, threads=threads)

@@ -12,7 +12,7 @@ from test_handocc_fast_render import _scene  # the tiny scene those tests render
 from handcli.methods.handocc.method import config_for_state
 from handcli.methods.handocc.model import PRESETS, ColorNet, HandOcc, render_rays
 
-FAST = PRESETS["fast"]
+FAST = replace(PRESETS["fast"], normal_in=False)  # the view columns last in the first layer
 
 
 def _pair(tiny_cache, hands: int = 1):
@@ -20,7 +20,7 @@ def _pair(tiny_cache, hands: int = 1):
     output layer randomised so that the colour is not just the reference's mean skin colour."""
     base, hs, o, d = _scene(tiny_cache, hands)
     old = HandOcc(replace(FAST, view_dir=False))
-    old.load_state_dict(base.state_dict())
+    old.ref_crops.copy_(base.ref_crops)
     n_old = old.color.mlp.layers[0].in_features
     torch.manual_seed(0)
     w0 = HandOcc(replace(FAST, view_dir=True)).color.mlp.layers[0].weight.detach().clone()

@@ -152,7 +152,7 @@ def test_training_steps_on_a_directory_equal_the_merged_cache(shards):
         out = []
         for step in range(5):
             loss, logs = m.train_step(step, step_generator(2, step))
-            out.append((float(loss), logs["rays"], m.pool.resident_frames))
+            out.append((float(loss.detach()), logs["rays"], m.pool.resident_frames))
         losses.append(out)
     assert losses[0] == losses[1]
 

@@ -542,9 +542,6 @@ class HandOccMethod(Method):
         cal = getattr(self.model, "density_cal", None)
         if cal is not None:
             logs["cal_slope"], logs["cal_offset"] = cal.slope_offset()
-        spec = getattr(self.model, "specular", None)
-        if spec is not None:
-            logs.update(spec.summary())
         logs["rays"] = len(o)
         logs["samples"] = out["evaluated"]
         logs["color_evals_per_ray"] = out["color_evals"] / max(len(o), 1)
@@ -612,19 +609,16 @@ class HandOccMethod(Method):
 
 
 def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
-    """``cfg`` with ``view_dir``, ``density_cal`` and ``specular`` as the checkpoint's model was built: a run saved before
-    these fields existed has neither in its config.json, and the defaults may differ from what it was trained
-    with."""
+    """``cfg`` with ``view_dir``, ``normal_in`` and ``density_cal`` as the checkpoint's model was built: a run saved
+    before these fields existed has none of them in its config.json, and the defaults may differ from what it was
+    trained with."""
     w = state.get("color.mlp.layers.0.weight")
     if w is None:
         return cfg
     widths = {(v, n): ColorNet.input_dim(replace(cfg, view_dir=v, normal_in=n), AppearanceEncoder.code_dim(cfg))
               for v in (False, True) for n in (False, True)}
     view_dir, normal_in = next(k for k, width in widths.items() if width == w.shape[1])
-    lights = state.get("specular.dirs")
-    return replace(cfg, view_dir=view_dir, normal_in=normal_in, density_cal="density_cal.p" in state,
-                   specular=lights is not None,
-                   spec_lights=cfg.spec_lights if lights is None else len(lights))
+    return replace(cfg, view_dir=view_dir, normal_in=normal_in, density_cal="density_cal.p" in state)
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:

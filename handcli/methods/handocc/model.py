@@ -40,6 +40,7 @@ from handcli.hand.skeleton_frames import (
     pose_code,
     segment_distance,
 )
+from handcli.methods.handocc.normals import capsule_normals
 from handcli.methods.handocc.sampler import (
     box_samples,
     capsule_box,
@@ -49,7 +50,6 @@ from handcli.methods.handocc.sampler import (
     inside_capsules,
     sample_positions,
 )
-from handcli.methods.handocc.specular import SpecularLobes, capsule_normals
 from handcli.nn.encoding import encoding_dim, positional_encoding
 from handcli.nn.mlp import MLP
 from handcli.render.bounds import ray_aabb
@@ -98,10 +98,10 @@ class HandOccConfig:
     # (docs/benchmarks.md#handocc-on-realistic-data)
     view_dir: bool = False
     view_pe_deg: int = 2  # PE octaves of that direction (low: a broad highlight, few training cameras)
-    # a white highlight from learned world lights on the bones' capsule normals, added to the colour (specular.py)
-    specular: bool = False
-    spec_lights: int = 4  # lights (Blinn-Phong lobes) of that highlight
-    normal_in: bool = False  # the colour network also sees the sample's capsule normal (world; specular.py)
+    # the colour network also sees the sample's capsule normal (world; normals.py). Novel-view PSNR at 300 fast steps
+    # +0.79 / +0.78 / +1.02 / +0.66 dB ideal, +0.79 / +0.43 / +0.61 / +0.62 dB realistic (seeds 0-3), at 2,000
+    # +0.22 / +0.42 dB ideal, +0.07 / +0.08 dB realistic (seeds 2 / 3) (docs/benchmarks.md#handocc-on-realistic-data)
+    normal_in: bool = True
     part_embed: int = 8
     app_dim: int = 32
     crop_size: int = 64
@@ -716,8 +716,6 @@ class HandOcc(nn.Module):
         self.color = ColorNet(cfg, self.app.out_dim)
         if cfg.density_cal:
             self.density_cal = DensityCalibration()
-        if cfg.specular:
-            self.specular = SpecularLobes(cfg.spec_lights)
         from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
@@ -1039,7 +1037,6 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             need = need & (w.detach() > eps)
         rgb = torch.zeros(*w.shape, 3, device=device) if reference else w.new_zeros(len(w), 3)
         view_dirs = dirs[active] if len(active) < n_rays else dirs  # (A, 3) the merged rows' directions
-        spec = getattr(model, "specular", None)
         for h, s in enumerate(sets):
             sel = need & (src == h) if reference or len(sets) > 1 else need
             if s["q"] is None or not sel.any():
@@ -1056,20 +1053,16 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             if reference:
                 ray, col = torch.nonzero(sel, as_tuple=True)
                 view = view_dirs[ray] if model.color.view_dim else None
-                normal = _normals(q, p, hands[h]) if spec is not None or model.color.normal_dim else None
+                normal = _normals(q, p, hands[h]) if model.color.normal_dim else None
                 c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
                                 hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1), view, normal)
-                if spec is not None:
-                    c = c + spec(normal, view_dirs[ray])[:, None]
                 rgb = rgb.index_put((ray, col), c)
                 continue
             ray = at // w.shape[1]
             view = view_dirs[ray] if model.color.view_dim else None
-            normal = _normals(q, p, hands[h]) if spec is not None or model.color.normal_dim else None
+            normal = _normals(q, p, hands[h]) if model.color.normal_dim else None
             c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
                                          hands[h].world_axes(), codes[h], view, normal)
-            if spec is not None:
-                c = c + spec(normal, view_dirs[ray])[:, None]
             rgb = rgb.index_add(0, ray, w.reshape(-1)[at, None] * c)  # Σ w·c per ray, no (A, S, 3)
         out["rgb"] = (w[..., None] * rgb).sum(-2) if reference else rgb
     if len(active) < n_rays:
