@@ -112,9 +112,8 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "hull_rr01": [*HULL, "refine_start=0.1", "labels_pose=refined"],
     # eighth round: hull_flip without / with the capsule normal as a colour input (normal_in, the default since)
     "hull_normal": [*HULL, "normal_in=true"],
-    # hull_normal + the view direction as it is / reflected about the capsule normal (reflect_dir)
-    "hull_normal_view": [*HULL, "normal_in=true", "view_dir=true", "reflect_dir=false"],
-    "hull_normal_reflect": [*HULL, "normal_in=true", "view_dir=true", "reflect_dir=true"],
+    # hull_normal + the view direction (the reflected direction of commit ae23c6c is not kept)
+    "hull_normal_view": [*HULL, "normal_in=true", "view_dir=true"],
 }
 
 

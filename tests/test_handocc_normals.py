@@ -92,31 +92,3 @@ def test_capsule_normals_of_both_hands_point_away_from_their_world_bones(tiny_ca
         t = (((x - a) * (b - a)).sum(-1) / (b - a).square().sum(-1)).clamp(0, 1)
         away = torch.nn.functional.normalize(x - (a + t[:, None] * (b - a)), dim=-1)
         assert float((n * away).sum(-1).min()) > 0.999, hand.side
-
-
-def test_reflect_by_hand():
-    from handcli.methods.handocc.normals import reflect
-
-    d = torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, -1.0]]) / torch.tensor([[2 ** 0.5], [1.0]])
-    n = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    assert torch.allclose(reflect(d, n), torch.tensor([[2 ** -0.5, 2 ** -0.5, 0.0], [0.0, 0.0, 1.0]]), atol=1e-6)
-
-
-def test_reflected_view_fast_path_equals_reference_and_differs_from_the_view(tiny_cache):
-    base, hs, o, d = _scene(tiny_cache, 2)
-    renders = {}
-    for reflect_dir in (False, True):
-        torch.manual_seed(5)
-        model = HandOcc(replace(FAST, view_dir=True, reflect_dir=reflect_dir))
-        model.ref_crops.copy_(base.ref_crops)
-        with torch.no_grad():
-            w = model.color.mlp.layers[0].weight
-            n = model.color.view_dim + model.color.normal_dim
-            w[:, -n:] = torch.randn(w.shape[0], n, generator=torch.Generator().manual_seed(6))
-            torch.nn.init.normal_(model.color.mlp.out.weight, std=0.3)
-        model.eval()
-        with torch.no_grad():
-            ref = render_rays(model, hs, model.default_codes(hs), o, d, reference=True)
-            renders[reflect_dir] = render_rays(model, hs, model.default_codes(hs), o, d)
-        assert torch.allclose(renders[reflect_dir]["rgb"], ref["rgb"], atol=1e-4, rtol=0)
-    assert float((renders[True]["rgb"] - renders[False]["rgb"]).abs().max()) > 0.02

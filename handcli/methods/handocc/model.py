@@ -40,7 +40,7 @@ from handcli.hand.skeleton_frames import (
     pose_code,
     segment_distance,
 )
-from handcli.methods.handocc.normals import capsule_normals, reflect
+from handcli.methods.handocc.normals import capsule_normals
 from handcli.methods.handocc.sampler import (
     box_samples,
     capsule_box,
@@ -98,8 +98,6 @@ class HandOccConfig:
     # (docs/benchmarks.md#handocc-on-realistic-data)
     view_dir: bool = False
     view_pe_deg: int = 2  # PE octaves of that direction (low: a broad highlight, few training cameras)
-    # with view_dir: the direction reflected about the sample's capsule normal instead (Ref-NeRF; normals.py)
-    reflect_dir: bool = False
     # the colour network also sees the sample's capsule normal (world; normals.py). Novel-view PSNR at 300 fast steps
     # +0.79 / +0.78 / +1.02 / +0.66 dB ideal, +0.79 / +0.43 / +0.61 / +0.62 dB realistic (seeds 0-3), at 2,000
     # +0.22 / +0.42 dB ideal, +0.07 / +0.08 dB realistic (seeds 2 / 3) (docs/benchmarks.md#handocc-on-realistic-data)
@@ -996,12 +994,6 @@ def _normals(q: dict, p: Tensor, hand: HandSkeleton) -> Tensor:
     return capsule_normals(q["local"][p], hand.world_axes().view(NUM_BONES, 3, 3)[q["part"][p]])
 
 
-def _view_input(cfg: HandOccConfig, dirs: Tensor, normal: Tensor | None) -> Tensor:
-    """What the colour network sees of the view (``view_dir``): the ray directions dirs (S, 3), or with
-    ``reflect_dir`` those directions reflected about the samples' normals (S, 3)."""
-    return reflect(dirs, normal) if cfg.reflect_dir else dirs
-
-
 def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] | None, origins: Tensor,
                 dirs: Tensor, perturb: bool = False, gen: torch.Generator | None = None, train: bool = False,
                 reference: bool = False) -> dict:
@@ -1060,15 +1052,15 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             color_evals += len(p)
             if reference:
                 ray, col = torch.nonzero(sel, as_tuple=True)
-                normal = _normals(q, p, hands[h]) if model.color.normal_dim or cfg.reflect_dir else None
-                view = _view_input(cfg, view_dirs[ray], normal) if model.color.view_dim else None
+                view = view_dirs[ray] if model.color.view_dim else None
+                normal = _normals(q, p, hands[h]) if model.color.normal_dim else None
                 c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
                                 hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1), view, normal)
                 rgb = rgb.index_put((ray, col), c)
                 continue
             ray = at // w.shape[1]
-            normal = _normals(q, p, hands[h]) if model.color.normal_dim or cfg.reflect_dir else None
-            view = _view_input(cfg, view_dirs[ray], normal) if model.color.view_dim else None
+            view = view_dirs[ray] if model.color.view_dim else None
+            normal = _normals(q, p, hands[h]) if model.color.normal_dim else None
             c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
                                          hands[h].world_axes(), codes[h], view, normal)
             rgb = rgb.index_add(0, ray, w.reshape(-1)[at, None] * c)  # Σ w·c per ray, no (A, S, 3)

@@ -23,9 +23,3 @@ def capsule_normals(local: Tensor, axes: Tensor) -> Tensor:
     t = local[:, :1].clamp(0.0, 1.0)
     radial = torch.cat([local[:, :1] - t, local[:, 1:]], -1)
     return F.normalize(torch.einsum("rij,rj->ri", axes, radial), dim=-1)
-
-
-def reflect(dirs: Tensor, normals: Tensor) -> Tensor:
-    """Directions (R, 3) mirrored about unit normals (R, 3): d - 2 (d . n) n (Ref-NeRF's reflected view direction,
-    the direction a mirror-like highlight comes from)."""
-    return dirs - 2.0 * (dirs * normals).sum(-1, keepdim=True) * normals
