@@ -99,8 +99,8 @@ class HandOccConfig:
     view_dir: bool = False
     view_pe_deg: int = 2  # PE octaves of that direction (low: a broad highlight, few training cameras)
     # the colour network also sees the sample's capsule normal (world; normals.py). Novel-view PSNR at 300 fast steps
-    # +0.79 / +0.78 / +1.02 / +0.66 dB ideal, +0.79 / +0.43 / +0.61 / +0.62 dB realistic (seeds 0-3), at 2,000
-    # +0.22 / +0.42 dB ideal, +0.07 / +0.08 dB realistic (seeds 2 / 3) (docs/benchmarks.md#handocc-on-realistic-data)
+    # +0.79 / +0.78 / +1.02 / +0.66 dB ideal, +0.79 / +0.43 / +0.61 / +0.62 dB realistic, at 2,000 +0.06 / +0.50 /
+    # +0.22 / +0.42 dB ideal, +0.25 / +0.16 / +0.07 / +0.08 dB realistic (seeds 0-3; docs/benchmarks.md)
     normal_in: bool = True
     part_embed: int = 8
     app_dim: int = 32
