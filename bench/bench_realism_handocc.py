@@ -110,7 +110,7 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "hull_colour": [*HULL, "camera_colour=true"],
     "hull_occ05": [*HULL, "w_occ=0.5"],
     "hull_rr01": [*HULL, "refine_start=0.1", "labels_pose=refined"],
-    # eighth round: hull_flip without / with the capsule normal as a colour input (normal_in, the default since)
+    # eighth round: hull_flip (without it, BEFORE_NORMALS) with the capsule normal as a colour input (the default since)
     "hull_normal": [*HULL, "normal_in=true"],
     # hull_normal + the view direction (the reflected direction of commit ae23c6c is not kept)
     "hull_normal_view": [*HULL, "normal_in=true", "view_dir=true"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 from test_handocc_fast_render import _scene  # the tiny scene those tests render
 
@@ -92,3 +93,13 @@ def test_capsule_normals_of_both_hands_point_away_from_their_world_bones(tiny_ca
         t = (((x - a) * (b - a)).sum(-1) / (b - a).square().sum(-1)).clamp(0, 1)
         away = torch.nn.functional.normalize(x - (a + t[:, None] * (b - a)), dim=-1)
         assert float((n * away).sum(-1).min()) > 0.999, hand.side
+
+
+def test_a_colour_network_of_another_width_is_named_on_load():
+    state = HandOcc(FAST).state_dict()
+    w = state["color.mlp.layers.0.weight"]
+    state["color.mlp.layers.0.weight"] = torch.zeros(w.shape[0], w.shape[1] + 5)  # no known input set is this wide
+    cfg = config_for_state(FAST, state)
+    assert (cfg.view_dir, cfg.normal_in) == (FAST.view_dir, FAST.normal_in)
+    with pytest.raises(RuntimeError, match="color.mlp.layers.0.weight"):
+        HandOcc(cfg).load_state_dict(state)

@@ -617,7 +617,8 @@ def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
         return cfg
     widths = {(v, n): ColorNet.input_dim(replace(cfg, view_dir=v, normal_in=n), AppearanceEncoder.code_dim(cfg))
               for v in (False, True) for n in (False, True)}
-    view_dir, normal_in = next(k for k, width in widths.items() if width == w.shape[1])
+    # no match (not a HandOcc colour network of this config): as built, and load_state_dict names the mismatch
+    view_dir, normal_in = next((k for k, width in widths.items() if width == w.shape[1]), (cfg.view_dir, cfg.normal_in))
     return replace(cfg, view_dir=view_dir, normal_in=normal_in, density_cal="density_cal.p" in state)
 
 
