@@ -88,7 +88,7 @@ def test_capsule_normals_of_both_hands_point_away_from_their_world_bones(tiny_ca
         with torch.no_grad():
             q = model.occ(hand, x)
         p = torch.arange(len(x))
-        n = _normals(q, p, hand)
+        n = _normals(q, p, hand.world_axes())
         a, b = hand.start[q["part"]], hand.end[q["part"]]
         t = (((x - a) * (b - a)).sum(-1) / (b - a).square().sum(-1)).clamp(0, 1)
         away = torch.nn.functional.normalize(x - (a + t[:, None] * (b - a)), dim=-1)

@@ -989,9 +989,10 @@ def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, d
     return sets, active, occ_evals, n_samples
 
 
-def _normals(q: dict, p: Tensor, hand: HandSkeleton) -> Tensor:
-    """World capsule normals (S, 3) of the samples p of one hand's occupancy outputs q (their winning bones)."""
-    return capsule_normals(q["local"][p], hand.world_axes().view(NUM_BONES, 3, 3)[q["part"][p]])
+def _normals(q: dict, p: Tensor, axes: Tensor) -> Tensor:
+    """World capsule normals (S, 3) of the samples p of one hand's occupancy outputs q (their winning bones), axes
+    (20, 9) that hand's `HandSkeleton.world_axes`."""
+    return capsule_normals(q["local"][p], axes.view(NUM_BONES, 3, 3)[q["part"][p]])
 
 
 def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] | None, origins: Tensor,
@@ -1049,20 +1050,21 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
                 at = torch.nonzero(sel.reshape(-1))[:, 0]
                 p = pos[merged["values"]["flat"].reshape(-1)[at]]
             q = s["q"]
+            axes = hands[h].world_axes()  # (20, 9)
             color_evals += len(p)
             if reference:
                 ray, col = torch.nonzero(sel, as_tuple=True)
                 view = view_dirs[ray] if model.color.view_dim else None
-                normal = _normals(q, p, hands[h]) if model.color.normal_dim else None
+                normal = _normals(q, p, axes) if model.color.normal_dim else None
                 c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
-                                hands[h].world_axes()[q["part"][p]], codes[h].expand(len(p), -1), view, normal)
+                                axes[q["part"][p]], codes[h].expand(len(p), -1), view, normal)
                 rgb = rgb.index_put((ray, col), c)
                 continue
             ray = at // w.shape[1]
             view = view_dirs[ray] if model.color.view_dim else None
-            normal = _normals(q, p, hands[h]) if model.color.normal_dim else None
-            c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
-                                         hands[h].world_axes(), codes[h], view, normal)
+            normal = _normals(q, p, axes) if model.color.normal_dim else None
+            c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p], axes,
+                                         codes[h], view, normal)
             rgb = rgb.index_add(0, ray, w.reshape(-1)[at, None] * c)  # Σ w·c per ray, no (A, S, 3)
         out["rgb"] = (w[..., None] * rgb).sum(-2) if reference else rgb
     if len(active) < n_rays:
