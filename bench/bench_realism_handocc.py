@@ -42,7 +42,7 @@ from bench_handnerf import TEST, TRAIN  # noqa: E402  (the cameras of the HandNe
 
 HELD_OUT = TEST[:4]
 NO_ANNEAL = ["occ_anneal_start=1.0", "occ_anneal_end=1.0"]  # the mesh-occupancy weight stays w_occ throughout
-PLAIN = ["view_dir=false", "density_cal=false", "labels_follow_bones=false", "blend_inference=false"]  # the colour and density of the runs before these options
+PLAIN = ["view_dir=false", "density_cal=false", "blend_inference=false"]  # the colour and density of the runs before these options
 ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
 HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the sixth round introduced it (the default)
 # every variant but "default" starts from this (a variant's own overrides come after and win): the variants named
@@ -67,7 +67,7 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "mask05_cal": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "density_cal=true"],
     # refine_mask05 + the labelled points carried with their bones to the refined skeleton (carry_points)
     "mask05_follow": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN,
-                      "labels_follow_bones=true"],
+                      "labels_pose=bones"],  # labels_follow_bones=true when it ran
     # refine_mask05 rendered with the parts' training blend (blend_inference; training is the same), and + density_cal
     "mask05_blend": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "blend_inference=true"],
     "mask05_cal_blend": ["refine=true", "camera_colour=false", "w_mask=0.5", *NO_ANNEAL, *PLAIN, "density_cal=true",
@@ -112,6 +112,13 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "hull_rr01": [*HULL, "refine_start=0.1", "labels_pose=refined"],
     # eighth round: hull_flip (without it, BEFORE_NORMALS) with the capsule normal as a colour input (the default since)
     "hull_normal": [*HULL, "normal_in=true"],
+    # ninth round: hull_normal with a Huber colour loss (threshold 0.1 / 0.03)
+    "huber10": [*HULL, "normal_in=true", "rgb_huber=0.1"],
+    "huber03": [*HULL, "normal_in=true", "rgb_huber=0.03"],
+    "rscale03": [*HULL, "normal_in=true", "refine_scale=0.3"],  # hull_normal, the refinement 3x / 10x faster
+    "rscale1": [*HULL, "normal_in=true", "refine_scale=1.0"],
+    "wref5": [*HULL, "normal_in=true", "w_refine=1e-5"],  # hull_normal, the refinement's prior 10x weaker / stronger
+    "wref3": [*HULL, "normal_in=true", "w_refine=1e-3"],
     # hull_normal + the view direction (the reflected direction of commit ae23c6c is not kept)
     "hull_normal_view": [*HULL, "normal_in=true", "view_dir=true"],
 }

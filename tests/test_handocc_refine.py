@@ -4,7 +4,6 @@ resumed run with refinement is exact."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -109,17 +108,14 @@ def test_refinement_reduces_the_joint_error(tmp_path):
     brief training the refined joints are closer to the sidecar's exact joints than the annotated ones."""
     from handcli.data.interhand_preprocess import preprocess_interhand
     from handcli.data.shards import open_cache
-    from handcli.synth.interhand import InterHandSynthConfig, write_interhand
+    from handcli.synth.interhand import InterHandSynthConfig, exact_annotation_copy, write_interhand
     from handcli.synth.realism import realism_config
 
     root, exact = tmp_path / "ih", tmp_path / "ih_exact"
     write_interhand(root, InterHandSynthConfig(frames=2, cameras=6, mono_cameras=0, seqs=("right",), seed=3,
                                                black_frame=False, null_mano=False,
                                                realism=realism_config("realistic", "interhand", joint_frame_mm=6.0)))
-    shutil.copytree(root, exact, symlinks=True)  # the same dataset with the sidecar's exact annotations
-    for name in ("MANO_NeuralAnnot", "joint_3d"):
-        shutil.copy(root / "handcli_gt" / f"InterHand2.6M_train_{name}.json",
-                    exact / "annotations" / "train" / f"InterHand2.6M_train_{name}.json")
+    exact_annotation_copy(root, exact)  # the same dataset with the sidecar's exact annotations
     preprocess_interhand(root, tmp_path / "ann.h5", scale=0.25)
     preprocess_interhand(exact, tmp_path / "exact.h5", scale=0.25)
     (tmp_path / "run").mkdir()
@@ -194,13 +190,39 @@ def segment_distance_to_bones(hand, x):
 def test_training_step_with_labels_following_bones(tiny_cache):
     """The occupancy term of a step sees the carried points: same step, same offsets, another loss."""
     torch.manual_seed(0)
-    m = _tiny(tiny_cache, labels_follow_bones=True, refine_start=0.0, labels_pose="mesh")
+    m = _tiny(tiny_cache, refine_start=0.0, labels_pose="bones")
     with torch.no_grad():
         m.model.refine.offsets.normal_(0.0, 0.03)  # refined skeletons ~5 mm off the annotation
     occ = {}
     for follow in (True, False):
-        m.cfg = replace(m.cfg, labels_follow_bones=follow)
+        m.cfg = replace(m.cfg, labels_pose="bones" if follow else "mesh")
         loss, logs = m.train_step(0, torch.Generator().manual_seed(0))
         assert torch.isfinite(loss)
         occ[follow] = logs["occ"]
     assert occ[True] != occ[False]
+
+
+def test_older_runs_labels_follow_bones_loads_as_bones(tmp_path):
+    """``labels_follow_bones`` was folded into ``labels_pose``: an older config.json still loads, as trained."""
+    import json
+
+    from handcli.errors import InputError
+    from handcli.methods.base import read_run_config, write_run_config
+
+    write_run_config(tmp_path, "handocc", "fast", replace(PRESETS["fast"], labels_pose="mesh"),
+                     {"cache": "c.h5"}, 0, "test")
+    doc = json.loads((tmp_path / "config.json").read_text())
+    doc["config"]["labels_follow_bones"] = True  # as a run written before the fold has it
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    read = read_run_config(tmp_path)  # every command reads a run through this
+    assert read["config"]["labels_pose"] == "bones" and "labels_follow_bones" not in read["config"]
+
+    old = {"labels_pose": "mesh", "labels_follow_bones": True, "steps": 7}
+    cfg = HandOccMethod.config_from_dict(old)
+    assert cfg.labels_pose == "bones" and cfg.steps == 7 and "labels_follow_bones" in old  # the input is not changed
+    assert HandOccMethod.config_from_dict({"labels_follow_bones": True}).labels_pose == "bones"  # before labels_pose
+    for pose in ("joints", "refined"):  # the switch applied only to "mesh"
+        assert HandOccMethod.config_from_dict({"labels_pose": pose, "labels_follow_bones": True}).labels_pose == pose
+    assert HandOccMethod.config_from_dict({"labels_pose": "mesh", "labels_follow_bones": False}).labels_pose == "mesh"
+    with pytest.raises(InputError, match="unknown config key"):
+        HandOccMethod.config_from_dict({"labels_follow_bone": True})

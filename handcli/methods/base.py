@@ -154,7 +154,10 @@ def read_run_config(run_dir: Path) -> dict:
     if doc["method"] not in METHODS:
         raise InputError(f"unknown method {doc['method']!r}; available: {', '.join(sorted(METHODS))}", path=p,
                          field="method")
-    config_cls = getattr(method_class(doc["method"]), "Config", None)
+    cls = method_class(doc["method"])
+    if hasattr(cls, "migrate_config"):
+        doc["config"] = cls.migrate_config(doc["config"])
+    config_cls = getattr(cls, "Config", None)
     if config_cls is not None:
         check_config_values(config_cls, doc["config"], path=p, prefix="config.")
     return doc
@@ -369,12 +372,20 @@ class Method:
     def preset(cls, name: str, method: str):
         return cls.PRESETS[name]
 
+    @staticmethod
+    def migrate_config(values: dict) -> dict:
+        """An older run's config.json ``config`` with keys renamed or folded since mapped to today's (a new dict;
+        none here: methods that renamed keys override it). Applied by ``read_run_config`` and ``config_from_dict``."""
+        return values
+
     @classmethod
     def config_from_dict(cls, values: dict, path: str | Path | None = None, prefix: str = "config."):
-        """A Config from a dict (e.g. config.json's ``config``): an unknown key or a value of the wrong type or
-        range is an InputError naming ``path`` and ``prefix + key``; missing keys keep their defaults."""
+        """A Config from a dict (e.g. config.json's ``config``, after ``migrate_config``): an unknown key or a value
+        of the wrong type or range is an InputError naming ``path`` and ``prefix + key``; missing keys keep their
+        defaults."""
         if not isinstance(values, dict):
             raise InputError(f"expected an object, got {type(values).__name__}", path=path, field=prefix.rstrip("."))
+        values = cls.migrate_config(values)
         check_config_values(cls.Config, values, path=path, prefix=prefix)
         defaults = {f.name: f.default for f in fields(cls.Config)}
         cfg = cls.Config(**{k: tuple(v) if isinstance(defaults[k], tuple) else v for k, v in values.items()})

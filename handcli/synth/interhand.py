@@ -28,6 +28,7 @@ entry is null.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from handcli.camera import intrinsics, look_at, project, transform, world_to_cam_matrix
+from handcli.errors import InputError
 from handcli.hand.skeleton import IH_TO_21
 from handcli.progress import progress
 from handcli.render.raster import interpolate, rasterize_meshes
@@ -481,3 +483,29 @@ def write_interhand(root: str | Path, cfg: InterHandSynthConfig) -> Path:
                         " (annotations carry the realistic profile's error: exact values in handcli_gt/)"))}
     dump(meta, root / "handcli_synth.json")
     return root
+
+
+EXACT_ANNOTATIONS = ("joint_3d", "MANO_NeuralAnnot")  # annotation files whose exact values handcli_gt/ holds
+
+
+def exact_annotation_copy(root: str | Path, dst: str | Path) -> Path:
+    """A copy of the synthetic InterHand set ``root`` at ``dst`` whose annotation files are the ground-truth sidecar's
+    exact ones (``handcli_gt/``): preprocessed, it gives the exact joints and hand models in the cache's own
+    conventions, to measure annotation error and its refinement against. Other files are linked, not copied."""
+    root, dst = Path(root), Path(dst)
+    exact = {f.name: f for name in EXACT_ANNOTATIONS for f in (root / "handcli_gt").glob(f"InterHand2.6M_*_{name}.json")}
+    if not exact:
+        raise InputError("no exact annotations (not a handcli synthetic InterHand set?)", path=root / "handcli_gt",
+                         field="InterHand2.6M_*_joint_3d.json")
+
+    def link_or_copy(src: str, out: str) -> None:
+        if Path(src).name in exact:
+            shutil.copy(exact[Path(src).name], out)
+        else:
+            Path(out).symlink_to(Path(src).resolve())
+
+    shutil.copytree(root / "annotations", dst / "annotations", copy_function=link_or_copy)
+    for entry in root.iterdir():
+        if entry.name != "annotations":
+            (dst / entry.name).symlink_to(entry.resolve())
+    return dst

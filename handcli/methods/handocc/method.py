@@ -33,6 +33,7 @@ from handcli.methods.handocc.model import (
     HandOcc,
     HandOccConfig,
     HandSkeleton,
+    migrate_config,
     occ_weight,
     occupancy_grid,
 )
@@ -207,6 +208,8 @@ class HandOccMethod(Method):
     adapt_curves = ("loss", "rgb", "mask", "refine")
     outputs = frozenset({"rgb", "depth", "opacity", "semantic"})
     render_counts = ("evaluated", "occ_evals", "color_evals")
+
+    migrate_config = staticmethod(migrate_config)  # labels_follow_bones, folded into labels_pose
 
     @classmethod
     def check_config(cls, cfg: HandOccConfig) -> None:
@@ -439,10 +442,10 @@ class HandOccMethod(Method):
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
             # labels from the annotated mesh: no evidence for the refinement
             src = dst = None  # labels carried with their bones from the src skeletons to dst (None: the hands)
-            if cfg.labels_pose != "mesh":
+            if cfg.labels_pose in ("joints", "refined"):
                 src = self._label_skeletons(frame)
                 dst = annotated if cfg.labels_pose == "joints" else None
-            elif refine is not None and cfg.labels_follow_bones:
+            elif refine is not None and cfg.labels_pose == "bones":
                 src = annotated
             hull = self._silhouettes.of_frame(views, frame) if self._silhouettes is not None else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
@@ -537,7 +540,8 @@ class HandOccMethod(Method):
             if cfg.camera_colour:  # the rendered colour as this ray's camera records it
                 rgb = self.model.colour(rgb, self.view_camera[b["view"]].to(self.device))
                 terms["colour"] = cfg.w_colour * self.model.colour.penalty()
-            terms["rgb"] = cfg.w_rgb * F.mse_loss(rgb, target)
+            terms["rgb"] = cfg.w_rgb * (2 * F.huber_loss(rgb, target, delta=cfg.rgb_huber)
+                                        if cfg.rgb_huber > 0 else F.mse_loss(rgb, target))
             logs["mse"] = float(((rgb.detach() - target) ** 2).mean())
         cal = getattr(self.model, "density_cal", None)
         if cal is not None:

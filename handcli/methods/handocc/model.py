@@ -60,7 +60,7 @@ STAGES = ("occupancy", "full")
 SUPERVISION = ("mesh", "silhouette")
 SAMPLERS = ("occupancy", "uniform")
 SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
-LABEL_POSES = ("mesh", "joints", "refined")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
+LABEL_POSES = ("mesh", "joints", "refined", "bones")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
 LABEL_HULL = ("off", "drop", "flip")  # what happens to inside labels off the training silhouettes (label_hull)
 POSE_DIM = 60
 
@@ -124,6 +124,7 @@ class HandOccConfig:
     pool_points: int = 32768  # labelled points per training hand (drawn on first use, seeded per hand)
     pool_cache: int = 256  # hands' labelled-point pools kept in memory (LRU; a dropped pool is redrawn the same)
     w_rgb: float = 1.0
+    rgb_huber: float = 0.0  # > 0: Huber loss on the colour residual with this threshold (0: MSE)
     w_mask: float = 0.5  # was 0.1: the images' silhouettes must outweigh the (annotated-)mesh occupancy labels on
     # real data (realistic profile +0.42 / +0.30 dB, ideal +0.07 / -0.21 dB, seeds 0 / 1, 300 fast steps;
     # docs/benchmarks.md#handocc-on-realistic-data)
@@ -139,13 +140,11 @@ class HandOccConfig:
     label_margin: float = 0.0  # metres: mesh-occupancy labels closer than this to the mesh are left out
     # where the labelled points (drawn around the posed mesh) are posed: "mesh" where they were drawn; "joints" carried
     # with their bones (carry_points) from the mesh's own skeleton onto the annotated skeleton that drives the model;
-    # "refined" onto that skeleton with the learned refinement (docs/methods/handocc.md#reposed-labels-labels_pose).
+    # "refined" onto that skeleton with the learned refinement; "bones" where they were drawn, then carried from the
+    # annotated onto the refined skeleton (older runs' labels_follow_bones; docs/methods/handocc.md#reposed-labels-labels_pose)
     # "joints" against "mesh" (both with align_labels): realistic +0.21 / +0.04 / +0.29 / +0.21 dB at 300 fast steps
     # (seeds 0-3), +0.58 / +0.51 dB at 2,000 (seeds 0 / 1); ideal -0.01 / 0.00 / 0.00 / -0.01 dB and -0.18 / -0.01 dB
     labels_pose: str = "joints"
-    # with refine and labels_pose="mesh": the labels move rigidly with their bones from the annotated to the refined
-    # skeleton (carry_points)
-    labels_follow_bones: bool = False
     # the mesh-occupancy labels checked against the visual hull of the frame's training silhouettes
     # (visual_hull.py): an inside label that projects onto background in a training view (its silhouette dilated
     # by label_hull_px pixels) is left out ("drop") or made an outside label ("flip"). "flip" against "off":
@@ -203,6 +202,18 @@ class HandOccConfig:
             raise InputError("label_hull_px must be >= 0 (pixels)", field="label_hull_px")
         if self.w_occ_final < 0:
             raise InputError("w_occ_final must be >= 0", field="w_occ_final")
+
+
+def migrate_config(values: dict) -> dict:
+    """An older run's config.json ``config`` -> today's keys: ``labels_follow_bones`` (folded into ``labels_pose``)
+    is dropped; true with ``labels_pose`` "mesh" (the only pose it applied to; runs older than ``labels_pose`` posed
+    their labels there) becomes ``labels_pose`` "bones"."""
+    if "labels_follow_bones" not in values:
+        return values
+    values = dict(values)
+    if values.pop("labels_follow_bones") is True and values.get("labels_pose", "mesh") == "mesh":
+        values["labels_pose"] = "bones"
+    return values
 
 
 def occ_weight(cfg: HandOccConfig, step: int) -> float:

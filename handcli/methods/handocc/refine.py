@@ -164,8 +164,8 @@ def carry_points(x: Tensor, annotated, refined) -> Tensor:
     HandSkeleton of the same side): the coordinates in the bone's frame are kept, except the one along the
     bone, which scales with the bone's length (thickness is absolute). -> (P, 3) world.
 
-    Used for the mesh-occupancy labels (``labels_follow_bones``): the labelled points belong to the annotated
-    mesh, posed on the annotated skeleton; the refined skeleton is the annotation corrected toward the images,
+    Used for the mesh-occupancy labels (``labels_pose`` "bones"; "joints" and "refined" carry them from the posed
+    mesh's own skeleton): the labelled points belong to the annotated mesh, posed on the annotated skeleton; the refined skeleton is the annotation corrected toward the images,
     so the labels follow that correction instead of contradicting it.
     """
     fa, fr = annotated.frames, refined.frames
