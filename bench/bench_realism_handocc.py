@@ -119,6 +119,7 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "rscale1": [*HULL, "normal_in=true", "refine_scale=1.0"],
     "wref5": [*HULL, "normal_in=true", "w_refine=1e-5"],  # hull_normal, the refinement's prior 10x weaker / stronger
     "wref3": [*HULL, "normal_in=true", "w_refine=1e-3"],
+    "norefine_normal": [*HULL, "normal_in=true", "refine=false"],
     # hull_normal + the view direction (the reflected direction of commit ae23c6c is not kept)
     "hull_normal_view": [*HULL, "normal_in=true", "view_dir=true"],
 }
@@ -240,8 +241,9 @@ def held_out_response_db(root: Path) -> float:
     on those cameras (0 on the ideal profile, which has no responses)."""
     import numpy as np
 
-    resp = json.loads((root / "handcli_synth.json").read_text()).get("camera_response") or {}
-    by_name = {k.split("/")[-1]: np.asarray(v["white_balance"], float) * v["gain"] for k, v in resp.items()}
+    from handcli.synth.realism import sidecar_responses
+
+    by_name = sidecar_responses(root)
     sq = [float((by_name[c] ** 2).mean()) for c in HELD_OUT if c in by_name]
     return float(10 * np.log10(np.mean(sq))) if sq else 0.0
 

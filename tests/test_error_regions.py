@@ -36,3 +36,17 @@ def test_gain_fit_removes_a_colour_gain_inside_the_hand():
     fitted = error_regions.view_region_errors(pred, gt, fg, band=1, gain=True)
     assert plain["interior"] > 0.01 and fitted["interior"] < 1e-12 and fitted["edge"] < 1e-12
     assert abs(plain["interior"] - ((0.3 ** 2) + 0 + (0.2 ** 2))) < 1e-9  # the centre pixel: (0.6-0.3)^2 + (0.2-0.4)^2
+
+
+def test_true_colour_scales_from_a_sidecar(tmp_path):
+    import json
+
+    resp = {"Capture0/a": {"gain": 1.0, "white_balance": [1.0, 1.0, 1.0]},
+            "Capture0/b": {"gain": 0.5, "white_balance": [2.0, 1.0, 1.0]},  # (1.0, 0.5, 0.5)
+            "Capture0/c": {"gain": 2.0, "white_balance": [1.0, 1.0, 0.5]}}  # held out: (2, 2, 1)
+    (tmp_path / "handcli_synth.json").write_text(json.dumps({"camera_response": resp}))
+    s = error_regions.true_colour_scales(tmp_path, ["a", "b"])  # training mean response (1.0, 0.75, 0.75)
+    np.testing.assert_allclose(s["c"], [0.5, 0.375, 0.75])
+    np.testing.assert_allclose(s["a"], [1.0, 0.75, 0.75])
+    (tmp_path / "handcli_synth.json").write_text(json.dumps({"camera_response": {}}))  # the ideal profile
+    assert error_regions.true_colour_scales(tmp_path, ["a"]) == {}

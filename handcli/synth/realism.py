@@ -23,8 +23,10 @@ main generator, so the ideal profile's output does not change and the realistic 
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -226,6 +228,14 @@ class CameraResponse:
 
     def as_dict(self) -> dict:
         return {"gain": self.gain, "white_balance": list(self.white_balance)}
+
+
+def sidecar_responses(root: str | Path) -> dict[str, np.ndarray]:
+    """The colour responses a synthetic dataset's sidecar (``handcli_synth.json``, ``camera_response``) records:
+    {camera name (the part after the last "/" of its key): (3,) RGB multiplier gain x white balance}; empty for the
+    ideal profile (no responses)."""
+    resp = json.loads((Path(root) / "handcli_synth.json").read_text()).get("camera_response") or {}
+    return {k.split("/")[-1]: np.asarray(v["white_balance"], float) * float(v["gain"]) for k, v in resp.items()}
 
 
 def camera_response(cfg: RealismConfig, seed: int, camera: str) -> CameraResponse:
