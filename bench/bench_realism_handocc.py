@@ -120,6 +120,12 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "wref5": [*HULL, "normal_in=true", "w_refine=1e-5"],  # hull_normal, the refinement's prior 10x weaker / stronger
     "wref3": [*HULL, "normal_in=true", "w_refine=1e-3"],
     "norefine_normal": [*HULL, "normal_in=true", "refine=false"],
+    # hull_normal trained before the mean reference code (REF_CROPS); "_refmean": the same checkpoint re-rendered with
+    # the reference crops picked as today (one per training camera), "refmean": trained with it
+    "hull_normal_refmean": [*HULL, "normal_in=true"],
+    "refmean": [*HULL, "normal_in=true"],
+    "appcrops4": [*HULL, "normal_in=true", "app_crops=4"],  # + training codes: the mean of 4 random crops' codes
+    "appcrops10": [*HULL, "normal_in=true", "app_crops=10"],
     # hull_normal + the view direction (the reflected direction of commit ae23c6c is not kept)
     "hull_normal_view": [*HULL, "normal_in=true", "view_dir=true"],
 }

@@ -28,6 +28,7 @@ from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handocc.label_align import LabelAlignment
 from handcli.methods.handocc.model import (
     PRESETS,
+    REF_CROPS,
     AppearanceEncoder,
     ColorNet,
     HandOcc,
@@ -193,6 +194,17 @@ def reference_crop_from_cache(cache_path: Path, view: int, size: int) -> np.ndar
     return crop
 
 
+def reference_picks(cameras: np.ndarray, ok: np.ndarray, n: int) -> np.ndarray:
+    """Indices of up to ``n`` views with a crop (``ok`` (M,) bool), one per camera (``cameras`` (M,)): the first such
+    view of each camera, the cameras spread evenly over those present when there are more than ``n``."""
+    idx = np.nonzero(ok)[0]
+    _, first = np.unique(cameras[idx], return_index=True)
+    picks = idx[np.sort(first)]
+    if len(picks) > n:
+        picks = picks[np.linspace(0, len(picks) - 1, n).round().astype(int)]
+    return picks
+
+
 def crops_to_tensor(crops: np.ndarray, device) -> torch.Tensor:
     """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1]."""
     return torch.as_tensor(crops, device=device).permute(0, 3, 1, 2).float() / 255.0
@@ -313,7 +325,7 @@ class HandOccMethod(Method):
 
     def _prepare_crops(self, vs, resident: list[int], reference: bool = False) -> None:
         """Masked hand crops of the resident training views (left hands flipped); ``reference``: also the
-        run's reference crops (from the first resident frame)."""
+        run's reference crops (one per camera of the pool, ``_set_reference_crops``)."""
         self._crops_of = vs
         S = self.cfg.crop_size
         captures = self.cache.frame_column("capture")
@@ -331,17 +343,22 @@ class HandOccMethod(Method):
         self.crop_index = {(int(c), k): np.nonzero((cap == c) & ok[:, k])[0]
                            for c in np.unique(cap) for k in (0, 1)}
         self.frame_capture = {f: int(captures[f]) for f in resident}
-        if not reference:
-            return
-        ref = np.zeros((2, S, S, 3), np.uint8)
-        first = np.nonzero(vs.frames == resident[0])[0]
+        if reference:
+            self._set_reference_crops(crops, ok, self.cache.view_table()["camera"][vs.view_ids])
+
+    def _set_reference_crops(self, crops: np.ndarray, ok: np.ndarray, cameras: np.ndarray) -> None:
+        """Store the run's reference crops: per side one crop per camera (``reference_picks``), equally weighted
+        (a side without crops takes the other side's). crops (M, 2, S, S, 3) uint8, ok (M, 2), cameras (M,)."""
+        S = crops.shape[2]
+        ref = np.zeros((2, REF_CROPS, S, S, 3), np.uint8)
+        weight = np.zeros((2, REF_CROPS), np.float32)
         for k in (0, 1):
-            for pool in (first[ok[first, k]], np.nonzero(ok[:, k])[0], np.nonzero(ok[:, 1 - k])[0]):
-                if len(pool):
-                    kk = k if ok[pool[0], k] else 1 - k
-                    ref[k] = crops[pool[0], kk]
-                    break
-        self.model.ref_crops.copy_(crops_to_tensor(ref, self.device))
+            kk = k if ok[:, k].any() else 1 - k
+            picks = reference_picks(cameras, ok[:, kk], REF_CROPS)
+            ref[k, :len(picks)] = crops[picks, kk]
+            weight[k, :len(picks)] = 1.0 / max(len(picks), 1)
+        self.model.ref_crops.copy_(crops_to_tensor(ref.reshape(-1, S, S, 3), self.device).view(2, REF_CROPS, 3, S, S))
+        self.model.ref_weight.copy_(torch.as_tensor(weight, device=self.device))
 
     # -----------------------------------------------------------------------------------------------------
     def hands(self, frame: int) -> list[HandSkeleton]:
@@ -358,7 +375,8 @@ class HandOccMethod(Method):
         return joints if ref is None else ref.refine(frame, side, joints)
 
     def train_codes(self, frame: int, hands: list[HandSkeleton], gen: torch.Generator) -> list[torch.Tensor]:
-        """Appearance codes from random training crops of the same capture (same side when there is one)."""
+        """Appearance codes from random training crops of the same capture (same side when there is one): per hand
+        the mean code of ``app_crops`` of them (1: one crop's code)."""
         cap = self.frame_capture[frame]
         picks = []
         for h in hands:
@@ -366,12 +384,16 @@ class HandOccMethod(Method):
             for kk in (k, 1 - k):
                 pool = self.crop_index.get((cap, kk), np.zeros(0, int))
                 if len(pool):
-                    picks.append(self.crops[pool[int(torch.randint(len(pool), (1,), generator=gen))], kk])
+                    if self.cfg.app_crops == 1:
+                        rows = [pool[int(torch.randint(len(pool), (1,), generator=gen))]]
+                    else:
+                        rows = pool[torch.randperm(len(pool), generator=gen)[:self.cfg.app_crops].numpy()]
+                    picks.append(self.crops[rows, kk])
                     break
             else:
-                picks.append(np.zeros_like(self.crops[0, 0]))
-        codes = self.model.app(crops_to_tensor(np.stack(picks), self.device))
-        return list(codes)
+                picks.append(np.zeros_like(self.crops[:1, 0]))
+        codes = self.model.app(crops_to_tensor(np.concatenate(picks), self.device))
+        return [c.mean(0) for c in codes.split([len(p) for p in picks])]
 
     def appearance_codes(self, hands: list[HandSkeleton]) -> list[torch.Tensor]:
         if self.app_override is not None:

@@ -60,6 +60,9 @@ STAGES = ("occupancy", "full")
 SUPERVISION = ("mesh", "silhouette")
 SAMPLERS = ("occupancy", "uniform")
 SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
+# reference crops per side (training views of different cameras) whose mean appearance code renders the run's own
+# hands (HandOcc.default_codes)
+REF_CROPS = 16
 LABEL_POSES = ("mesh", "joints", "refined", "bones")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
 LABEL_HULL = ("off", "drop", "flip")  # what happens to inside labels off the training silhouettes (label_hull)
 POSE_DIM = 60
@@ -104,6 +107,7 @@ class HandOccConfig:
     normal_in: bool = True
     part_embed: int = 8
     app_dim: int = 32
+    app_crops: int = 1  # training: each hand's appearance code is the mean code of this many random crops
     crop_size: int = 64
     enc_channels: tuple = (16, 32, 64, 128)
     # sampling
@@ -192,6 +196,8 @@ class HandOccConfig:
             raise InputError("step must be > 0 and max_samples >= 1", field="step")
         if self.render_step < 0:
             raise InputError("render_step must be >= 0 (0: the training step)", field="render_step")
+        if self.app_crops < 1:
+            raise InputError("app_crops must be >= 1", field="app_crops")
         if self.pool_cache < 1:
             raise InputError("pool_cache must be >= 1", field="pool_cache")
         if not 0 <= self.occ_anneal_start <= self.occ_anneal_end <= 1:
@@ -717,7 +723,8 @@ class DensityCalibration(nn.Module):
 
 class HandOcc(nn.Module):
     """The three networks plus what a run needs to render on its own (saved in the checkpoint):
-    relative capsule radii (20,) and the default appearance crops (2, 3, S, S) of the right / left hand."""
+    relative capsule radii (20,) and the reference appearance crops (2, REF_CROPS, 3, S, S) of the right / left hand
+    with their weights (2, REF_CROPS)."""
 
     def __init__(self, cfg: HandOccConfig):
         super().__init__()
@@ -730,7 +737,9 @@ class HandOcc(nn.Module):
         from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
-        self.register_buffer("ref_crops", torch.zeros(2, 3, cfg.crop_size, cfg.crop_size))
+        self.register_buffer("ref_crops", torch.zeros(2, REF_CROPS, 3, cfg.crop_size, cfg.crop_size))
+        self.register_buffer("ref_weight", torch.zeros(2, REF_CROPS))
+        self.register_load_state_dict_pre_hook(_one_reference_crop)
 
     def use_config(self, cfg: HandOccConfig) -> None:
         """Switch to another config of the same architecture (sampler, render_step, wave, tau, ...): the
@@ -753,9 +762,17 @@ class HandOcc(nn.Module):
                          self.cfg.radius_margin)
 
     def default_codes(self, hands: list[HandSkeleton]) -> list[Tensor]:
-        """Appearance codes from the run's stored reference crops, one per hand."""
-        codes = self.app(self.ref_crops)
-        return [codes[0 if h.side == "right" else 1] for h in hands]
+        """The run's own appearance, one code per hand: per side the weighted mean of the codes of its stored
+        reference crops (``ref_weight``; crops of training views of many cameras, so that no one camera's colour
+        response sets the colour of the renders); a model without weights uses its first crop."""
+        means = []
+        for side in range(2):
+            w = self.ref_weight[side]
+            keep = w > 0
+            if not keep.any():
+                keep, w = torch.arange(REF_CROPS, device=w.device) == 0, torch.ones_like(w)
+            means.append((self.app(self.ref_crops[side][keep]) * w[keep, None]).sum(0) / w[keep].sum())
+        return [means[0 if h.side == "right" else 1] for h in hands]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -770,6 +787,19 @@ def inside_capsules_boxed(x: Tensor, hand: HandSkeleton) -> Tensor:
     if len(rows):
         out[rows] = inside_capsules(x[rows], hand.start, hand.end, hand.radii)
     return out
+
+
+def _one_reference_crop(module, state: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: a checkpoint written before several reference crops holds one crop per side
+    (2, 3, S, S); it becomes the first of ``REF_CROPS`` slots, with all the weight."""
+    old = state.get(prefix + "ref_crops")
+    if old is None or old.dim() != 4:
+        return
+    crops = old.new_zeros(old.shape[0], REF_CROPS, *old.shape[1:])
+    crops[:, 0] = old
+    weight = old.new_zeros(old.shape[0], REF_CROPS)
+    weight[:, 0] = 1.0
+    state[prefix + "ref_crops"], state[prefix + "ref_weight"] = crops, weight
 
 
 def occupancy_density(occ: Tensor, step: float) -> Tensor:
