@@ -46,8 +46,9 @@ PLAIN = ["view_dir=false", "density_cal=false", "blend_inference=false"]  # the 
 ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
 HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the sixth round introduced it (the default)
 # every variant but "default" starts from this (a variant's own overrides come after and win): the variants named
-# before the eighth round ran without the capsule-normal colour input, the default since
-BEFORE_NORMALS = ["normal_in=false"]
+# before the eighth round ran without the capsule-normal colour input, those before the ninth with one crop per
+# training appearance code; both are defaults since
+OLDER_DEFAULTS = ["normal_in=false", "app_crops=1"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
     "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
@@ -110,11 +111,9 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "hull_colour": [*HULL, "camera_colour=true"],
     "hull_occ05": [*HULL, "w_occ=0.5"],
     "hull_rr01": [*HULL, "refine_start=0.1", "labels_pose=refined"],
-    # eighth round: hull_flip (without it, BEFORE_NORMALS) with the capsule normal as a colour input (the default since)
+    # eighth round: hull_flip (without it, OLDER_DEFAULTS) with the capsule normal as a colour input (the default since)
     "hull_normal": [*HULL, "normal_in=true"],
-    # ninth round: hull_normal with a Huber colour loss (threshold 0.1 / 0.03)
-    "huber10": [*HULL, "normal_in=true", "rgb_huber=0.1"],
-    "huber03": [*HULL, "normal_in=true", "rgb_huber=0.03"],
+    # ninth round (the Huber colour loss of commit d6669ed, variants huber10 / huber03, is not kept)
     "rscale03": [*HULL, "normal_in=true", "refine_scale=0.3"],  # hull_normal, the refinement 3x / 10x faster
     "rscale1": [*HULL, "normal_in=true", "refine_scale=1.0"],
     "wref5": [*HULL, "normal_in=true", "w_refine=1e-5"],  # hull_normal, the refinement's prior 10x weaker / stronger
@@ -126,6 +125,7 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "refmean": [*HULL, "normal_in=true"],
     "appcrops4": [*HULL, "normal_in=true", "app_crops=4"],  # + training codes: the mean of 4 random crops' codes
     "appcrops10": [*HULL, "normal_in=true", "app_crops=10"],
+    "appcrops4_colour": [*HULL, "normal_in=true", "app_crops=4", "camera_colour=true"],  # + per-camera colour maps
     # hull_normal + the view direction (the reflected direction of commit ae23c6c is not kept)
     "hull_normal_view": [*HULL, "normal_in=true", "view_dir=true"],
 }
@@ -260,7 +260,7 @@ def run_variant(work: Path, cache: Path, profile: str, name: str, seed: int, ste
     metrics = work / f"metrics_{profile}_{name}_s{seed}.json"
     t0 = time.perf_counter()
     if not (run / "checkpoint.pt").exists():
-        overrides = VARIANTS[name] if name == "default" else [*BEFORE_NORMALS, *VARIANTS[name]]
+        overrides = VARIANTS[name] if name == "default" else [*OLDER_DEFAULTS, *VARIANTS[name]]
         sets = [a for s in overrides for a in ("--set", s)]
         cli("train", str(cache), "--method", "handocc", "--preset", preset, "--steps", str(steps), "-o", str(run),
             "--cameras", ",".join(TRAIN), "--eval-cameras", ",".join(HELD_OUT), "--seed", "0", "--threads",

@@ -562,8 +562,7 @@ class HandOccMethod(Method):
             if cfg.camera_colour:  # the rendered colour as this ray's camera records it
                 rgb = self.model.colour(rgb, self.view_camera[b["view"]].to(self.device))
                 terms["colour"] = cfg.w_colour * self.model.colour.penalty()
-            terms["rgb"] = cfg.w_rgb * (2 * F.huber_loss(rgb, target, delta=cfg.rgb_huber)
-                                        if cfg.rgb_huber > 0 else F.mse_loss(rgb, target))
+            terms["rgb"] = cfg.w_rgb * F.mse_loss(rgb, target)
             logs["mse"] = float(((rgb.detach() - target) ** 2).mean())
         cal = getattr(self.model, "density_cal", None)
         if cal is not None:

@@ -107,7 +107,11 @@ class HandOccConfig:
     normal_in: bool = True
     part_embed: int = 8
     app_dim: int = 32
-    app_crops: int = 1  # training: each hand's appearance code is the mean code of this many random crops
+    # training: each hand's appearance code is the mean code of this many random crops of its capture (1: one crop's).
+    # 4 against 1 (with the mean reference code): novel-view PSNR at 300 fast steps +0.00 / +0.20 / -0.01 / +0.40 dB
+    # ideal, +0.14 / +0.20 / +0.31 / +0.11 dB realistic (seeds 0-3), at 2,000 +0.10 / +0.05 dB ideal, +0.01 / -0.09 dB
+    # realistic (seeds 2 / 3); step +2.5 % (docs/benchmarks.md#handocc-on-realistic-data, ninth round)
+    app_crops: int = 4
     crop_size: int = 64
     enc_channels: tuple = (16, 32, 64, 128)
     # sampling
@@ -128,7 +132,6 @@ class HandOccConfig:
     pool_points: int = 32768  # labelled points per training hand (drawn on first use, seeded per hand)
     pool_cache: int = 256  # hands' labelled-point pools kept in memory (LRU; a dropped pool is redrawn the same)
     w_rgb: float = 1.0
-    rgb_huber: float = 0.0  # > 0: Huber loss on the colour residual with this threshold (0: MSE)
     w_mask: float = 0.5  # was 0.1: the images' silhouettes must outweigh the (annotated-)mesh occupancy labels on
     # real data (realistic profile +0.42 / +0.30 dB, ideal +0.07 / -0.21 dB, seeds 0 / 1, 300 fast steps;
     # docs/benchmarks.md#handocc-on-realistic-data)
