@@ -109,8 +109,8 @@ class HandOccConfig:
     app_dim: int = 32
     # training: each hand's appearance code is the mean code of this many random crops of its capture (1: one crop's).
     # 4 against 1 (with the mean reference code): novel-view PSNR at 300 fast steps +0.00 / +0.20 / -0.01 / +0.40 dB
-    # ideal, +0.14 / +0.20 / +0.31 / +0.11 dB realistic (seeds 0-3), at 2,000 +0.10 / +0.05 dB ideal, +0.01 / -0.09 dB
-    # realistic (seeds 2 / 3); step +2.5 % (docs/benchmarks.md#handocc-on-realistic-data, ninth round)
+    # ideal, +0.14 / +0.20 / +0.31 / +0.11 dB realistic (seeds 0-3), at 2,000 +0.07 / +0.18 / +0.10 / +0.05 dB ideal,
+    # +0.07 / +0.10 / +0.01 / -0.09 dB realistic; step +2.5 % (docs/benchmarks.md#handocc-on-realistic-data, ninth round)
     app_crops: int = 4
     crop_size: int = 64
     enc_channels: tuple = (16, 32, 64, 128)
