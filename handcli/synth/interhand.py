@@ -493,7 +493,8 @@ def exact_annotation_copy(root: str | Path, dst: str | Path) -> Path:
     exact ones (``handcli_gt/``): preprocessed, it gives the exact joints and hand models in the cache's own
     conventions, to measure annotation error and its refinement against. Other files are linked, not copied."""
     root, dst = Path(root), Path(dst)
-    exact = {f.name: f for name in EXACT_ANNOTATIONS for f in (root / "handcli_gt").glob(f"InterHand2.6M_*_{name}.json")}
+    exact = {f.name: f for name in EXACT_ANNOTATIONS
+             for f in (root / "handcli_gt").glob(f"InterHand2.6M_*_{name}.json")}
     if not exact:
         raise InputError("no exact annotations (not a handcli synthetic InterHand set?)", path=root / "handcli_gt",
                          field="InterHand2.6M_*_joint_3d.json")

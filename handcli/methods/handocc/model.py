@@ -110,7 +110,8 @@ class HandOccConfig:
     # training: each hand's appearance code is the mean code of this many random crops of its capture (1: one crop's).
     # 4 against 1 (with the mean reference code): novel-view PSNR at 300 fast steps +0.00 / +0.20 / -0.01 / +0.40 dB
     # ideal, +0.14 / +0.20 / +0.31 / +0.11 dB realistic (seeds 0-3), at 2,000 +0.07 / +0.18 / +0.10 / +0.05 dB ideal,
-    # +0.07 / +0.10 / +0.01 / -0.09 dB realistic; step +2.5 % (docs/benchmarks.md#handocc-on-realistic-data, ninth round)
+    # +0.07 / +0.10 / +0.01 / -0.09 dB realistic; step +2.5 % (docs/benchmarks.md#handocc-on-realistic-data, ninth
+    # round)
     app_crops: int = 4
     crop_size: int = 64
     enc_channels: tuple = (16, 32, 64, 128)
@@ -148,7 +149,8 @@ class HandOccConfig:
     # where the labelled points (drawn around the posed mesh) are posed: "mesh" where they were drawn; "joints" carried
     # with their bones (carry_points) from the mesh's own skeleton onto the annotated skeleton that drives the model;
     # "refined" onto that skeleton with the learned refinement; "bones" where they were drawn, then carried from the
-    # annotated onto the refined skeleton (older runs' labels_follow_bones; docs/methods/handocc.md#reposed-labels-labels_pose)
+    # annotated onto the refined skeleton (older runs' labels_follow_bones;
+    # docs/methods/handocc.md#reposed-labels-labels_pose)
     # "joints" against "mesh" (both with align_labels): realistic +0.21 / +0.04 / +0.29 / +0.21 dB at 300 fast steps
     # (seeds 0-3), +0.58 / +0.51 dB at 2,000 (seeds 0 / 1); ideal -0.01 / 0.00 / 0.00 / -0.01 dB and -0.18 / -0.01 dB
     labels_pose: str = "joints"

@@ -165,8 +165,9 @@ def carry_points(x: Tensor, annotated, refined) -> Tensor:
     bone, which scales with the bone's length (thickness is absolute). -> (P, 3) world.
 
     Used for the mesh-occupancy labels (``labels_pose`` "bones"; "joints" and "refined" carry them from the posed
-    mesh's own skeleton): the labelled points belong to the annotated mesh, posed on the annotated skeleton; the refined skeleton is the annotation corrected toward the images,
-    so the labels follow that correction instead of contradicting it.
+    mesh's own skeleton): the labelled points belong to the annotated mesh, posed on the annotated skeleton; the
+    refined skeleton is the annotation corrected toward the images, so the labels follow that correction instead of
+    contradicting it.
     """
     fa, fr = annotated.frames, refined.frames
     xa = annotated.to_right(x)
