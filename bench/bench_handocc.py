@@ -138,7 +138,7 @@ def calibrate_steps(m, budget: float, probe: int = 12) -> int:
 def run_one(method: str, seq: str, data: tuple, budget: float, work: Path, n_frames: int) -> dict:
     from handcli.methods.trainer import train
 
-    cache, depth, feats = data
+    cache, depth, feats, _true_depth = data  # bench_handnerf.prepare; the DE column is against the pseudo-depth
     train_frames, nv_frames, np_frames = split_frames(n_frames)
     m = build(method, cache, depth, feats, train_frames)
     m.cfg = replace(m.cfg, steps=calibrate_steps(m, budget))
