@@ -226,3 +226,56 @@ def test_older_runs_labels_follow_bones_loads_as_bones(tmp_path):
     assert HandOccMethod.config_from_dict({"labels_pose": "mesh", "labels_follow_bones": False}).labels_pose == "mesh"
     with pytest.raises(InputError, match="unknown config key"):
         HandOccMethod.config_from_dict({"labels_follow_bone": True})
+
+
+def _rotation(axis, angle) -> torch.Tensor:
+    from scipy.spatial.transform import Rotation
+
+    return torch.tensor(Rotation.from_rotvec(np.asarray(axis, float) * angle).as_matrix(), dtype=torch.float32)
+
+
+def test_transfer_moves_an_unseen_hand_by_the_common_offset_in_its_own_frame():
+    """Two training hands (one rotated and moved) whose offsets are the same vector in their canonical frames: an
+    unseen hand, rotated again, gets that vector rotated with it; left hands mirror it."""
+    from handcli.hand.skeleton_frames import canonical_frame, mirror_x
+    from handcli.methods.handocc.refine import SkeletonRefinement
+
+    torch.manual_seed(0)
+    base = torch.randn(21, 3) * 0.03
+    Q1, Q2 = _rotation([0, 0, 1], 0.7), _rotation([1, 1, 0] / np.sqrt(2), -1.1)
+    hands = {0: [("right", base)], 1: [("right", base @ Q1.T + torch.tensor([0.1, 0.0, 0.2]))]}
+    ref = SkeletonRefinement.for_hands(hands, np.zeros(2, int), scale=0.1)
+    c = torch.randn(21, 3) * 0.002  # the common offset, canonical frame
+    with torch.no_grad():
+        for i, (_, [(_, j)]) in enumerate(sorted(hands.items())):
+            R, _ = canonical_frame(j)
+            ref.offsets[i] = (c @ R) / ref.scale  # world offset R^T c per joint
+    torch.testing.assert_close(ref.common_offset("right"), c, atol=1e-6, rtol=0)
+    unseen = base @ Q2.T - 0.05
+    R, _ = canonical_frame(unseen)
+    torch.testing.assert_close(ref.transfer("right", unseen), unseen + c @ R, atol=1e-6, rtol=0)
+    assert ref.common_offset("left") is None
+    torch.testing.assert_close(ref.transfer("left", unseen), unseen)  # no left training hand: unchanged
+    left = SkeletonRefinement.for_hands({0: [("left", mirror_x(base))]}, np.zeros(1, int), scale=0.1)
+    with torch.no_grad():
+        left.offsets[0] = mirror_x(ref.offsets[0])  # the mirror image of the right hand's offset
+    torch.testing.assert_close(left.transfer("left", mirror_x(unseen)), mirror_x(ref.transfer("right", unseen)),
+                               atol=1e-6, rtol=0)
+
+
+def test_unseen_frames_render_with_the_transfer_edited_ones_as_given(tiny_cache):
+    torch.manual_seed(0)
+    cfg = replace(PRESETS["fast"], **{**TINY_FULL, "steps": 6})
+    m = HandOccMethod(cfg, tiny_cache, train_cameras=["400002", "400009", "400004"], train_frames=[0])
+    unseen = next(f for f in range(1, m.cache.num_frames) if frames_joints(m.cache, [f])[f])
+    with torch.no_grad():
+        m.model.refine.offsets.normal_(0.0, 0.02)  # ~2 mm per joint, with a common part
+    cache = frames_joints(m.cache, [unseen])[unseen]
+    got = dict(m.skeletons(unseen))
+    for side, j in cache:
+        want = m.model.refine.transfer(side, torch.as_tensor(j)).numpy()
+        assert np.allclose(got[side], want, atol=1e-6) and np.abs(want - j).max() > 1e-4
+    m.set_skeletons(unseen, cache)  # an edited pose renders as given
+    assert all(np.allclose(dict(m.skeletons(unseen))[s], j) for s, j in cache)
+    m.set_skeletons(unseen, None)  # restored: the cache's joints, with the transfer again
+    assert all(np.allclose(dict(m.skeletons(unseen))[s], got[s], atol=1e-6) for s, _ in cache)

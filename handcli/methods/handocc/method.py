@@ -248,6 +248,7 @@ class HandOccMethod(Method):
         """The model (weights, capsule radii and reference crops come from the checkpoint); the cache only
         provides skeletons and cameras."""
         self.joints = {}
+        self.edited: set[int] = set()  # frames whose skeletons set_skeletons replaced
         self.app_override = None
         self.cfg = config_for_state(self.cfg, state.get("model", {}))
         self.model = HandOcc(self.cfg).to(self.device)
@@ -259,6 +260,7 @@ class HandOccMethod(Method):
         cfg = self.cfg
         cache_path = self.cache_path
         frames = self.training_frames(train_frames)
+        self.edited: set[int] = set()
         self.joints = {f: [(s, torch.as_tensor(j, device=self.device)) for s, j in js]
                        for f, js in frames_joints(self.cache, frames, cfg.skeleton).items()}
         view_ids = select_views(self.cache, train_cameras, frames)
@@ -370,9 +372,15 @@ class HandOccMethod(Method):
         return [self.model.hand(self._refined(frame, s, j), s) for s, j in js]
 
     def _refined(self, frame: int, side: str, joints: torch.Tensor) -> torch.Tensor:
-        """The hand's joints with the run's learned offsets (refine.py) when they are a training annotation."""
+        """The hand's joints with the run's learned offsets (refine.py) when they are a training annotation; the
+        cache's joints of a hand it did not train on with the training hands' common offset (``transfer``);
+        skeletons set with ``set_skeletons`` as given."""
         ref = getattr(self.model, "refine", None)
-        return joints if ref is None else ref.refine(frame, side, joints)
+        if ref is None:
+            return joints
+        if ref.index(frame, side, joints) is None and frame not in self.edited:
+            return ref.transfer(side, joints)
+        return ref.refine(frame, side, joints)
 
     def train_codes(self, frame: int, hands: list[HandSkeleton], gen: torch.Generator) -> list[torch.Tensor]:
         """Appearance codes from random training crops of the same capture (same side when there is one): per hand
@@ -443,6 +451,9 @@ class HandOccMethod(Method):
         None restores the cache's."""
         if skeletons is None:
             skeletons = frame_joints(self.cache, frame, self.cfg.skeleton)
+            self.edited.discard(frame)
+        else:
+            self.edited.add(frame)
         self.joints[frame] = [(s, torch.as_tensor(np.asarray(j), dtype=torch.float32, device=self.device))
                               for s, j in skeletons]
 
