@@ -4,7 +4,8 @@ HandOcc renders a frame from its skeleton alone, so a novel pose needs no traini
 annotation error costs (docs/methods/handocc.md#skeleton-refinement) is repaired by the same per-frame
 joint offsets (``refine.py``) that training learns for its own frames. Adaptation builds a HandOcc method on
 the novel frames of a cache, copies the trained weights, freezes every parameter but the new frames'
-offsets and trains them with the photometric and mask losses of those frames' views (the occupancy labels
+offsets (started at the trained hands' common offset, as the run renders an unseen frame) and trains them
+with the photometric and mask losses of those frames' views (the occupancy labels
 are off: they come from the annotated mesh, no evidence for the correction). The adapted run renders the
 novel frames with their refined skeletons; its networks are bit-identical to the trained run's.
 """
@@ -18,6 +19,7 @@ import torch
 
 from handcli.methods.base import freeze_all_but
 from handcli.methods.handocc.method import HandOccMethod
+from handcli.methods.handocc.refine import SIDES
 
 ADAPTED_PREFIXES = ("refine.",)  # the per-frame joint offsets of the novel hands
 
@@ -47,4 +49,17 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
     missing, unexpected = m.model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("refine.") for k in missing):
         raise ValueError(f"trained HandOcc weights do not fit: missing {missing}, unexpected {unexpected}")
+    start_from_transfer(m.model.refine, getattr(trained.model, "refine", None))
     return m, freeze_all_but(m.model, ADAPTED_PREFIXES)
+
+
+def start_from_transfer(novel, trained) -> None:
+    """Start the novel hands' offsets (``novel``: their SkeletonRefinement) where the trained run renders them
+    before adaptation: at the trained hands' common offset (``SkeletonRefinement.transfer``); zero without a
+    trained refinement."""
+    if trained is None or not len(novel.keys):
+        return
+    with torch.no_grad():
+        for i, (side, anchor) in enumerate(zip(novel.keys[:, 1].tolist(), novel.anchor)):
+            moved = trained.transfer(SIDES[side], anchor)
+            novel.offsets[i] = (moved - anchor) / novel.scale
