@@ -123,14 +123,18 @@ def time_full_frames(m, views: list[int], repeats: int = 2) -> float:
 
 def calibrate_steps(m, budget: float, probe: int = 12) -> int:
     """Steps that fit in ``budget`` seconds, from the time of ``probe`` training steps (no update is made),
-    so that the learning rate decays over the budget instead of staying near its start."""
+    so that the learning rate decays over the budget instead of staying near its start. The warm-up draws
+    three steps per training frame first (a frame's first steps build its caches, e.g. HandOcc's labelled-point
+    pools, and were counted before, so runs stopped at half their budget); half the probes are timed early in the
+    schedule and half at its middle (HandOcc refines its skeletons from 30 % of the steps, which costs more)."""
     from handcli.methods.trainer import step_generator
 
-    for i in range(2):  # warm-up
+    for i in range(2 + 3 * len(m.frames)):  # warm-up
         m.train_step(i, step_generator(99, i))[0].backward()
     t = time.perf_counter()
     for i in range(probe):
-        m.train_step(i, step_generator(99, i))[0].backward()
+        step = i if i < probe // 2 else m.cfg.steps // 2 + i
+        m.train_step(step, step_generator(99, i))[0].backward()
     m.model.zero_grad(set_to_none=True)
     return max(int(budget / ((time.perf_counter() - t) / probe)), 10)
 
