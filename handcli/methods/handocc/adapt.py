@@ -60,6 +60,8 @@ def start_from_transfer(novel, trained) -> None:
     if trained is None or not len(novel.keys):
         return
     with torch.no_grad():
-        for i, (side, anchor) in enumerate(zip(novel.keys[:, 1].tolist(), novel.anchor)):
-            moved = trained.transfer(SIDES[side], anchor)
-            novel.offsets[i] = (moved - anchor) / novel.scale
+        for k, side in enumerate(SIDES):  # all hands of a side at once (the common offset is computed once)
+            rows = novel.keys[:, 1] == k
+            if bool(rows.any()):
+                anchor = novel.anchor[rows]
+                novel.offsets[rows] = (trained.transfer(side, anchor) - anchor) / novel.scale

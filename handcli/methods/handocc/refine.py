@@ -131,8 +131,8 @@ class SkeletonRefinement(PerTrainingHand):
         return torch.einsum("nij,nkj->nki", R, off).mean(0)
 
     def transfer(self, side: str, joints: Tensor) -> Tensor:
-        """(21, 3) joints of a hand the offsets were not learned for, in the annotation's convention, moved by
-        the training hands' common offset (``common_offset``, rotated into this hand's canonical frame).
+        """(..., 21, 3) joints of hands of ``side`` the offsets were not learned for, in the annotation's convention,
+        moved by the training hands' common offset (``common_offset``, rotated into each hand's canonical frame).
 
         Why: on a set's training frames the offsets and the networks settle together, and part of what the
         offsets learn is common to all frames (1.3 mm of 1.9 mm on the ideal bench sequence): the networks
@@ -143,7 +143,7 @@ class SkeletonRefinement(PerTrainingHand):
             return joints
         j = joints.to(c)
         R, _ = canonical_frame(mirror_x(j) if side == "left" else j)
-        off = c @ R  # canonical -> world (R is orthonormal: R^T c per joint)
+        off = torch.einsum("...ij,ki->...kj", R, c)  # canonical -> world: R^T c per joint (R is orthonormal)
         return j + (mirror_x(off) if side == "left" else off)
 
     def penalty(self, frame: int, sides: list[str], w_offset: float, w_bone: float) -> Tensor:
