@@ -2,7 +2,7 @@
 
     python bench/bench_adapt.py [--methods handnerf,handocc] [--profiles ideal,realistic] [--seed 0]
         [--frames 8] [--novel 2] [--steps handnerf=1000,handocc=600] [--adapt-steps handnerf=200,handocc=100]
-        [--adapt-lr handocc=5e-3] [--work DIR] [--threads 1]
+        [--adapt-lr handocc=5e-3] [--work DIR] [--threads 1] [--handocc-set KEY=VALUE ...] [--tag NAME]
 
 Per profile: ``handcli synth interhand --seqs right --frames F`` (the 10 training and 4 held-out cameras of
 bench_handnerf.py), ``preprocess --scale 0.5``, the pseudo-depth and feature targets (HandNeRF's inputs). Per
@@ -13,6 +13,8 @@ run ("before"), and from ``handcli adapt RUN CACHE --frames NOVEL`` ("after"): H
 error-correction and pose networks with the novel frames' depth (the pseudo-depth of the annotated meshes);
 HandOcc refines the novel skeletons against the novel frames' training-camera images. Adaptation uses the
 training cameras only, never the held-out ones. Fixed step counts, not time budgets (the machine is shared).
+``--handocc-set`` passes ``--set KEY=VALUE`` to HandOcc's training (repeatable); ``--tag`` names the runs, renders
+and results apart (``run_handocc_TAG``), so that variants share one work folder's data.
 Prints a markdown table and writes results_adapt.json into the work folder. Nothing is asserted.
 """
 
@@ -67,17 +69,19 @@ def score(run: Path, data: dict, novel: str, name: str, threads: int) -> dict:
 
 
 def run_method(method: str, data: dict, frames: int, n_novel: int, steps: int, adapt_steps: int,
-               adapt_lr: float | None, threads: int) -> dict:
+               adapt_lr: float | None, threads: int, sets: list[str] = (), tag: str = "") -> dict:
     train_frames, novel = f"0-{frames - n_novel - 1}", f"{frames - n_novel}-{frames - 1}"
-    run, adapted = data["dir"] / f"run_{method}", data["dir"] / f"run_{method}_adapted"
+    name = f"{method}_{tag}" if tag else method
+    run, adapted = data["dir"] / f"run_{name}", data["dir"] / f"run_{name}_adapted"
     extra = ["--depth", str(data["depth"]), "--features", str(data["feats"])] if method == "handnerf" else []
+    extra += [a for kv in sets for a in ("--set", kv)]
     t0 = time.perf_counter()
     if not (run / "checkpoint.pt").exists():
         cli("train", str(data["cache"]), "--method", method, "--preset", "fast", "--steps", str(steps), "-o",
             str(run), "--cameras", ",".join(TRAIN), "--eval-cameras", ",".join(HELD_OUT), "--frames", train_frames,
             "--seed", "0", "--threads", str(threads), "--force", *extra, threads=threads)
     t_train = time.perf_counter() - t0
-    before = score(run, data, novel, method, threads)
+    before = score(run, data, novel, name, threads)
     t0 = time.perf_counter()
     if not (adapted / "checkpoint.pt").exists():
         lr = ["--lr", str(adapt_lr)] if adapt_lr is not None else []
@@ -85,8 +89,8 @@ def run_method(method: str, data: dict, frames: int, n_novel: int, steps: int, a
         cli("adapt", str(run), str(data["cache"]), "-o", str(adapted), "--frames", novel, "--steps", str(adapt_steps),
             "--cameras", ",".join(TRAIN), "--seed", "0", "--force", *lr, *depth, threads=threads)
     t_adapt = time.perf_counter() - t0
-    after = score(adapted, data, novel, f"{method}_adapted", threads)
-    return {"method": method, "steps": steps, "adapt_steps": adapt_steps, "adapt_lr": adapt_lr,
+    after = score(adapted, data, novel, f"{name}_adapted", threads)
+    return {"method": method, "tag": tag, "sets": list(sets), "steps": steps, "adapt_steps": adapt_steps, "adapt_lr": adapt_lr,
             "train_s": round(t_train, 1), "adapt_s": round(t_adapt, 1), "before": before, "after": after}
 
 
@@ -102,6 +106,9 @@ def main() -> None:
     ap.add_argument("--adapt-lr", default="handocc=5e-3", help="per method; a method not named uses adapt's default")
     ap.add_argument("--work", type=Path, default=Path("bench_out/adapt"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--handocc-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a --set override of HandOcc's training (repeatable)")
+    ap.add_argument("--tag", default="", help="a name for this variant's runs and results (default: none)")
     a = ap.parse_args()
     steps, adapt_steps = per_method(a.steps, int), per_method(a.adapt_steps, int)
     adapt_lr = per_method(a.adapt_lr)
@@ -110,10 +117,10 @@ def main() -> None:
         data = prepare(a.work, profile, a.seed, a.frames, a.threads)
         for method in a.methods.split(","):
             r = run_method(method, data, a.frames, a.novel, steps[method], adapt_steps[method], adapt_lr.get(method),
-                           a.threads)
+                           a.threads, a.handocc_set if method == "handocc" else [], a.tag)
             rows.append({"profile": profile, "seed": a.seed, **r})
             print(json.dumps(rows[-1]), flush=True)
-    (a.work / "results_adapt.json").write_text(json.dumps(rows, indent=2))
+    (a.work / (f"results_adapt_{a.tag}.json" if a.tag else "results_adapt.json")).write_text(json.dumps(rows, indent=2))
     print(f"\nNovel poses (last {a.novel} of {a.frames} frames), {len(HELD_OUT)} held-out cameras, seed {a.seed}")
     print("| profile | method | steps | adapt steps | PSNR full before / after | SSIM before / after | "
           "depth err mm before / after | adapt s |")

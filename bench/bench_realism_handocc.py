@@ -47,8 +47,10 @@ ANNEAL = ["occ_anneal_start=0.2", "occ_anneal_end=0.5", "w_occ_final=0.0"]
 HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the sixth round introduced it (the default)
 # every variant but "default" starts from this (a variant's own overrides come after and win): the variants named
 # before the eighth round ran without the capsule-normal colour input, those before the ninth with one crop per
-# training appearance code; both are defaults since
-OLDER_DEFAULTS = ["normal_in=false", "app_crops=1"]
+# training appearance code, those before the tenth without the label anneal unless they set it (ANNEAL); all three
+# are defaults since (the anneal as occ_anneal=auto)
+OLDER_DEFAULTS = ["normal_in=false", "app_crops=1", "occ_anneal=on", "occ_anneal_start=1.0", "occ_anneal_end=1.0",
+                  "w_occ_final=0.0"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
     "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
@@ -128,6 +130,17 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "appcrops4_colour": [*HULL, "normal_in=true", "app_crops=4", "camera_colour=true"],  # + per-camera colour maps
     # hull_normal + the view direction (the reflected direction of commit ae23c6c is not kept)
     "hull_normal_view": [*HULL, "normal_in=true", "view_dir=true"],
+    # tenth round: the ninth round's defaults (appcrops4) without the skeleton refinement
+    "appcrops4_norefine": [*HULL, "normal_in=true", "app_crops=4", "refine=false"],
+    # and with the mesh labels annealed away (ANNEAL, as `anneal_hull` of the sixth round)
+    "appcrops4_anneal": [*HULL, "normal_in=true", "app_crops=4", *ANNEAL],
+    # and with the mesh labels posed on the refined skeleton (as `hull_rr01`, refinement from 30 % of the steps)
+    "appcrops4_rr": [*HULL, "normal_in=true", "app_crops=4", "labels_pose=refined"],
+    # the anneal to a quarter of the labels' weight instead of none
+    "appcrops4_anneal25": [*HULL, "normal_in=true", "app_crops=4", *ANNEAL, "w_occ_final=0.25"],
+    # the anneal later: the labels' weight falls between 50 % and 80 % of the steps
+    "appcrops4_anneal_late": [*HULL, "normal_in=true", "app_crops=4", *ANNEAL, "occ_anneal_start=0.5",
+                              "occ_anneal_end=0.8"],
 }
 
 

@@ -582,8 +582,51 @@ def test_occupancy_weight_anneals_to_the_final_value():
 def test_annealed_occupancy_loss_leaves_the_training_step(tiny_cache):
     """After the anneal (w_occ_final = 0, no interpenetration term) a step has no occupancy term; before it has."""
     torch.manual_seed(0)
-    m = _full(tiny_cache, steps=10, occ_anneal_start=0.2, occ_anneal_end=0.5, w_occ_final=0.0, w_int=0.0,
-              refine=False)
+    m = _full(tiny_cache, steps=10, occ_anneal="on", occ_anneal_start=0.2, occ_anneal_end=0.5, w_occ_final=0.0,
+              w_int=0.0, refine=False)
     _, early = m.train_step(0, torch.Generator().manual_seed(0))
     _, late = m.train_step(9, torch.Generator().manual_seed(0))
     assert early["occ"] > 0 and "occ" not in late and {"rgb", "mask"} <= set(late)
+
+
+def test_occupancy_anneal_values_and_defaults():
+    from handcli.methods.handocc.model import occ_weight
+
+    for preset in ("fast", "paper"):
+        cfg = PRESETS[preset]
+        assert (cfg.occ_anneal, cfg.anneal_carved, cfg.occ_anneal_start, cfg.occ_anneal_end, cfg.w_occ_final) == (
+            "auto", 0.005, 0.2, 0.5, 0.25)
+    cfg = replace(PRESETS["fast"], steps=100)
+    assert [occ_weight(cfg, s, anneal=False) for s in (0, 50, 99)] == [cfg.w_occ] * 3  # not annealed: w_occ
+    assert occ_weight(cfg, 99) == 0.25
+    for key, value in (("occ_anneal", "sometimes"), ("anneal_carved", -0.1), ("anneal_carved", 2.0)):
+        with pytest.raises(Exception, match=key):
+            replace(cfg, **{key: value}).check()
+
+
+def test_auto_anneal_follows_the_share_of_labels_the_hull_carved(tiny_cache):
+    """``occ_anneal`` "auto": the labels' weight anneals only when the visual-hull check carved more than
+    ``anneal_carved`` of the inside labels before ``occ_anneal_start``; the evidence stops counting there."""
+    torch.manual_seed(0)
+    m = _full(tiny_cache, steps=10, occ_anneal_start=0.2, occ_anneal_end=0.5, w_occ_final=0.25, w_int=0.0,
+              refine=False)
+    assert m.cfg.occ_anneal == "auto" and m.cfg.label_hull != "off"
+    assert not m.labels_annealed()  # no evidence yet
+    _, logs = m.train_step(0, torch.Generator().manual_seed(0))
+    _, logs1 = m.train_step(1, torch.Generator().manual_seed(1))
+    total, n = m.model.label_carved.tolist()
+    assert n == 2 and total == pytest.approx(logs["hull_carved"] + logs1["hull_carved"])
+    m.train_step(2, torch.Generator().manual_seed(2))  # step 2 = occ_anneal_start x steps: no longer counted
+    assert m.model.label_carved[1].item() == 2
+    # the tiny set's masks are rendered from the labels' own mesh: (almost) nothing carved, no anneal
+    assert total / n <= m.cfg.anneal_carved and not m.labels_annealed()
+    _, late = m.train_step(9, torch.Generator().manual_seed(0))
+    assert late["w_occ"] == m.cfg.w_occ
+    m.model.label_carved.copy_(torch.tensor([0.02, 2.0], dtype=torch.float64))  # 1 % carved: the labels disagree
+    assert m.labels_annealed()
+    _, late = m.train_step(9, torch.Generator().manual_seed(0))
+    assert late["w_occ"] == pytest.approx(0.25)
+    for mode, expect in (("on", True), ("off", False)):
+        m.cfg = replace(m.cfg, occ_anneal=mode)
+        m.model.label_carved.zero_()
+        assert m.labels_annealed() is expect

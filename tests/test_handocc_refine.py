@@ -228,6 +228,33 @@ def test_older_runs_labels_follow_bones_loads_as_bones(tmp_path):
         HandOccMethod.config_from_dict({"labels_follow_bone": True})
 
 
+def test_older_runs_without_occ_anneal_load_as_trained(tmp_path):
+    """A config.json written before ``occ_anneal`` annealed as its fields said (the defaults then: no anneal); its
+    checkpoint has no ``label_carved`` and still loads."""
+    import json
+
+    from handcli.methods.base import read_run_config, write_run_config
+    from handcli.methods.handocc.model import HandOcc
+
+    write_run_config(tmp_path, "handocc", "fast", PRESETS["fast"], {"cache": "c.h5"}, 0, "test")
+    doc = json.loads((tmp_path / "config.json").read_text())
+    for key, before in (("occ_anneal_start", 1.0), ("occ_anneal_end", 1.0), ("w_occ_final", 0.0)):
+        doc["config"][key] = before
+    del doc["config"]["occ_anneal"], doc["config"]["anneal_carved"]
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    cfg = HandOccMethod.config_from_dict(read_run_config(tmp_path)["config"])
+    assert (cfg.occ_anneal, cfg.occ_anneal_start, cfg.occ_anneal_end, cfg.w_occ_final) == ("on", 1.0, 1.0, 0.0)
+    cfg = HandOccMethod.config_from_dict({"occ_anneal_start": 0.2, "occ_anneal_end": 0.5})  # an older anneal run
+    assert (cfg.occ_anneal, cfg.occ_anneal_start, cfg.w_occ_final) == ("on", 0.2, 0.0)
+    assert HandOccMethod.config_from_dict({"occ_anneal": "auto"}).w_occ_final == 0.25  # today's keep the defaults
+    state = HandOcc(PRESETS["fast"]).state_dict()
+    del state["label_carved"]
+    model = HandOcc(PRESETS["fast"])
+    model.label_carved.fill_(3.0)
+    model.load_state_dict(state)
+    assert model.label_carved.tolist() == [0.0, 0.0]
+
+
 def _rotation(axis, angle) -> torch.Tensor:
     from scipy.spatial.transform import Rotation
 

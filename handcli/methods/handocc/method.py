@@ -221,7 +221,7 @@ class HandOccMethod(Method):
     outputs = frozenset({"rgb", "depth", "opacity", "semantic"})
     render_counts = ("evaluated", "occ_evals", "color_evals")
 
-    migrate_config = staticmethod(migrate_config)  # labels_follow_bones, folded into labels_pose
+    migrate_config = staticmethod(migrate_config)  # labels_follow_bones (into labels_pose); occ_anneal "on" when absent
 
     @classmethod
     def check_config(cls, cfg: HandOccConfig) -> None:
@@ -471,7 +471,8 @@ class HandOccMethod(Method):
         hands = self.hands(frame) if refine is not None else annotated
         terms: dict[str, torch.Tensor] = {}
         logs: dict = {"rays": 0, "samples": 0}
-        w_occ = occ_weight(cfg, step)
+        w_occ = occ_weight(cfg, step, self.labels_annealed())
+        logs["w_occ"] = w_occ
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
             # labels from the annotated mesh: no evidence for the refinement
             src = dst = None  # labels carried with their bones from the src skeletons to dst (None: the hands)
@@ -483,6 +484,9 @@ class HandOccMethod(Method):
             hull = self._silhouettes.of_frame(views, frame) if self._silhouettes is not None else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
                                    logs, src=src, align=align, dst=dst, hull=hull)
+            if "hull_carved" in logs and step < cfg.occ_anneal_start * cfg.steps:
+                self.model.label_carved += torch.tensor([logs["hull_carved"], 1.0], dtype=torch.float64,
+                                                        device=self.model.label_carved.device)
             if align is not None:
                 terms["align"] = align.penalty(frame, [h.side for h in hands], cfg.w_align)
                 logs["align_mm"] = float(align.shift_mm().detach().mean())
@@ -493,6 +497,16 @@ class HandOccMethod(Method):
                 terms["refine"] = refine.penalty(frame, [h.side for h in hands], cfg.w_refine, cfg.w_bone)
                 logs["refine_mm"] = float(refine.offset_m().detach().norm(dim=-1).mean()) * 1000.0
         return sum_losses(terms, logs)
+
+    def labels_annealed(self) -> bool:
+        """Whether the mesh-occupancy labels' weight follows the anneal schedule (``occ_anneal``): "on" / "off" as
+        said; "auto" when the visual-hull check carved more than ``anneal_carved`` of the inside labels, on average
+        over the steps before ``occ_anneal_start`` (``model.label_carved``; no check, no anneal). The schedule keeps
+        ``w_occ`` until that step, so the decision is only read once its evidence is complete."""
+        if self.cfg.occ_anneal != "auto":
+            return self.cfg.occ_anneal == "on"
+        total, n = self.model.label_carved.tolist()
+        return n > 0 and total / n > self.cfg.anneal_carved
 
     def _label_skeletons(self, frame: int) -> list[HandSkeleton]:
         """The frame's hands on the skeletons of the cache's posed hand model: the pose the labelled points were

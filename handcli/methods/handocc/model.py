@@ -64,7 +64,8 @@ SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
 # hands (HandOcc.default_codes)
 REF_CROPS = 16
 LABEL_POSES = ("mesh", "joints", "refined", "bones")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
-LABEL_HULL = ("off", "drop", "flip")  # what happens to inside labels off the training silhouettes (label_hull)
+LABEL_HULL = ("off", "drop", "flip")
+OCC_ANNEAL = ("off", "on", "auto")  # when the mesh-occupancy labels' weight anneals (HandOccConfig.occ_anneal)  # what happens to inside labels off the training silhouettes (label_hull)
 POSE_DIM = 60
 
 
@@ -137,13 +138,17 @@ class HandOccConfig:
     # real data (realistic profile +0.42 / +0.30 dB, ideal +0.07 / -0.21 dB, seeds 0 / 1, 300 fast steps;
     # docs/benchmarks.md#handocc-on-realistic-data)
     w_occ: float = 1.0
-    # optional anneal of the mesh-occupancy loss (the annotated mesh is wrong near the surface on real data): the
-    # weight falls linearly from w_occ to w_occ_final between these shares of the steps (stage "full" only; see
-    # occ_weight). Off by default (start = end = 1): at 300 fast steps it gained only 0.16 dB on realistic data
-    # (docs/benchmarks.md#handocc-on-realistic-data)
-    occ_anneal_start: float = 1.0
-    occ_anneal_end: float = 1.0
-    w_occ_final: float = 0.0
+    # anneal of the mesh-occupancy loss (the annotated mesh is off the hand on real data): the weight falls linearly
+    # from w_occ to w_occ_final between these shares of the steps (stage "full" only; occ_weight) when occ_anneal is
+    # "on", or "auto" and the labels contradict the training silhouettes: the visual-hull check (label_hull) carved
+    # more than anneal_carved of the inside labels, on average over the steps before occ_anneal_start (ideal data:
+    # <= 0.02 %; the realistic profile: 0.7-4 % with refined masks, 14 % without). Realistic +0.54 / +0.74 dB at
+    # 2,000 fast steps, ideal unchanged (docs/methods/handocc.md#occupancy-labels-on-real-data-w_mask-anneal)
+    occ_anneal: str = "auto"
+    anneal_carved: float = 0.005
+    occ_anneal_start: float = 0.2
+    occ_anneal_end: float = 0.5
+    w_occ_final: float = 0.25
     w_int: float = 0.1
     label_margin: float = 0.0  # metres: mesh-occupancy labels closer than this to the mesh are left out
     # where the labelled points (drawn around the posed mesh) are posed: "mesh" where they were drawn; "joints" carried
@@ -191,7 +196,7 @@ class HandOccConfig:
 
         for name, allowed in (("stage", STAGES), ("supervision", SUPERVISION), ("sampler", SAMPLERS),
                               ("skeleton", SKELETON_SOURCES), ("labels_pose", LABEL_POSES),
-                              ("label_hull", LABEL_HULL)):
+                              ("label_hull", LABEL_HULL), ("occ_anneal", OCC_ANNEAL)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}",
                                  field=name)
@@ -213,25 +218,33 @@ class HandOccConfig:
             raise InputError("label_hull_px must be >= 0 (pixels)", field="label_hull_px")
         if self.w_occ_final < 0:
             raise InputError("w_occ_final must be >= 0", field="w_occ_final")
+        if not 0 <= self.anneal_carved <= 1:
+            raise InputError("anneal_carved must be in 0..1 (a share of the inside labels)", field="anneal_carved")
 
 
 def migrate_config(values: dict) -> dict:
     """An older run's config.json ``config`` -> today's keys: ``labels_follow_bones`` (folded into ``labels_pose``)
     is dropped; true with ``labels_pose`` "mesh" (the only pose it applied to; runs older than ``labels_pose`` posed
-    their labels there) becomes ``labels_pose`` "bones"."""
-    if "labels_follow_bones" not in values:
+    their labels there) becomes ``labels_pose`` "bones". A run older than ``occ_anneal`` followed its anneal fields
+    as written, with the defaults of then (no anneal): ``occ_anneal`` "on", start = end = 1, final 0 where absent."""
+    if "labels_follow_bones" not in values and "occ_anneal" in values:
         return values
     values = dict(values)
-    if values.pop("labels_follow_bones") is True and values.get("labels_pose", "mesh") == "mesh":
+    if values.pop("labels_follow_bones", False) is True and values.get("labels_pose", "mesh") == "mesh":
         values["labels_pose"] = "bones"
+    if "occ_anneal" not in values:
+        values["occ_anneal"] = "on"
+        for key, before in (("occ_anneal_start", 1.0), ("occ_anneal_end", 1.0), ("w_occ_final", 0.0)):
+            values.setdefault(key, before)
     return values
 
 
-def occ_weight(cfg: HandOccConfig, step: int) -> float:
+def occ_weight(cfg: HandOccConfig, step: int, anneal: bool = True) -> float:
     """The occupancy loss weight at ``step``: ``w_occ`` until ``occ_anneal_start`` · steps, then linear to
-    ``w_occ_final`` at ``occ_anneal_end`` · steps, constant after. Stage "occupancy" keeps ``w_occ`` (the labels
-    are its only supervision)."""
-    if cfg.stage != "full":
+    ``w_occ_final`` at ``occ_anneal_end`` · steps, constant after; ``w_occ`` throughout when ``anneal`` is False
+    (the run's decision, ``HandOccMethod.labels_annealed``). Stage "occupancy" keeps ``w_occ`` (the labels are its
+    only supervision)."""
+    if cfg.stage != "full" or not anneal:
         return cfg.w_occ
     a, b = cfg.occ_anneal_start * cfg.steps, cfg.occ_anneal_end * cfg.steps
     if step <= a:
@@ -729,7 +742,8 @@ class DensityCalibration(nn.Module):
 class HandOcc(nn.Module):
     """The three networks plus what a run needs to render on its own (saved in the checkpoint):
     relative capsule radii (20,) and the reference appearance crops (2, REF_CROPS, 3, S, S) of the right / left hand
-    with their weights (2, REF_CROPS)."""
+    with their weights (2, REF_CROPS); and, for training, ``label_carved`` (2,): the sum and number of the steps'
+    shares of inside labels the visual-hull check carved before ``occ_anneal_start`` (``occ_anneal`` "auto")."""
 
     def __init__(self, cfg: HandOccConfig):
         super().__init__()
@@ -744,7 +758,9 @@ class HandOcc(nn.Module):
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
         self.register_buffer("ref_crops", torch.zeros(2, REF_CROPS, 3, cfg.crop_size, cfg.crop_size))
         self.register_buffer("ref_weight", torch.zeros(2, REF_CROPS))
+        self.register_buffer("label_carved", torch.zeros(2, dtype=torch.float64))
         self.register_load_state_dict_pre_hook(_one_reference_crop)
+        self.register_load_state_dict_pre_hook(_no_label_carved)
 
     def use_config(self, cfg: HandOccConfig) -> None:
         """Switch to another config of the same architecture (sampler, render_step, wave, tau, ...): the
@@ -805,6 +821,12 @@ def _one_reference_crop(module, state: dict, prefix: str, *args) -> None:
     weight = old.new_zeros(old.shape[0], REF_CROPS)
     weight[:, 0] = 1.0
     state[prefix + "ref_crops"], state[prefix + "ref_weight"] = crops, weight
+
+
+def _no_label_carved(module, state: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: a checkpoint written before ``occ_anneal`` "auto" has no ``label_carved`` (its
+    config loads with ``occ_anneal`` "on", which does not read it)."""
+    state.setdefault(prefix + "label_carved", torch.zeros(2, dtype=torch.float64))
 
 
 def occupancy_density(occ: Tensor, step: float) -> Tensor:
