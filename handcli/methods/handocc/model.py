@@ -64,8 +64,8 @@ SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
 # hands (HandOcc.default_codes)
 REF_CROPS = 16
 LABEL_POSES = ("mesh", "joints", "refined", "bones")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
-LABEL_HULL = ("off", "drop", "flip")
-OCC_ANNEAL = ("off", "on", "auto")  # when the mesh-occupancy labels' weight anneals (HandOccConfig.occ_anneal)  # what happens to inside labels off the training silhouettes (label_hull)
+LABEL_HULL = ("off", "drop", "flip")  # what happens to inside labels off the training silhouettes (label_hull)
+OCC_ANNEAL = ("off", "on", "auto")  # when the mesh-occupancy labels' weight anneals (HandOccConfig.occ_anneal)
 POSE_DIM = 60
 
 
@@ -142,8 +142,9 @@ class HandOccConfig:
     # from w_occ to w_occ_final between these shares of the steps (stage "full" only; occ_weight) when occ_anneal is
     # "on", or "auto" and the labels contradict the training silhouettes: the visual-hull check (label_hull) carved
     # more than anneal_carved of the inside labels, on average over the steps before occ_anneal_start (ideal data:
-    # <= 0.02 %; the realistic profile: 0.7-4 % with refined masks, 14 % without). Realistic +0.54 / +0.74 dB at
-    # 2,000 fast steps, ideal unchanged (docs/methods/handocc.md#occupancy-labels-on-real-data-w_mask-anneal)
+    # <= 0.02 %; the realistic profile: 1-4 % with refined masks, 14 % without). Realistic +0.46 to +0.74 dB at
+    # 2,000 fast steps (4 seeds), -0.06 to -0.29 dB at 300; ideal unchanged
+    # (docs/methods/handocc.md#occupancy-labels-on-real-data-w_mask-anneal)
     occ_anneal: str = "auto"
     anneal_carved: float = 0.005
     occ_anneal_start: float = 0.2
