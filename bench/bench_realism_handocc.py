@@ -49,6 +49,8 @@ HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the si
 # before the eighth round ran without the capsule-normal colour input, those before the ninth with one crop per
 # training appearance code, those before the tenth without the label anneal unless they set it (ANNEAL); all three
 # are defaults since (the anneal as occ_anneal=auto)
+TENTH = [*HULL, "normal_in=true", "app_crops=4", "occ_anneal=auto", "occ_anneal_start=0.2", "occ_anneal_end=0.5",
+         "w_occ_final=0.25"]  # the defaults since the tenth round, spelled out
 OLDER_DEFAULTS = ["normal_in=false", "app_crops=1", "occ_anneal=on", "occ_anneal_start=1.0", "occ_anneal_end=1.0",
                   "w_occ_final=0.0"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
@@ -141,6 +143,10 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # the anneal later: the labels' weight falls between 50 % and 80 % of the steps
     "appcrops4_anneal_late": [*HULL, "normal_in=true", "app_crops=4", *ANNEAL, "occ_anneal_start=0.5",
                               "occ_anneal_end=0.8"],
+    # the tenth round's defaults (the anneal decided by the hull check, to 0.25), and its final weight 0.1 / 0.5
+    "auto25": [*TENTH],
+    "auto10": [*TENTH, "w_occ_final=0.1"],
+    "auto50": [*TENTH, "w_occ_final=0.5"],
 }
 
 

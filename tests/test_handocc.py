@@ -622,7 +622,7 @@ def test_auto_anneal_follows_the_share_of_labels_the_hull_carved(tiny_cache):
     assert total / n <= m.cfg.anneal_carved and not m.labels_annealed()
     _, late = m.train_step(9, torch.Generator().manual_seed(0))
     assert late["w_occ"] == m.cfg.w_occ
-    m.model.label_carved.copy_(torch.tensor([0.02, 2.0], dtype=torch.float64))  # 1 % carved: the labels disagree
+    m.model.label_carved.copy_(torch.tensor([0.02, 2.0]))  # 1 % carved: the labels disagree
     assert m.labels_annealed()
     _, late = m.train_step(9, torch.Generator().manual_seed(0))
     assert late["w_occ"] == pytest.approx(0.25)

@@ -155,4 +155,8 @@ def test_handocc_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in recs] == [1, 2]
     assert all(np.isfinite(x["loss"]) for x in recs)
-    assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["step"] == 2
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 2
+    # the anneal's evidence (occ_anneal auto): step 0 of each rank counted (step 1 >= occ_anneal_start x 2 steps),
+    # then summed over the two ranks so that both decide alike
+    assert ckpt["model"]["label_carved"][1].item() == 2.0

@@ -145,6 +145,15 @@ def average_gradients(params, world: int) -> None:
         p.grad /= world
 
 
+def sum_across_ranks(t: torch.Tensor) -> None:
+    """Sum ``t`` in place over the ranks of a torchrun job (nothing in a single process). Every rank must call it
+    at the same point, as the training steps do."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+
+
 FIT_FRACTION = 0.05  # share of the time budget spent measuring the step rate (at the initial learning rate)
 FIT_MARGIN = 0.95  # share of the budget the fitted schedule is planned to fill (logs, checkpoints, snapshot)
 REFIT_FRACTION = 0.3  # the step count is fitted once more here, from the rate since the first fit: early steps

@@ -48,6 +48,7 @@ from handcli.methods.handocc.sampler import (
 )
 from handcli.methods.handocc.skeletons import frame_joints, frames_joints
 from handcli.methods.handocc.visual_hull import FrameSilhouettes, in_visual_hull
+from handcli.methods.trainer import sum_across_ranks
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
 
@@ -290,6 +291,7 @@ class HandOccMethod(Method):
         self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device,
                                    cfg.label_margin)
         self._silhouettes = FrameSilhouettes(cfg.label_hull_px, self.device) if cfg.label_hull != "off" else None
+        self._carved_closed = False  # the anneal's evidence (model.label_carved) is complete: see train_step
         # a frame's posed-mesh skeletons (a hand-model forward, ~12 ms), kept for as many frames as the pools
         self._mesh_skeletons = functools.lru_cache(maxsize=cfg.pool_cache)(
             lambda f: [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, f, "mesh")])
@@ -471,6 +473,11 @@ class HandOccMethod(Method):
         hands = self.hands(frame) if refine is not None else annotated
         terms: dict[str, torch.Tensor] = {}
         logs: dict = {"rays": 0, "samples": 0}
+        if not self._carved_closed and step >= cfg.occ_anneal_start * cfg.steps:
+            # the anneal's evidence is complete: every rank of a torchrun job decides from all ranks' (the ratio of
+            # the sums does not change when a resumed run, whose checkpoint holds the sums already, adds them again)
+            sum_across_ranks(self.model.label_carved)
+            self._carved_closed = True
         w_occ = occ_weight(cfg, step, self.labels_annealed())
         logs["w_occ"] = w_occ
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
@@ -484,9 +491,8 @@ class HandOccMethod(Method):
             hull = self._silhouettes.of_frame(views, frame) if self._silhouettes is not None else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
                                    logs, src=src, align=align, dst=dst, hull=hull)
-            if "hull_carved" in logs and step < cfg.occ_anneal_start * cfg.steps:
-                self.model.label_carved += torch.tensor([logs["hull_carved"], 1.0], dtype=torch.float64,
-                                                        device=self.model.label_carved.device)
+            if "hull_carved" in logs and not self._carved_closed:
+                self.model.label_carved += torch.tensor([logs["hull_carved"], 1.0], device=self.model.label_carved.device)
             if align is not None:
                 terms["align"] = align.penalty(frame, [h.side for h in hands], cfg.w_align)
                 logs["align_mm"] = float(align.shift_mm().detach().mean())

@@ -759,7 +759,7 @@ class HandOcc(nn.Module):
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
         self.register_buffer("ref_crops", torch.zeros(2, REF_CROPS, 3, cfg.crop_size, cfg.crop_size))
         self.register_buffer("ref_weight", torch.zeros(2, REF_CROPS))
-        self.register_buffer("label_carved", torch.zeros(2, dtype=torch.float64))
+        self.register_buffer("label_carved", torch.zeros(2))
         self.register_load_state_dict_pre_hook(_one_reference_crop)
         self.register_load_state_dict_pre_hook(_no_label_carved)
 
@@ -827,7 +827,7 @@ def _one_reference_crop(module, state: dict, prefix: str, *args) -> None:
 def _no_label_carved(module, state: dict, prefix: str, *args) -> None:
     """load_state_dict pre-hook: a checkpoint written before ``occ_anneal`` "auto" has no ``label_carved`` (its
     config loads with ``occ_anneal`` "on", which does not read it)."""
-    state.setdefault(prefix + "label_carved", torch.zeros(2, dtype=torch.float64))
+    state.setdefault(prefix + "label_carved", torch.zeros(2))
 
 
 def occupancy_density(occ: Tensor, step: float) -> Tensor:
