@@ -147,6 +147,7 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto25": [*TENTH],
     "auto10": [*TENTH, "w_occ_final=0.1"],
     "auto50": [*TENTH, "w_occ_final=0.5"],
+    "auto25_rr": [*TENTH, "labels_pose=refined"],  # + the labels posed on the refined skeleton
 }
 
 
