@@ -599,7 +599,8 @@ def test_occupancy_anneal_values_and_defaults():
     cfg = replace(PRESETS["fast"], steps=100)
     assert [occ_weight(cfg, s, anneal=False) for s in (0, 50, 99)] == [cfg.w_occ] * 3  # not annealed: w_occ
     assert occ_weight(cfg, 99) == 0.25
-    for key, value in (("occ_anneal", "sometimes"), ("anneal_carved", -0.1), ("anneal_carved", 2.0)):
+    for key, value in (("occ_anneal", "sometimes"), ("anneal_carved", -0.1), ("anneal_carved", 2.0),
+                       ("anneal_missed", -0.1), ("anneal_missed", 1.5)):
         with pytest.raises(Exception, match=key):
             replace(cfg, **{key: value}).check()
 
@@ -630,3 +631,32 @@ def test_auto_anneal_follows_the_share_of_labels_the_hull_carved(tiny_cache):
         m.cfg = replace(m.cfg, occ_anneal=mode)
         m.model.label_carved.zero_()
         assert m.labels_annealed() is expect
+
+
+def test_auto_anneal_follows_the_share_of_hand_pixels_the_labels_mesh_misses(tiny_cache):
+    """``occ_anneal`` "auto" also anneals when the labels' mesh is thinner than the hand the training views show:
+    its silhouette leaves more than ``anneal_missed`` of their hand pixels uncovered (visual_hull.mesh_misses),
+    which the hull check (inside labels off the silhouettes) cannot see."""
+    torch.manual_seed(0)
+    m = _full(tiny_cache, steps=10, occ_anneal_start=0.2, occ_anneal_end=0.5, w_occ_final=0.25, w_int=0.0,
+              refine=False)
+    assert m.cfg.anneal_missed == 0.005
+    _, logs = m.train_step(0, torch.Generator().manual_seed(0))
+    assert logs["label_missed"] == 0.0  # the tiny set's masks are rendered from the labels' own mesh
+    assert m.model.label_missed.tolist() == [0.0, 1.0] and not m.labels_annealed()
+    # the same run with a mesh 15 % smaller than the hand the masks show (about its centroid)
+    thin = _full(tiny_cache, steps=10, occ_anneal_start=0.2, occ_anneal_end=0.5, w_occ_final=0.25, w_int=0.0,
+                 refine=False)
+    full = thin._hand_mesh
+    thin._hand_mesh = lambda f, side: (lambda v: v.mean(0) + 0.85 * (v - v.mean(0)))(full(f, side))
+    _, logs = thin.train_step(0, torch.Generator().manual_seed(0))
+    _, logs1 = thin.train_step(1, torch.Generator().manual_seed(1))
+    missed, n = thin.model.label_missed.tolist()
+    assert n == 2 and missed == pytest.approx(logs["label_missed"] + logs1["label_missed"])
+    assert logs["label_missed"] > 0.05 and thin.labels_annealed()
+    thin.train_step(2, torch.Generator().manual_seed(2))  # the evidence is complete: no longer counted
+    assert thin.model.label_missed[1].item() == 2 and not thin._view_misses
+    _, late = thin.train_step(9, torch.Generator().manual_seed(0))
+    assert late["w_occ"] == pytest.approx(0.25) and "label_missed" not in late
+    thin.cfg = replace(thin.cfg, anneal_missed=1.0)  # a run from before the coverage check: the hull check alone
+    assert not thin.labels_annealed()

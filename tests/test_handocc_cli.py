@@ -160,3 +160,4 @@ def test_handocc_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
     # the anneal's evidence (occ_anneal auto): step 0 of each rank counted (step 1 >= occ_anneal_start x 2 steps),
     # then summed over the two ranks so that both decide alike
     assert ckpt["model"]["label_carved"][1].item() == 2.0
+    assert ckpt["model"]["label_missed"][1].item() == 2.0

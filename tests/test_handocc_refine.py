@@ -255,6 +255,30 @@ def test_older_runs_without_occ_anneal_load_as_trained(tmp_path):
     assert model.label_carved.tolist() == [0.0, 0.0]
 
 
+def test_older_auto_anneal_runs_decide_by_the_hull_check_alone(tmp_path):
+    """A run written before ``anneal_missed`` loads with 1 (its labels' coverage was never measured, and nothing
+    exceeds a share of 1) and a checkpoint without ``label_missed`` loads with zeros; today's runs keep 0.005."""
+    import json
+
+    from handcli.methods.base import read_run_config, write_run_config
+    from handcli.methods.handocc.model import HandOcc
+
+    write_run_config(tmp_path, "handocc", "fast", PRESETS["fast"], {"cache": "c.h5"}, 0, "test")
+    doc = json.loads((tmp_path / "config.json").read_text())
+    assert doc["config"]["anneal_missed"] == 0.005
+    assert HandOccMethod.config_from_dict(read_run_config(tmp_path)["config"]).anneal_missed == 0.005
+    del doc["config"]["anneal_missed"]
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    cfg = HandOccMethod.config_from_dict(read_run_config(tmp_path)["config"])
+    assert (cfg.occ_anneal, cfg.anneal_missed) == ("auto", 1.0)
+    state = HandOcc(PRESETS["fast"]).state_dict()
+    del state["label_missed"]
+    model = HandOcc(PRESETS["fast"])
+    model.label_missed.fill_(3.0)
+    model.load_state_dict(state)
+    assert model.label_missed.tolist() == [0.0, 0.0]
+
+
 def _rotation(axis, angle) -> torch.Tensor:
     from scipy.spatial.transform import Rotation
 

@@ -47,7 +47,7 @@ from handcli.methods.handocc.sampler import (
     outside_margin,
 )
 from handcli.methods.handocc.skeletons import frame_joints, frames_joints
-from handcli.methods.handocc.visual_hull import FrameSilhouettes, in_visual_hull
+from handcli.methods.handocc.visual_hull import FrameSilhouettes, in_visual_hull, mesh_misses
 from handcli.methods.trainer import sum_across_ranks
 from handcli.progress import progress
 from handcli.render.driver import OPACITY_THRESHOLD
@@ -291,7 +291,8 @@ class HandOccMethod(Method):
         self.pools = LabelledPools(self.cache, cfg.pool_points, seed, cfg.pool_cache, self.device,
                                    cfg.label_margin)
         self._silhouettes = FrameSilhouettes(cfg.label_hull_px, self.device) if cfg.label_hull != "off" else None
-        self._carved_closed = False  # the anneal's evidence (model.label_carved) is complete: see train_step
+        self._carved_closed = False  # the anneal's evidence (model.label_carved, label_missed) is complete
+        self._view_misses: dict[int, tuple[int, int]] = {}  # cache view -> mesh_misses, until the evidence is complete
         # a frame's posed-mesh skeletons (a hand-model forward, ~12 ms), kept for as many frames as the pools
         self._mesh_skeletons = functools.lru_cache(maxsize=cfg.pool_cache)(
             lambda f: [(s, torch.as_tensor(j, device=self.device)) for s, j in frame_joints(self.cache, f, "mesh")])
@@ -477,7 +478,9 @@ class HandOccMethod(Method):
             # the anneal's evidence is complete: every rank of a torchrun job decides from all ranks' (the ratio of
             # the sums does not change when a resumed run, whose checkpoint holds the sums already, adds them again)
             sum_across_ranks(self.model.label_carved)
+            sum_across_ranks(self.model.label_missed)
             self._carved_closed = True
+            self._view_misses = {}
         w_occ = occ_weight(cfg, step, self.labels_annealed())
         logs["w_occ"] = w_occ
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
@@ -493,6 +496,11 @@ class HandOccMethod(Method):
                                    logs, src=src, align=align, dst=dst, hull=hull)
             if "hull_carved" in logs and not self._carved_closed:
                 self.model.label_carved += torch.tensor([logs["hull_carved"], 1.0], device=self.model.label_carved.device)
+            if cfg.occ_anneal == "auto" and not self._carved_closed:
+                missed = self._label_missed(views, frame)
+                if missed is not None:
+                    logs["label_missed"] = missed
+                    self.model.label_missed += torch.tensor([missed, 1.0], device=self.model.label_missed.device)
             if align is not None:
                 terms["align"] = align.penalty(frame, [h.side for h in hands], cfg.w_align)
                 logs["align_mm"] = float(align.shift_mm().detach().mean())
@@ -506,13 +514,34 @@ class HandOccMethod(Method):
 
     def labels_annealed(self) -> bool:
         """Whether the mesh-occupancy labels' weight follows the anneal schedule (``occ_anneal``): "on" / "off" as
-        said; "auto" when the visual-hull check carved more than ``anneal_carved`` of the inside labels, on average
-        over the steps before ``occ_anneal_start`` (``model.label_carved``; no check, no anneal). The schedule keeps
-        ``w_occ`` until that step, so the decision is only read once its evidence is complete."""
+        said; "auto" when, on average over the steps before ``occ_anneal_start``, the visual-hull check carved more
+        than ``anneal_carved`` of the inside labels (``model.label_carved``; labels sticking out of the hand) or the
+        labels' mesh left more than ``anneal_missed`` of the training views' hand pixels uncovered
+        (``model.label_missed``; labels thinner than the hand). The schedule keeps ``w_occ`` until that step, so the
+        decision is only read once its evidence is complete."""
         if self.cfg.occ_anneal != "auto":
             return self.cfg.occ_anneal == "on"
-        total, n = self.model.label_carved.tolist()
-        return n > 0 and total / n > self.cfg.anneal_carved
+        (carved, n), (missed, m) = self.model.label_carved.tolist(), self.model.label_missed.tolist()
+        return (n > 0 and carved / n > self.cfg.anneal_carved) or (m > 0 and missed / m > self.cfg.anneal_missed)
+
+    def _label_missed(self, views, frame: int) -> float | None:
+        """The share of the hand pixels of ``frame``'s resident training views that the frame's posed hand models
+        (the mesh the labels are drawn around) leave uncovered (``mesh_misses``; each view measured once), or None
+        without hand pixels or a hand model."""
+        sides = [s for s, _ in self.joints[frame] if self._has_model[s]]
+        local = np.nonzero(views.frames == frame)[0].tolist()
+        if not sides or not local:
+            return None
+        meshes = None
+        for lv in local:
+            vid = int(views.view_ids[lv])
+            if vid not in self._view_misses:
+                if meshes is None:
+                    meshes = [(self._hand_mesh(frame, s).numpy(), self._faces[s].numpy()) for s in sides]
+                hand = sum(views.label[lv] == SIDE_LABEL[s] for s in sides) > 0
+                self._view_misses[vid] = mesh_misses(meshes, views.K[lv].numpy(), views.w2c[lv].numpy(), hand)
+        missed, hand = (sum(x) for x in zip(*(self._view_misses[int(views.view_ids[lv])] for lv in local)))
+        return missed / hand if hand else None
 
     def _label_skeletons(self, frame: int) -> list[HandSkeleton]:
         """The frame's hands on the skeletons of the cache's posed hand model: the pose the labelled points were

@@ -55,6 +55,45 @@ def in_visual_hull(points: Tensor, K: Tensor, w2c: Tensor, silhouettes: list[Ten
     return keep
 
 
+MISS_RADIUS_PX = 1  # the mesh silhouette's dilation in mesh_misses (4-neighbour steps): the rasterizer covers a pixel
+# by its centre, the cache's masks come from full-resolution renders area-resized. Hand pixels missed by the labels'
+# own mesh on the bench's caches: ideal 2.2-2.6 % without it, 0.00 % with it; a hand outside the model (thicker,
+# exact annotations) 7.6-7.9 % / 1.2-1.5 % (a 3 x 3 square instead: 0.2-0.4 %; docs/methods/handocc.md, anneal)
+
+
+def grow_4(mask: Tensor, steps: int) -> Tensor:
+    """(H, W) bool mask grown by ``steps`` 4-neighbour steps (pixels within L1 distance ``steps``)."""
+    m = mask.clone()
+    for _ in range(steps):
+        g = m.clone()
+        g[1:] |= m[:-1]
+        g[:-1] |= m[1:]
+        g[:, 1:] |= m[:, :-1]
+        g[:, :-1] |= m[:, 1:]
+        m = g
+    return m
+
+
+def mesh_misses(meshes: list[tuple[np.ndarray, np.ndarray]], K: np.ndarray, w2c: np.ndarray, hand: Tensor,
+                radius: int = MISS_RADIUS_PX) -> tuple[int, int]:
+    """Hand pixels of one view that the meshes do not explain: (pixels of ``hand`` that the meshes' silhouette,
+    grown by ``radius`` 4-neighbour steps, leaves uncovered, pixels of ``hand``).
+
+    meshes: [(vertices (V, 3) world, faces (F, 3) int)], e.g. the posed hand models the occupancy labels are drawn
+    around; K (3, 3); w2c (4, 4); hand (H, W) bool: the pixels labelled as those hands. Where the labels' mesh is
+    thinner than the hand the images show (a hand outside the model's shape space, a fit off the hand), its
+    silhouette misses a rim of the hand: the labels call that hand outside, which the visual-hull check cannot see.
+    """
+    from handcli.render.raster import rasterize_meshes
+
+    w2c = np.asarray(w2c, dtype=np.float64)
+    cam = [(np.asarray(v, np.float64) @ w2c[:3, :3].T + w2c[:3, 3], np.asarray(f)) for v, f in meshes]
+    H, W = hand.shape
+    sil = torch.as_tensor(rasterize_meshes(cam, np.asarray(K, np.float64), H, W).mask)
+    hand = hand.cpu()
+    return int((hand & ~grow_4(sil, radius)).sum()), int(hand.sum())
+
+
 class FrameSilhouettes:
     """The dilated silhouettes of the resident training views on ``device``, built once per ViewSet."""
 
