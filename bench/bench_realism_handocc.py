@@ -153,6 +153,8 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto25_m4": [*TENTH, "label_margin=0.004"],
     # the anneal forced on (occ_anneal=on), whatever the hull check finds
     "on25": [*TENTH, "occ_anneal=on"],
+    # the images' silhouettes weighted twice as much (w_mask 1.0 instead of 0.5)
+    "auto25_mask1": [*TENTH, "w_mask=1.0"],
 }
 
 
