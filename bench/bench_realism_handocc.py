@@ -153,6 +153,10 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto25_m4": [*TENTH, "label_margin=0.004"],
     # the anneal forced on (occ_anneal=on), whatever the hull check finds
     "on25": [*TENTH, "occ_anneal=on"],
+    # the anneal forced on, to no label weight at all
+    "on0": [*TENTH, "occ_anneal=on", "w_occ_final=0.0"],
+    # the skeleton refinement 3x faster (refine_scale 0.3 instead of 0.1)
+    "auto25_rscale03": [*TENTH, "refine_scale=0.3"],
     # the images' silhouettes weighted twice as much (w_mask 1.0 instead of 0.5)
     "auto25_mask1": [*TENTH, "w_mask=1.0"],
 }
@@ -173,6 +177,8 @@ PROFILES = {  # profile name -> (synth --profile, --realism overrides): the real
     # MANO fits (what the occupancy labels and the rendered masks come from)
     "exact_joints": ("realistic", ["joint_frame_mm=0", "joint_seq_mm=0"]),
     "exact_mano": ("realistic", ["mano_frame_mm=0", "mano_seq_mm=0"]),
+    # the annotation error of the MANO fits alone (exact joints; no capture effects, no surface detail)
+    "annotation_mano_only": ("realistic", [*NO_CAPTURE, *NO_DETAIL, "joint_frame_mm=0", "joint_seq_mm=0"]),
     "no_annotation_error": ("realistic", [*NO_ANNOTATION_ERROR]),  # capture effects and the hand outside the model
     # the capture effects one at a time (annotations exact, no surface detail)
     "colour_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "specular=0", *NO_NOISE]),
