@@ -157,6 +157,9 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "on0": [*TENTH, "occ_anneal=on", "w_occ_final=0.0"],
     # the skeleton refinement 3x faster (refine_scale 0.3 instead of 0.1)
     "auto25_rscale03": [*TENTH, "refine_scale=0.3"],
+    # the refinement from 10 % of the steps (refine_start 0.1 instead of 0.3); its bone-length prior 10x stronger
+    "auto25_rs01": [*TENTH, "refine_start=0.1"],
+    "auto25_bone10": [*TENTH, "w_bone=0.01"],
     # the images' silhouettes weighted twice as much (w_mask 1.0 instead of 0.5)
     "auto25_mask1": [*TENTH, "w_mask=1.0"],
 }
