@@ -55,10 +55,11 @@ def in_visual_hull(points: Tensor, K: Tensor, w2c: Tensor, silhouettes: list[Ten
     return keep
 
 
-MISS_RADIUS_PX = 1  # the mesh silhouette's dilation in mesh_misses (4-neighbour steps): the rasterizer covers a pixel
-# by its centre, the cache's masks come from full-resolution renders area-resized. Hand pixels missed by the labels'
-# own mesh on the bench's caches: ideal 2.2-2.6 % without it, 0.00 % with it; a hand outside the model (thicker,
-# exact annotations) 7.6-7.9 % / 1.2-1.5 % (a 3 x 3 square instead: 0.2-0.4 %; docs/methods/handocc.md, anneal)
+MISS_RADIUS_PX = 1  # the mesh silhouette's dilation in mesh_misses (4-neighbour steps): masks refined against the
+# image (preprocess --refine-masks) follow its anti-aliased edge, up to a pixel past the mesh's rasterisation (an
+# unrefined mask is that rasterisation and misses nothing). Hand pixels missed by the labels' own mesh on the bench's
+# refined caches: ideal 2.2-2.6 % without it, 0.00 % with it; a hand outside the model (thicker, exact annotations)
+# 7.6-7.9 % / 1.2-1.5 % (a 3 x 3 square instead: 0.2-0.4 %; docs/methods/handocc.md, anneal)
 
 
 def grow_4(mask: Tensor, steps: int) -> Tensor:
