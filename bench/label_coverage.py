@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_handnerf import TRAIN  # noqa: E402
 
 from handcli.data.shards import open_cache  # noqa: E402
-from handcli.labels import LABELS  # noqa: E402
+from handcli.labels import hand_pixels  # noqa: E402
 from handcli.methods.handocc.visual_hull import mesh_misses  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def cache_misses(path: Path, cameras: list[str], radius: int) -> tuple[float, fl
                 continue
             meshes = [(np.asarray(c.frame_value(f"{s}/vertices", f)), models[s]["faces"]) for s in sides]
             label = torch.as_tensor(np.asarray(c.view(j)["label"]))
-            hand = sum(label == LABELS[s] for s in sides) > 0
+            hand = hand_pixels(label, sides)
             grown, total = mesh_misses(meshes, cam["K"], cam["world_to_cam"], hand, radius)  # world_to_cam (4, 4)
             raw, _ = mesh_misses(meshes, cam["K"], cam["world_to_cam"], hand, 0)
             sums += (grown, raw, total)

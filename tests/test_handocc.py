@@ -626,6 +626,12 @@ def test_auto_anneal_follows_the_share_of_labels_the_hull_carved(tiny_cache):
     m.model.label_carved.copy_(torch.tensor([0.02, 2.0]))  # 1 % carved: the labels disagree
     assert m.labels_annealed()
     _, late = m.train_step(9, torch.Generator().manual_seed(0))
+    assert late["w_occ"] == m.cfg.w_occ  # decided when the evidence closed at step 2, not again
+    m2 = _full(tiny_cache, steps=10, occ_anneal_start=0.2, occ_anneal_end=0.5, w_occ_final=0.25, w_int=0.0,
+               refine=False)
+    m2.model.label_carved.copy_(torch.tensor([0.02, 2.0]))  # as if its first steps had carved 1 %
+    m2.train_step(2, torch.Generator().manual_seed(2))  # closes the evidence: anneal
+    _, late = m2.train_step(9, torch.Generator().manual_seed(0))
     assert late["w_occ"] == pytest.approx(0.25)
     for mode, expect in (("on", True), ("off", False)):
         m.cfg = replace(m.cfg, occ_anneal=mode)

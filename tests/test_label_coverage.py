@@ -43,3 +43,14 @@ def test_shrunk_models_miss_a_rim(tiny_cache, tmp_path):
         cameras = [cam["name"] for cam in c.cameras()]
     grown, raw = label_coverage.cache_misses(thin, cameras, radius=1)
     assert 0.01 < grown < raw < 1.0
+
+
+def test_hand_pixels_selects_the_named_hands():
+    import torch
+
+    from handcli.labels import LABELS, hand_pixels
+
+    label = torch.tensor([[LABELS["background"], LABELS["right"]], [LABELS["left"], LABELS["object"]]], dtype=torch.uint8)
+    assert hand_pixels(label, ["right", "left"]).tolist() == [[False, True], [True, False]]
+    assert hand_pixels(label, ["left"]).tolist() == [[False, False], [True, False]]
+    assert not hand_pixels(label, []).any()

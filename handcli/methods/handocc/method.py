@@ -23,7 +23,7 @@ from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
 from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
-from handcli.labels import LABELS
+from handcli.labels import LABELS, hand_pixels
 from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handocc.label_align import LabelAlignment
 from handcli.methods.handocc.model import (
@@ -292,6 +292,7 @@ class HandOccMethod(Method):
                                    cfg.label_margin)
         self._silhouettes = FrameSilhouettes(cfg.label_hull_px, self.device) if cfg.label_hull != "off" else None
         self._carved_closed = False  # the anneal's evidence (model.label_carved, label_missed) is complete
+        self._annealed = cfg.occ_anneal == "on"  # labels_annealed(), decided when the evidence is complete
         self._view_misses: dict[int, tuple[int, int]] = {}  # cache view -> mesh_misses, until the evidence is complete
         # a frame's posed-mesh skeletons (a hand-model forward, ~12 ms), kept for as many frames as the pools
         self._mesh_skeletons = functools.lru_cache(maxsize=cfg.pool_cache)(
@@ -477,11 +478,15 @@ class HandOccMethod(Method):
         if not self._carved_closed and step >= cfg.occ_anneal_start * cfg.steps:
             # the anneal's evidence is complete: every rank of a torchrun job decides from all ranks' (the ratio of
             # the sums does not change when a resumed run, whose checkpoint holds the sums already, adds them again)
-            sum_across_ranks(self.model.label_carved)
-            sum_across_ranks(self.model.label_missed)
+            evidence = torch.cat([self.model.label_carved, self.model.label_missed])  # one all-reduce for both
+            sum_across_ranks(evidence)
+            self.model.label_carved.copy_(evidence[:2])
+            self.model.label_missed.copy_(evidence[2:])
             self._carved_closed = True
             self._view_misses = {}
-        w_occ = occ_weight(cfg, step, self.labels_annealed())
+            self._annealed = self.labels_annealed()  # read once: the evidence no longer changes
+        # before occ_anneal_start the schedule is w_occ whatever the decision, so it is only needed from there on
+        w_occ = occ_weight(cfg, step, self._annealed)
         logs["w_occ"] = w_occ
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
             # labels from the annotated mesh: no evidence for the refinement
@@ -538,7 +543,7 @@ class HandOccMethod(Method):
             if vid not in self._view_misses:
                 if meshes is None:
                     meshes = [(self._hand_mesh(frame, s).numpy(), self._faces[s].numpy()) for s in sides]
-                hand = sum(views.label[lv] == SIDE_LABEL[s] for s in sides) > 0
+                hand = hand_pixels(views.label[lv], sides)
                 self._view_misses[vid] = mesh_misses(meshes, views.K[lv].numpy(), views.w2c[lv].numpy(), hand)
         missed, hand = (sum(x) for x in zip(*(self._view_misses[int(views.view_ids[lv])] for lv in local)))
         return missed / hand if hand else None
