@@ -162,10 +162,6 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto25_bone10": [*TENTH, "w_bone=0.01"],
     # the images' silhouettes weighted twice as much (w_mask 1.0 instead of 0.5)
     "auto25_mask1": [*TENTH, "w_mask=1.0"],
-    # + per-frame shape codes of the training hands (frame_codes; code_scale 10, the option's default, or 1)
-    "codes": [*TENTH, "frame_codes=true", "code_scale=10"],
-    "codes1": [*TENTH, "frame_codes=true", "code_scale=1"],
-    "codes30_free": [*TENTH, "frame_codes=true", "code_scale=30", "w_code=0"],  # 3x larger steps, no prior
 }
 
 

@@ -23,7 +23,6 @@ from handcli.data.raybatch import pick_eval_view, sample_batch, select_views
 from handcli.data.shards import open_cache
 from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
-from handcli.hand.skeleton_frames import NUM_BONES
 from handcli.labels import LABELS, hand_pixels
 from handcli.methods.base import Method, RunFolder, sum_losses
 from handcli.methods.handocc.label_align import LabelAlignment
@@ -47,7 +46,6 @@ from handcli.methods.handocc.sampler import (
     labelled_points,
     outside_margin,
 )
-from handcli.methods.handocc.shape_codes import FrameShapeCodes
 from handcli.methods.handocc.skeletons import frame_joints, frames_joints
 from handcli.methods.handocc.visual_hull import FrameSilhouettes, in_visual_hull, mesh_misses
 from handcli.methods.trainer import sum_across_ranks
@@ -285,8 +283,6 @@ class HandOccMethod(Method):
         if cfg.refine:  # per-frame joint offsets of the training hands (refine.py)
             self.model.refine = SkeletonRefinement.for_hands({f: self.joints[f] for f in self.frames},
                                                              self.cache.frame_column("capture"), cfg.refine_scale)
-        if cfg.frame_codes and cfg.refine:  # per-frame conditioning offsets (shape_codes.py)
-            self.model.shape_codes = FrameShapeCodes.like(self.model.refine, NUM_BONES, cfg.pose_proj, cfg.code_scale)
         if cfg.align_labels and cfg.supervision == "mesh":  # rigid per-hand moves of the labels (label_align.py)
             self.model.label_align = LabelAlignment.for_hands({f: self.joints[f] for f in self.frames},
                                                               cfg.align_scale)
@@ -377,12 +373,7 @@ class HandOccMethod(Method):
         if js is None:
             js = [(s, torch.as_tensor(j, device=self.device))
                   for s, j in frame_joints(self.cache, frame, self.cfg.skeleton)]
-        hands = [self.model.hand(self._refined(frame, s, j), s) for s, j in js]
-        codes = getattr(self.model, "shape_codes", None)
-        if codes is None or frame in self.edited:
-            return hands
-        rows = [self.model.refine.index(frame, s, j) for s, j in js]  # a training annotation: its code
-        return [h if i is None else replace(h, shape_code=codes.code(i)) for h, i in zip(hands, rows)]
+        return [self.model.hand(self._refined(frame, s, j), s) for s, j in js]
 
     def _refined(self, frame: int, side: str, joints: torch.Tensor) -> torch.Tensor:
         """The hand's joints with the run's learned offsets (refine.py) when they are a training annotation; the
@@ -523,9 +514,6 @@ class HandOccMethod(Method):
                              logs)
             if refine is not None:
                 terms["refine"] = refine.penalty(frame, [h.side for h in hands], cfg.w_refine, cfg.w_bone)
-                codes = getattr(self.model, "shape_codes", None)
-                if codes is not None:
-                    terms["code"] = codes.penalty(refine.rows(frame, [h.side for h in hands]), cfg.w_code)
                 logs["refine_mm"] = float(refine.offset_m().detach().norm(dim=-1).mean()) * 1000.0
         return sum_losses(terms, logs)
 
@@ -729,9 +717,6 @@ def attach_training_modules(model: HandOcc, state: dict) -> None:
     per-camera colour maps) in the sizes the checkpoint's state dict holds, so that it loads."""
     if "refine.offsets" in state:
         model.refine = SkeletonRefinement(len(state["refine.offsets"]), model.cfg.refine_scale).to(
-            model.rel_radii.device)
-    if "shape_codes.codes" in state:
-        model.shape_codes = FrameShapeCodes(*state["shape_codes.codes"].shape, model.cfg.code_scale).to(
             model.rel_radii.device)
     if "label_align.rot" in state:
         model.label_align = LabelAlignment(len(state["label_align.rot"]), model.cfg.align_scale).to(

@@ -185,10 +185,6 @@ class HandOccConfig:
     w_align: float = 1e-4  # prior on it: mean squared translation + rotation displacement at 5 cm (mm^2)
     align_scale: float = 0.1  # metres (radians) per unit of its parameters: an Adam step moves by lr * this
     refine_start: float = 0.3  # share of the steps before the offsets are learned (the field first takes shape)
-    # a learned offset of each training hand's per-bone conditioning (shape_codes.py; needs refine), from refine_start on
-    frame_codes: bool = False
-    code_scale: float = 10.0  # units of its parameters: an Adam step moves a code value by lr * this
-    w_code: float = 1e-3  # prior on it: mean squared code value
     lr: float = 5e-4
     lr_final: float = 5e-5
     steps: int = 100_000
@@ -291,7 +287,6 @@ class HandSkeleton:
     end: Tensor  # (20, 3)
     box_min: Tensor  # (3,) box around the capsules, world
     box_max: Tensor
-    shape_code: Tensor | None = None  # (20, pose_proj) a training hand's learned conditioning offset (frame_codes)
 
     @property
     def mirrored(self) -> bool:
@@ -490,10 +485,8 @@ class OccupancyNet(nn.Module):
         order = torch.sort(flat.to(torch.uint8), stable=True).indices  # pairs grouped by bone (20 < 256)
         counts = torch.bincount(flat, minlength=NUM_BONES).tolist()
         cond_in = torch.cat([hand.pose.expand(NUM_BONES, -1), 10.0 * fr.length[:, None]], -1)
-        cond = torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b
-        if hand.shape_code is not None:
-            cond = cond + hand.shape_code
-        return xr, fr, dist, cand, order, counts, self.parts.cond_bias(cond)
+        bias = self.parts.cond_bias(torch.einsum("pc,pcj->pj", cond_in, self.pose_w) + self.pose_b)
+        return xr, fr, dist, cand, order, counts, bias
 
     def _combine(self, P: int, K: int, order: Tensor, cand: Tensor, u_s: Tensor, feat_s: Tensor, logits_s: Tensor,
                  soft: bool) -> dict[str, Tensor]:

@@ -183,9 +183,7 @@ def detach_hand(hand):
 
     fr = hand.frames
     frames = BoneFrames(**{f.name: getattr(fr, f.name).detach() for f in fields(BoneFrames)})
-    code = None if hand.shape_code is None else hand.shape_code.detach()
-    return replace(detach_sampling(hand), joints=hand.joints.detach(), frames=frames, pose=hand.pose.detach(),
-                   shape_code=code)
+    return replace(detach_sampling(hand), joints=hand.joints.detach(), frames=frames, pose=hand.pose.detach())
 
 
 def carry_points(x: Tensor, annotated, refined) -> Tensor:
