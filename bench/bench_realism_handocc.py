@@ -150,8 +150,6 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto25_rr": [*TENTH, "labels_pose=refined"],  # + the labels posed on the refined skeleton
     # + the labels within 2 / 4 mm of the annotated mesh left out (label_margin, from the first step)
     "auto25_m2": [*TENTH, "label_margin=0.002"],
-    # + the labels posed on the annotated joints moved by the per-frame part of the refinement (labels_pose=frame)
-    "auto25_rf": [*TENTH, "labels_pose=frame"],
     # auto25_rr with the labels annealed to no weight at all
     "auto0_rr": [*TENTH, "labels_pose=refined", "w_occ_final=0.0"],
     "auto25_m4": [*TENTH, "label_margin=0.004"],

@@ -159,38 +159,3 @@ def test_reposed_labels_differ_when_the_mesh_fit_is_off(tmp_path):
     ann = m.joints[m.frames[0]][0][1].cpu().numpy()
     assert np.sqrt(((src - ann) ** 2).sum(-1).mean()) > 0.003  # the fit's skeleton is off the joints
     assert abs(_occ_term(m, "joints") - _occ_term(m, "mesh")) > 1e-3
-
-
-def test_labels_pose_frame_takes_only_the_per_frame_part_of_the_refinement(tiny_cache):
-    """labels_pose=frame: the labels' destination is the annotated skeleton moved by the learned offsets less the
-    training hands' common offset: a common offset alone leaves it at the annotation, one hand's own offset moves
-    that hand by its offset less the (changed) common one."""
-    from handcli.hand.skeleton_frames import canonical_frame, mirror_x
-    from handcli.methods.handocc.method import HandOccMethod
-
-    m = HandOccMethod(replace(PRESETS["fast"], **TINY, steps=4, labels_pose="frame", refine_start=0.0), tiny_cache,
-                      train_cameras=["400002", "400009", "400004"])
-    ref = m.model.refine
-    common = torch.tensor([0.001, -0.002, 0.0015])  # metres, in each hand's canonical frame
-    with torch.no_grad():
-        for i, (f, s) in enumerate(ref.keys.tolist()):
-            a = ref.anchor[i]
-            R, _ = canonical_frame(mirror_x(a) if s == 1 else a)
-            off = (R.T @ common).expand(21, 3)  # canonical -> world
-            ref.offsets[i] = (mirror_x(off) if s == 1 else off) / ref.scale
-    f = m.frames[0]
-    for h, (s, j) in zip(m._frame_corrected(f, ref), m.joints[f]):
-        assert h.side == s
-        torch.testing.assert_close(h.joints, j, atol=1e-6, rtol=0)  # the common offset is not the frame's
-    side, j0 = m.joints[f][0]
-    row = ref.index(f, side, j0)
-    extra = torch.zeros(21, 3)
-    extra[8] = torch.tensor([0.003, 0.0, -0.002])  # the index fingertip of one hand
-    with torch.no_grad():
-        ref.offsets[row] += extra / ref.scale
-    moved = m._frame_corrected(f, ref)[0].joints
-    expect = ref.refine(f, side, j0) - (ref.transfer(side, j0) - j0)
-    torch.testing.assert_close(moved, expect.detach(), atol=1e-6, rtol=0)
-    assert float((moved - j0)[8].norm()) > 0.002 and not moved.requires_grad
-    loss, logs = m.train_step(0, torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss) and "occ" in logs

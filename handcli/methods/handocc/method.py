@@ -491,12 +491,9 @@ class HandOccMethod(Method):
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
             # labels from the annotated mesh: no evidence for the refinement
             src = dst = None  # labels carried with their bones from the src skeletons to dst (None: the hands)
-            if cfg.labels_pose in ("joints", "refined", "frame"):
+            if cfg.labels_pose in ("joints", "refined"):
                 src = self._label_skeletons(frame)
-                if cfg.labels_pose == "joints" or (cfg.labels_pose == "frame" and refine is None):
-                    dst = annotated
-                elif cfg.labels_pose == "frame":
-                    dst = self._frame_corrected(frame, refine)
+                dst = annotated if cfg.labels_pose == "joints" else None
             elif refine is not None and cfg.labels_pose == "bones":
                 src = annotated
             hull = self._silhouettes.of_frame(views, frame) if self._silhouettes is not None else None
@@ -550,16 +547,6 @@ class HandOccMethod(Method):
                 self._view_misses[vid] = mesh_misses(meshes, views.K[lv].numpy(), views.w2c[lv].numpy(), hand)
         missed, hand = (sum(x) for x in zip(*(self._view_misses[int(views.view_ids[lv])] for lv in local)))
         return missed / hand if hand else None
-
-    def _frame_corrected(self, frame: int, refine: SkeletonRefinement) -> list[HandSkeleton]:
-        """The frame's hands on its annotated joints moved by the per-frame part of the refinement: the learned
-        offsets less the training hands' common offset (``SkeletonRefinement.transfer``), without gradient
-        (``labels_pose`` "frame")."""
-        out = []
-        with torch.no_grad():
-            for s, j in self.joints[frame]:
-                out.append(self.model.hand(refine.refine(frame, s, j) - (refine.transfer(s, j) - j), s))
-        return out
 
     def _label_skeletons(self, frame: int) -> list[HandSkeleton]:
         """The frame's hands on the skeletons of the cache's posed hand model: the pose the labelled points were

@@ -63,7 +63,7 @@ SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
 # reference crops per side (training views of different cameras) whose mean appearance code renders the run's own
 # hands (HandOcc.default_codes)
 REF_CROPS = 16
-LABEL_POSES = ("mesh", "joints", "refined", "bones", "frame")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
+LABEL_POSES = ("mesh", "joints", "refined", "bones")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
 LABEL_HULL = ("off", "drop", "flip")  # what happens to inside labels off the training silhouettes (label_hull)
 OCC_ANNEAL = ("off", "on", "auto")  # when the mesh-occupancy labels' weight anneals (HandOccConfig.occ_anneal)
 POSE_DIM = 60
@@ -158,9 +158,8 @@ class HandOccConfig:
     # where the labelled points (drawn around the posed mesh) are posed: "mesh" where they were drawn; "joints" carried
     # with their bones (carry_points) from the mesh's own skeleton onto the annotated skeleton that drives the model;
     # "refined" onto that skeleton with the learned refinement; "bones" where they were drawn, then carried from the
-    # annotated onto the refined skeleton (older runs' labels_follow_bones); "frame" onto the annotated skeleton moved
-    # by the per-frame part of the refinement (its offsets less the training hands' common offset)
-    # (docs/methods/handocc.md#reposed-labels-labels_pose)
+    # annotated onto the refined skeleton (older runs' labels_follow_bones;
+    # docs/methods/handocc.md#reposed-labels-labels_pose)
     # "joints" against "mesh" (both with align_labels): realistic +0.21 / +0.04 / +0.29 / +0.21 dB at 300 fast steps
     # (seeds 0-3), +0.58 / +0.51 dB at 2,000 (seeds 0 / 1); ideal -0.01 / 0.00 / 0.00 / -0.01 dB and -0.18 / -0.01 dB
     labels_pose: str = "joints"
