@@ -148,10 +148,10 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto10": [*TENTH, "w_occ_final=0.1"],
     "auto50": [*TENTH, "w_occ_final=0.5"],
     "auto25_rr": [*TENTH, "labels_pose=refined"],  # + the labels posed on the refined skeleton
-    # + the labels within 2 / 4 mm of the annotated mesh left out (label_margin, from the first step)
-    "auto25_m2": [*TENTH, "label_margin=0.002"],
     # auto25_rr with the labels annealed to no weight at all
     "auto0_rr": [*TENTH, "labels_pose=refined", "w_occ_final=0.0"],
+    # + the labels within 2 / 4 mm of the annotated mesh left out (label_margin, from the first step)
+    "auto25_m2": [*TENTH, "label_margin=0.002"],
     "auto25_m4": [*TENTH, "label_margin=0.004"],
     # the anneal forced on (occ_anneal=on), whatever the hull check finds
     "on25": [*TENTH, "occ_anneal=on"],
