@@ -13,7 +13,7 @@ from test_handocc_labels import TINY
 
 from handcli.errors import InputError
 from handcli.methods.handocc.model import PRESETS
-from handcli.methods.handocc.visual_hull import dilated_silhouette, grow_4, in_visual_hull, mesh_misses
+from handcli.methods.handocc.visual_hull import dilated_silhouette, in_visual_hull, mesh_misses
 
 K = torch.tensor([[[10.0, 0.0, 2.0], [0.0, 10.0, 2.0], [0.0, 0.0, 1.0]]])  # 5 x 5 image, principal point (2, 2)
 EYE = torch.eye(4)[None]  # camera at the origin looking down +z
@@ -147,8 +147,10 @@ def test_a_hull_that_carves_everything(tiny_cache, monkeypatch, mode):
 
 def test_mesh_misses_counts_hand_pixels_off_the_dilated_mesh_silhouette():
     """A 0.2 m square 1 m in front of a camera with f = 100 px and the principal point at (50, 50) covers the pixel
-    centres u, v in 40..60 (21 x 21); grown by one 4-neighbour step, those and a row of 21 on each side (525). A
-    25 x 25 hand block (38..62) leaves 625 - 525 = 100 pixels uncovered; a hand of the square's own pixels none."""
+    centres u, v in 40..60 (21 x 21); grown by one 4-neighbour step, those and a row of 21 on each side (525; a 3 x 3
+    square would add the 4 corners too). A 25 x 25 hand block (38..62) leaves 625 - 525 = 100 pixels uncovered; a
+    hand of the square's own pixels none. Grown by two steps (the L1 ball): 441 + 84 + 4 x 21 + 4 = 613, so the
+    block misses 3 pixels in each corner."""
     Kc = np.array([[100.0, 0.0, 50.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]])
     V = np.array([[-0.1, -0.1, 1.0], [0.1, -0.1, 1.0], [0.1, 0.1, 1.0], [-0.1, 0.1, 1.0]])
     F = np.array([[0, 1, 2], [0, 2, 3]])
@@ -156,6 +158,7 @@ def test_mesh_misses_counts_hand_pixels_off_the_dilated_mesh_silhouette():
     hand[38:63, 38:63] = True
     assert mesh_misses([(V, F)], Kc, np.eye(4), hand) == (100, 625)
     assert mesh_misses([(V, F)], Kc, np.eye(4), hand, radius=0) == (625 - 441, 625)
+    assert mesh_misses([(V, F)], Kc, np.eye(4), hand, radius=2) == (625 - 613, 625)
     own = torch.zeros(101, 101, dtype=torch.bool)
     own[40:61, 40:61] = True
     assert mesh_misses([(V, F)], Kc, np.eye(4), own, radius=0) == (0, 441)
@@ -164,11 +167,3 @@ def test_mesh_misses_counts_hand_pixels_off_the_dilated_mesh_silhouette():
     w2c[0, 3] = -0.05
     assert mesh_misses([(V, F)], Kc, w2c, own, radius=0) == (5 * 21, 441)
 
-
-def test_grow_4_is_the_l1_ball():
-    m = torch.zeros(7, 7, dtype=torch.bool)
-    m[3, 3] = True
-    g = grow_4(m, 2)
-    yy, xx = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
-    assert torch.equal(g, (yy - 3).abs() + (xx - 3).abs() <= 2) and g.sum() == 13
-    assert torch.equal(grow_4(m, 0), m)

@@ -32,14 +32,14 @@ def run(tiny_cache, tmp_path_factory):
     return out
 
 
-def _refinement(run_dir):
+def _model(run_dir):
     from handcli.methods.handocc.method import HandOccMethod
 
     return HandOccMethod.from_run(run_dir, device="cpu").model
 
 
 def test_reanchor_writes_refined_joints_without_the_common_offset(run, tiny_cache, tmp_path):
-    ref = _refinement(run).refine
+    ref = _model(run).refine
     assert float(ref.offset_m().detach().abs().max()) > 0
     out = tmp_path / "reanchored.h5"
     moved = refit_poses.reanchor(run, tiny_cache, out)
@@ -71,14 +71,14 @@ def test_reanchor_writes_refined_joints_without_the_common_offset(run, tiny_cach
 
 
 def test_polish_starts_from_the_runs_offsets_and_freezes_the_networks(run, tiny_cache, tmp_path):
-    trained = _refinement(run)
+    trained = _model(run)
     out = tmp_path / "polished"
     lr = 1e-3
     last = refit_poses.polish(run, tiny_cache, out, steps=2, lr=lr, cameras=None)
     assert "mask" in last and (out / "checkpoint.pt").exists()
     doc = json.loads((out / "config.json").read_text())
     assert doc["data"]["cameras"] == CAMERAS and doc["data"]["frames"] == FRAMES
-    polished = _refinement(out)
+    polished = _model(out)
     for k, v in polished.state_dict().items():
         if not k.startswith(("refine.", "label_align.", "colour.")):
             assert torch.equal(v, trained.state_dict()[k]), k

@@ -770,7 +770,7 @@ class HandOcc(nn.Module):
         self.register_buffer("label_carved", torch.zeros(2))
         self.register_buffer("label_missed", torch.zeros(2))
         self.register_load_state_dict_pre_hook(_one_reference_crop)
-        self.register_load_state_dict_pre_hook(_no_label_carved)
+        self.register_load_state_dict_pre_hook(_missing_anneal_evidence)
 
     def use_config(self, cfg: HandOccConfig) -> None:
         """Switch to another config of the same architecture (sampler, render_step, wave, tau, ...): the
@@ -833,7 +833,7 @@ def _one_reference_crop(module, state: dict, prefix: str, *args) -> None:
     state[prefix + "ref_crops"], state[prefix + "ref_weight"] = crops, weight
 
 
-def _no_label_carved(module, state: dict, prefix: str, *args) -> None:
+def _missing_anneal_evidence(module, state: dict, prefix: str, *args) -> None:
     """load_state_dict pre-hook: a checkpoint written before ``occ_anneal`` "auto" has no ``label_carved`` (its
     config loads with ``occ_anneal`` "on", which does not read it), one before the coverage check no
     ``label_missed`` (its config loads with ``anneal_missed`` 1, which nothing exceeds)."""

@@ -62,19 +62,6 @@ MISS_RADIUS_PX = 1  # the mesh silhouette's dilation in mesh_misses (4-neighbour
 # 7.6-7.9 % / 1.2-1.5 % (a 3 x 3 square instead: 0.2-0.4 %; docs/methods/handocc.md, anneal)
 
 
-def grow_4(mask: Tensor, steps: int) -> Tensor:
-    """(H, W) bool mask grown by ``steps`` 4-neighbour steps (pixels within L1 distance ``steps``)."""
-    m = mask.clone()
-    for _ in range(steps):
-        g = m.clone()
-        g[1:] |= m[:-1]
-        g[:-1] |= m[1:]
-        g[:, 1:] |= m[:, :-1]
-        g[:, :-1] |= m[:, 1:]
-        m = g
-    return m
-
-
 def mesh_misses(meshes: list[tuple[np.ndarray, np.ndarray]], K: np.ndarray, w2c: np.ndarray, hand: Tensor,
                 radius: int = MISS_RADIUS_PX) -> tuple[int, int]:
     """Hand pixels of one view that the meshes do not explain: (pixels of ``hand`` that the meshes' silhouette,
@@ -85,14 +72,18 @@ def mesh_misses(meshes: list[tuple[np.ndarray, np.ndarray]], K: np.ndarray, w2c:
     thinner than the hand the images show (a hand outside the model's shape space, a fit off the hand), its
     silhouette misses a rim of the hand: the labels call that hand outside, which the visual-hull check cannot see.
     """
+    from scipy import ndimage
+
     from handcli.render.raster import rasterize_meshes
 
     w2c = np.asarray(w2c, dtype=np.float64)
     cam = [(np.asarray(v, np.float64) @ w2c[:3, :3].T + w2c[:3, 3], np.asarray(f)) for v, f in meshes]
     H, W = hand.shape
-    sil = torch.as_tensor(rasterize_meshes(cam, np.asarray(K, np.float64), H, W).mask)
-    hand = hand.cpu()
-    return int((hand & ~grow_4(sil, radius)).sum()), int(hand.sum())
+    sil = np.asarray(rasterize_meshes(cam, np.asarray(K, np.float64), H, W).mask, dtype=bool)
+    if radius > 0:  # scipy's default structure is the 4-neighbour cross (iterations < 1 would mean "until stable")
+        sil = ndimage.binary_dilation(sil, iterations=radius)
+    hand = hand.cpu().numpy()
+    return int((hand & ~sil).sum()), int(hand.sum())
 
 
 class FrameSilhouettes:
