@@ -164,6 +164,8 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto25_bone10": [*TENTH, "w_bone=0.01"],
     # the images' silhouettes weighted twice as much (w_mask 1.0 instead of 0.5)
     "auto25_mask1": [*TENTH, "w_mask=1.0"],
+    # thirteenth round: + the learned relief of the capsule normal (normal_detail; normals.NormalDetail)
+    "nd": [*TENTH, "normal_detail=true"],
 }
 
 
@@ -189,6 +191,10 @@ PROFILES = {  # profile name -> (synth --profile, --realism overrides): the real
     "colour_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "specular=0", *NO_NOISE]),
     "specular_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, *NO_COLOUR, *NO_NOISE]),
     "noise_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, *NO_COLOUR, "specular=0"]),
+    # the hand outside the model in its two parts (annotations exact, no capture effects): the relief alone, the
+    # thicker fingers alone
+    "relief_only": ("realistic", [*NO_CAPTURE, *NO_ANNOTATION_ERROR, "thicken_mm=0"]),
+    "thick_only": ("realistic", [*NO_CAPTURE, *NO_ANNOTATION_ERROR, "detail_mm=0"]),
 }
 
 

@@ -699,7 +699,7 @@ class HandOccMethod(Method):
 
 
 def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
-    """``cfg`` with ``view_dir``, ``normal_in`` and ``density_cal`` as the checkpoint's model was built: a run saved
+    """``cfg`` with ``view_dir``, ``normal_in``, ``density_cal`` and ``normal_detail`` as the checkpoint's model was built: a run saved
     before these fields existed has none of them in its config.json, and the defaults may differ from what it was
     trained with."""
     w = state.get("color.mlp.layers.0.weight")
@@ -709,7 +709,8 @@ def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
               for v in (False, True) for n in (False, True)}
     # no match (not a HandOcc colour network of this config): as built, and load_state_dict names the mismatch
     view_dir, normal_in = next((k for k, width in widths.items() if width == w.shape[1]), (cfg.view_dir, cfg.normal_in))
-    return replace(cfg, view_dir=view_dir, normal_in=normal_in, density_cal="density_cal.p" in state)
+    return replace(cfg, view_dir=view_dir, normal_in=normal_in, density_cal="density_cal.p" in state,
+                   normal_detail=any(k.startswith("normal_detail.") for k in state))
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:

@@ -40,7 +40,7 @@ from handcli.hand.skeleton_frames import (
     pose_code,
     segment_distance,
 )
-from handcli.methods.handocc.normals import capsule_normals
+from handcli.methods.handocc.normals import NormalDetail, capsule_normals
 from handcli.methods.handocc.sampler import (
     box_samples,
     capsule_box,
@@ -106,6 +106,11 @@ class HandOccConfig:
     # +0.79 / +0.78 / +1.02 / +0.66 dB ideal, +0.79 / +0.43 / +0.61 / +0.62 dB realistic, at 2,000 +0.06 / +0.50 /
     # +0.22 / +0.42 dB ideal, +0.25 / +0.16 / +0.07 / +0.08 dB realistic (seeds 0-3; docs/benchmarks.md)
     normal_in: bool = True
+    # with normal_in: a learned residual of that normal in the bone's frame (normals.NormalDetail), the skin's relief
+    # that the capsules do not have, of PE(local) with normal_pe_deg octaves through normal_hidden-wide layers
+    normal_detail: bool = False
+    normal_pe_deg: int = 6
+    normal_hidden: int = 32
     part_embed: int = 8
     app_dim: int = 32
     # training: each hand's appearance code is the mean code of this many random crops of its capture (1: one crop's).
@@ -226,6 +231,9 @@ class HandOccConfig:
             raise InputError("anneal_carved must be in 0..1 (a share of the inside labels)", field="anneal_carved")
         if not 0 <= self.anneal_missed <= 1:
             raise InputError("anneal_missed must be in 0..1 (a share of the hand pixels)", field="anneal_missed")
+        if self.normal_detail and not self.normal_in:
+            raise InputError("normal_detail needs normal_in (it refines the normal the colour network sees)",
+                             field="normal_detail")
 
 
 def migrate_config(values: dict) -> dict:
@@ -762,6 +770,8 @@ class HandOcc(nn.Module):
         self.color = ColorNet(cfg, self.app.out_dim)
         if cfg.density_cal:
             self.density_cal = DensityCalibration()
+        if cfg.normal_detail and cfg.normal_in:
+            self.normal_detail = NormalDetail(NUM_BONES, cfg.normal_pe_deg, cfg.normal_hidden)
         from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
@@ -1069,10 +1079,13 @@ def guided_samples(model: HandOcc, hands: list[HandSkeleton], origins: Tensor, d
     return sets, active, occ_evals, n_samples
 
 
-def _normals(q: dict, p: Tensor, axes: Tensor) -> Tensor:
-    """World capsule normals (S, 3) of the samples p of one hand's occupancy outputs q (their winning bones), axes
-    (20, 9) that hand's `HandSkeleton.world_axes`."""
-    return capsule_normals(q["local"][p], axes.view(NUM_BONES, 3, 3)[q["part"][p]])
+def _normals(model: HandOcc, q: dict, p: Tensor, axes: Tensor) -> Tensor:
+    """World normals (S, 3) of the samples p of one hand's occupancy outputs q (their winning bones), axes (20, 9)
+    that hand's `HandSkeleton.world_axes`: the capsules', with the model's learned relief if it has one."""
+    local, part = q["local"][p], q["part"][p]
+    detail = getattr(model, "normal_detail", None)
+    residual = detail(local, part) if detail is not None else None
+    return capsule_normals(local, axes.view(NUM_BONES, 3, 3)[part], residual)
 
 
 def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] | None, origins: Tensor,
@@ -1135,14 +1148,14 @@ def render_rays(model: HandOcc, hands: list[HandSkeleton], codes: list[Tensor] |
             if reference:
                 ray, col = torch.nonzero(sel, as_tuple=True)
                 view = view_dirs[ray] if model.color.view_dim else None
-                normal = _normals(q, p, axes) if model.color.normal_dim else None
+                normal = _normals(model, q, p, axes) if model.color.normal_dim else None
                 c = model.color(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p],
                                 axes[q["part"][p]], codes[h].expand(len(p), -1), view, normal)
                 rgb = rgb.index_put((ray, col), c)
                 continue
             ray = at // w.shape[1]
             view = view_dirs[ray] if model.color.view_dim else None
-            normal = _normals(q, p, axes) if model.color.normal_dim else None
+            normal = _normals(model, q, p, axes) if model.color.normal_dim else None
             c = model.color.forward_hand(q["local"][p], q["part"][p], winner_features(q, p), q["occ"][p], axes,
                                          codes[h], view, normal)
             rgb = rgb.index_add(0, ray, w.reshape(-1)[at, None] * c)  # Σ w·c per ray, no (A, S, 3)
