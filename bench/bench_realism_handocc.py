@@ -52,7 +52,7 @@ HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the si
 TENTH = [*HULL, "normal_in=true", "app_crops=4", "occ_anneal=auto", "occ_anneal_start=0.2", "occ_anneal_end=0.5",
          "w_occ_final=0.25"]  # the defaults since the tenth round, spelled out
 OLDER_DEFAULTS = ["normal_in=false", "app_crops=1", "occ_anneal=on", "occ_anneal_start=1.0", "occ_anneal_end=1.0",
-                  "w_occ_final=0.0"]
+                  "w_occ_final=0.0", "normal_detail=false"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
     "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
@@ -165,7 +165,9 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # the images' silhouettes weighted twice as much (w_mask 1.0 instead of 0.5)
     "auto25_mask1": [*TENTH, "w_mask=1.0"],
     # thirteenth round: + the learned relief of the capsule normal (normal_detail; normals.NormalDetail)
-    "nd": [*TENTH, "normal_detail=true"],
+    "nd": [*TENTH, "normal_detail=true"],  # the default from this round
+    # + the labels' learned radial scale about each bone (label_thickness; label_align.LabelThickness)
+    "nd_thick": [*TENTH, "normal_detail=true", "label_thickness=true"],
 }
 
 

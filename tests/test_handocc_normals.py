@@ -39,7 +39,8 @@ def test_normal_input_starts_as_without_and_fast_path_equals_reference(tiny_cach
     with torch.no_grad():
         w[:, -3:] = 0.0
     base = HandOcc(replace(FAST, normal_in=False))
-    base.load_state_dict({**model.state_dict(), "color.mlp.layers.0.weight": w.detach()[:, :-3].clone()})
+    base.load_state_dict({**{k: v for k, v in model.state_dict().items() if not k.startswith("normal_detail.")},
+                          "color.mlp.layers.0.weight": w.detach()[:, :-3].clone()})  # no relief without the normal
     for m in (base, model):
         m.eval()
     with torch.no_grad():
@@ -153,10 +154,11 @@ def test_normal_detail_learns_a_relief_that_turns_with_the_bone():
 def test_normal_detail_starts_as_without_fast_path_equals_reference_and_loads(tiny_cache):
     from handcli.methods.handocc.model import _normals
 
-    base, hs, o, d = _scene(tiny_cache, 2)
+    scene, hs, o, d = _scene(tiny_cache, 2)
     model = HandOcc(replace(FAST, normal_detail=True))
-    model.load_state_dict({**base.state_dict(), **{k: v for k, v in model.state_dict().items()
-                                                   if k.startswith("normal_detail.")}})
+    model.load_state_dict({**scene.state_dict(), **{k: v for k, v in model.state_dict().items()
+                                                    if k.startswith("normal_detail.")}})
+    base = HandOcc(replace(FAST, normal_detail=False))
     torch.manual_seed(8)
     with torch.no_grad():  # a colour that depends on the normal
         torch.nn.init.normal_(model.color.mlp.out.weight, std=0.3)
@@ -183,8 +185,6 @@ def test_normal_detail_starts_as_without_fast_path_equals_reference_and_loads(ti
     HandOcc(config_for_state(FAST, model.state_dict())).load_state_dict(model.state_dict())
 
 
-def test_normal_detail_needs_the_normal_input():
-    from handcli.errors import InputError
-
-    with pytest.raises(InputError, match="normal_detail"):
-        replace(FAST, normal_detail=True, normal_in=False).check()
+def test_normal_detail_has_no_module_without_the_normal_input():
+    assert not hasattr(HandOcc(replace(FAST, normal_in=False)), "normal_detail")  # the default with normal_in off
+    assert hasattr(HandOcc(FAST), "normal_detail")

@@ -75,3 +75,49 @@ class LabelAlignment(PerTrainingHand):
     def shift_mm(self) -> Tensor:
         """(n,) translation of each hand's labels in millimetres."""
         return (self.scale * self.trans).norm(dim=-1) * 1000.0
+
+
+THICKNESS_RADIUS = 0.01  # metres: a thickness scale's prior is the displacement it causes this far from the bone
+
+
+class LabelThickness(nn.Module):
+    """Per side and bone a radial scale of the labelled points about the bone's segment: the labels of a subject
+    whose fingers are thicker (or thinner) than the hand model's fit (docs/methods/handocc.md#label-thickness).
+
+    A point is attached to its nearest bone by capsule distance (as the occupancy network ranks bones) and moved
+    along the line from the nearest point c of that bone's segment: ``x' = c + (x - c)(1 + scale * p)``. Shared by
+    all frames (a subject's shape does not change from frame to frame; one subject per run is assumed). Driven by
+    the occupancy loss alone, like `LabelAlignment`; the prior ``w`` x mean squared displacement at
+    ``THICKNESS_RADIUS`` (mm²) keeps it near 1. Parameters ``p`` (2, 20): right, left; start at zero.
+    """
+
+    def __init__(self, scale: float, num_bones: int = 20):
+        super().__init__()
+        self.scale = scale
+        self.p = nn.Parameter(torch.zeros(2, num_bones))
+
+    def factors(self, side: str) -> Tensor:
+        """(20,) radial scale of each bone's labels for ``side``."""
+        return 1.0 + self.scale * self.p[0 if side == "right" else 1]
+
+    def apply(self, hand, x: Tensor) -> Tensor:
+        """Labelled points x (P, 3) around ``hand`` (a HandSkeleton) -> (P, 3) scaled about their bones."""
+        from handcli.hand.skeleton_frames import segment_distance
+
+        a, b = hand.start, hand.end
+        with torch.no_grad():
+            k = (segment_distance(x, a, b) - hand.radii).argmin(-1)  # (P,)
+        ab = b[k] - a[k]
+        t = (((x - a[k]) * ab).sum(-1) / ab.square().sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)
+        c = a[k] + t[:, None] * ab
+        return c + (x - c) * self.factors(hand.side)[k][:, None]
+
+    def penalty(self, sides: list[str], w: float) -> Tensor:
+        """w x mean squared displacement (mm²) at THICKNESS_RADIUS of the bones of ``sides``."""
+        rows = [0 if s == "right" else 1 for s in sides]
+        d = self.scale * self.p[rows] * THICKNESS_RADIUS * 1000.0
+        return w * d.square().mean()
+
+    def percent(self) -> float:
+        """Mean radial scale of the labels, less 1, in percent (both sides)."""
+        return float(self.scale * self.p.detach().mean()) * 100.0

@@ -106,9 +106,11 @@ class HandOccConfig:
     # +0.79 / +0.78 / +1.02 / +0.66 dB ideal, +0.79 / +0.43 / +0.61 / +0.62 dB realistic, at 2,000 +0.06 / +0.50 /
     # +0.22 / +0.42 dB ideal, +0.25 / +0.16 / +0.07 / +0.08 dB realistic (seeds 0-3; docs/benchmarks.md)
     normal_in: bool = True
-    # with normal_in: a learned residual of that normal in the bone's frame (normals.NormalDetail), the skin's relief
-    # that the capsules do not have, of PE(local) with normal_pe_deg octaves through normal_hidden-wide layers
-    normal_detail: bool = False
+    # with normal_in (no effect without): a learned residual of that normal in the bone's frame (normals.NormalDetail), the skin's relief
+    # that the capsules do not have, of PE(local) with normal_pe_deg octaves through normal_hidden-wide layers.
+    # Novel-view PSNR at 2,000 fast steps +0.30 / +0.37 dB ideal, +0.19 / +0.10 dB realistic, at 300 +0.02 / +0.12 dB
+    # ideal, +0.01 / +0.10 dB realistic (seeds 2 / 3; docs/benchmarks.md, thirteenth round)
+    normal_detail: bool = True
     normal_pe_deg: int = 6
     normal_hidden: int = 32
     part_embed: int = 8
@@ -188,6 +190,10 @@ class HandOccConfig:
     # -0.01 / -0.04 dB (seeds 0 / 1, refined masks; docs/benchmarks.md#handocc-on-realistic-data)
     align_labels: bool = True
     w_align: float = 1e-4  # prior on it: mean squared translation + rotation displacement at 5 cm (mm^2)
+    # learn a radial scale of the labelled points about each bone (per side; label_align.LabelThickness), from
+    # refine_start on: the subject's fingers thicker or thinner than the hand model's fit
+    label_thickness: bool = False
+    w_thickness: float = 1e-4  # prior on it: mean squared displacement at 1 cm from the bone (mm^2)
     align_scale: float = 0.1  # metres (radians) per unit of its parameters: an Adam step moves by lr * this
     refine_start: float = 0.3  # share of the steps before the offsets are learned (the field first takes shape)
     lr: float = 5e-4
@@ -231,9 +237,6 @@ class HandOccConfig:
             raise InputError("anneal_carved must be in 0..1 (a share of the inside labels)", field="anneal_carved")
         if not 0 <= self.anneal_missed <= 1:
             raise InputError("anneal_missed must be in 0..1 (a share of the hand pixels)", field="anneal_missed")
-        if self.normal_detail and not self.normal_in:
-            raise InputError("normal_detail needs normal_in (it refines the normal the colour network sees)",
-                             field="normal_detail")
 
 
 def migrate_config(values: dict) -> dict:
