@@ -25,7 +25,7 @@ from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.labels import LABELS, hand_pixels
 from handcli.methods.base import Method, RunFolder, sum_losses
-from handcli.methods.handocc.label_align import LabelAlignment, LabelThickness
+from handcli.methods.handocc.label_align import LabelAlignment
 from handcli.methods.handocc.model import (
     PRESETS,
     REF_CROPS,
@@ -283,8 +283,6 @@ class HandOccMethod(Method):
         if cfg.refine:  # per-frame joint offsets of the training hands (refine.py)
             self.model.refine = SkeletonRefinement.for_hands({f: self.joints[f] for f in self.frames},
                                                              self.cache.frame_column("capture"), cfg.refine_scale)
-        if cfg.label_thickness and cfg.supervision == "mesh":  # per-bone radial scale of the labels (label_align.py)
-            self.model.label_thickness = LabelThickness(cfg.align_scale).to(self.device)
         if cfg.align_labels and cfg.supervision == "mesh":  # rigid per-hand moves of the labels (label_align.py)
             self.model.label_align = LabelAlignment.for_hands({f: self.joints[f] for f in self.frames},
                                                               cfg.align_scale)
@@ -473,7 +471,6 @@ class HandOccMethod(Method):
         if refine is not None and step < cfg.refine_start * cfg.steps:
             refine = None  # offsets stay at zero (and out of the graph) until the field has taken shape
         align = getattr(self.model, "label_align", None) if step >= cfg.refine_start * cfg.steps else None
-        thick = getattr(self.model, "label_thickness", None) if step >= cfg.refine_start * cfg.steps else None
         annotated = [self.model.hand(j, s) for s, j in self.joints[frame]]
         hands = self.hands(frame) if refine is not None else annotated
         terms: dict[str, torch.Tensor] = {}
@@ -501,7 +498,7 @@ class HandOccMethod(Method):
                 src = annotated
             hull = self._silhouettes.of_frame(views, frame) if self._silhouettes is not None else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
-                                   logs, src=src, align=align, dst=dst, hull=hull, thick=thick)
+                                   logs, src=src, align=align, dst=dst, hull=hull)
             if "hull_carved" in logs and not self._carved_closed:
                 self.model.label_carved += torch.tensor([logs["hull_carved"], 1.0], device=self.model.label_carved.device)
             if cfg.occ_anneal == "auto" and not self._carved_closed:
@@ -509,9 +506,6 @@ class HandOccMethod(Method):
                 if missed is not None:
                     logs["label_missed"] = missed
                     self.model.label_missed += torch.tensor([missed, 1.0], device=self.model.label_missed.device)
-            if thick is not None:
-                terms["thickness"] = thick.penalty([h.side for h in hands], cfg.w_thickness)
-                logs["thick_pct"] = thick.percent()
             if align is not None:
                 terms["align"] = align.penalty(frame, [h.side for h in hands], cfg.w_align)
                 logs["align_mm"] = float(align.shift_mm().detach().mean())
@@ -559,14 +553,13 @@ class HandOccMethod(Method):
         drawn in (``labels_pose`` "joints" / "refined" carries them from there to the model's skeletons)."""
         return [self.model.hand(j, s) for s, j in self._mesh_skeletons(frame)]
 
-    def _placed_labels(self, frame, i, h, gen, src=None, align=None, dst=None, hull=None, thick=None):
+    def _placed_labels(self, frame, i, h, gen, src=None, align=None, dst=None, hull=None):
         """``occ_points`` labelled points of hand ``h`` (the ``i``-th of the frame) where the loss uses them ->
         points (P, 3), labels (P,) float and the share of its inside labels the hull carved (None without one).
 
         With ``src`` (the same hands on other skeletons: the annotated joints', or the posed mesh's) the points
         are first carried with their bones from ``src[i]`` to ``dst[i]`` (default: ``h``, e.g. the refined
-        skeleton); with ``thick`` (LabelThickness) they are then scaled about the bones of the skeleton they are
-        on; with ``align`` (LabelAlignment) they are then moved by the hand's learned rigid transform;
+        skeleton); with ``align`` (LabelAlignment) they are then moved by the hand's learned rigid transform;
         with ``hull`` (K, w2c, silhouettes of the frame's training views) the inside labels off the visual hull
         are dropped or flipped (``label_hull``)."""
         P, Y = self.pools[(frame, h.side)]
@@ -574,8 +567,6 @@ class HandOccMethod(Method):
         x, y = P[sel], Y[sel].float()
         if src is not None:
             x = carry_points(x, src[i], h if dst is None else dst[i])
-        if thick is not None:
-            x = thick.apply(h if src is None or dst is None else dst[i], x)
         if align is not None:
             x = align.apply(frame, h.side, x)
         if hull is None:
@@ -731,8 +722,6 @@ def attach_training_modules(model: HandOcc, state: dict) -> None:
     if "label_align.rot" in state:
         model.label_align = LabelAlignment(len(state["label_align.rot"]), model.cfg.align_scale).to(
             model.rel_radii.device)
-    if "label_thickness.p" in state:
-        model.label_thickness = LabelThickness(model.cfg.align_scale).to(model.rel_radii.device)
     if "colour.A" in state:
         from handcli.nn.camera_colour import CameraColour
 

@@ -190,10 +190,6 @@ class HandOccConfig:
     # -0.01 / -0.04 dB (seeds 0 / 1, refined masks; docs/benchmarks.md#handocc-on-realistic-data)
     align_labels: bool = True
     w_align: float = 1e-4  # prior on it: mean squared translation + rotation displacement at 5 cm (mm^2)
-    # learn a radial scale of the labelled points about each bone (per side; label_align.LabelThickness), from
-    # refine_start on: the subject's fingers thicker or thinner than the hand model's fit
-    label_thickness: bool = False
-    w_thickness: float = 1e-4  # prior on it: mean squared displacement at 1 cm from the bone (mm^2)
     align_scale: float = 0.1  # metres (radians) per unit of its parameters: an Adam step moves by lr * this
     refine_start: float = 0.3  # share of the steps before the offsets are learned (the field first takes shape)
     lr: float = 5e-4
