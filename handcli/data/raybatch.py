@@ -35,6 +35,10 @@ class ViewSet:
     fg_count: Tensor  # (M,)
     width: Tensor  # (M,)
 
+    def positions_of_frame(self, frame: int) -> np.ndarray:
+        """(k,) positions in this set of the views of cache frame ``frame``, in the set's order."""
+        return np.nonzero(self.frames == frame)[0]
+
 
 def select_views(cache: Cache, cameras: list[str] | None = None, frames: list[int] | None = None) -> np.ndarray:
     """Cache view indices whose camera name is in ``cameras`` and frame index in ``frames`` (None: all)."""
@@ -155,7 +159,7 @@ def gather(vs: ViewSet, local_views: Tensor, pix: Tensor, features=None) -> dict
 def sample_batch(vs: ViewSet, frame: int, n: int, fg_fraction: float, gen: torch.Generator, features=None
                  ) -> dict[str, Tensor]:
     """A batch of ``n`` rays from all loaded views of cache frame ``frame``."""
-    local = torch.nonzero(torch.as_tensor(vs.frames == frame))[:, 0]
+    local = torch.as_tensor(vs.positions_of_frame(frame), dtype=torch.long)
     if len(local) == 0:
         raise ValueError(f"no loaded views for frame {frame}")
     pick = local[torch.randint(len(local), (n,), generator=gen)]

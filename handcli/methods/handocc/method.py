@@ -534,7 +534,7 @@ class HandOccMethod(Method):
         (the mesh the labels are drawn around) leave uncovered (``mesh_misses``; each view measured once), or None
         without hand pixels or a hand model."""
         sides = [s for s, _ in self.joints[frame] if self._has_model[s]]
-        local = np.nonzero(views.frames == frame)[0].tolist()
+        local = views.positions_of_frame(frame).tolist()
         if not sides or not local:
             return None
         meshes = None

@@ -98,7 +98,7 @@ class FrameSilhouettes:
         """K (M, 3, 3), w2c (M, 4, 4) and dilated silhouettes of ``frame``'s resident views."""
         if views is not self._of:
             self._of, self._sil = views, {}
-        local = np.nonzero(views.frames == frame)[0]
+        local = views.positions_of_frame(frame)
         for lv in local.tolist():
             if lv not in self._sil:
                 self._sil[lv] = dilated_silhouette(views.label[lv], self.radius).to(self.device)
