@@ -12,7 +12,8 @@ training frame renders with its refined skeleton when the run has one) and ``han
 ``PROFILE:NAME`` with PROFILE one of the keys of PROFILES (ideal, realistic, or the realistic profile with
 only one of its effects: annotation_only, detail_only, capture_only, and of the capture effects colour_only,
 specular_only, noise_only; without the annotation error: no_annotation_error; or with exact joints or exact MANO
-fits: exact_joints, exact_mano; the MANO fits' error alone: annotation_mano_only) and NAME one of the keys of VARIANTS
+fits: exact_joints, exact_mano; the MANO fits' error alone: annotation_mano_only; the hand outside the model's
+relief or thicker fingers alone: relief_only, thick_only) and NAME one of the keys of VARIANTS
 (``--set`` overrides of the fast preset).
 
 Prints a markdown table (novel-view PSNR-full / PSNR-box / SSIM, silhouette IoU and area ratio against the
