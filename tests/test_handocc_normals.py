@@ -86,10 +86,10 @@ def test_capsule_normals_of_both_hands_point_away_from_their_world_bones(tiny_ca
     for hand in hs:
         g = torch.Generator().manual_seed(7)
         x = hand.box_min + (hand.box_max - hand.box_min) * torch.rand(4000, 3, generator=g)
-        with torch.no_grad():
-            q = model.occ(hand, x)
         p = torch.arange(len(x))
-        n = _normals(model, q, p, hand.world_axes())
+        with torch.no_grad():  # the model's learned relief starts at zero: these are the capsule normals
+            q = model.occ(hand, x)
+            n = _normals(model, q, p, hand.world_axes())
         a, b = hand.start[q["part"]], hand.end[q["part"]]
         t = (((x - a) * (b - a)).sum(-1) / (b - a).square().sum(-1)).clamp(0, 1)
         away = torch.nn.functional.normalize(x - (a + t[:, None] * (b - a)), dim=-1)
