@@ -699,9 +699,9 @@ class HandOccMethod(Method):
 
 
 def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
-    """``cfg`` with ``view_dir``, ``normal_in``, ``density_cal`` and ``normal_detail`` as the checkpoint's model was built: a run saved
-    before these fields existed has none of them in its config.json, and the defaults may differ from what it was
-    trained with."""
+    """``cfg`` with ``view_dir``, ``normal_in``, ``density_cal`` and ``normal_detail`` as the checkpoint's model was
+    built: a run saved before these fields existed has none of them in its config.json, and the defaults may differ
+    from what it was trained with."""
     w = state.get("color.mlp.layers.0.weight")
     if w is None:
         return cfg

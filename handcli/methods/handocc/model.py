@@ -106,8 +106,9 @@ class HandOccConfig:
     # +0.79 / +0.78 / +1.02 / +0.66 dB ideal, +0.79 / +0.43 / +0.61 / +0.62 dB realistic, at 2,000 +0.06 / +0.50 /
     # +0.22 / +0.42 dB ideal, +0.25 / +0.16 / +0.07 / +0.08 dB realistic (seeds 0-3; docs/benchmarks.md)
     normal_in: bool = True
-    # with normal_in (no effect without): a learned residual of that normal in the bone's frame (normals.NormalDetail), the skin's relief
-    # that the capsules do not have, of PE(local) with normal_pe_deg octaves through normal_hidden-wide layers.
+    # with normal_in (no effect without): a learned residual of that normal in the bone's frame
+    # (normals.NormalDetail), the skin's relief that the capsules do not have, of PE(local) with normal_pe_deg
+    # octaves through normal_hidden-wide layers.
     # Novel-view PSNR at 2,000 fast steps +0.39 / +0.11 / +0.30 / +0.37 dB ideal, +0.10 / +0.04 / +0.19 / +0.10 dB
     # realistic (seeds 0-3), at 300 +0.02 / +0.12 dB ideal, +0.00 / +0.10 dB realistic (seeds 2 / 3; docs/benchmarks.md,
     # thirteenth round)
