@@ -167,6 +167,9 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto25_mask1": [*TENTH, "w_mask=1.0"],
     # thirteenth round: + the learned relief of the capsule normal (normal_detail; normals.NormalDetail)
     "nd": [*TENTH, "normal_detail=true"],  # the default from this round
+    # nd + the view direction (highlights need normals better than the capsules'), and + per-camera colour maps
+    "nd_view": [*TENTH, "normal_detail=true", "view_dir=true"],
+    "nd_view_colour": [*TENTH, "normal_detail=true", "view_dir=true", "camera_colour=true"],
     # + the labels' learned radial scale about each bone (label_thickness, commit d435126, reverted after its runs)
     "nd_thick": [*TENTH, "normal_detail=true", "label_thickness=true"],
 }
