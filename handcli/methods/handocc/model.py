@@ -110,8 +110,8 @@ class HandOccConfig:
     # (normals.NormalDetail), the skin's relief that the capsules do not have, of PE(local) with normal_pe_deg
     # octaves through normal_hidden-wide layers.
     # Novel-view PSNR at 2,000 fast steps +0.39 / +0.11 / +0.30 / +0.37 dB ideal, +0.10 / +0.04 / +0.19 / +0.10 dB
-    # realistic (seeds 0-3), at 300 +0.02 / +0.12 dB ideal, +0.00 / +0.10 dB realistic (seeds 2 / 3; docs/benchmarks.md,
-    # thirteenth round)
+    # realistic, at 300 +0.02 / +0.13 / +0.02 / +0.12 dB ideal, -0.01 / +0.06 / +0.00 / +0.10 dB realistic (seeds 0-3;
+    # docs/benchmarks.md, thirteenth round)
     normal_detail: bool = True
     normal_pe_deg: int = 6
     normal_hidden: int = 32
