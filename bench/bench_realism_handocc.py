@@ -170,8 +170,7 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # nd + the view direction (highlights need normals better than the capsules'), and + per-camera colour maps
     "nd_view": [*TENTH, "normal_detail=true", "view_dir=true"],
     "nd_view_colour": [*TENTH, "normal_detail=true", "view_dir=true", "camera_colour=true"],
-    # + the labels' learned radial scale about each bone (label_thickness, commit d435126, reverted after its runs)
-    "nd_thick": [*TENTH, "normal_detail=true", "label_thickness=true"],
+    # (nd_thick, nd + the labels' learned radial scale label_thickness, is in commit d435126 with the option)
 }
 
 
