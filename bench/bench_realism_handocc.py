@@ -53,7 +53,7 @@ HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the si
 TENTH = [*HULL, "normal_in=true", "app_crops=4", "occ_anneal=auto", "occ_anneal_start=0.2", "occ_anneal_end=0.5",
          "w_occ_final=0.25"]  # the defaults since the tenth round, spelled out
 OLDER_DEFAULTS = ["normal_in=false", "app_crops=1", "occ_anneal=on", "occ_anneal_start=1.0", "occ_anneal_end=1.0",
-                  "w_occ_final=0.0", "normal_detail=false"]
+                  "w_occ_final=0.0", "normal_detail=false", "bone_thickness=false", "cal_render=true"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
     "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
@@ -171,6 +171,27 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "nd_view": [*TENTH, "normal_detail=true", "view_dir=true"],
     "nd_view_colour": [*TENTH, "normal_detail=true", "view_dir=true", "camera_colour=true"],
     # (nd_thick, nd + the labels' learned radial scale label_thickness, is in commit d435126 with the option)
+    # fourteenth round: + a learned radial scale of the rendered field per bone (bone_thickness; thickness.py)
+    "nd_bt": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_start=0.0", "thickness_palm=true"],
+    # learned from 30 % of the steps on (thickness_start), by the colour alone / by colour and masks
+    "nd_bt_rgb": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_mask=false", "thickness_start=0.3",
+                  "thickness_palm=true"],
+    "nd_bt_late": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_start=0.3", "thickness_palm=true"],
+    # nd with the colour evaluated where the *calibrated* occupancy exceeds tau (guided_samples; before, the
+    # network's own occupancy decided, and samples the calibration made opaque added weight without colour)
+    "nd_fix": [*TENTH, "normal_detail=true"],
+    # nd trained without the density calibration (density_cal)
+    "nd_nocal": [*TENTH, "normal_detail=true", "density_cal=false"],
+    # the fingers' bones only (not the root bones: palm and thumb base)
+    "nd_btf": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_start=0.3", "thickness_palm=false"],
+}
+
+
+# name -> (variant, render-time config changes): that variant's trained run rendered otherwise (`render_as`)
+RENDERED_AS = {
+    "nd_calr": ("nd", {"cal_render": True}),  # rendered through the density calibration (the default before)
+    "nd_nocalr": ("nd", {"cal_render": False}),  # rendered with the network's own occupancy
+    "nd_btf_nocalr": ("nd_btf", {"cal_render": False}),
 }
 
 
@@ -303,11 +324,27 @@ def held_out_response_db(root: Path) -> float:
     return float(10 * np.log10(np.mean(sq))) if sq else 0.0
 
 
+def render_as(trained: Path, run: Path, changes: dict) -> None:
+    """``run``: the ``trained`` run (its checkpoint hard-linked) with its config.json's render-time settings
+    changed (``changes``: config key -> value); nothing is trained."""
+    run.mkdir(parents=True)
+    doc = json.loads((trained / "config.json").read_text())
+    doc["config"].update(changes)
+    (run / "config.json").write_text(json.dumps(doc, indent=1))
+    for f in trained.iterdir():
+        if f.is_file() and f.name != "config.json":
+            os.link(f, run / f.name)
+
+
 def run_variant(work: Path, cache: Path, profile: str, name: str, seed: int, steps: int, threads: int,
                 preset: str = "fast") -> dict:
     run, renders = work / f"run_{profile}_{name}_s{seed}", work / f"renders_{profile}_{name}_s{seed}"
     metrics = work / f"metrics_{profile}_{name}_s{seed}.json"
     t0 = time.perf_counter()
+    if name in RENDERED_AS and not (run / "checkpoint.pt").exists():
+        base, changes = RENDERED_AS[name]
+        run_variant(work, cache, profile, base, seed, steps, threads, preset)
+        render_as(work / f"run_{profile}_{base}_s{seed}", run, changes)
     if not (run / "checkpoint.pt").exists():
         overrides = VARIANTS[name] if name == "default" else [*OLDER_DEFAULTS, *VARIANTS[name]]
         sets = [a for s in overrides for a in ("--set", s)]

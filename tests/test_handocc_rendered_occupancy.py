@@ -1,6 +1,6 @@
 """The occupancy HandOcc renders: the parts' training blend at inference (``blend_inference``), and the learned
 calibration (``density_cal``, DensityCalibration): identity at the start, monotone, trained by the rendering
-losses, and a run loads with it whatever the default."""
+losses, applied at inference only with ``cal_render``, and a run loads with it whatever the default."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_calibration_is_identity_at_start_and_monotone():
 
 def test_calibrated_render_starts_as_the_plain_one_and_learns_from_masks(tiny_cache):
     plain, hs, o, d = _scene(tiny_cache, 2)
-    model = HandOcc(replace(FAST, density_cal=True))
+    model = HandOcc(replace(FAST, density_cal=True, cal_render=True))
     model.load_state_dict({**plain.state_dict(), "density_cal.p": torch.zeros(2)})
     for m in (plain, model):
         m.eval()
@@ -49,6 +49,33 @@ def test_calibrated_render_starts_as_the_plain_one_and_learns_from_masks(tiny_ca
                       train=True)
     out["hand_opacity"].square().sum().backward()
     assert float(model.density_cal.p.grad.abs().min()) > 0
+
+
+def test_calibration_serves_training_only_without_cal_render(tiny_cache):
+    """``cal_render`` false (the default): renders show the network's occupancy, training renders the calibrated one."""
+    plain, hs, o, d = _scene(tiny_cache, 1)
+    model = HandOcc(replace(FAST, density_cal=True))
+    assert not model.cfg.cal_render
+    model.load_state_dict({**plain.state_dict(), "density_cal.p": torch.tensor([0.1, 0.3])})  # a fatter surface
+    rows = torch.randperm(len(o), generator=torch.Generator().manual_seed(0))[:800]
+    with torch.no_grad():
+        a = render_rays(plain.eval(), hs, None, o, d)
+        b = render_rays(model.eval(), hs, None, o, d)
+        assert torch.equal(a["opacity"], b["opacity"])
+        with model.sampling(cal_render=True):
+            fat = render_rays(model, hs, None, o, d)
+        assert float(fat["opacity"].sum()) > 1.03 * float(a["opacity"].sum())
+        kw = dict(perturb=True, train=True)
+        t_plain = render_rays(plain, hs, None, o[rows], d[rows], gen=torch.Generator().manual_seed(1), **kw)
+        t_cal = render_rays(model, hs, None, o[rows], d[rows], gen=torch.Generator().manual_seed(1), **kw)
+    assert float(t_cal["opacity"].sum()) > 1.03 * float(t_plain["opacity"].sum())
+
+
+def test_runs_before_cal_render_render_with_their_calibration():
+    from handcli.methods.handocc.model import migrate_config
+
+    assert migrate_config({"occ_anneal": "auto", "anneal_missed": 0.005})["cal_render"] is True
+    assert migrate_config({"occ_anneal": "auto", "anneal_missed": 0.005, "cal_render": False})["cal_render"] is False
 
 
 def test_run_loads_with_the_calibration_it_was_trained_with():

@@ -471,6 +471,9 @@ class HandOccMethod(Method):
         if refine is not None and step < cfg.refine_start * cfg.steps:
             refine = None  # offsets stay at zero (and out of the graph) until the field has taken shape
         align = getattr(self.model, "label_align", None) if step >= cfg.refine_start * cfg.steps else None
+        thick = getattr(self.model, "thickness", None)
+        if thick is not None:
+            thick.p.requires_grad_(step >= cfg.thickness_start * cfg.steps)
         annotated = [self.model.hand(j, s) for s, j in self.joints[frame]]
         hands = self.hands(frame) if refine is not None else annotated
         terms: dict[str, torch.Tensor] = {}
@@ -622,6 +625,10 @@ class HandOccMethod(Method):
         op = out["hand_opacity"].clamp(1e-5, 1 - 1e-5)
         w_mask = cfg.w_mask if (full or cfg.supervision == "mesh") else 1.0
         terms["mask"] = w_mask * F.binary_cross_entropy(op, masks)
+        thick = getattr(self.model, "thickness", None)
+        if thick is not None and full and not cfg.thickness_mask and thick.p.requires_grad:
+            # the bone thickness learns from the colour alone: the mask term's share of its gradient is taken out
+            thick.exclude(torch.autograd.grad(terms["mask"], thick.p, retain_graph=True, allow_unused=True)[0])
         if full:
             rgb = out["rgb"]
             if cfg.camera_colour:  # the rendered colour as this ray's camera records it
@@ -632,6 +639,9 @@ class HandOccMethod(Method):
         cal = getattr(self.model, "density_cal", None)
         if cal is not None:
             logs["cal_slope"], logs["cal_offset"] = cal.slope_offset()
+        thick = getattr(self.model, "thickness", None)
+        if thick is not None:
+            logs["thickness"] = thick.mean_scale()
         logs["rays"] = len(o)
         logs["samples"] = out["evaluated"]
         logs["color_evals_per_ray"] = out["color_evals"] / max(len(o), 1)
@@ -699,9 +709,9 @@ class HandOccMethod(Method):
 
 
 def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
-    """``cfg`` with ``view_dir``, ``normal_in``, ``density_cal`` and ``normal_detail`` as the checkpoint's model was
-    built: a run saved before these fields existed has none of them in its config.json, and the defaults may differ
-    from what it was trained with."""
+    """``cfg`` with ``view_dir``, ``normal_in``, ``density_cal``, ``normal_detail`` and ``bone_thickness`` as the
+    checkpoint's model was built: a run saved before these fields existed has none of them in its config.json, and
+    the defaults may differ from what it was trained with."""
     w = state.get("color.mlp.layers.0.weight")
     if w is None:
         return cfg
@@ -710,7 +720,8 @@ def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
     # no match (not a HandOcc colour network of this config): as built, and load_state_dict names the mismatch
     view_dir, normal_in = next((k for k, width in widths.items() if width == w.shape[1]), (cfg.view_dir, cfg.normal_in))
     return replace(cfg, view_dir=view_dir, normal_in=normal_in, density_cal="density_cal.p" in state,
-                   normal_detail=any(k.startswith("normal_detail.") for k in state))
+                   normal_detail=any(k.startswith("normal_detail.") for k in state),
+                   bone_thickness="thickness.p" in state)
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:

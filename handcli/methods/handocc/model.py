@@ -41,6 +41,7 @@ from handcli.hand.skeleton_frames import (
     segment_distance,
 )
 from handcli.methods.handocc.normals import NormalDetail, capsule_normals
+from handcli.methods.handocc.thickness import BoneThickness, thicken
 from handcli.methods.handocc.sampler import (
     box_samples,
     capsule_box,
@@ -92,6 +93,13 @@ class HandOccConfig:
     # (DensityCalibration): the labels supervise o, the images where the rendered surface lies (with
     # blend_inference: novel-view PSNR +0.2 / +0.2 dB ideal, +0.3 / +0.3 dB realistic, seeds 0 / 1, 300 fast steps)
     density_cal: bool = True
+    # whether renders (train=False: render, eval, the viewer, adapt's final renders) apply that calibration too, or
+    # show the network's own occupancy, the field the labels supervise (the calibration then only serves training).
+    # Off since the fourteenth realism round: at 2,000 fast steps the calibration had drifted to a fat, soft surface
+    # (offset +1.4 to +1.8) and rendering without it gave novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal,
+    # +0.87 / +0.21 / +0.71 / +0.45 dB realistic (seeds 0-3); at 300 steps -0.16 / +0.01 / -0.12 / +0.09 dB ideal,
+    # -0.47 / -0.22 / -0.24 / -0.20 dB realistic (docs/benchmarks.md). Runs saved before the option render with it.
+    cal_render: bool = False
     # radiance and appearance
     color_pe_deg: int = 4
     color_hidden: int = 128
@@ -114,6 +122,12 @@ class HandOccConfig:
     # docs/benchmarks.md, thirteenth round)
     normal_detail: bool = True
     normal_pe_deg: int = 6
+    # a learned radial scale of the rendered field per side and bone (thickness.BoneThickness), trained by the
+    # photometric and mask losses only (the labels keep the model's thickness): a hand thicker than its model
+    bone_thickness: bool = False
+    thickness_mask: bool = True  # whether the mask loss trains it (else the colour alone)
+    thickness_start: float = 0.3  # share of the steps before it is learned (the colour first takes shape)
+    thickness_palm: bool = True  # whether the root bones (the palm, the thumb's base) have a thickness too
     normal_hidden: int = 32
     part_embed: int = 8
     app_dim: int = 32
@@ -242,11 +256,14 @@ def migrate_config(values: dict) -> dict:
     is dropped; true with ``labels_pose`` "mesh" (the only pose it applied to; runs older than ``labels_pose`` posed
     their labels there) becomes ``labels_pose`` "bones". A run older than ``occ_anneal`` followed its anneal fields
     as written, with the defaults of then (no anneal): ``occ_anneal`` "on", start = end = 1, final 0 where absent;
-    one older than ``anneal_missed`` decided "auto" by the hull check alone (``anneal_missed`` 1, never exceeded)."""
-    if "labels_follow_bones" not in values and "occ_anneal" in values and "anneal_missed" in values:
+    one older than ``anneal_missed`` decided "auto" by the hull check alone (``anneal_missed`` 1, never exceeded);
+    one older than ``cal_render`` rendered through its density calibration (``cal_render`` true)."""
+    if "labels_follow_bones" not in values and "occ_anneal" in values and "anneal_missed" in values \
+            and "cal_render" in values:
         return values
     values = dict(values)
     values.setdefault("anneal_missed", 1.0)
+    values.setdefault("cal_render", True)
     if values.pop("labels_follow_bones", False) is True and values.get("labels_pose", "mesh") == "mesh":
         values["labels_pose"] = "bones"
     if "occ_anneal" not in values:
@@ -431,8 +448,8 @@ class OccupancyNet(nn.Module):
         self.pose_b = nn.Parameter(torch.zeros(NUM_BONES, cfg.pose_proj))
         self.parts = PartMLPs(NUM_BONES, self.enc_dim, cfg.pose_proj, cfg.occ_hidden, cfg.occ_layers)
 
-    def forward(self, hand: HandSkeleton, x: Tensor, soft: bool = False, reference: bool = False
-                ) -> dict[str, Tensor]:
+    def forward(self, hand: HandSkeleton, x: Tensor, soft: bool = False, reference: bool = False,
+                radial: Tensor | None = None) -> dict[str, Tensor]:
         """Occupancy of world points x (P, 3) for one hand.
 
         Each point is evaluated by its ``top_k`` nearest bones (capsule distance). The (point, bone) pairs
@@ -446,9 +463,12 @@ class OccupancyNet(nn.Module):
         order, so the loop over bones only runs the part MLPs on contiguous row ranges of one encoded
         matrix: no per-bone gathers or concatenations in the forward pass, and as few nodes in the
         backward. ``reference`` runs the loop this replaced (tests check that both agree).
+
+        ``radial`` (20,) or None: per bone a log radial scale of the field (`thickness.thicken`; the rendered field
+        of a model with `BoneThickness`); ``local`` is then the scaled coordinates.
         """
         if reference:
-            return self._forward_reference(hand, x, soft)
+            return self._forward_reference(hand, x, soft, radial)
         K = self.cfg.top_k
         P = len(x)
         if P == 0:
@@ -463,6 +483,8 @@ class OccupancyNet(nn.Module):
         u_all = torch.addmm(off, xr - c, a.permute(1, 0, 2).reshape(3, -1), alpha=1.0, beta=-1.0)
         u_s = u_all.view(-1, 3).index_select(0, pt * NUM_BONES + bone)
         d_s = dist.view(-1).index_select(0, pt * NUM_BONES + bone)
+        if radial is not None:
+            u_s, d_s = thicken(u_s, fr.length[bone], radial[bone])
         if not torch.is_grad_enabled():  # inference: every buffer written once, in place
             enc = encode_into(u_s, 100.0 * d_s, self.cfg.occ_pe_deg)
             feat_s, logits_s = self.parts.forward_grouped(enc, counts, bias)
@@ -521,7 +543,8 @@ class OccupancyNet(nn.Module):
                 "cand": z.long().reshape(0, K), "feat_pairs": x.new_zeros(0, self.cfg.occ_hidden),
                 "win_pos": z.long()}
 
-    def _forward_reference(self, hand: HandSkeleton, x: Tensor, soft: bool = False) -> dict[str, Tensor]:
+    def _forward_reference(self, hand: HandSkeleton, x: Tensor, soft: bool = False, radial: Tensor | None = None
+                           ) -> dict[str, Tensor]:
         """`forward` as first written: per-bone gathers, encodings and concatenations."""
         K = self.cfg.top_k
         P = len(x)
@@ -534,7 +557,10 @@ class OccupancyNet(nn.Module):
                 continue
             pt = rows // K
             u = (xr[pt] - fr.start[b]) @ fr.axes[b] / fr.length[b].clamp_min(1e-6)
-            enc = torch.cat([positional_encoding(u, 0, self.cfg.occ_pe_deg, True), 100.0 * dist[pt, b, None]], -1)
+            d = dist[pt, b]
+            if radial is not None:
+                u, d = thicken(u, fr.length[b].expand(len(u)), radial[b].expand(len(u)))
+            enc = torch.cat([positional_encoding(u, 0, self.cfg.occ_pe_deg, True), 100.0 * d[:, None]], -1)
             lg, h = self.parts.part_forward(b, enc, bias[b])
             logits.append(lg)
             feats.append(h)
@@ -773,6 +799,8 @@ class HandOcc(nn.Module):
             self.density_cal = DensityCalibration()
         if cfg.normal_detail and cfg.normal_in:
             self.normal_detail = NormalDetail(NUM_BONES, cfg.normal_pe_deg, cfg.normal_hidden)
+        if cfg.bone_thickness:
+            self.thickness = BoneThickness(palm=cfg.thickness_palm)
         from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))
@@ -798,6 +826,13 @@ class HandOcc(nn.Module):
             yield self.cfg
         finally:
             self.use_config(before)
+
+    def rendered_occ(self, hand: HandSkeleton, x: Tensor, soft: bool, reference: bool = False) -> dict[str, Tensor]:
+        """`OccupancyNet` outputs of the field as rendered: with the learned bone thickness when the model has one
+        (the occupancy labels supervise ``self.occ`` itself)."""
+        thick = getattr(self, "thickness", None)
+        radial = thick.log_scale(hand.side) if thick is not None else None
+        return self.occ(hand, x, soft=soft, reference=reference, radial=radial)
 
     def hand(self, joints: Tensor, side: str) -> HandSkeleton:
         return make_hand(joints.to(self.rel_radii.device), side, self.rel_radii, self.cfg.radius_dilation,
@@ -850,6 +885,13 @@ def _missing_anneal_evidence(module, state: dict, prefix: str, *args) -> None:
     ``label_missed`` (its config loads with ``anneal_missed`` 1, which nothing exceeds)."""
     state.setdefault(prefix + "label_carved", torch.zeros(2))
     state.setdefault(prefix + "label_missed", torch.zeros(2))  # older: no coverage check (its config: anneal_missed 1)
+
+
+def rendered_calibration(model: HandOcc, train: bool) -> DensityCalibration | None:
+    """The density calibration a render applies: the model's in training, and at inference only with
+    ``cal_render``."""
+    cal = getattr(model, "density_cal", None)
+    return cal if train or model.cfg.cal_render else None
 
 
 def occupancy_density(occ: Tensor, step: float) -> Tensor:
@@ -975,7 +1017,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                 x = origins[r] + s["tm"][r, c, None] * dirs[r]
             else:  # rays of one camera: its origin broadcast (the same values)
                 x = (origins[:1] if one_origin else origins[r]) + s["tm"].reshape(-1)[fi, None] * dirs[r]
-            q = model.occ(hand, x, soft=train or cfg.blend_inference, reference=reference)
+            q = model.rendered_occ(hand, x, soft=train or cfg.blend_inference, reference=reference)
             if cfg.sampler == "uniform":  # the field is empty outside the capsules, whatever the sampler
                 q["occ"] = q["occ"] * inside_capsules_boxed(x, hand)
             o, share = q["occ"], None if not reference else torch.ones_like(q["occ"])
@@ -986,11 +1028,12 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                 near = inside_capsules_boxed(x, other)
                 if near.any():
                     o_b = torch.zeros_like(o).index_put((torch.nonzero(near)[:, 0],),
-                                                        model.occ(other, x[near], soft=train or cfg.blend_inference,
-                                                                  reference=reference)["occ"])
+                                                        model.rendered_occ(other, x[near],
+                                                                           soft=train or cfg.blend_inference,
+                                                                           reference=reference)["occ"])
                     evals += int(near.sum())
                     share = torch.sigmoid(cfg.own_kappa * (o - o_b)) if train else (o >= o_b).to(o.dtype)
-            cal = getattr(model, "density_cal", None)
+            cal = rendered_calibration(model, train)
             o_cal = o if cal is None else cal(o)  # the rendered occupancy; ``occ`` below stays the network's
             sigma = occupancy_density(o_cal if share is None else o_cal * share, cfg.step)
             if reference:
@@ -1188,5 +1231,5 @@ def occupancy_grid(model: HandOcc, hand: HandSkeleton, resolution: int, pad: flo
         x = pts[s:s + chunk]
         inside = inside_capsules(x, hand.start, hand.end, hand.radii)
         if inside.any():
-            occ[s:s + chunk][inside] = model.occ(hand, x[inside], soft=model.cfg.blend_inference)["occ"]
+            occ[s:s + chunk][inside] = model.rendered_occ(hand, x[inside], soft=model.cfg.blend_inference)["occ"]
     return occ.reshape(*n), lo, h

@@ -1,0 +1,70 @@
+"""A learned thickness of the rendered hand about each bone.
+
+The occupancy labels come from the annotated hand model's mesh. A real hand is not in the model's shape space:
+its fingers can be thicker or thinner than any shape the model has (the realistic profile's `thicken_mm`). The
+images see that thickness at the outer silhouette of every view, but inside the silhouette (a finger in front of
+the palm or of another finger) only the colour sees it, weakly, and there the labels keep the field at the model's
+thickness. `BoneThickness` learns one radial scale per side and bone, shared by every frame, from the photometric
+and mask losses only: the field is rendered at the sample's coordinates scaled towards the bone, so what the masks
+show at the outer silhouettes thickens the whole bone, also where the silhouette cannot show it. The labels keep
+supervising the unscaled field (the model's shape), as `DensityCalibration` keeps them on the uncalibrated one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from handcli.hand.skeleton_frames import NUM_BONES, ROOT_BONES
+
+
+def thicken(local: Tensor, length: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
+    """Coordinates at which a field ``exp(log_scale)`` times thicker about its bone is evaluated.
+
+    local (R, 3): samples in their bone's frame divided by the bone's length (x along the bone, 0 at its start, 1
+    at its end); length (R,) that bone's length (metres); log_scale (R,) the bone's log radial scale. The radial
+    part (y, z) is divided by the scale; along the bone nothing changes. Returns the scaled local coordinates
+    (R, 3) and their distance to the bone's segment (R,) in metres (the distance of the scaled point).
+    """
+    k = torch.exp(-log_scale)
+    u = torch.cat([local[:, :1], local[:, 1:] * k[:, None]], -1)
+    beyond = local[:, 0] - local[:, 0].clamp(0.0, 1.0)  # how far past the segment's ends, along the bone
+    d2 = beyond * beyond + (u[:, 1:] * u[:, 1:]).sum(-1)
+    pos = d2 > 0  # sqrt has no finite gradient at 0 (a point on the segment): 0 there, not NaN
+    return u, length * torch.where(pos, torch.where(pos, d2, 1.0).sqrt(), 0.0)
+
+
+class BoneThickness(nn.Module):
+    """Per side (right, left) and bone a log radial scale of the rendered field, 0 at the start (the labels'
+    thickness). ``scale`` s makes an Adam step of the run's learning rate move a log scale by lr·s. With
+    ``palm`` false the root bones (wrist to each finger's first joint, the palm and the thumb's base) keep scale
+    1: a radial scale about one bone is a model of a finger's round cross-section, not of the flat palm, whose
+    edge bones it thins where their neighbours can take over."""
+
+    def __init__(self, scale: float = 2.0, palm: bool = False):
+        super().__init__()
+        self.scale = float(scale)
+        self.p = nn.Parameter(torch.zeros(2, NUM_BONES))
+        learned = torch.ones(NUM_BONES)
+        if not palm:
+            learned[ROOT_BONES] = 0.0
+        self.register_buffer("learned", learned, persistent=False)
+        self._excluded: Tensor | None = None
+        self.p.register_hook(self._without_excluded)
+
+    def exclude(self, grad: Tensor | None) -> None:
+        """Leave ``grad`` (a loss term's gradient of ``p``) out of the next gradient that reaches ``p``."""
+        self._excluded = grad
+
+    def _without_excluded(self, grad: Tensor) -> Tensor:
+        out, self._excluded = (grad if self._excluded is None else grad - self._excluded), None
+        return out
+
+    def log_scale(self, side: str) -> Tensor:
+        """(20,) log radial scales of the ``side`` ("right" / "left") hand's bones."""
+        return self.scale * self.p[0 if side == "right" else 1] * self.learned
+
+    def mean_scale(self) -> float:
+        """The learned scales' mean over both sides (a log line)."""
+        keep = self.learned > 0
+        return float(torch.exp(self.scale * self.p.detach()[:, keep]).mean())
