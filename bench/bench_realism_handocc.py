@@ -171,27 +171,25 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "nd_view": [*TENTH, "normal_detail=true", "view_dir=true"],
     "nd_view_colour": [*TENTH, "normal_detail=true", "view_dir=true", "camera_colour=true"],
     # (nd_thick, nd + the labels' learned radial scale label_thickness, is in commit d435126 with the option)
-    # fourteenth round: + a learned radial scale of the rendered field per bone (bone_thickness; thickness.py)
-    "nd_bt": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_start=0.0", "thickness_palm=true"],
-    # learned from 30 % of the steps on (thickness_start), by the colour alone / by colour and masks
-    "nd_bt_rgb": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_mask=false", "thickness_start=0.3",
-                  "thickness_palm=true"],
-    "nd_bt_late": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_start=0.3", "thickness_palm=true"],
-    # nd with the colour evaluated where the *calibrated* occupancy exceeds tau (guided_samples; before, the
-    # network's own occupancy decided, and samples the calibration made opaque added weight without colour)
-    "nd_fix": [*TENTH, "normal_detail=true"],
+    # fourteenth round: + a learned radial scale of the rendered field per finger bone (bone_thickness; thickness.py),
+    # from 30 % of the steps (nd_bt: from the start with the palm's bones, nd_bt_late: from 30 % with them, nd_bt_rgb:
+    # from the colour alone are in commit 5aa9f16 with their options; nd_fix, colour where the calibrated occupancy
+    # exceeds tau, ran on a code change reverted before that commit)
+    "nd_btf": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_start=0.3"],
+    # nd with the labels at full weight throughout / annealed to none (see RENDERED_AS for their renders)
+    "nd_off": [*TENTH, "normal_detail=true", "occ_anneal=off"],
+    "nd_on0": [*TENTH, "normal_detail=true", "occ_anneal=on", "w_occ_final=0.0"],
     # nd trained without the density calibration (density_cal)
     "nd_nocal": [*TENTH, "normal_detail=true", "density_cal=false"],
-    # the fingers' bones only (not the root bones: palm and thumb base)
-    "nd_btf": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_start=0.3", "thickness_palm=false"],
 }
 
 
 # name -> (variant, render-time config changes): that variant's trained run rendered otherwise (`render_as`)
 RENDERED_AS = {
-    "nd_calr": ("nd", {"cal_render": True}),  # rendered through the density calibration (the default before)
     "nd_nocalr": ("nd", {"cal_render": False}),  # rendered with the network's own occupancy
     "nd_btf_nocalr": ("nd_btf", {"cal_render": False}),
+    "nd_off_nocalr": ("nd_off", {"cal_render": False}),
+    "nd_on0_nocalr": ("nd_on0", {"cal_render": False}),
 }
 
 

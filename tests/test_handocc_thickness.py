@@ -1,5 +1,6 @@
 """The learned bone thickness (`thickness.py`): hand-computed coordinates, identity at the start, the fast and
-reference paths agree, the mask loss reaches it, the labels do not, and a run loads with the module it had."""
+reference paths agree, the mask loss reaches it, the labels do not, the root bones keep scale 1, and a run loads
+with the module it had."""
 
 from __future__ import annotations
 
@@ -94,42 +95,15 @@ def test_run_loads_with_its_thickness():
     assert not config_for_state(replace(cfg, bone_thickness=True), without).bone_thickness
 
 
-def test_excluded_term_leaves_only_the_colour_gradient(tiny_cache):
-    """``thickness_mask`` false: the mask term's share of the thickness gradient is taken out of the backward."""
-    _, thick, hs, o, d = _thick_scene(tiny_cache, 1)
-    thick.train()
-    rows = torch.randperm(len(o), generator=torch.Generator().manual_seed(0))[:800]
-
-    def terms():
-        out = render_rays(thick, hs, thick.default_codes(hs), o[rows], d[rows], perturb=True,
-                          gen=torch.Generator().manual_seed(2), train=True)
-        target = (out["hand_opacity"].detach() > 0.01).float()
-        mask = torch.nn.functional.binary_cross_entropy(out["hand_opacity"].clamp(1e-5, 1 - 1e-5), target)
-        return mask, (out["rgb"] - 0.3).square().mean()
-
-    mask, rgb = terms()
-    (g_rgb,) = torch.autograd.grad(rgb, thick.thickness.p, retain_graph=True)
-    (g_mask,) = torch.autograd.grad(mask, thick.thickness.p, retain_graph=True)
-    assert float(g_mask.abs().max()) > 0 and float(g_rgb.abs().max()) > 0
-    thick.thickness.exclude(g_mask)
-    (mask + rgb).backward()
-    assert torch.allclose(thick.thickness.p.grad, g_rgb, atol=1e-6 * float(g_mask.abs().max()) + 1e-9)
-    thick.zero_grad()
-    mask, rgb = terms()  # the exclusion was used once: the next backward has both terms
-    (mask + rgb).backward()
-    assert torch.allclose(thick.thickness.p.grad, g_mask + g_rgb, rtol=1e-4, atol=1e-9)
-
-
-def test_root_bones_keep_their_thickness_without_palm():
+def test_root_bones_keep_their_thickness():
     from handcli.hand.skeleton_frames import ROOT_BONES
     from handcli.methods.handocc.thickness import BoneThickness
 
-    for palm in (False, True):
-        t = BoneThickness(palm=palm)
-        with torch.no_grad():
-            t.p.fill_(0.1)
-        s = t.log_scale("left")
-        fingers = [b for b in range(20) if b not in ROOT_BONES]
-        assert torch.allclose(s[fingers], torch.full((15,), 0.2))
-        assert torch.allclose(s[ROOT_BONES], torch.full((5,), 0.2 if palm else 0.0))
-        assert abs(t.mean_scale() - math.exp(0.2)) < 1e-6
+    t = BoneThickness()
+    with torch.no_grad():
+        t.p.fill_(0.1)
+    s = t.log_scale("left")
+    fingers = [b for b in range(20) if b not in ROOT_BONES]
+    assert torch.allclose(s[fingers], torch.full((15,), 0.2))
+    assert torch.equal(s[ROOT_BONES], torch.zeros(5))
+    assert abs(t.mean_scale() - math.exp(0.2)) < 1e-6

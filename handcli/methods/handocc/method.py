@@ -625,10 +625,6 @@ class HandOccMethod(Method):
         op = out["hand_opacity"].clamp(1e-5, 1 - 1e-5)
         w_mask = cfg.w_mask if (full or cfg.supervision == "mesh") else 1.0
         terms["mask"] = w_mask * F.binary_cross_entropy(op, masks)
-        thick = getattr(self.model, "thickness", None)
-        if thick is not None and full and not cfg.thickness_mask and thick.p.requires_grad:
-            # the bone thickness learns from the colour alone: the mask term's share of its gradient is taken out
-            thick.exclude(torch.autograd.grad(terms["mask"], thick.p, retain_graph=True, allow_unused=True)[0])
         if full:
             rgb = out["rgb"]
             if cfg.camera_colour:  # the rendered colour as this ray's camera records it

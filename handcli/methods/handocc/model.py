@@ -41,7 +41,6 @@ from handcli.hand.skeleton_frames import (
     segment_distance,
 )
 from handcli.methods.handocc.normals import NormalDetail, capsule_normals
-from handcli.methods.handocc.thickness import BoneThickness, thicken
 from handcli.methods.handocc.sampler import (
     box_samples,
     capsule_box,
@@ -51,6 +50,7 @@ from handcli.methods.handocc.sampler import (
     inside_capsules,
     sample_positions,
 )
+from handcli.methods.handocc.thickness import BoneThickness, thicken
 from handcli.nn.encoding import encoding_dim, positional_encoding
 from handcli.nn.mlp import MLP
 from handcli.render.bounds import ray_aabb
@@ -122,12 +122,12 @@ class HandOccConfig:
     # docs/benchmarks.md, thirteenth round)
     normal_detail: bool = True
     normal_pe_deg: int = 6
-    # a learned radial scale of the rendered field per side and bone (thickness.BoneThickness), trained by the
-    # photometric and mask losses only (the labels keep the model's thickness): a hand thicker than its model
+    # a learned radial scale of the rendered field per side and finger bone (thickness.BoneThickness), trained by the
+    # photometric and mask losses only (the labels keep the model's thickness): a hand thicker than its model.
+    # Off: at 2,000 fast steps fingers 1.5 mm thicker than the model +3.46 dB (seed 2), but realistic -0.17 / +0.25 /
+    # +0.32 / +0.18 dB and ideal -0.72 / -0.18 / -0.52 / -0.42 dB (seeds 0-3; docs/benchmarks.md, fourteenth round)
     bone_thickness: bool = False
-    thickness_mask: bool = True  # whether the mask loss trains it (else the colour alone)
     thickness_start: float = 0.3  # share of the steps before it is learned (the colour first takes shape)
-    thickness_palm: bool = True  # whether the root bones (the palm, the thumb's base) have a thickness too
     normal_hidden: int = 32
     part_embed: int = 8
     app_dim: int = 32
@@ -800,7 +800,7 @@ class HandOcc(nn.Module):
         if cfg.normal_detail and cfg.normal_in:
             self.normal_detail = NormalDetail(NUM_BONES, cfg.normal_pe_deg, cfg.normal_hidden)
         if cfg.bone_thickness:
-            self.thickness = BoneThickness(palm=cfg.thickness_palm)
+            self.thickness = BoneThickness()
         from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
         self.register_buffer("rel_radii", torch.tensor(DEFAULT_RELATIVE_RADII))

@@ -35,30 +35,19 @@ def thicken(local: Tensor, length: Tensor, log_scale: Tensor) -> tuple[Tensor, T
 
 
 class BoneThickness(nn.Module):
-    """Per side (right, left) and bone a log radial scale of the rendered field, 0 at the start (the labels'
-    thickness). ``scale`` s makes an Adam step of the run's learning rate move a log scale by lr·s. With
-    ``palm`` false the root bones (wrist to each finger's first joint, the palm and the thumb's base) keep scale
-    1: a radial scale about one bone is a model of a finger's round cross-section, not of the flat palm, whose
-    edge bones it thins where their neighbours can take over."""
+    """Per side (right, left) and finger bone a log radial scale of the rendered field, 0 at the start (the
+    labels' thickness). ``scale`` s makes an Adam step of the run's learning rate move a log scale by lr·s. The root
+    bones (wrist to each finger's first joint: the palm and the thumb's base) keep scale 1: a radial scale about one
+    bone models a finger's round cross-section, not the flat palm, whose edge bones it thinned where their
+    neighbours could take over (docs/benchmarks.md, "Fourteenth round")."""
 
-    def __init__(self, scale: float = 2.0, palm: bool = False):
+    def __init__(self, scale: float = 2.0):
         super().__init__()
         self.scale = float(scale)
         self.p = nn.Parameter(torch.zeros(2, NUM_BONES))
         learned = torch.ones(NUM_BONES)
-        if not palm:
-            learned[ROOT_BONES] = 0.0
+        learned[ROOT_BONES] = 0.0
         self.register_buffer("learned", learned, persistent=False)
-        self._excluded: Tensor | None = None
-        self.p.register_hook(self._without_excluded)
-
-    def exclude(self, grad: Tensor | None) -> None:
-        """Leave ``grad`` (a loss term's gradient of ``p``) out of the next gradient that reaches ``p``."""
-        self._excluded = grad
-
-    def _without_excluded(self, grad: Tensor) -> Tensor:
-        out, self._excluded = (grad if self._excluded is None else grad - self._excluded), None
-        return out
 
     def log_scale(self, side: str) -> Tensor:
         """(20,) log radial scales of the ``side`` ("right" / "left") hand's bones."""
