@@ -96,10 +96,16 @@ class HandOccConfig:
     # whether renders (train=False: render, eval, the viewer, adapt's final renders) apply that calibration too, or
     # show the network's own occupancy, the field the labels supervise (the calibration then only serves training).
     # Off since the fourteenth realism round: at 2,000 fast steps the calibration had drifted to a fat, soft surface
-    # (offset +1.4 to +1.8) and rendering without it gave novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal,
+    # (offset +1.1 to +1.8) and rendering without it gave novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal,
     # +0.87 / +0.21 / +0.71 / +0.45 dB realistic (seeds 0-3); at 300 steps -0.16 / +0.01 / -0.12 / +0.09 dB ideal,
     # -0.47 / -0.22 / -0.24 / -0.20 dB realistic (docs/benchmarks.md). Runs saved before the option render with it.
     cal_render: bool = False
+    # a learned radial scale of the rendered field per side and finger bone (thickness.BoneThickness), trained by the
+    # photometric and mask losses only (the labels keep the model's thickness): a hand thicker than its model.
+    # Off: at 2,000 fast steps fingers 1.5 mm thicker than the model +3.46 dB (seed 2), but realistic -0.17 / +0.25 /
+    # +0.32 / +0.18 dB and ideal -0.72 / -0.18 / -0.52 / -0.42 dB (seeds 0-3; docs/benchmarks.md, fourteenth round)
+    bone_thickness: bool = False
+    thickness_start: float = 0.3  # share of the steps before it is learned (the colour first takes shape)
     # radiance and appearance
     color_pe_deg: int = 4
     color_hidden: int = 128
@@ -122,12 +128,6 @@ class HandOccConfig:
     # docs/benchmarks.md, thirteenth round)
     normal_detail: bool = True
     normal_pe_deg: int = 6
-    # a learned radial scale of the rendered field per side and finger bone (thickness.BoneThickness), trained by the
-    # photometric and mask losses only (the labels keep the model's thickness): a hand thicker than its model.
-    # Off: at 2,000 fast steps fingers 1.5 mm thicker than the model +3.46 dB (seed 2), but realistic -0.17 / +0.25 /
-    # +0.32 / +0.18 dB and ideal -0.72 / -0.18 / -0.52 / -0.42 dB (seeds 0-3; docs/benchmarks.md, fourteenth round)
-    bone_thickness: bool = False
-    thickness_start: float = 0.3  # share of the steps before it is learned (the colour first takes shape)
     normal_hidden: int = 32
     part_embed: int = 8
     app_dim: int = 32

@@ -4,10 +4,11 @@ The occupancy labels come from the annotated hand model's mesh. A real hand is n
 its fingers can be thicker or thinner than any shape the model has (the realistic profile's `thicken_mm`). The
 images see that thickness at the outer silhouette of every view, but inside the silhouette (a finger in front of
 the palm or of another finger) only the colour sees it, weakly, and there the labels keep the field at the model's
-thickness. `BoneThickness` learns one radial scale per side and bone, shared by every frame, from the photometric
-and mask losses only: the field is rendered at the sample's coordinates scaled towards the bone, so what the masks
-show at the outer silhouettes thickens the whole bone, also where the silhouette cannot show it. The labels keep
-supervising the unscaled field (the model's shape), as `DensityCalibration` keeps them on the uncalibrated one.
+thickness. `BoneThickness` learns one radial scale per side and finger bone, shared by every frame, from the
+photometric and mask losses only: the field is rendered at the sample's coordinates scaled towards the bone, so what
+the masks show at the outer silhouettes thickens the whole bone, also where the silhouette cannot show it. The
+labels keep supervising the unscaled field (the model's shape), as `DensityCalibration` keeps them on the
+uncalibrated one.
 """
 
 from __future__ import annotations
