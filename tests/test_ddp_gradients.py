@@ -95,3 +95,27 @@ def test_two_processes_average_to_the_full_batch_gradient(tiny_cache, tiny_depth
     differs = [n for n in nonzero if halves[0][n] is not None and halves[1][n] is not None
                and float((halves[0][n] - halves[1][n]).abs().max()) > 1e-4]
     assert differs, "the two halves give the same gradient: the test could not tell averaging from none"
+
+
+def test_frozen_parameters_stay_without_gradient(monkeypatch):
+    """A parameter switched off for the step (HandOcc's bone thickness before ``thickness_start``) is not all-reduced
+    and keeps no gradient, so Adam skips it as in a single process; the others are summed and divided by the world."""
+    import torch.distributed as dist
+
+    from handcli.methods.trainer import average_gradients
+
+    calls = []
+
+    def fake_all_reduce(t):  # two ranks with the same gradient: the sum is twice it
+        calls.append(t)
+        t.mul_(2.0)
+
+    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
+    live, frozen, unused = (torch.nn.Parameter(torch.ones(3)) for _ in range(3))
+    live.grad = torch.full((3,), 0.5)
+    frozen.requires_grad_(False)
+    average_gradients([live, frozen, unused], world=2)
+    assert torch.equal(live.grad, torch.full((3,), 0.5))
+    assert frozen.grad is None
+    assert torch.equal(unused.grad, torch.zeros(3))  # a parameter with no gradient this step still takes part
+    assert len(calls) == 2

@@ -133,12 +133,16 @@ def distributed() -> tuple[int, int]:
 
 
 def average_gradients(params, world: int) -> None:
-    """All-reduce gradients across ranks (plain DDP semantics without wrapping the model)."""
+    """All-reduce gradients across ranks (plain DDP semantics without wrapping the model). Parameters whose
+    ``requires_grad`` a method switched off for the step are left without a gradient, as in a single process, so the
+    optimiser skips them (the switch depends on the step alone, so every rank skips the same ones)."""
     if world <= 1:
         return
     import torch.distributed as dist
 
     for p in params:
+        if not p.requires_grad:  # frozen for this step, on every rank alike (a module learned from a later step on)
+            continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad)
