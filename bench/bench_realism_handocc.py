@@ -175,7 +175,7 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # from 30 % of the steps (nd_bt: from the start with the palm's bones, nd_bt_late: from 30 % with them, nd_bt_rgb:
     # from the colour alone are in commit 5aa9f16 with their options; nd_fix, colour where the calibrated occupancy
     # exceeds tau, ran on a code change reverted before that commit)
-    "nd_btf": [*TENTH, "normal_detail=true", "bone_thickness=true", "thickness_start=0.3"],
+    "nd_btf": [*TENTH, "normal_detail=true", "bone_thickness=true"],
     # nd with the labels at full weight throughout / annealed to none (see RENDERED_AS for their renders)
     "nd_off": [*TENTH, "normal_detail=true", "occ_anneal=off"],
     "nd_on0": [*TENTH, "normal_detail=true", "occ_anneal=on", "w_occ_final=0.0"],

@@ -98,7 +98,7 @@ def test_two_processes_average_to_the_full_batch_gradient(tiny_cache, tiny_depth
 
 
 def test_frozen_parameters_stay_without_gradient(monkeypatch):
-    """A parameter switched off for the step (HandOcc's bone thickness before ``thickness_start``) is not all-reduced
+    """A parameter switched off for the step (HandOcc's bone thickness before ``refine_start``) is not all-reduced
     and keeps no gradient, so Adam skips it as in a single process; the others are summed and divided by the world."""
     import torch.distributed as dist
 

@@ -107,3 +107,18 @@ def test_root_bones_keep_their_thickness():
     assert torch.allclose(s[fingers], torch.full((15,), 0.2))
     assert torch.equal(s[ROOT_BONES], torch.zeros(5))
     assert abs(t.mean_scale() - math.exp(0.2)) < 1e-6
+
+
+def test_thickness_is_learned_from_refine_start(tiny_cache):
+    """Before ``refine_start`` a training step leaves the scales without a gradient (Adam skips them); after it the
+    rendering losses reach them."""
+    from tests.test_handocc import _full
+
+    torch.manual_seed(0)
+    m = _full(tiny_cache, steps=10, refine_start=0.5, bone_thickness=True)
+    p = m.model.thickness.p
+    for step, learned in ((0, False), (6, True)):
+        m.model.zero_grad(set_to_none=True)
+        loss, _ = m.train_step(step, torch.Generator().manual_seed(0))
+        loss.backward()
+        assert (p.grad is not None and float(p.grad.abs().sum()) > 0) is learned, step

@@ -130,8 +130,19 @@ def segment_distance(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     s = (xab / len2).clamp(0.0, 1.0)
     ax2 = (x * x).sum(-1, keepdim=True) - 2.0 * (x @ a.T) + (a * a).sum(-1)  # |x - a|^2
     d2 = (ax2 - 2.0 * s * xab + s * s * len2).clamp_min(0.0)
-    pos = d2 > 0  # sqrt has no finite gradient at 0 (a point on a segment): 0 there, not NaN (same values)
-    return torch.where(pos, torch.where(pos, d2, 1.0).sqrt(), 0.0)
+    return sqrt_zero_safe(d2)
+
+
+def sqrt_zero_safe(x: Tensor) -> Tensor:
+    """sqrt of x >= 0 whose gradient at 0 is 0, not NaN (sqrt has no finite gradient there): same values."""
+    pos = x > 0
+    return torch.where(pos, torch.where(pos, x, 1.0).sqrt(), 0.0)
+
+
+def offset_from_bone(local: Tensor) -> Tensor:
+    """(R, 3) offset of points from their bone's segment, in the bone's frame and in bone lengths: local (R, 3)
+    with x along the bone (0 at its start, 1 at its end); the x part is how far past the segment's ends."""
+    return torch.cat([local[:, :1] - local[:, :1].clamp(0.0, 1.0), local[:, 1:]], -1)
 
 
 def hand_size(joints: Tensor) -> Tensor:

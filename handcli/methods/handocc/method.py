@@ -472,8 +472,8 @@ class HandOccMethod(Method):
             refine = None  # offsets stay at zero (and out of the graph) until the field has taken shape
         align = getattr(self.model, "label_align", None) if step >= cfg.refine_start * cfg.steps else None
         thick = getattr(self.model, "thickness", None)
-        if thick is not None:
-            thick.p.requires_grad_(step >= cfg.thickness_start * cfg.steps)
+        if thick is not None:  # learned from refine_start on, as the offsets (no gradient, no Adam step before)
+            thick.p.requires_grad_(step >= cfg.refine_start * cfg.steps)
         annotated = [self.model.hand(j, s) for s, j in self.joints[frame]]
         hands = self.hands(frame) if refine is not None else annotated
         terms: dict[str, torch.Tensor] = {}

@@ -104,8 +104,8 @@ class HandOccConfig:
     # photometric and mask losses only (the labels keep the model's thickness): a hand thicker than its model.
     # Off: at 2,000 fast steps fingers 1.5 mm thicker than the model +3.46 dB (seed 2), but realistic -0.17 / +0.25 /
     # +0.32 / +0.18 dB and ideal -0.72 / -0.18 / -0.52 / -0.42 dB (seeds 0-3; docs/benchmarks.md, fourteenth round)
+    # Learned from refine_start on, as the refinement and the label alignment (the colour first takes shape)
     bone_thickness: bool = False
-    thickness_start: float = 0.3  # share of the steps before it is learned (the colour first takes shape)
     # radiance and appearance
     color_pe_deg: int = 4
     color_hidden: int = 128
@@ -834,6 +834,12 @@ class HandOcc(nn.Module):
         radial = thick.log_scale(hand.side) if thick is not None else None
         return self.occ(hand, x, soft=soft, reference=reference, radial=radial)
 
+    def rendered_calibration(self, train: bool) -> DensityCalibration | None:
+        """The density calibration a render applies: the model's in training, and at inference only with
+        ``cal_render``."""
+        cal = getattr(self, "density_cal", None)
+        return cal if train or self.cfg.cal_render else None
+
     def hand(self, joints: Tensor, side: str) -> HandSkeleton:
         return make_hand(joints.to(self.rel_radii.device), side, self.rel_radii, self.cfg.radius_dilation,
                          self.cfg.radius_margin)
@@ -885,13 +891,6 @@ def _missing_anneal_evidence(module, state: dict, prefix: str, *args) -> None:
     ``label_missed`` (its config loads with ``anneal_missed`` 1, which nothing exceeds)."""
     state.setdefault(prefix + "label_carved", torch.zeros(2))
     state.setdefault(prefix + "label_missed", torch.zeros(2))  # older: no coverage check (its config: anneal_missed 1)
-
-
-def rendered_calibration(model: HandOcc, train: bool) -> DensityCalibration | None:
-    """The density calibration a render applies: the model's in training, and at inference only with
-    ``cal_render``."""
-    cal = getattr(model, "density_cal", None)
-    return cal if train or model.cfg.cal_render else None
 
 
 def occupancy_density(occ: Tensor, step: float) -> Tensor:
@@ -978,6 +977,7 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
     log_t = torch.zeros(N, device=device)
     evals = 0
     compact = not reference and step < total  # several waves: each writes its rows into one buffer
+    cal = model.rendered_calibration(train)
     one_origin = not reference and bool((origins == origins[:1]).all())
     for s in sets:
         s["occ"] = torch.zeros(s["tm"].shape, device=device)
@@ -1033,7 +1033,6 @@ def _occupancy_along_rays(model: HandOcc, hands: list[HandSkeleton], sets: list[
                                                                            reference=reference)["occ"])
                     evals += int(near.sum())
                     share = torch.sigmoid(cfg.own_kappa * (o - o_b)) if train else (o >= o_b).to(o.dtype)
-            cal = rendered_calibration(model, train)
             o_cal = o if cal is None else cal(o)  # the rendered occupancy; ``occ`` below stays the network's
             sigma = occupancy_density(o_cal if share is None else o_cal * share, cfg.step)
             if reference:

@@ -18,14 +18,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from handcli.hand.skeleton_frames import offset_from_bone
 from handcli.nn.encoding import encoding_dim, positional_encoding
 from handcli.nn.mlp import MLP
-
-
-def _radial(local: Tensor) -> Tensor:
-    """(R, 3) unit vectors in the bone frame from the nearest point of the bone's segment to the sample."""
-    t = local[:, :1].clamp(0.0, 1.0)
-    return F.normalize(torch.cat([local[:, :1] - t, local[:, 1:]], -1), dim=-1)
 
 
 def capsule_normals(local: Tensor, axes: Tensor, residual: Tensor | None = None) -> Tensor:
@@ -36,7 +31,7 @@ def capsule_normals(local: Tensor, axes: Tensor, residual: Tensor | None = None)
     residual (R, 3) or None: added to the capsule's unit normal in the bone's frame before it is rotated
     (`NormalDetail`). Returns unit vectors (R, 3) in the world frame.
     """
-    n = _radial(local)
+    n = F.normalize(offset_from_bone(local), dim=-1)  # from the nearest point of the bone's segment
     if residual is not None:
         n = n + residual
     return F.normalize(torch.einsum("rij,rj->ri", axes, n), dim=-1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from handcli.hand.skeleton_frames import NUM_BONES, ROOT_BONES
+from handcli.hand.skeleton_frames import NUM_BONES, ROOT_BONES, offset_from_bone, sqrt_zero_safe
 
 
 def thicken(local: Tensor, length: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
@@ -29,10 +29,7 @@ def thicken(local: Tensor, length: Tensor, log_scale: Tensor) -> tuple[Tensor, T
     """
     k = torch.exp(-log_scale)
     u = torch.cat([local[:, :1], local[:, 1:] * k[:, None]], -1)
-    beyond = local[:, 0] - local[:, 0].clamp(0.0, 1.0)  # how far past the segment's ends, along the bone
-    d2 = beyond * beyond + (u[:, 1:] * u[:, 1:]).sum(-1)
-    pos = d2 > 0  # sqrt has no finite gradient at 0 (a point on the segment): 0 there, not NaN
-    return u, length * torch.where(pos, torch.where(pos, d2, 1.0).sqrt(), 0.0)
+    return u, length * sqrt_zero_safe(offset_from_bone(u).square().sum(-1))
 
 
 class BoneThickness(nn.Module):
