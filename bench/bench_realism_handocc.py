@@ -13,7 +13,9 @@ training frame renders with its refined skeleton when the run has one) and ``han
 only one of its effects: annotation_only, detail_only, capture_only, and of the capture effects colour_only,
 specular_only, noise_only; without the annotation error: no_annotation_error; or with exact joints or exact MANO
 fits: exact_joints, exact_mano; the MANO fits' error alone: annotation_mano_only; the hand outside the model's
-relief or thicker fingers alone: relief_only, thick_only) and NAME one of the keys of VARIANTS
+relief or thicker fingers alone: relief_only, thick_only; the camera effects of the ideal scene and the realistic
+scene without them, camera_only and scene_only, which the script makes itself for camera_floor and perfect_render)
+and NAME one of the keys of VARIANTS
 (``--set`` overrides of the fast preset).
 
 Prints a markdown table (novel-view PSNR-full / PSNR-box / SSIM, silhouette IoU and area ratio against the
@@ -21,8 +23,9 @@ cache's hand labels, PSNR-full after a per-view colour-gain fit on the scored vi
 the camera's other frames (``handcli eval``'s psnr_full_camcal); PSNR-full and IoU against the synthetic
 set's exact hand masks and the true hand's own PSNR-full against the cache-label ground truth, see
 true_mask_scores; the held-out cameras' mean squared colour response in dB, see held_out_response_db; per seed
-and variant; and realistic minus ideal) and writes results_realism_handocc.json
-into the work folder. Nothing is asserted.
+and variant; and realistic minus ideal, beside what the held-out cameras alone cost each ideal run, see
+camera_floor, and for realistic runs what a perfect render of the scene scores, see perfect_render) and writes
+results_realism_handocc.json into the work folder. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -181,6 +184,8 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "nd_on0": [*TENTH, "normal_detail=true", "occ_anneal=on", "w_occ_final=0.0"],
     # nd trained without the density calibration (density_cal)
     "nd_nocal": [*TENTH, "normal_detail=true", "density_cal=false"],
+    # fifteenth round: nd_btf with the labels posed on the refined skeleton (labels_pose=refined, twelfth round)
+    "nd_btf_rr": [*TENTH, "normal_detail=true", "bone_thickness=true", "labels_pose=refined"],
 }
 
 
@@ -190,6 +195,7 @@ RENDERED_AS = {
     "nd_btf_nocalr": ("nd_btf", {"cal_render": False}),
     "nd_off_nocalr": ("nd_off", {"cal_render": False}),
     "nd_on0_nocalr": ("nd_on0", {"cal_render": False}),
+    "nd_btf_rr_nocalr": ("nd_btf_rr", {"cal_render": False}),
 }
 
 
@@ -215,6 +221,11 @@ PROFILES = {  # profile name -> (synth --profile, --realism overrides): the real
     "colour_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "specular=0", *NO_NOISE]),
     "specular_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, *NO_COLOUR, *NO_NOISE]),
     "noise_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, *NO_COLOUR, "specular=0"]),
+    # what the camera alone does to the ideal scene's images, none of which a training view shows for a held-out
+    # camera: its colour response, sensor noise, JPEG (annotations exact, no surface detail, no specular skin)
+    "camera_only": ("realistic", [*NO_ANNOTATION_ERROR, *NO_DETAIL, "specular=0"]),
+    # the realistic scene as it is before a camera records it (perfect_render)
+    "scene_only": ("realistic", [*NO_COLOUR, *NO_NOISE]),
     # the hand outside the model in its two parts (annotations exact, no capture effects): the relief alone, the
     # thicker fingers alone
     "relief_only": ("realistic", [*NO_CAPTURE, *NO_ANNOTATION_ERROR, "thicken_mm=0"]),
@@ -322,6 +333,91 @@ def held_out_response_db(root: Path) -> float:
     return float(10 * np.log10(np.mean(sq))) if sq else 0.0
 
 
+def scored_against(renders: Path, cache: Path, scale: dict | None = None) -> float:
+    """PSNR-full (``handcli eval``'s: per view, the background outside the cache's hand label black, then the mean
+    over views) of ``renders`` against another cache with the same views, each render first multiplied by
+    ``scale[camera name]`` ((3,) RGB; clipped to [0, 1]) when given."""
+    import cv2
+    import numpy as np
+
+    from handcli.data.shards import open_cache
+
+    doc = json.loads((renders / "renders.json").read_text())
+    psnr = []
+    with open_cache(cache) as c:
+        vt, cams = c.view_table(), c.cameras()
+        for v in doc["views"]:
+            i = v["cache_view"]
+            g, cam = c.view(i), cams[int(vt["camera"][i])]["name"]
+            gt = g["rgb"].astype(np.float64) / 255 * (g["label"] > 0)[..., None]
+            rgb = cv2.imread(str(renders / "rgb" / f"{v['index']:04d}.png"))[..., ::-1].astype(np.float64) / 255
+            if scale is not None:
+                rgb = np.clip(rgb * scale[cam][None, None, :], 0.0, 1.0)
+            psnr.append(-10 * np.log10(max(np.mean((rgb - gt) ** 2), 1e-12)))
+    return float(np.mean(psnr))
+
+
+def camera_floor(renders: Path, ideal_cache: Path, camera_cache: Path, camera_root: Path) -> dict:
+    """What the held-out cameras alone cost a run as good as an ideal one (``renders``, made from ``ideal_cache``):
+    ``camera_floor_psnr_full``, its renders multiplied by the training cameras' mean colour response (the best a
+    model that never sees the held-out camera can predict) and scored against the same views as the realistic
+    cameras record them (``camera_cache``, the ``camera_only`` set of ``camera_root``: the ideal scene with each
+    camera's colour response, sensor noise and JPEG); ``camera_noise_psnr_full``, multiplied by each held-out
+    camera's own response instead (what the noise, the JPEG and the masks refined on noisy images alone cost)."""
+    import numpy as np
+
+    from handcli.data.shards import open_cache
+    from handcli.synth.realism import sidecar_responses
+
+    with open_cache(ideal_cache) as a, open_cache(camera_cache) as b:
+        va, vb = a.view_table(), b.view_table()
+        if not (np.array_equal(va["camera"], vb["camera"]) and np.array_equal(va["frame"], vb["frame"])):
+            raise SystemExit(f"{camera_cache}: its views are not those of {ideal_cache}")
+    resp = sidecar_responses(camera_root)
+    mean = np.mean([resp[c] for c in TRAIN], axis=0)
+    return {"camera_floor_psnr_full": scored_against(renders, camera_cache, {c: mean for c in resp}),
+            "camera_noise_psnr_full": scored_against(renders, camera_cache, resp)}
+
+
+def perfect_render(renders: Path, cache: Path, root: Path, scene_cache: Path, scene_root: Path) -> dict:
+    """What a perfect model of a realistic scene would score on ``renders``' views of ``cache`` (made from the
+    synthetic set ``root``): the true hand as
+    the scene shows it before a camera records it (``scene_cache``, the ``scene_only`` set of ``scene_root``: the
+    realistic scene, its specular skin included, without the cameras' colour response, noise and JPEG; the
+    background outside the true hand's mask black), times the training cameras' mean colour response
+    (``perfect_render_psnr_full``) or times each held-out camera's own response (``perfect_render_own_psnr_full``),
+    scored with ``handcli eval``'s PSNR-full against ``cache``'s ground truth."""
+    import glob
+
+    import cv2
+    import numpy as np
+
+    from handcli.data.shards import open_cache
+    from handcli.synth.realism import sidecar_responses
+
+    doc = json.loads((renders / "renders.json").read_text())
+    resp = sidecar_responses(root)
+    mean = np.mean([resp[c] for c in TRAIN], axis=0)
+    psnr = {"perfect_render_psnr_full": [], "perfect_render_own_psnr_full": []}
+    with open_cache(cache) as c, open_cache(scene_cache) as sc:
+        vt, cams = c.view_table(), c.cameras()
+        if not np.array_equal(vt["frame"], sc.view_table()["frame"]):
+            raise SystemExit(f"{scene_cache}: its views are not those of {cache}")
+        for v in doc["views"]:
+            i = v["cache_view"]
+            g, cam = c.view(i), cams[int(vt["camera"][i])]["name"]
+            masks = sorted(glob.glob(str(scene_root / "handcli_gt" / "train" / "*" / "*" / f"cam{cam}" / "mask*.png")))
+            m = cv2.imread(masks[int(vt["frame"][i])], cv2.IMREAD_UNCHANGED)
+            h, w = g["label"].shape
+            m = cv2.resize(((m if m.ndim == 2 else m[..., 0]) > 0).astype(np.float32), (w, h),
+                           interpolation=cv2.INTER_AREA) >= 0.5
+            gt = g["rgb"].astype(np.float64) / 255 * (g["label"] > 0)[..., None]
+            hand = sc.view(i)["rgb"].astype(np.float64) / 255 * m[..., None]
+            for key, r in (("perfect_render_psnr_full", mean), ("perfect_render_own_psnr_full", resp[cam])):
+                psnr[key].append(-10 * np.log10(max(np.mean((np.clip(hand * r, 0, 1) - gt) ** 2), 1e-12)))
+    return {k: float(np.mean(x)) for k, x in psnr.items()}
+
+
 def render_as(trained: Path, run: Path, changes: dict) -> None:
     """``run``: the ``trained`` run (its checkpoint hard-linked) with its config.json's render-time settings
     changed (``changes``: config key -> value); nothing is trained."""
@@ -380,6 +476,14 @@ def main() -> None:
             profile, name = v.split(":")
             cache = prepare(a.work, profile, seed, a.frames, a.threads, a.refine_masks)
             rows.append(run_variant(a.work, cache, profile, name, seed, a.steps, a.threads, a.preset))
+            if profile == "realistic":
+                scene = prepare(a.work, "scene_only", seed, a.frames, a.threads, a.refine_masks)
+                rows[-1].update(perfect_render(a.work / f"renders_realistic_{name}_s{seed}", cache,
+                                               a.work / f"ih_realistic_s{seed}", scene, a.work / f"ih_scene_only_s{seed}"))
+            if profile == "ideal":
+                twin = prepare(a.work, "camera_only", seed, a.frames, a.threads, a.refine_masks)
+                rows[-1].update(camera_floor(a.work / f"renders_ideal_{name}_s{seed}", cache, twin,
+                                             a.work / f"ih_camera_only_s{seed}"))
             print(json.dumps(rows[-1]), flush=True)
     (a.work / "results_realism_handocc.json").write_text(json.dumps(rows, indent=2))
     print(f"\nHandOcc {a.preset} preset, {a.steps} steps, {a.frames} frames, novel views ({len(HELD_OUT)} held-out cameras)")
@@ -396,7 +500,13 @@ def main() -> None:
         for (seed, var), i in ideal.items():
             if r["profile"] != "ideal" and r["seed"] == seed:
                 print(f"seed {seed}: {r['profile']}:{r['variant']} - ideal:{var} = {r['psnr_full'] - i['psnr_full']:+.2f} dB"
-                      f" (camera-calibrated {r['psnr_full_camcal'] - i['psnr_full_camcal']:+.2f} dB)")
+                      f" (camera-calibrated {r['psnr_full_camcal'] - i['psnr_full_camcal']:+.2f} dB; the held-out"
+                      f" cameras alone cost ideal:{var} {i['camera_floor_psnr_full'] - i['psnr_full']:+.2f} dB, their"
+                      f" noise and JPEG alone {i['camera_noise_psnr_full'] - i['psnr_full']:+.2f} dB)")
+                if "perfect_render_psnr_full" in r:
+                    print(f"  a perfect render of seed {seed}'s realistic scene: {r['perfect_render_psnr_full']:.2f} dB"
+                          f" ({r['perfect_render_own_psnr_full']:.2f} dB with each held-out camera's own response)"
+                          f" against ideal:{var}'s {i['psnr_full']:.2f} dB")
 
 
 if __name__ == "__main__":

@@ -337,3 +337,34 @@ def test_synth_realism_overrides_are_applied_recorded_and_checked(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "realism" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_camera_effects_alone_change_only_the_images(tmp_path):
+    """The premise of bench_realism_handocc's camera floor: the realistic profile with every effect but the
+    cameras' (colour response, sensor noise, JPEG) writes the ideal profile's scene, annotations and masks byte for
+    byte, and its images are the ideal images times each camera's recorded response; with those off as well, every
+    file but the sidecar is the ideal one."""
+    from handcli.synth.interhand import InterHandSynthConfig, write_interhand
+    from handcli.synth.realism import sidecar_responses
+
+    scene = dict(mano_frame_mm=0, mano_seq_mm=0, joint_frame_mm=0, joint_seq_mm=0, thicken_mm=0, detail_mm=0,
+                 specular=0)
+    camera_off = dict(gain=(1.0, 1.0), white_balance=0, read_noise=0, shot_noise=0, jpeg_quality=0)
+    cfg = InterHandSynthConfig(frames=2, cameras=2, mono_cameras=0, seqs=("right",), seed=7, black_frame=False,
+                               realism=realism_config("ideal", "interhand"))
+    ideal = write_interhand(tmp_path / "ideal", cfg)
+    camera = write_interhand(tmp_path / "camera", replace(cfg, realism=realism_config("realistic", "interhand", **scene)))
+    off = write_interhand(tmp_path / "off", replace(cfg, realism=realism_config("realistic", "interhand", **scene,
+                                                                              **camera_off)))
+    files = sorted(p.relative_to(ideal) for p in ideal.rglob("*") if p.is_file() and p.name != "handcli_synth.json")
+    assert all((ideal / p).read_bytes() == (off / p).read_bytes() for p in files)
+    differ = {p for p in files if (ideal / p).read_bytes() != (camera / p).read_bytes()}
+    images = {p for p in files if p.suffix == ".jpg"}
+    assert images and differ == images
+    resp = sidecar_responses(camera)
+    for p in images:
+        a = cv2.imread(str(ideal / p))[..., ::-1].astype(float)
+        b = cv2.imread(str(camera / p))[..., ::-1].astype(float)
+        mid = (a.min(-1) > 20) & (a.max(-1) < 200)  # neither near black nor where the response would clip
+        ratio = b[mid].sum(0) / a[mid].sum(0)
+        np.testing.assert_allclose(ratio, resp[p.parent.name.removeprefix("cam")], rtol=0.03)
