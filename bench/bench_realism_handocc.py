@@ -281,14 +281,26 @@ def silhouettes(renders: Path) -> dict:
             "psnr_full_gain_fit": float(np.mean(gained))}
 
 
+def true_hand_mask(root: Path, camera: str, frame: int, shape: tuple[int, int]):
+    """(H, W) bool: the synthetic set ``root``'s exact hand mask of ``camera`` on its ``frame``-th frame
+    (``handcli_gt/.../cam<camera>/mask*.png`` in name order), area-resized to ``shape`` (H, W), >= 0.5."""
+    import glob
+
+    import cv2
+    import numpy as np
+
+    masks = sorted(glob.glob(str(root / "handcli_gt" / "train" / "*" / "*" / f"cam{camera}" / "mask*.png")))
+    m = cv2.imread(masks[frame], cv2.IMREAD_UNCHANGED)
+    m = (m if m.ndim == 2 else m[..., 0]) > 0
+    return cv2.resize(m.astype(np.float32), shape[::-1], interpolation=cv2.INTER_AREA) >= 0.5
+
+
 def true_mask_scores(renders: Path, root: Path) -> dict:
     """The same renders scored against the synthetic set's exact hand masks (``handcli_gt/.../mask*.png``,
     area-resized to the cache, >= 0.5) instead of the cache labels, which the realistic profile renders from
     the *annotated* mesh: PSNR-full of the render against the image with the background outside the true
     hand set to black, silhouette IoU against the true mask; and ``ceiling``: the PSNR-full that the true
     hand itself (image x true mask) gets against the cache-label ground truth ``handcli eval`` uses."""
-    import glob
-
     import cv2
     import numpy as np
 
@@ -301,11 +313,7 @@ def true_mask_scores(renders: Path, root: Path) -> dict:
         for v in doc["views"]:
             i = v["cache_view"]
             g, cam = c.view(i), cams[int(vt["camera"][i])]["name"]
-            masks = sorted(glob.glob(str(root / "handcli_gt" / "train" / "*" / "*" / f"cam{cam}" / "mask*.png")))
-            m = cv2.imread(masks[int(vt["frame"][i])], cv2.IMREAD_UNCHANGED)
-            m = (m if m.ndim == 2 else m[..., 0]) > 0
-            h, w = g["label"].shape
-            m = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+            m = true_hand_mask(root, cam, int(vt["frame"][i]), g["label"].shape)
             img = g["rgb"].astype(np.float64) / 255
             true_gt, label_gt = img * m[..., None], img * (g["label"] > 0)[..., None]
             rgb = cv2.imread(str(renders / "rgb" / f"{v['index']:04d}.png"))[..., ::-1].astype(np.float64) / 255
@@ -381,15 +389,11 @@ def camera_floor(renders: Path, ideal_cache: Path, camera_cache: Path, camera_ro
 
 def perfect_render(renders: Path, cache: Path, root: Path, scene_cache: Path, scene_root: Path) -> dict:
     """What a perfect model of a realistic scene would score on ``renders``' views of ``cache`` (made from the
-    synthetic set ``root``): the true hand as
-    the scene shows it before a camera records it (``scene_cache``, the ``scene_only`` set of ``scene_root``: the
-    realistic scene, its specular skin included, without the cameras' colour response, noise and JPEG; the
-    background outside the true hand's mask black), times the training cameras' mean colour response
-    (``perfect_render_psnr_full``) or times each held-out camera's own response (``perfect_render_own_psnr_full``),
-    scored with ``handcli eval``'s PSNR-full against ``cache``'s ground truth."""
-    import glob
-
-    import cv2
+    synthetic set ``root``): the true hand as the scene shows it before a camera records it (``scene_cache``, the
+    ``scene_only`` set of ``scene_root``: the realistic scene, its specular skin included, without the cameras'
+    colour response, noise and JPEG; the background outside the true hand's mask black), times the training
+    cameras' mean colour response (``perfect_render_psnr_full``) or times each held-out camera's own response
+    (``perfect_render_own_psnr_full``), scored with ``handcli eval``'s PSNR-full against ``cache``'s ground truth."""
     import numpy as np
 
     from handcli.data.shards import open_cache
@@ -406,11 +410,7 @@ def perfect_render(renders: Path, cache: Path, root: Path, scene_cache: Path, sc
         for v in doc["views"]:
             i = v["cache_view"]
             g, cam = c.view(i), cams[int(vt["camera"][i])]["name"]
-            masks = sorted(glob.glob(str(scene_root / "handcli_gt" / "train" / "*" / "*" / f"cam{cam}" / "mask*.png")))
-            m = cv2.imread(masks[int(vt["frame"][i])], cv2.IMREAD_UNCHANGED)
-            h, w = g["label"].shape
-            m = cv2.resize(((m if m.ndim == 2 else m[..., 0]) > 0).astype(np.float32), (w, h),
-                           interpolation=cv2.INTER_AREA) >= 0.5
+            m = true_hand_mask(scene_root, cam, int(vt["frame"][i]), g["label"].shape)
             gt = g["rgb"].astype(np.float64) / 255 * (g["label"] > 0)[..., None]
             hand = sc.view(i)["rgb"].astype(np.float64) / 255 * m[..., None]
             for key, r in (("perfect_render_psnr_full", mean), ("perfect_render_own_psnr_full", resp[cam])):
