@@ -253,30 +253,48 @@ def prepare(work: Path, profile: str, seed: int, frames: int, threads: int, refi
     return cache
 
 
+def render_images(renders: Path, v: dict):
+    """View ``v`` of a renders folder (an entry of renders.json's ``views``): (H, W, 3) float64 RGB in [0, 1] and
+    (H, W) float64 opacity in [0, 1]."""
+    import cv2
+    import numpy as np
+
+    rgb = cv2.imread(str(renders / "rgb" / f"{v['index']:04d}.png"))[..., ::-1].astype(np.float64) / 255
+    op = cv2.imread(str(renders / "opacity" / f"{v['index']:04d}.png"), cv2.IMREAD_UNCHANGED)
+    op = op.astype(np.float64) / np.iinfo(op.dtype).max
+    return rgb, op if op.ndim == 2 else op[..., 0]
+
+
+def eval_ground_truth(g: dict):
+    """(H, W, 3) float64: ``handcli eval``'s ground truth of a cache view ``g``, its image with the pixels outside
+    the cache's hand label black."""
+    import numpy as np
+
+    return g["rgb"].astype(np.float64) / 255 * (g["label"] > 0)[..., None]
+
+
 def silhouettes(renders: Path) -> dict:
     """Rendered silhouettes (opacity >= 0.5) against the cache's hand labels, over all rendered views:
     mask IoU and area ratio (rendered / true); and the PSNR-full left after a per-view, per-channel
     least-squares gain on the render (what the held-out cameras' unknown colour response costs)."""
-    import cv2
     import numpy as np
 
     from handcli.data.shards import open_cache
+    from handcli.eval.image_metrics import psnr_full
 
     doc = json.loads((renders / "renders.json").read_text())
     inter = union = area = true = 0
     gained = []
     with open_cache(doc["cache"]) as c:
         for v in doc["views"]:
-            op = cv2.imread(str(renders / "opacity" / f"{v['index']:04d}.png"), cv2.IMREAD_UNCHANGED)
-            op = op.astype(np.float64) / np.iinfo(op.dtype).max
-            rgb = cv2.imread(str(renders / "rgb" / f"{v['index']:04d}.png"))[..., ::-1].astype(np.float64) / 255
+            rgb, op = render_images(renders, v)
             g = c.view(v["cache_view"])
-            fg, sil = g["label"] > 0, (op if op.ndim == 2 else op[..., 0]) >= 0.5
+            fg, sil = g["label"] > 0, op >= 0.5
             inter, union = inter + (sil & fg).sum(), union + (sil | fg).sum()
             area, true = area + sil.sum(), true + fg.sum()
-            gt = g["rgb"].astype(np.float64) / 255 * fg[..., None]
+            gt = eval_ground_truth(g)
             k = (rgb * gt).sum((0, 1)) / np.maximum((rgb * rgb).sum((0, 1)), 1e-12)
-            gained.append(-10 * np.log10(max(np.mean((rgb * k - gt) ** 2), 1e-12)))
+            gained.append(psnr_full(rgb * k, gt))
     return {"mask_iou": float(inter / max(union, 1)), "area_ratio": float(area / max(true, 1)),
             "psnr_full_gain_fit": float(np.mean(gained))}
 
@@ -301,10 +319,10 @@ def true_mask_scores(renders: Path, root: Path) -> dict:
     the *annotated* mesh: PSNR-full of the render against the image with the background outside the true
     hand set to black, silhouette IoU against the true mask; and ``ceiling``: the PSNR-full that the true
     hand itself (image x true mask) gets against the cache-label ground truth ``handcli eval`` uses."""
-    import cv2
     import numpy as np
 
     from handcli.data.shards import open_cache
+    from handcli.eval.image_metrics import psnr_full
 
     doc = json.loads((renders / "renders.json").read_text())
     psnr, ceil, inter, union = [], [], 0, 0
@@ -314,13 +332,11 @@ def true_mask_scores(renders: Path, root: Path) -> dict:
             i = v["cache_view"]
             g, cam = c.view(i), cams[int(vt["camera"][i])]["name"]
             m = true_hand_mask(root, cam, int(vt["frame"][i]), g["label"].shape)
-            img = g["rgb"].astype(np.float64) / 255
-            true_gt, label_gt = img * m[..., None], img * (g["label"] > 0)[..., None]
-            rgb = cv2.imread(str(renders / "rgb" / f"{v['index']:04d}.png"))[..., ::-1].astype(np.float64) / 255
-            op = cv2.imread(str(renders / "opacity" / f"{v['index']:04d}.png"), cv2.IMREAD_UNCHANGED)
-            sil = (op if op.ndim == 2 else op[..., 0]).astype(np.float64) / np.iinfo(op.dtype).max >= 0.5
-            psnr.append(-10 * np.log10(max(np.mean((rgb - true_gt) ** 2), 1e-12)))
-            ceil.append(-10 * np.log10(max(np.mean((true_gt - label_gt) ** 2), 1e-12)))
+            true_gt, label_gt = g["rgb"].astype(np.float64) / 255 * m[..., None], eval_ground_truth(g)
+            rgb, op = render_images(renders, v)
+            sil = op >= 0.5
+            psnr.append(psnr_full(rgb, true_gt))
+            ceil.append(min(psnr_full(true_gt, label_gt), 120.0))  # identical images: 120 dB, as before (not inf)
             inter, union = inter + (sil & m).sum(), union + (sil | m).sum()
     return {"psnr_full_true_mask": float(np.mean(psnr)), "mask_iou_true": float(inter / max(union, 1)),
             "ceiling_psnr_full": float(np.mean(ceil))}
@@ -345,10 +361,10 @@ def scored_against(renders: Path, cache: Path, scale: dict | None = None) -> flo
     """PSNR-full (``handcli eval``'s: per view, the background outside the cache's hand label black, then the mean
     over views) of ``renders`` against another cache with the same views, each render first multiplied by
     ``scale[camera name]`` ((3,) RGB; clipped to [0, 1]) when given."""
-    import cv2
     import numpy as np
 
     from handcli.data.shards import open_cache
+    from handcli.eval.image_metrics import psnr_full
 
     doc = json.loads((renders / "renders.json").read_text())
     psnr = []
@@ -357,11 +373,10 @@ def scored_against(renders: Path, cache: Path, scale: dict | None = None) -> flo
         for v in doc["views"]:
             i = v["cache_view"]
             g, cam = c.view(i), cams[int(vt["camera"][i])]["name"]
-            gt = g["rgb"].astype(np.float64) / 255 * (g["label"] > 0)[..., None]
-            rgb = cv2.imread(str(renders / "rgb" / f"{v['index']:04d}.png"))[..., ::-1].astype(np.float64) / 255
+            rgb = render_images(renders, v)[0]
             if scale is not None:
                 rgb = np.clip(rgb * scale[cam][None, None, :], 0.0, 1.0)
-            psnr.append(-10 * np.log10(max(np.mean((rgb - gt) ** 2), 1e-12)))
+            psnr.append(psnr_full(rgb, eval_ground_truth(g)))
     return float(np.mean(psnr))
 
 
@@ -397,6 +412,7 @@ def perfect_render(renders: Path, cache: Path, root: Path, scene_cache: Path, sc
     import numpy as np
 
     from handcli.data.shards import open_cache
+    from handcli.eval.image_metrics import psnr_full
     from handcli.synth.realism import sidecar_responses
 
     doc = json.loads((renders / "renders.json").read_text())
@@ -411,10 +427,9 @@ def perfect_render(renders: Path, cache: Path, root: Path, scene_cache: Path, sc
             i = v["cache_view"]
             g, cam = c.view(i), cams[int(vt["camera"][i])]["name"]
             m = true_hand_mask(scene_root, cam, int(vt["frame"][i]), g["label"].shape)
-            gt = g["rgb"].astype(np.float64) / 255 * (g["label"] > 0)[..., None]
-            hand = sc.view(i)["rgb"].astype(np.float64) / 255 * m[..., None]
+            gt, hand = eval_ground_truth(g), sc.view(i)["rgb"].astype(np.float64) / 255 * m[..., None]
             for key, r in (("perfect_render_psnr_full", mean), ("perfect_render_own_psnr_full", resp[cam])):
-                psnr[key].append(-10 * np.log10(max(np.mean((np.clip(hand * r, 0, 1) - gt) ** 2), 1e-12)))
+                psnr[key].append(psnr_full(np.clip(hand * r, 0, 1), gt))
     return {k: float(np.mean(x)) for k, x in psnr.items()}
 
 
