@@ -56,7 +56,7 @@ HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the si
 TENTH = [*HULL, "normal_in=true", "app_crops=4", "occ_anneal=auto", "occ_anneal_start=0.2", "occ_anneal_end=0.5",
          "w_occ_final=0.25"]  # the defaults since the tenth round, spelled out
 OLDER_DEFAULTS = ["normal_in=false", "app_crops=1", "occ_anneal=on", "occ_anneal_start=1.0", "occ_anneal_end=1.0",
-                  "w_occ_final=0.0", "normal_detail=false", "bone_thickness=false", "cal_render=true"]
+                  "w_occ_final=0.0", "normal_detail=false", "bone_thickness=off", "cal_render=true", "labels_pose=joints"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
     "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
@@ -178,14 +178,18 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # from 30 % of the steps (nd_bt: from the start with the palm's bones, nd_bt_late: from 30 % with them, nd_bt_rgb:
     # from the colour alone are in commit 5aa9f16 with their options; nd_fix, colour where the calibrated occupancy
     # exceeds tau, ran on a code change reverted before that commit)
-    "nd_btf": [*TENTH, "normal_detail=true", "bone_thickness=true"],
+    "nd_btf": [*TENTH, "normal_detail=true", "bone_thickness=on"],
     # nd with the labels at full weight throughout / annealed to none (see RENDERED_AS for their renders)
     "nd_off": [*TENTH, "normal_detail=true", "occ_anneal=off"],
     "nd_on0": [*TENTH, "normal_detail=true", "occ_anneal=on", "w_occ_final=0.0"],
     # nd trained without the density calibration (density_cal)
     "nd_nocal": [*TENTH, "normal_detail=true", "density_cal=false"],
     # fifteenth round: nd_btf with the labels posed on the refined skeleton (labels_pose=refined, twelfth round)
-    "nd_btf_rr": [*TENTH, "normal_detail=true", "bone_thickness=true", "labels_pose=refined"],
+    "nd_btf_rr": [*TENTH, "normal_detail=true", "bone_thickness=on", "labels_pose=refined"],
+    # sixteenth round (the defaults from it): nd rendered without the calibration, with the thickness learned and the
+    # labels posed on the refined skeleton only where the labels' anneal check fires (bone_thickness=auto,
+    # labels_pose=auto): nd_btf_rr_nocalr on data whose labels are annealed, nd_nocalr elsewhere
+    "auto16": [*TENTH, "normal_detail=true", "cal_render=false", "bone_thickness=auto", "labels_pose=auto"],
 }
 
 

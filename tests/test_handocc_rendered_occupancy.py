@@ -1,6 +1,7 @@
 """The occupancy HandOcc renders: the parts' training blend at inference (``blend_inference``), and the learned
 calibration (``density_cal``, DensityCalibration): identity at the start, monotone, trained by the rendering
-losses, applied at inference only with ``cal_render``, and a run loads with it whatever the default."""
+losses, applied at inference only with ``cal_render`` (in training unless ``cal_train`` is off), and a run loads
+with it whatever the default."""
 
 from __future__ import annotations
 
@@ -68,7 +69,10 @@ def test_calibration_serves_training_only_without_cal_render(tiny_cache):
         kw = dict(perturb=True, train=True)
         t_plain = render_rays(plain, hs, None, o[rows], d[rows], gen=torch.Generator().manual_seed(1), **kw)
         t_cal = render_rays(model, hs, None, o[rows], d[rows], gen=torch.Generator().manual_seed(1), **kw)
+        with model.sampling(cal_train=False):  # adapt's training: the field as the run renders it
+            t_off = render_rays(model, hs, None, o[rows], d[rows], gen=torch.Generator().manual_seed(1), **kw)
     assert float(t_cal["opacity"].sum()) > 1.03 * float(t_plain["opacity"].sum())
+    torch.testing.assert_close(t_off["opacity"], t_plain["opacity"], atol=1e-6, rtol=0)
 
 
 def test_runs_before_cal_render_render_with_their_calibration():

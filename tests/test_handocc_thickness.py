@@ -88,11 +88,22 @@ def test_mask_loss_reaches_thickness_and_labels_do_not(tiny_cache):
 
 
 def test_run_loads_with_its_thickness():
+    from handcli.methods.handocc.model import migrate_config
+
     cfg = PRESETS["fast"]
-    with_it = HandOcc(replace(cfg, bone_thickness=True)).state_dict()
-    without = HandOcc(replace(cfg, bone_thickness=False)).state_dict()
-    assert config_for_state(replace(cfg, bone_thickness=False), with_it).bone_thickness
-    assert not config_for_state(replace(cfg, bone_thickness=True), without).bone_thickness
+    with_it = HandOcc(replace(cfg, bone_thickness="on")).state_dict()
+    without = HandOcc(replace(cfg, bone_thickness="off")).state_dict()
+    assert "thickness.p" in HandOcc(replace(cfg, bone_thickness="auto")).state_dict()
+    assert config_for_state(replace(cfg, bone_thickness="off"), with_it).bone_thickness == "on"
+    assert config_for_state(replace(cfg, bone_thickness="auto"), with_it).bone_thickness == "auto"
+    for value in ("on", "auto"):
+        assert config_for_state(replace(cfg, bone_thickness=value), without).bone_thickness == "off"
+    # runs saved before "auto" wrote a bool, runs before the option nothing
+    done = {"occ_anneal": "auto", "anneal_missed": 0.005, "cal_render": False}
+    assert migrate_config({**done, "bone_thickness": True})["bone_thickness"] == "on"
+    assert migrate_config({**done, "bone_thickness": False})["bone_thickness"] == "off"
+    assert migrate_config(done)["bone_thickness"] == "off"
+    assert migrate_config({**done, "bone_thickness": "auto"})["bone_thickness"] == "auto"
 
 
 def test_root_bones_keep_their_thickness():
@@ -115,10 +126,46 @@ def test_thickness_is_learned_from_refine_start(tiny_cache):
     from tests.test_handocc import _full
 
     torch.manual_seed(0)
-    m = _full(tiny_cache, steps=10, refine_start=0.5, bone_thickness=True)
+    m = _full(tiny_cache, steps=10, refine_start=0.5, bone_thickness="on")
     p = m.model.thickness.p
     for step, learned in ((0, False), (6, True)):
         m.model.zero_grad(set_to_none=True)
         loss, _ = m.train_step(step, torch.Generator().manual_seed(0))
         loss.backward()
         assert (p.grad is not None and float(p.grad.abs().sum()) > 0) is learned, step
+
+
+def test_auto_thickness_and_label_pose_follow_the_labels_anneal(tiny_cache):
+    """``bone_thickness`` and ``labels_pose`` "auto": the thickness is learned and the labels posed on the refined
+    skeleton only where the labels are annealed (here forced with ``occ_anneal``)."""
+    from tests.test_handocc import _full
+
+    for anneal, learned in (("off", False), ("on", True)):
+        torch.manual_seed(0)
+        m = _full(tiny_cache, steps=10, refine_start=0.5, occ_anneal=anneal)
+        assert (m.cfg.bone_thickness, m.cfg.labels_pose) == ("auto", "auto")
+        assert m.thickness_learned() is learned and m.labels_pose() == ("refined" if learned else "joints")
+        loss, _ = m.train_step(6, torch.Generator().manual_seed(0))
+        loss.backward()
+        p = m.model.thickness.p
+        assert (p.grad is not None and float(p.grad.abs().sum()) > 0) is learned, anneal
+
+
+def test_auto_on_data_the_labels_fit_trains_as_off(tiny_cache, tmp_path):
+    """Where the anneal's check does not fire (the ideal tiny set), "auto" trains bit for bit as "off" / "joints"
+    and renders without the (never learned) thickness."""
+    from handcli.methods.trainer import train
+    from tests.test_handocc import _full
+
+    states = []
+    for k, kw in enumerate(({}, {"bone_thickness": "off", "labels_pose": "joints"})):
+        torch.manual_seed(0)
+        m = _full(tiny_cache, steps=12, refine_start=0.5, occ_anneal_start=0.25, occ_anneal_end=0.5, **kw)
+        (tmp_path / str(k)).mkdir()
+        train(m, tmp_path / str(k), steps=12, lr=5e-3, lr_final=1e-3, seed=0, resume=False, ckpt_every=10 ** 6)
+        assert not m.labels_annealed()
+        states.append(m.model.state_dict())
+    auto, off = states
+    assert not bool(auto.pop("thickness.p").any()) and auto.keys() == off.keys()
+    changed = [k for k in off if not torch.equal(auto[k], off[k])]
+    assert not changed, changed

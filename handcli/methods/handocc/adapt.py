@@ -6,7 +6,8 @@ joint offsets (``refine.py``) that training learns for its own frames. Adaptatio
 the novel frames of a cache, copies the trained weights, freezes every parameter but the new frames'
 offsets (started at the trained hands' common offset, as the run renders an unseen frame) and trains them
 with the photometric and mask losses of those frames' views (the occupancy labels
-are off: they come from the annotated mesh, no evidence for the correction). The adapted run renders the
+are off: they come from the annotated mesh, no evidence for the correction), through the field the adapted run
+renders (the density calibration only where the run renders with it, ``cal_render``). The adapted run renders the
 novel frames with their refined skeletons; its networks are bit-identical to the trained run's.
 """
 
@@ -41,7 +42,7 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
     """
     cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr, stage="full", refine=True, refine_start=0.0,
                   w_occ=0.0, w_occ_final=0.0, w_int=0.0, camera_colour=False, align_labels=False,
-                  label_hull="off")
+                  label_hull="off", cal_train=trained.cfg.cal_render)
     m = HandOccMethod(cfg, cache, method=trained.method, train_frames=frames, train_cameras=cameras,
                       device=str(device), seed=seed)
     state = {k: v.to(m.device) for k, v in trained.model.state_dict().items()
@@ -50,6 +51,7 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
     if unexpected or any(not k.startswith("refine.") for k in missing):
         raise ValueError(f"trained HandOcc weights do not fit: missing {missing}, unexpected {unexpected}")
     start_from_transfer(m.model.refine, getattr(trained.model, "refine", None))
+    m.learn_thickness = False
     return m, freeze_all_but(m.model, ADAPTED_PREFIXES)
 
 

@@ -293,6 +293,7 @@ class HandOccMethod(Method):
         self._silhouettes = FrameSilhouettes(cfg.label_hull_px, self.device) if cfg.label_hull != "off" else None
         self._carved_closed = False  # the anneal's evidence (model.label_carved, label_missed) is complete
         self._annealed = cfg.occ_anneal == "on"  # labels_annealed(), decided when the evidence is complete
+        self.learn_thickness = True  # training may learn the bone thickness (adapt: no, its networks stay frozen)
         self._view_misses: dict[int, tuple[int, int]] = {}  # cache view -> mesh_misses, until the evidence is complete
         # a frame's posed-mesh skeletons (a hand-model forward, ~12 ms), kept for as many frames as the pools
         self._mesh_skeletons = functools.lru_cache(maxsize=cfg.pool_cache)(
@@ -471,9 +472,6 @@ class HandOccMethod(Method):
         if refine is not None and step < cfg.refine_start * cfg.steps:
             refine = None  # offsets stay at zero (and out of the graph) until the field has taken shape
         align = getattr(self.model, "label_align", None) if step >= cfg.refine_start * cfg.steps else None
-        thick = getattr(self.model, "thickness", None)
-        if thick is not None:  # learned from refine_start on, as the offsets (no gradient, no Adam step before)
-            thick.p.requires_grad_(step >= cfg.refine_start * cfg.steps)
         annotated = [self.model.hand(j, s) for s, j in self.joints[frame]]
         hands = self.hands(frame) if refine is not None else annotated
         terms: dict[str, torch.Tensor] = {}
@@ -488,16 +486,20 @@ class HandOccMethod(Method):
             self._carved_closed = True
             self._view_misses = {}
             self._annealed = self.labels_annealed()  # read once: the evidence no longer changes
+        thick = getattr(self.model, "thickness", None)
+        if thick is not None and self.learn_thickness:  # no gradient, no Adam step while not learned
+            thick.p.requires_grad_(step >= cfg.refine_start * cfg.steps and self.thickness_learned())
         # before occ_anneal_start the schedule is w_occ whatever the decision, so it is only needed from there on
         w_occ = occ_weight(cfg, step, self._annealed)
         logs["w_occ"] = w_occ
         if cfg.supervision == "mesh" and (w_occ > 0 or (len(hands) == 2 and cfg.w_int > 0)):
             # labels from the annotated mesh: no evidence for the refinement
             src = dst = None  # labels carried with their bones from the src skeletons to dst (None: the hands)
-            if cfg.labels_pose in ("joints", "refined"):
+            labels_pose = self.labels_pose()
+            if labels_pose in ("joints", "refined"):
                 src = self._label_skeletons(frame)
-                dst = annotated if cfg.labels_pose == "joints" else None
-            elif refine is not None and cfg.labels_pose == "bones":
+                dst = annotated if labels_pose == "joints" else None
+            elif refine is not None and labels_pose == "bones":
                 src = annotated
             hull = self._silhouettes.of_frame(views, frame) if self._silhouettes is not None else None
             self._occupancy_losses(frame, [detach_hand(h) for h in hands] if refine else hands, w_occ, gen, terms,
@@ -531,6 +533,18 @@ class HandOccMethod(Method):
             return self.cfg.occ_anneal == "on"
         (carved, n), (missed, m) = self.model.label_carved.tolist(), self.model.label_missed.tolist()
         return (n > 0 and carved / n > self.cfg.anneal_carved) or (m > 0 and missed / m > self.cfg.anneal_missed)
+
+    def labels_pose(self) -> str:
+        """Where the occupancy labels are posed now: ``labels_pose``, "auto" resolved to "refined" where the labels
+        are annealed (``labels_annealed``, read at ``occ_anneal_start``) and "joints" otherwise."""
+        if self.cfg.labels_pose != "auto":
+            return self.cfg.labels_pose
+        return "refined" if self._annealed else "joints"
+
+    def thickness_learned(self) -> bool:
+        """Whether the bone thickness is learned (from ``refine_start`` on): ``bone_thickness`` "on", or "auto" where
+        the labels are annealed."""
+        return self.cfg.bone_thickness == "on" or (self.cfg.bone_thickness == "auto" and self._annealed)
 
     def _label_missed(self, views, frame: int) -> float | None:
         """The share of the hand pixels of ``frame``'s resident training views that the frame's posed hand models
@@ -717,7 +731,8 @@ def config_for_state(cfg: HandOccConfig, state: dict) -> HandOccConfig:
     view_dir, normal_in = next((k for k, width in widths.items() if width == w.shape[1]), (cfg.view_dir, cfg.normal_in))
     return replace(cfg, view_dir=view_dir, normal_in=normal_in, density_cal="density_cal.p" in state,
                    normal_detail=any(k.startswith("normal_detail.") for k in state),
-                   bone_thickness="thickness.p" in state)
+                   bone_thickness=("on" if cfg.bone_thickness == "off" else cfg.bone_thickness)
+                   if "thickness.p" in state else "off")
 
 
 def attach_training_modules(model: HandOcc, state: dict) -> None:

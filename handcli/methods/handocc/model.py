@@ -64,7 +64,8 @@ SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
 # reference crops per side (training views of different cameras) whose mean appearance code renders the run's own
 # hands (HandOcc.default_codes)
 REF_CROPS = 16
-LABEL_POSES = ("mesh", "joints", "refined", "bones")  # where the occupancy labels are posed (HandOccConfig.labels_pose)
+LABEL_POSES = ("mesh", "joints", "refined", "bones", "auto")  # where the occupancy labels are posed (labels_pose)
+BONE_THICKNESS = ("off", "on", "auto")  # when the rendered field's bone thickness is learned (bone_thickness)
 LABEL_HULL = ("off", "drop", "flip")  # what happens to inside labels off the training silhouettes (label_hull)
 OCC_ANNEAL = ("off", "on", "auto")  # when the mesh-occupancy labels' weight anneals (HandOccConfig.occ_anneal)
 POSE_DIM = 60
@@ -100,12 +101,20 @@ class HandOccConfig:
     # +0.87 / +0.21 / +0.71 / +0.45 dB realistic (seeds 0-3); at 300 steps -0.16 / +0.01 / -0.12 / +0.09 dB ideal,
     # -0.47 / -0.22 / -0.24 / -0.20 dB realistic (docs/benchmarks.md). Runs saved before the option render with it.
     cal_render: bool = False
+    # whether training renders through the calibration. True for training (the labels supervise the network's
+    # occupancy, the images the calibrated one); ``adapt`` sets it to the run's ``cal_render``, so that the novel
+    # skeletons are fitted to the field the adapted run renders (the calibration is frozen there and no label trains)
+    cal_train: bool = True
     # a learned radial scale of the rendered field per side and finger bone (thickness.BoneThickness), trained by the
     # photometric and mask losses only (the labels keep the model's thickness): a hand thicker than its model.
-    # Off: at 2,000 fast steps fingers 1.5 mm thicker than the model +3.46 dB (seed 2), but realistic -0.17 / +0.25 /
-    # +0.32 / +0.18 dB and ideal -0.72 / -0.18 / -0.52 / -0.42 dB (seeds 0-3; docs/benchmarks.md, fourteenth round)
-    # Learned from refine_start on, as the refinement and the label alignment (the colour first takes shape)
-    bone_thickness: bool = False
+    # Learned from refine_start on, as the refinement and the label alignment (the colour first takes shape): "on"
+    # always; "auto" only where the labels are annealed (occ_anneal: the anneal's check found the annotated model off
+    # the training images), so data that the model fits trains exactly as with "off"; "off" never (no module).
+    # "on" at 2,000 fast steps (fourteenth round): fingers 1.5 mm thicker than the model +3.46 dB (seed 2), but
+    # realistic -0.17 / +0.25 / +0.32 / +0.18 dB and ideal -0.72 / -0.18 / -0.52 / -0.42 dB (seeds 0-3); "auto" with
+    # labels_pose "auto" (sixteenth round, docs/benchmarks.md): realistic as both "on" / "refined" (+0.61 to +0.87 dB
+    # at 2,000 steps, -0.10 to -0.16 dB at 300), ideal as both off (not annealed)
+    bone_thickness: str = "auto"
     # radiance and appearance
     color_pe_deg: int = 4
     color_hidden: int = 128
@@ -184,8 +193,10 @@ class HandOccConfig:
     # annotated onto the refined skeleton (older runs' labels_follow_bones;
     # docs/methods/handocc.md#reposed-labels-labels_pose)
     # "joints" against "mesh" (both with align_labels): realistic +0.21 / +0.04 / +0.29 / +0.21 dB at 300 fast steps
-    # (seeds 0-3), +0.58 / +0.51 dB at 2,000 (seeds 0 / 1); ideal -0.01 / 0.00 / 0.00 / -0.01 dB and -0.18 / -0.01 dB
-    labels_pose: str = "joints"
+    # (seeds 0-3), +0.58 / +0.51 dB at 2,000 (seeds 0 / 1); ideal -0.01 / 0.00 / 0.00 / -0.01 dB and -0.18 / -0.01 dB.
+    # "auto" (the default since the sixteenth round): "joints", and "refined" from the anneal's decision on where the
+    # labels are annealed (with the learned thickness the refined pose no longer costs a hand thicker than its model)
+    labels_pose: str = "auto"
     # the mesh-occupancy labels checked against the visual hull of the frame's training silhouettes
     # (visual_hull.py): an inside label that projects onto background in a training view (its silhouette dilated
     # by label_hull_px pixels) is left out ("drop") or made an outside label ("flip"). "flip" against "off":
@@ -223,7 +234,8 @@ class HandOccConfig:
 
         for name, allowed in (("stage", STAGES), ("supervision", SUPERVISION), ("sampler", SAMPLERS),
                               ("skeleton", SKELETON_SOURCES), ("labels_pose", LABEL_POSES),
-                              ("label_hull", LABEL_HULL), ("occ_anneal", OCC_ANNEAL)):
+                              ("label_hull", LABEL_HULL), ("occ_anneal", OCC_ANNEAL),
+                              ("bone_thickness", BONE_THICKNESS)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}",
                                  field=name)
@@ -257,13 +269,17 @@ def migrate_config(values: dict) -> dict:
     their labels there) becomes ``labels_pose`` "bones". A run older than ``occ_anneal`` followed its anneal fields
     as written, with the defaults of then (no anneal): ``occ_anneal`` "on", start = end = 1, final 0 where absent;
     one older than ``anneal_missed`` decided "auto" by the hull check alone (``anneal_missed`` 1, never exceeded);
-    one older than ``cal_render`` rendered through its density calibration (``cal_render`` true)."""
+    one older than ``cal_render`` rendered through its density calibration (``cal_render`` true); ``bone_thickness``
+    true / false (before "auto") is "on" / "off", and a run older than it has none ("off")."""
     if "labels_follow_bones" not in values and "occ_anneal" in values and "anneal_missed" in values \
-            and "cal_render" in values:
+            and "cal_render" in values and isinstance(values.get("bone_thickness"), str):
         return values
     values = dict(values)
     values.setdefault("anneal_missed", 1.0)
     values.setdefault("cal_render", True)
+    thick = values.get("bone_thickness", False)
+    if isinstance(thick, bool):
+        values["bone_thickness"] = "on" if thick else "off"
     if values.pop("labels_follow_bones", False) is True and values.get("labels_pose", "mesh") == "mesh":
         values["labels_pose"] = "bones"
     if "occ_anneal" not in values:
@@ -799,7 +815,7 @@ class HandOcc(nn.Module):
             self.density_cal = DensityCalibration()
         if cfg.normal_detail and cfg.normal_in:
             self.normal_detail = NormalDetail(NUM_BONES, cfg.normal_pe_deg, cfg.normal_hidden)
-        if cfg.bone_thickness:
+        if cfg.bone_thickness != "off":
             self.thickness = BoneThickness()
         from handcli.methods.handocc.sampler import DEFAULT_RELATIVE_RADII
 
@@ -831,14 +847,14 @@ class HandOcc(nn.Module):
         """`OccupancyNet` outputs of the field as rendered: with the learned bone thickness when the model has one
         (the occupancy labels supervise ``self.occ`` itself)."""
         thick = getattr(self, "thickness", None)
-        radial = thick.log_scale(hand.side) if thick is not None else None
+        radial = thick.log_scale(hand.side) if thick is not None and thick.in_use() else None
         return self.occ(hand, x, soft=soft, reference=reference, radial=radial)
 
     def rendered_calibration(self, train: bool) -> DensityCalibration | None:
-        """The density calibration a render applies: the model's in training, and at inference only with
-        ``cal_render``."""
+        """The density calibration a render applies: the model's in training (with ``cal_train``, the default),
+        and at inference only with ``cal_render``."""
         cal = getattr(self, "density_cal", None)
-        return cal if train or self.cfg.cal_render else None
+        return cal if (self.cfg.cal_train if train else self.cfg.cal_render) else None
 
     def hand(self, joints: Tensor, side: str) -> HandSkeleton:
         return make_hand(joints.to(self.rel_radii.device), side, self.rel_radii, self.cfg.radius_dilation,

@@ -51,6 +51,12 @@ class BoneThickness(nn.Module):
         """(20,) log radial scales of the ``side`` ("right" / "left") hand's bones."""
         return self.scale * self.p[0 if side == "right" else 1] * self.learned
 
+    def in_use(self) -> bool:
+        """Whether renders apply the scales: while they are learned (``p`` requires a gradient and one is being
+        recorded) or once they differ from 1. A thickness never learned (``bone_thickness`` "auto" on data the labels
+        fit) renders the field itself, bit for bit."""
+        return (self.p.requires_grad and torch.is_grad_enabled()) or bool(self.p.detach().any())
+
     def mean_scale(self) -> float:
         """The learned scales' mean over both sides (a log line)."""
         keep = self.learned > 0
