@@ -200,6 +200,9 @@ RENDERED_AS = {
     "nd_off_nocalr": ("nd_off", {"cal_render": False}),
     "nd_on0_nocalr": ("nd_on0", {"cal_render": False}),
     "nd_btf_rr_nocalr": ("nd_btf_rr", {"cal_render": False}),
+    # sixteenth round: rendered at the training's sample spacing (render_step 0), with and without the calibration
+    "nd_calr_rs0": ("nd", {"cal_render": True, "render_step": 0}),
+    "nd_rs0": ("nd", {"cal_render": False, "render_step": 0}),
 }
 
 

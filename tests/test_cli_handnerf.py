@@ -69,6 +69,10 @@ def test_adapt_from_the_cli_writes_a_run_that_renders(tiny_cache, tiny_depth, tm
     recs = [json.loads(x) for x in (adapted / "metrics.jsonl").read_text().splitlines()]
     assert recs[-1]["step"] == 2 and "depth" in recs[-1] and "rgb" not in recs[-1]  # depth-only supervision
     handcli("render", adapted, tiny_cache, "-o", tmp_path / "r2", "--frames", "0", "--max-views", "1")
+    r = subprocess.run([sys.executable, "-m", "handcli.cli", "adapt", str(run), str(tiny_cache), "-o",
+                        str(tmp_path / "x"), "--depth", str(tiny_depth), "--check-cameras", "400002"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "check-cameras" in r.stderr and not (tmp_path / "x").exists(), r.stderr
 
 
 def test_posenerf_trains_from_the_cli(tiny_cache, tmp_path):

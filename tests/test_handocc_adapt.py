@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from handcli.methods.handocc.adapt import ADAPTED_PREFIXES, prepare_adaptation
+from handcli.methods.handocc.adapt import ADAPTED_PREFIXES, keep_checked, prepare_adaptation, split_check_cameras
 from handcli.methods.handocc.method import HandOccMethod
 from handcli.methods.handocc.model import PRESETS
 from handcli.methods.trainer import train
@@ -105,6 +105,50 @@ def test_adaptation_fits_the_field_the_run_renders(trained, tiny_cache, cal_rend
     assert fitted is rendered and (fitted is not None) == cal_render
 
 
+def test_check_cameras_are_held_back_from_the_fit(tiny_cache):
+    from handcli.data.cache import Cache
+    from handcli.errors import InputError
+
+    with Cache(tiny_cache) as c:
+        names = [cam["name"] for cam in c.cameras()]
+    assert 1 < len(names) < 5
+    assert split_check_cameras(tiny_cache, None, NOVEL_FRAMES, None) == (None, [])  # too few cameras to hold any back
+    assert split_check_cameras(tiny_cache, CAMERAS, NOVEL_FRAMES, []) == (CAMERAS, [])
+    fit, check = split_check_cameras(tiny_cache, CAMERAS, NOVEL_FRAMES, [CAMERAS[1]])
+    assert (fit, check) == ([n for n in names if n in (CAMERAS[0], CAMERAS[2])], [CAMERAS[1]])
+    fit, check = split_check_cameras(tiny_cache, None, NOVEL_FRAMES, [names[0]])
+    assert (fit, check) == (names[1:], [names[0]])
+    with pytest.raises(InputError, match="check cameras not in the cache"):
+        split_check_cameras(tiny_cache, None, NOVEL_FRAMES, ["499999"])
+    with pytest.raises(InputError, match="none is left to fit"):
+        split_check_cameras(tiny_cache, [CAMERAS[0]], NOVEL_FRAMES, [CAMERAS[0]])
+
+
+def test_check_returns_frames_fitted_worse_to_the_start(trained, tiny_cache):
+    """A frame whose adapted skeletons are 15 mm off its start goes back; one whose start was 15 mm off and whose
+    adaptation returned it keeps the adaptation; one adaptation left alone is kept."""
+    m, _ = prepare_adaptation(trained, tiny_cache, frames=NOVEL_FRAMES, steps=1, lr=1e-2, cameras=CAMERAS[:2],
+                              check_cameras=[CAMERAS[2]])
+    refine = m.model.refine
+    assert m.check_cameras == [CAMERAS[2]] and torch.equal(m.adapt_start, refine.offsets.detach())
+    worse, better, same = NOVEL_FRAMES
+    shift = torch.tensor([0.15, -0.15, 0.0])  # 15 mm in offset units (refine_scale 0.1 m)
+    good = refine.offsets.detach().clone()
+    with torch.no_grad():
+        rows = refine.keys[:, 0]
+        refine.offsets[rows == worse] += shift
+        m.adapt_start[rows == better] += shift
+    adapted = refine.offsets.detach().clone()
+    out = keep_checked(m)
+    assert out["reverted"] == [worse] and out["kept"] == sorted([better, same]), out
+    assert out["check_psnr"] > out["check_psnr_start"]
+    assert torch.equal(refine.offsets[rows == worse], m.adapt_start[rows == worse])  # back to the start
+    assert torch.equal(refine.offsets[rows != worse], adapted[rows != worse])
+    assert torch.equal(refine.offsets[rows == better], good[rows == better])
+    m.check_cameras = []
+    assert keep_checked(m) is None
+
+
 @pytest.mark.slow
 def test_adaptation_repairs_an_annotation_error(tiny_cache, tmp_path):
     """Novel frames annotated 5.8 mm off the hands their images show: adaptation moves the rendered
@@ -157,6 +201,16 @@ def test_adapt_cli_on_a_handocc_run(tiny_cache, tmp_path):
     assert used == {"400004"}
     r = handcli("adapt", run, tiny_cache, "-o", tmp_path / "bad_cam", "--steps", "2", "--cameras", "499999")
     assert r.returncode == 2 and "cameras" in r.stderr and not (tmp_path / "bad_cam").exists(), r.stderr
+    # --check-cameras: checked on the camera held back, recorded in complete.json
+    checked = tmp_path / "checked"
+    r = handcli("adapt", run, tiny_cache, "-o", checked, "--steps", "2", "--frames", "2", "--check-cameras", "400009")
+    assert r.returncode == 0, r.stderr
+    check = json.loads((checked / "complete.json").read_text())["check"]
+    assert check["check_cameras"] == ["400009"] and sorted(check["kept"] + check["reverted"]) == [2]
+    assert "400009" not in json.loads((checked / "config.json").read_text())["data"]["cameras"]
+    assert "check" not in json.loads((out / "complete.json").read_text())  # too few cameras to hold one back
+    r = handcli("adapt", run, tiny_cache, "-o", tmp_path / "bad_check", "--steps", "2", "--check-cameras", "499999")
+    assert r.returncode == 2 and "check" in r.stderr and not (tmp_path / "bad_check").exists(), r.stderr
     # --depth is HandNeRF's: one line naming the option, exit 2, nothing written
     bad = tmp_path / "bad"
     r = handcli("adapt", run, tiny_cache, "-o", bad, "--steps", "2", "--depth", tiny_cache)

@@ -21,6 +21,10 @@ def adapt_command(
     frames: Optional[str] = typer.Option(None, help="Frames of the novel cache to adapt on."),
     cameras: Optional[str] = typer.Option(None, help="Cameras of the novel cache to adapt on (comma-separated ids; "
                                                      "default all). Leave out the cameras you evaluate on."),
+    check_cameras: Optional[str] = typer.Option(
+        None, "--check-cameras", help="HandOcc: cameras held back from the fit to check it; a frame keeps its "
+                                      "adapted skeletons only if they fit these cameras' images better (default: "
+                                      "every fifth camera; 'none': fit all)."),
     lr: float = typer.Option(1e-4, help="Learning rate of the adapted parameters (HandNeRF: the deformation "
                                         "field; HandOcc: the joint offsets, an Adam step moves a joint by about "
                                         "lr x 0.1 m)."),
@@ -45,8 +49,8 @@ def adapt_command(
     from handcli.data.selection import parse_selection
     from handcli.data.shards import open_cache
     from handcli.errors import InputError, Interrupted
-    from handcli.methods.base import read_run_config, write_run_config
-    from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
+    from handcli.methods.base import load_checkpoint, read_run_config, write_run_config
+    from handcli.methods.trainer import plot_curves, read_metrics, save_atomic, seed_everything, train
     from handcli.outputs import check_writable, clean_stale, owned_temp, swap_into_place
     from handcli.progress import log
     from handcli.registry import method_class
@@ -67,8 +71,11 @@ def adapt_command(
         if sel:
             check_indices("frames", sel, c.num_frames, cache)
     with tempfile.TemporaryDirectory() as td:
+        check = None if check_cameras is None else [] if check_cameras.strip().lower() == "none" else \
+            camera_ids(check_cameras)
         m, _ = cls.adaptation(run, cache, frames=sorted(sel) if sel else None, steps=steps, lr=lr, seed=seed,
-                              device=device, depth=depth, workdir=Path(td), cameras=camera_ids(cameras))
+                              device=device, depth=depth, workdir=Path(td), cameras=camera_ids(cameras),
+                              check_cameras=check)
         clean_stale(out)
         with owned_temp(out, is_dir=True) as tmp:  # removed on any failure, kept (swapped in) when interrupted
             try:
@@ -80,6 +87,12 @@ def adapt_command(
                                  train={"log_every": log_every, "ckpt_every": steps, "snapshot_every": 0})
                 last = train(m, tmp, steps=steps, lr=lr, lr_final=lr, seed=seed, resume=False,
                              log_every=log_every, ckpt_every=steps)
+                checked = m.finish_adaptation()
+                if checked is not None:
+                    state = load_checkpoint(tmp / "checkpoint.pt", "cpu")
+                    state["model"] = m.model.state_dict()  # what the check kept
+                    save_atomic(state, tmp / "checkpoint.pt")
+                    last["check"] = checked
                 plot_curves(read_metrics(tmp), tmp / "curves.png", keys=cls.adapt_curves)
                 (tmp / "complete.json").write_text(json.dumps(last, indent=2))
             except Interrupted:
@@ -88,4 +101,9 @@ def adapt_command(
         swap_into_place(tmp, out)
     losses = ", ".join(f"{k} {last[k]:.5f}" for k in cls.adapt_curves if isinstance(last.get(k), float))
     log(f"adapted {doc['method']} to {len(m.frames)} frames: {losses}")
+    if "check" in last:
+        c = last["check"]
+        log(f"checked on cameras {','.join(c['check_cameras'])}: {len(c['kept'])} frames kept their adapted "
+            f"skeletons, {len(c['reverted'])} went back to the start (check PSNR {c['check_psnr_start']:.2f} -> "
+            f"{c['check_psnr']:.2f} dB)")
     print(out)

@@ -335,13 +335,19 @@ class Method:
 
     @classmethod
     def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
-                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None
-                   ) -> tuple["Method", list[str]]:
+                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None,
+                   check_cameras: list[str] | None = None) -> tuple["Method", list[str]]:
         """Subclass with the ``adapt`` capability: the method that ``handcli adapt`` trains to fit the trained
         run ``run_dir`` to the novel poses of ``cache`` (``frames`` and ``cameras`` of it, None: all; ``depth``:
-        pseudo-depth targets of the cache if given; ``workdir``: a folder for intermediate files), and the
-        names of the parameters it adapts (all others frozen)."""
+        pseudo-depth targets of the cache if given; ``workdir``: a folder for intermediate files;
+        ``check_cameras``: cameras held back to check the fit, None: the method's default), and the names of the
+        parameters it adapts (all others frozen)."""
         raise NotImplementedError(f"{cls.__name__} has no pose adaptation")
+
+    def finish_adaptation(self) -> dict | None:
+        """After ``handcli adapt``'s steps: a method may check what it adapted and change it in place (the command
+        then writes the checkpoint again). Returns a summary for complete.json, or None (nothing checked)."""
+        return None
 
     def setup_training(self, **options) -> None:
         """Subclass: data pools, model and ``eval_view`` for training (``train_cameras``, ``train_frames``,

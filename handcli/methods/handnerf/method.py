@@ -106,12 +106,17 @@ class HandNeRFMethod(Method):
 
     @classmethod
     def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
-                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None
-                   ) -> tuple["HandNeRFMethod", list[str]]:
+                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None,
+                   check_cameras: list[str] | None = None) -> tuple["HandNeRFMethod", list[str]]:
         """Guo §3.4 (``handcli.methods.adapt``): depth-only fine-tuning of the deformation field; the
-        pseudo-depth of ``cache`` is rendered from its meshes into ``workdir`` when ``depth`` is None."""
+        pseudo-depth of ``cache`` is rendered from its meshes into ``workdir`` when ``depth`` is None. Nothing is
+        checked against held-back cameras (``check_cameras`` must be None)."""
         from handcli.methods.adapt import check_adaptable, prepare_adaptation
         from handcli.methods.base import read_run_config
+
+        if check_cameras is not None:
+            raise InputError("HandNeRF adapts to the novel frames' depth; --check-cameras is HandOcc's",
+                             field="check_cameras")
 
         doc = read_run_config(run_dir)
         check_adaptable(doc["config"], Path(run_dir) / "config.json")

@@ -9,6 +9,11 @@ with the photometric and mask losses of those frames' views (the occupancy label
 are off: they come from the annotated mesh, no evidence for the correction), through the field the adapted run
 renders (the density calibration only where the run renders with it, ``cal_render``). The adapted run renders the
 novel frames with their refined skeletons; its networks are bit-identical to the trained run's.
+
+Where the annotation is right there is nothing to repair, and the offsets fit what the networks render wrongly in
+the fitted cameras instead (a novel pose is rendered less well than a trained one): every fifth fitting camera is
+held back (``check_cameras``), and a frame keeps its adapted skeletons only if they fit those cameras' images
+better than the start did (``keep_checked``); the others return to the start.
 """
 
 from __future__ import annotations
@@ -16,18 +21,50 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from handcli.data.raybatch import select_views
+from handcli.errors import InputError
 from handcli.methods.base import freeze_all_but
 from handcli.methods.handocc.method import HandOccMethod
 from handcli.methods.handocc.refine import SIDES
 
 ADAPTED_PREFIXES = ("refine.",)  # the per-frame joint offsets of the novel hands
+CHECK_EVERY = 5  # by default every fifth fitting camera is held back to check the fit (none with fewer cameras)
+
+
+def split_check_cameras(cache: Path, cameras: list[str] | None, frames: list[int] | None,
+                        check: list[str] | None) -> tuple[list[str] | None, list[str]]:
+    """(fitting cameras, check cameras) of the novel frames' views.
+
+    cameras: the cameras adaptation may use (None: every camera of the cache); check: the ones held back to check
+    the fit (None: every ``CHECK_EVERY``-th of the cameras that have views of ``frames``, in cache order, none with
+    fewer than ``CHECK_EVERY``; []: none). Check cameras must be cache cameras; they are taken out of the fit.
+    """
+    from handcli.data.shards import open_cache
+
+    with open_cache(cache) as c:
+        names = [cam["name"] for cam in c.cameras()]
+        seen = {names[int(k)] for k in c.view_table()["camera"][select_views(c, cameras, frames)]}
+    usable = [n for n in names if n in seen]
+    if check is None:
+        check = usable[CHECK_EVERY - 1::CHECK_EVERY] if len(usable) >= CHECK_EVERY else []
+    unknown = sorted(set(check) - set(names))
+    if unknown:
+        raise InputError(f"check cameras not in the cache: {unknown}", path=cache, field="check_cameras")
+    if not check:
+        return cameras, []
+    fit = [n for n in usable if n not in check]
+    if not fit:
+        raise InputError("every camera of the novel frames is a check camera: none is left to fit", path=cache,
+                         field="check_cameras")
+    return fit, list(check)
 
 
 def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int] | None, steps: int, lr: float,
-                       seed: int = 0, device: str | torch.device = "cpu",
-                       cameras: list[str] | None = None) -> tuple[HandOccMethod, list[str]]:
+                       seed: int = 0, device: str | torch.device = "cpu", cameras: list[str] | None = None,
+                       check_cameras: list[str] | None = None) -> tuple[HandOccMethod, list[str]]:
     """The method to train for pose adaptation, and the names of the parameters it adapts.
 
     Args:
@@ -36,10 +73,14 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
             some of its frames and ``cameras`` some of its cameras.
         steps, lr: schedule of the refinement (constant learning rate; an Adam step moves a joint by about
             ``lr * refine_scale``).
+        check_cameras: cameras held back from the fit to check it (``split_check_cameras``; None: every fifth, []:
+            none); ``keep_checked`` reads them from ``method.check_cameras`` after training.
     Returns:
-        (method, adapted): a :class:`HandOccMethod` on the novel frames with the trained networks, zero joint
-        offsets for every novel hand and every parameter frozen but those offsets (``adapted``: their names).
+        (method, adapted): a :class:`HandOccMethod` on the novel frames with the trained networks, the novel
+        hands' joint offsets at the trained run's common offset and every parameter frozen but those offsets
+        (``adapted``: their names).
     """
+    cameras, check = split_check_cameras(cache, cameras, frames, check_cameras)
     cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr, stage="full", refine=True, refine_start=0.0,
                   w_occ=0.0, w_occ_final=0.0, w_int=0.0, camera_colour=False, align_labels=False,
                   label_hull="off", cal_train=trained.cfg.cal_render)
@@ -52,7 +93,50 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
         raise ValueError(f"trained HandOcc weights do not fit: missing {missing}, unexpected {unexpected}")
     start_from_transfer(m.model.refine, getattr(trained.model, "refine", None))
     m.learn_thickness = False
+    m.fit_cameras, m.check_cameras, m.adapt_start = cameras, check, m.model.refine.offsets.detach().clone()
     return m, freeze_all_but(m.model, ADAPTED_PREFIXES)
+
+
+def keep_checked(m: HandOccMethod) -> dict | None:
+    """After adaptation: return each novel frame whose adapted skeletons fit its check cameras' images worse than
+    the start to the start (``m.adapt_start``), in place. The fit is the squared colour error of the frame's
+    check views, rendered whole. Returns None without check cameras, else {"check_cameras", "kept", "reverted"
+    (frame indices), "check_psnr_start", "check_psnr"} (the check views' PSNR with the start's skeletons and with
+    the ones kept)."""
+    if not m.check_cameras:
+        return None
+    refine = m.model.refine
+    adapted = refine.offsets.detach().clone()
+    views = select_views(m.cache, m.check_cameras, m.frames).tolist()
+    frame_of = m.cache.view_table()["frame"]
+
+    def errors(offsets: torch.Tensor) -> dict[int, list[float]]:
+        with torch.no_grad():
+            refine.offsets.copy_(offsets)
+            out: dict[int, list[float]] = {}
+            for j in views:
+                rgb = m.render_view(j, frozenset({"rgb"}))["rgb"]
+                gt = m.cache.view(j)["rgb"].astype(np.float32) / 255.0
+                e = out.setdefault(int(frame_of[j]), [0.0, 0.0])
+                e[0] += float(np.square(rgb - gt).sum())
+                e[1] += gt.size
+        return out
+
+    start, after = errors(m.adapt_start), errors(adapted)
+    reverted = sorted(f for f in after if after[f][0] > start[f][0])
+    with torch.no_grad():
+        refine.offsets.copy_(adapted)
+        for f in reverted:
+            rows = refine.keys[:, 0] == f
+            refine.offsets[rows] = m.adapt_start[rows]
+
+    def psnr(per_frame: dict[int, list[float]]) -> float:
+        sq, n = (sum(v[k] for v in per_frame.values()) for k in (0, 1))
+        return float(-10.0 * np.log10(max(sq / max(n, 1), 1e-12)))
+
+    kept_err = {f: (start if f in reverted else after)[f] for f in after}
+    return {"check_cameras": list(m.check_cameras), "kept": sorted(set(after) - set(reverted)), "reverted": reverted,
+            "check_psnr_start": psnr(start), "check_psnr": psnr(kept_err)}
 
 
 def start_from_transfer(novel, trained) -> None:

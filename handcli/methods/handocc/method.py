@@ -223,27 +223,42 @@ class HandOccMethod(Method):
     render_counts = ("evaluated", "occ_evals", "color_evals")
 
     migrate_config = staticmethod(migrate_config)  # labels_follow_bones (into labels_pose); occ_anneal "on" when absent
+    learn_thickness = True  # training may learn the bone thickness (adapt: no, its networks stay frozen)
+    # adapt (adapt.prepare_adaptation): the cameras fitted and those held back to check the fit
+    fit_cameras: list[str] | None = None
+    check_cameras: list[str] | None = None
 
     @classmethod
     def check_config(cls, cfg: HandOccConfig) -> None:
         cfg.check()
 
     def run_data(self) -> dict:
-        return {"train_frames_used": list(self.frames)}
+        out = {"train_frames_used": list(self.frames)}
+        if self.check_cameras is not None:  # an adaptation: the cameras it fitted, and those that checked it
+            out.update(cameras=self.fit_cameras, check_cameras=self.check_cameras)
+        return out
 
     @classmethod
     def adaptation(cls, run_dir: Path, cache: Path, *, frames: list[int] | None, steps: int, lr: float, seed: int,
-                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None
-                   ) -> tuple["HandOccMethod", list[str]]:
+                   device: str, depth: Path | None, workdir: Path, cameras: list[str] | None = None,
+                   check_cameras: list[str] | None = None) -> tuple["HandOccMethod", list[str]]:
         """Skeleton refinement of the novel frames against their images, networks frozen
-        (``handcli.methods.handocc.adapt``; ``depth`` is not used)."""
+        (``handcli.methods.handocc.adapt``; ``depth`` is not used), checked on ``check_cameras`` (None: every
+        fifth camera, []: none) by ``finish_adaptation``."""
         from handcli.methods.handocc.adapt import prepare_adaptation
 
         if depth is not None:
             raise InputError("HandOcc adapts to the novel frames' images; it takes no --depth", path=depth,
                              field="depth")
         return prepare_adaptation(cls.from_run(run_dir, device=device), cache, frames=frames, steps=steps, lr=lr,
-                                  seed=seed, device=device, cameras=cameras)
+                                  seed=seed, device=device, cameras=cameras, check_cameras=check_cameras)
+
+    def finish_adaptation(self) -> dict | None:
+        """The novel frames whose adapted skeletons fit the check cameras worse go back to the start
+        (``adapt.keep_checked``)."""
+        from handcli.methods.handocc.adapt import keep_checked
+
+        return keep_checked(self)
 
     def setup_run(self, run: RunFolder, state: dict) -> None:
         """The model (weights, capsule radii and reference crops come from the checkpoint); the cache only
@@ -293,7 +308,6 @@ class HandOccMethod(Method):
         self._silhouettes = FrameSilhouettes(cfg.label_hull_px, self.device) if cfg.label_hull != "off" else None
         self._carved_closed = False  # the anneal's evidence (model.label_carved, label_missed) is complete
         self._annealed = cfg.occ_anneal == "on"  # labels_annealed(), decided when the evidence is complete
-        self.learn_thickness = True  # training may learn the bone thickness (adapt: no, its networks stay frozen)
         self._view_misses: dict[int, tuple[int, int]] = {}  # cache view -> mesh_misses, until the evidence is complete
         # a frame's posed-mesh skeletons (a hand-model forward, ~12 ms), kept for as many frames as the pools
         self._mesh_skeletons = functools.lru_cache(maxsize=cfg.pool_cache)(
