@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from handcli.methods.handocc.adapt import ADAPTED_PREFIXES, keep_checked, prepare_adaptation, split_check_cameras
+from handcli.methods.handocc.adapt import (
+    ADAPTED_PREFIXES,
+    keep_checked,
+    prepare_adaptation,
+    split_check_cameras,
+)
 from handcli.methods.handocc.method import HandOccMethod
 from handcli.methods.handocc.model import PRESETS
 from handcli.methods.trainer import train

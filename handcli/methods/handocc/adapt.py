@@ -26,6 +26,7 @@ import torch
 
 from handcli.data.raybatch import select_views
 from handcli.errors import InputError
+from handcli.eval.renders_eval import gt_image
 from handcli.methods.base import freeze_all_but
 from handcli.methods.handocc.method import HandOccMethod
 from handcli.methods.handocc.refine import SIDES
@@ -100,7 +101,7 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
 def keep_checked(m: HandOccMethod) -> dict | None:
     """After adaptation: return each novel frame whose adapted skeletons fit its check cameras' images worse than
     the start to the start (``m.adapt_start``), in place. The fit is the squared colour error of the frame's
-    check views, rendered whole. Returns None without check cameras, else {"check_cameras", "kept", "reverted"
+    check views, rendered whole, against their images with the background black (``eval``'s ground truth). Returns None without check cameras, else {"check_cameras", "kept", "reverted"
     (frame indices), "check_psnr_start", "check_psnr"} (the check views' PSNR with the start's skeletons and with
     the ones kept)."""
     if not m.check_cameras:
@@ -116,7 +117,8 @@ def keep_checked(m: HandOccMethod) -> dict | None:
             out: dict[int, list[float]] = {}
             for j in views:
                 rgb = m.render_view(j, frozenset({"rgb"}))["rgb"]
-                gt = m.cache.view(j)["rgb"].astype(np.float32) / 255.0
+                v = m.cache.view(j)
+                gt = gt_image(v["rgb"], v["label"])  # background black, as training and eval see it
                 e = out.setdefault(int(frame_of[j]), [0.0, 0.0])
                 e[0] += float(np.square(rgb - gt).sum())
                 e[1] += gt.size

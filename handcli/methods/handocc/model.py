@@ -112,8 +112,8 @@ class HandOccConfig:
     # the training images), so data that the model fits trains exactly as with "off"; "off" never (no module).
     # "on" at 2,000 fast steps (fourteenth round): fingers 1.5 mm thicker than the model +3.46 dB (seed 2), but
     # realistic -0.17 / +0.25 / +0.32 / +0.18 dB and ideal -0.72 / -0.18 / -0.52 / -0.42 dB (seeds 0-3); "auto" with
-    # labels_pose "auto" (sixteenth round, docs/benchmarks.md): realistic as both "on" / "refined" (+0.61 to +0.87 dB
-    # at 2,000 steps, -0.10 to -0.16 dB at 300), ideal as both off (not annealed)
+    # labels_pose "auto" (sixteenth round, docs/benchmarks.md): realistic +0.60 / +0.70 / +0.58 / +0.92 dB at 2,000
+    # steps, -0.15 / -0.10 / -0.11 / -0.12 dB at 300 (seeds 0-3), ideal unchanged (not annealed: "off" bit for bit)
     bone_thickness: str = "auto"
     # radiance and appearance
     color_pe_deg: int = 4
