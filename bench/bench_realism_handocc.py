@@ -56,7 +56,7 @@ HULL = ["label_hull=flip", "label_hull_px=0"]  # the visual-hull check as the si
 TENTH = [*HULL, "normal_in=true", "app_crops=4", "occ_anneal=auto", "occ_anneal_start=0.2", "occ_anneal_end=0.5",
          "w_occ_final=0.25"]  # the defaults since the tenth round, spelled out
 OLDER_DEFAULTS = ["normal_in=false", "app_crops=1", "occ_anneal=on", "occ_anneal_start=1.0", "occ_anneal_end=1.0",
-                  "w_occ_final=0.0", "normal_detail=false", "bone_thickness=off", "cal_render=true", "labels_pose=joints"]
+                  "w_occ_final=0.0", "normal_detail=false", "bone_thickness=off", "cal_render=on", "labels_pose=joints"]
 VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a name means the same whatever the defaults)
     "default": [],
     "norefine": ["refine=false", "camera_colour=false", *NO_ANNEAL, *PLAIN],
@@ -189,7 +189,9 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # sixteenth round (the defaults from it): nd rendered without the calibration, with the thickness learned and the
     # labels posed on the refined skeleton only where the labels' anneal check fires (bone_thickness=auto,
     # labels_pose=auto): nd_btf_rr_nocalr on data whose labels are annealed, nd_nocalr elsewhere
-    "auto16": [*TENTH, "normal_detail=true", "cal_render=false", "bone_thickness=auto", "labels_pose=auto"],
+    "auto16": [*TENTH, "normal_detail=true", "cal_render=off", "bone_thickness=auto", "labels_pose=auto"],
+    # + renders with or without the calibration as the training views fit better when training ends (cal_render=auto)
+    "auto16b": [*TENTH, "normal_detail=true", "cal_render=auto", "bone_thickness=auto", "labels_pose=auto"],
 }
 
 

@@ -31,7 +31,7 @@ def test_calibration_is_identity_at_start_and_monotone():
 
 def test_calibrated_render_starts_as_the_plain_one_and_learns_from_masks(tiny_cache):
     plain, hs, o, d = _scene(tiny_cache, 2)
-    model = HandOcc(replace(FAST, density_cal=True, cal_render=True))
+    model = HandOcc(replace(FAST, density_cal=True, cal_render="on"))
     model.load_state_dict({**plain.state_dict(), "density_cal.p": torch.zeros(2)})
     for m in (plain, model):
         m.eval()
@@ -53,19 +53,26 @@ def test_calibrated_render_starts_as_the_plain_one_and_learns_from_masks(tiny_ca
 
 
 def test_calibration_serves_training_only_without_cal_render(tiny_cache):
-    """``cal_render`` false (the default): renders show the network's occupancy, training renders the calibrated one."""
+    """``cal_render`` "auto" (the default) undecided, or "off": renders show the network's occupancy, training renders
+    the calibrated one; "auto" decided for the calibration renders through it."""
     plain, hs, o, d = _scene(tiny_cache, 1)
     model = HandOcc(replace(FAST, density_cal=True))
-    assert not model.cfg.cal_render
+    assert model.cfg.cal_render == "auto" and int(model.density_cal.in_render) == -1
     model.load_state_dict({**plain.state_dict(), "density_cal.p": torch.tensor([0.1, 0.3])})  # a fatter surface
     rows = torch.randperm(len(o), generator=torch.Generator().manual_seed(0))[:800]
     with torch.no_grad():
         a = render_rays(plain.eval(), hs, None, o, d)
         b = render_rays(model.eval(), hs, None, o, d)
         assert torch.equal(a["opacity"], b["opacity"])
-        with model.sampling(cal_render=True):
+        with model.sampling(cal_render="on"):
             fat = render_rays(model, hs, None, o, d)
         assert float(fat["opacity"].sum()) > 1.03 * float(a["opacity"].sum())
+        model.density_cal.in_render.fill_(1)  # "auto", decided for it
+        assert torch.equal(render_rays(model, hs, None, o, d)["opacity"], fat["opacity"])
+        with model.sampling(cal_render="off"):
+            assert torch.equal(render_rays(model, hs, None, o, d)["opacity"], a["opacity"])
+        model.density_cal.in_render.fill_(0)  # "auto", decided against it
+        assert torch.equal(render_rays(model, hs, None, o, d)["opacity"], a["opacity"])
         kw = dict(perturb=True, train=True)
         t_plain = render_rays(plain, hs, None, o[rows], d[rows], gen=torch.Generator().manual_seed(1), **kw)
         t_cal = render_rays(model, hs, None, o[rows], d[rows], gen=torch.Generator().manual_seed(1), **kw)
@@ -78,8 +85,52 @@ def test_calibration_serves_training_only_without_cal_render(tiny_cache):
 def test_runs_before_cal_render_render_with_their_calibration():
     from handcli.methods.handocc.model import migrate_config
 
-    assert migrate_config({"occ_anneal": "auto", "anneal_missed": 0.005})["cal_render"] is True
-    assert migrate_config({"occ_anneal": "auto", "anneal_missed": 0.005, "cal_render": False})["cal_render"] is False
+    assert migrate_config({"occ_anneal": "auto", "anneal_missed": 0.005})["cal_render"] == "on"
+    assert migrate_config({"occ_anneal": "auto", "anneal_missed": 0.005, "cal_render": False})["cal_render"] == "off"
+    assert migrate_config({"occ_anneal": "auto", "anneal_missed": 0.005, "cal_render": True})["cal_render"] == "on"
+    # a checkpoint saved before the "auto" choice loads undecided
+    state = HandOcc(FAST).state_dict()
+    del state["density_cal.in_render"]
+    model = HandOcc(FAST)
+    model.density_cal.in_render.fill_(1)
+    model.load_state_dict(state)
+    assert int(model.density_cal.in_render) == -1 and model.rendered_calibration(train=False) is None
+
+
+def test_end_of_training_chooses_the_render_that_fits_the_training_views(tiny_cache, tmp_path, monkeypatch):
+    """``cal_render`` "auto": training ends by rendering training views with and without the calibration and keeps
+    the better (stored in the checkpoint; complete.json's record says which); a calibration that makes the hands
+    far too thin loses."""
+    from handcli.methods.base import load_checkpoint
+    from handcli.methods.handocc import view_fit
+    from handcli.methods.handocc.method import CHOICE_VIEWS
+    from handcli.methods.trainer import train
+    from tests.test_handocc import _full
+
+    torch.manual_seed(0)
+    m = _full(tiny_cache, steps=6)
+    last = train(m, tmp_path, steps=6, lr=5e-3, lr_final=1e-3, seed=0, resume=False, ckpt_every=10 ** 6)
+    chosen = last["finish"]
+    assert chosen["views"] == min(CHOICE_VIEWS, len(m.pool.view_ids))
+    assert chosen["cal_render"] == (chosen["psnr_with"] > chosen["psnr_without"])
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["model"]["density_cal.in_render"]
+    assert int(saved) == int(chosen["cal_render"]) == int(m.model.density_cal.in_render)
+    with torch.no_grad():
+        m.model.density_cal.p[1] = -1.0  # rendered occupancy far below the network's: thin, faint hands
+    out = m.finish_training()
+    assert out["psnr_with"] < out["psnr_without"] - 0.5 and out["cal_render"] is False
+    assert m.model.rendered_calibration(train=False) is None
+    calls = []
+
+    def fits(method, views):  # with the calibration the views fit better
+        calls.append(len(views))
+        return {0: (1.0 if int(method.model.density_cal.in_render) == 1 else 2.0, 10)}
+
+    monkeypatch.setattr(view_fit, "frame_errors", fits)
+    assert m.finish_training()["cal_render"] is True and calls == [chosen["views"]] * 2
+    assert m.model.rendered_calibration(train=False) is m.model.density_cal
+    m.cfg = replace(m.cfg, cal_render="off")
+    assert m.finish_training() is None
 
 
 def test_run_loads_with_the_calibration_it_was_trained_with():

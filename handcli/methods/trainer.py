@@ -287,6 +287,11 @@ def train(method: TrainableMethod, run_dir: Path, *, steps: int, lr: float, lr_f
             if out_of_time:
                 console.print(f"stopping at step {step} (time budget or stop_at)")
                 break
+    if rank == 0 and step > start:
+        finished = method.finish_training()
+        if finished is not None:
+            save_atomic(checkpoint_state(method.model, opt, step), ckpt)
+            last["finish"] = finished
     return last
 
 

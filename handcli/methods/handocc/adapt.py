@@ -21,15 +21,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from handcli.data.raybatch import select_views
 from handcli.errors import InputError
-from handcli.eval.renders_eval import gt_image
 from handcli.methods.base import freeze_all_but
 from handcli.methods.handocc.method import HandOccMethod
 from handcli.methods.handocc.refine import SIDES
+from handcli.methods.handocc.view_fit import frame_errors, pooled_psnr
 
 ADAPTED_PREFIXES = ("refine.",)  # the per-frame joint offsets of the novel hands
 CHECK_EVERY = 5  # by default every fifth fitting camera is held back to check the fit (none with fewer cameras)
@@ -84,7 +83,7 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
     cameras, check = split_check_cameras(cache, cameras, frames, check_cameras)
     cfg = replace(trained.cfg, steps=steps, lr=lr, lr_final=lr, stage="full", refine=True, refine_start=0.0,
                   w_occ=0.0, w_occ_final=0.0, w_int=0.0, camera_colour=False, align_labels=False,
-                  label_hull="off", cal_train=trained.cfg.cal_render)
+                  label_hull="off", cal_train=trained.model.rendered_calibration(train=False) is not None)
     m = HandOccMethod(cfg, cache, method=trained.method, train_frames=frames, train_cameras=cameras,
                       device=str(device), seed=seed)
     state = {k: v.to(m.device) for k, v in trained.model.state_dict().items()
@@ -93,7 +92,7 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
     if unexpected or any(not k.startswith("refine.") for k in missing):
         raise ValueError(f"trained HandOcc weights do not fit: missing {missing}, unexpected {unexpected}")
     start_from_transfer(m.model.refine, getattr(trained.model, "refine", None))
-    m.learn_thickness = False
+    m.frozen_networks = True
     m.fit_cameras, m.check_cameras, m.adapt_start = cameras, check, m.model.refine.offsets.detach().clone()
     return m, freeze_all_but(m.model, ADAPTED_PREFIXES)
 
@@ -108,21 +107,12 @@ def keep_checked(m: HandOccMethod) -> dict | None:
         return None
     refine = m.model.refine
     adapted = refine.offsets.detach().clone()
-    views = select_views(m.cache, m.check_cameras, m.frames).tolist()
-    frame_of = m.cache.view_table()["frame"]
+    views = select_views(m.cache, m.check_cameras, m.frames)
 
-    def errors(offsets: torch.Tensor) -> dict[int, list[float]]:
+    def errors(offsets: torch.Tensor) -> dict[int, tuple[float, int]]:
         with torch.no_grad():
             refine.offsets.copy_(offsets)
-            out: dict[int, list[float]] = {}
-            for j in views:
-                rgb = m.render_view(j, frozenset({"rgb"}))["rgb"]
-                v = m.cache.view(j)
-                gt = gt_image(v["rgb"], v["label"])  # background black, as training and eval see it
-                e = out.setdefault(int(frame_of[j]), [0.0, 0.0])
-                e[0] += float(np.square(rgb - gt).sum())
-                e[1] += gt.size
-        return out
+        return frame_errors(m, views)
 
     start, after = errors(m.adapt_start), errors(adapted)
     reverted = sorted(f for f in after if after[f][0] > start[f][0])
@@ -131,14 +121,9 @@ def keep_checked(m: HandOccMethod) -> dict | None:
         for f in reverted:
             rows = refine.keys[:, 0] == f
             refine.offsets[rows] = m.adapt_start[rows]
-
-    def psnr(per_frame: dict[int, list[float]]) -> float:
-        sq, n = (sum(v[k] for v in per_frame.values()) for k in (0, 1))
-        return float(-10.0 * np.log10(max(sq / max(n, 1), 1e-12)))
-
-    kept_err = {f: (start if f in reverted else after)[f] for f in after}
+    kept = {f: (start if f in reverted else after)[f] for f in after}
     return {"check_cameras": list(m.check_cameras), "kept": sorted(set(after) - set(reverted)), "reverted": reverted,
-            "check_psnr_start": psnr(start), "check_psnr": psnr(kept_err)}
+            "check_psnr_start": pooled_psnr(start), "check_psnr": pooled_psnr(kept)}
 
 
 def start_from_transfer(novel, trained) -> None:

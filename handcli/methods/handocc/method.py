@@ -49,10 +49,11 @@ from handcli.methods.handocc.sampler import (
 from handcli.methods.handocc.skeletons import frame_joints, frames_joints
 from handcli.methods.handocc.visual_hull import FrameSilhouettes, in_visual_hull, mesh_misses
 from handcli.methods.trainer import sum_across_ranks
-from handcli.progress import progress
+from handcli.progress import log, progress
 from handcli.render.driver import OPACITY_THRESHOLD
 
 SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
+CHOICE_VIEWS = 12  # training views the end of training renders to choose cal_render "auto" (finish_training)
 
 
 class LabelledPools:
@@ -223,7 +224,9 @@ class HandOccMethod(Method):
     render_counts = ("evaluated", "occ_evals", "color_evals")
 
     migrate_config = staticmethod(migrate_config)  # labels_follow_bones (into labels_pose); occ_anneal "on" when absent
-    learn_thickness = True  # training may learn the bone thickness (adapt: no, its networks stay frozen)
+    # adapt (adapt.prepare_adaptation): the networks are frozen; training neither learns the bone thickness nor
+    # chooses cal_render "auto" (finish_training): the adapted run renders as the trained one
+    frozen_networks = False
     # adapt (adapt.prepare_adaptation): the cameras fitted and those held back to check the fit
     fit_cameras: list[str] | None = None
     check_cameras: list[str] | None = None
@@ -252,6 +255,28 @@ class HandOccMethod(Method):
                              field="depth")
         return prepare_adaptation(cls.from_run(run_dir, device=device), cache, frames=frames, steps=steps, lr=lr,
                                   seed=seed, device=device, cameras=cameras, check_cameras=check_cameras)
+
+    def finish_training(self) -> dict | None:
+        """``cal_render`` "auto": render ``CHOICE_VIEWS`` of the training views (a fixed pick) with and without the
+        density calibration and keep, for every later render, whichever fits their images better
+        (``density_cal.in_render``). Returns {"cal_render": the choice, "views", "psnr_with", "psnr_without"}, or
+        None where there is nothing to choose."""
+        from handcli.methods.handocc.view_fit import frame_errors, pooled_psnr
+
+        cal = getattr(self.model, "density_cal", None)
+        if cal is None or self.cfg.cal_render != "auto" or self.cfg.stage != "full" or self.frozen_networks:
+            return None
+        ids = np.asarray(self.pool.view_ids)
+        pick = sorted(np.random.default_rng(0).choice(ids, size=min(CHOICE_VIEWS, len(ids)), replace=False).tolist())
+        fit = {}
+        for use in (1, 0):
+            cal.in_render.fill_(use)
+            fit[use] = pooled_psnr(frame_errors(self, pick))
+        chosen = fit[1] > fit[0]
+        cal.in_render.fill_(int(chosen))
+        log(f"renders {'apply' if chosen else 'leave out'} the density calibration (cal_render auto: {len(pick)} "
+            f"training views, {fit[1]:.2f} dB with it, {fit[0]:.2f} dB without)")
+        return {"cal_render": chosen, "views": len(pick), "psnr_with": fit[1], "psnr_without": fit[0]}
 
     def finish_adaptation(self) -> dict | None:
         """The novel frames whose adapted skeletons fit the check cameras worse go back to the start
@@ -501,7 +526,7 @@ class HandOccMethod(Method):
             self._view_misses = {}
             self._annealed = self.labels_annealed()  # read once: the evidence no longer changes
         thick = getattr(self.model, "thickness", None)
-        if thick is not None and self.learn_thickness:  # no gradient, no Adam step while not learned
+        if thick is not None and not self.frozen_networks:  # no gradient, no Adam step while not learned
             thick.p.requires_grad_(step >= cfg.refine_start * cfg.steps and self.thickness_learned())
         # before occ_anneal_start the schedule is w_occ whatever the decision, so it is only needed from there on
         w_occ = occ_weight(cfg, step, self._annealed)

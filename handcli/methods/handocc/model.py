@@ -66,6 +66,7 @@ SKELETON_SOURCES = ("joints", "mesh")  # what drives the model (skeletons.py)
 REF_CROPS = 16
 LABEL_POSES = ("mesh", "joints", "refined", "bones", "auto")  # where the occupancy labels are posed (labels_pose)
 BONE_THICKNESS = ("off", "on", "auto")  # when the rendered field's bone thickness is learned (bone_thickness)
+CAL_RENDER = ("off", "on", "auto")  # whether renders apply the density calibration (cal_render)
 LABEL_HULL = ("off", "drop", "flip")  # what happens to inside labels off the training silhouettes (label_hull)
 OCC_ANNEAL = ("off", "on", "auto")  # when the mesh-occupancy labels' weight anneals (HandOccConfig.occ_anneal)
 POSE_DIM = 60
@@ -94,16 +95,19 @@ class HandOccConfig:
     # (DensityCalibration): the labels supervise o, the images where the rendered surface lies (with
     # blend_inference: novel-view PSNR +0.2 / +0.2 dB ideal, +0.3 / +0.3 dB realistic, seeds 0 / 1, 300 fast steps)
     density_cal: bool = True
-    # whether renders (train=False: render, eval, the viewer, adapt's final renders) apply that calibration too, or
-    # show the network's own occupancy, the field the labels supervise (the calibration then only serves training).
-    # Off since the fourteenth realism round: at 2,000 fast steps the calibration had drifted to a fat, soft surface
-    # (offset +1.1 to +1.8) and rendering without it gave novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal,
-    # +0.87 / +0.21 / +0.71 / +0.45 dB realistic (seeds 0-3); at 300 steps -0.16 / +0.01 / -0.12 / +0.09 dB ideal,
-    # -0.47 / -0.22 / -0.24 / -0.20 dB realistic (docs/benchmarks.md). Runs saved before the option render with it.
-    cal_render: bool = False
+    # whether renders (train=False: render, eval, the viewer, adapt's final renders) apply that calibration too ("on"),
+    # or show the network's own occupancy, the field the labels supervise ("off": the calibration only serves
+    # training), or whichever fits the run's own training views better, chosen when training ends ("auto", the
+    # default since the sixteenth realism round; ``HandOccMethod.finish_training``, the choice is the calibration's
+    # ``in_render`` buffer; undecided renders "off"). At 2,000 fast steps the calibration has drifted to a fat, soft
+    # surface (offset +1.1 to +1.8) and "off" gives novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal, +0.87 /
+    # +0.21 / +0.71 / +0.45 dB realistic (seeds 0-3); at 300 steps -0.16 / +0.01 / -0.12 / +0.09 dB ideal, -0.47 /
+    # -0.22 / -0.24 / -0.20 dB realistic; the training views agreed with the held-out ones on the better choice in all
+    # 16 runs measured (docs/benchmarks.md, sixteenth round). Runs saved before the option render with it ("on").
+    cal_render: str = "auto"
     # whether training renders through the calibration. True for training (the labels supervise the network's
-    # occupancy, the images the calibrated one); ``adapt`` sets it to the run's ``cal_render``, so that the novel
-    # skeletons are fitted to the field the adapted run renders (the calibration is frozen there and no label trains)
+    # occupancy, the images the calibrated one); ``adapt`` sets it to whether the run renders through it, so that the
+    # novel skeletons are fitted to the field the adapted run renders (the calibration is frozen and no label trains)
     cal_train: bool = True
     # a learned radial scale of the rendered field per side and finger bone (thickness.BoneThickness), trained by the
     # photometric and mask losses only (the labels keep the model's thickness): a hand thicker than its model.
@@ -235,7 +239,7 @@ class HandOccConfig:
         for name, allowed in (("stage", STAGES), ("supervision", SUPERVISION), ("sampler", SAMPLERS),
                               ("skeleton", SKELETON_SOURCES), ("labels_pose", LABEL_POSES),
                               ("label_hull", LABEL_HULL), ("occ_anneal", OCC_ANNEAL),
-                              ("bone_thickness", BONE_THICKNESS)):
+                              ("bone_thickness", BONE_THICKNESS), ("cal_render", CAL_RENDER)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}",
                                  field=name)
@@ -269,17 +273,18 @@ def migrate_config(values: dict) -> dict:
     their labels there) becomes ``labels_pose`` "bones". A run older than ``occ_anneal`` followed its anneal fields
     as written, with the defaults of then (no anneal): ``occ_anneal`` "on", start = end = 1, final 0 where absent;
     one older than ``anneal_missed`` decided "auto" by the hull check alone (``anneal_missed`` 1, never exceeded);
-    one older than ``cal_render`` rendered through its density calibration (``cal_render`` true); ``bone_thickness``
-    true / false (before "auto") is "on" / "off", and a run older than it has none ("off")."""
+    one older than ``cal_render`` rendered through its density calibration (``cal_render`` "on"); ``bone_thickness``
+    and ``cal_render`` true / false (before "auto") are "on" / "off", and a run older than ``bone_thickness`` has
+    none ("off")."""
     if "labels_follow_bones" not in values and "occ_anneal" in values and "anneal_missed" in values \
-            and "cal_render" in values and isinstance(values.get("bone_thickness"), str):
+            and isinstance(values.get("cal_render"), str) and isinstance(values.get("bone_thickness"), str):
         return values
     values = dict(values)
     values.setdefault("anneal_missed", 1.0)
     values.setdefault("cal_render", True)
-    thick = values.get("bone_thickness", False)
-    if isinstance(thick, bool):
-        values["bone_thickness"] = "on" if thick else "off"
+    for key in ("bone_thickness", "cal_render"):
+        if isinstance(values.get(key, False), bool):
+            values[key] = "on" if values.get(key, False) else "off"
     if values.pop("labels_follow_bones", False) is True and values.get("labels_pose", "mesh") == "mesh":
         values["labels_pose"] = "bones"
     if "occ_anneal" not in values:
@@ -787,6 +792,14 @@ class DensityCalibration(nn.Module):
         super().__init__()
         self.scale = float(scale)
         self.p = nn.Parameter(torch.zeros(2))
+        # cal_render "auto": whether renders apply it, chosen when training ends (-1 undecided, 0 no, 1 yes)
+        self.register_buffer("in_render", torch.tensor(-1, dtype=torch.int8))
+        self.register_load_state_dict_pre_hook(self._undecided_before)
+
+    @staticmethod
+    def _undecided_before(module, state: dict, prefix: str, *args) -> None:
+        """A checkpoint saved before ``in_render`` loads as undecided."""
+        state.setdefault(prefix + "in_render", torch.tensor(-1, dtype=torch.int8))
 
     def forward(self, occ: Tensor) -> Tensor:
         """occ (...) in [0, 1] -> calibrated occupancy (...); 0 stays 0 (empty space stays empty)."""
@@ -852,9 +865,14 @@ class HandOcc(nn.Module):
 
     def rendered_calibration(self, train: bool) -> DensityCalibration | None:
         """The density calibration a render applies: the model's in training (with ``cal_train``, the default),
-        and at inference only with ``cal_render``."""
+        and at inference with ``cal_render`` "on", or "auto" where the end of training chose it (``in_render``)."""
         cal = getattr(self, "density_cal", None)
-        return cal if (self.cfg.cal_train if train else self.cfg.cal_render) else None
+        if cal is None:
+            return None
+        if train:
+            return cal if self.cfg.cal_train else None
+        mode = self.cfg.cal_render
+        return cal if mode == "on" or (mode == "auto" and int(cal.in_render) == 1) else None
 
     def hand(self, joints: Tensor, side: str) -> HandSkeleton:
         return make_hand(joints.to(self.rel_radii.device), side, self.rel_radii, self.cfg.radius_dilation,
