@@ -100,9 +100,9 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
 def keep_checked(m: HandOccMethod) -> dict | None:
     """After adaptation: return each novel frame whose adapted skeletons fit its check cameras' images worse than
     the start to the start (``m.adapt_start``), in place. The fit is the squared colour error of the frame's
-    check views, rendered whole, against their images with the background black (``eval``'s ground truth). Returns None without check cameras, else {"check_cameras", "kept", "reverted"
-    (frame indices), "check_psnr_start", "check_psnr"} (the check views' PSNR with the start's skeletons and with
-    the ones kept)."""
+    check views, rendered whole, against their images with the background black (``view_fit.frame_errors``).
+    Returns None without check cameras, else {"check_cameras", "kept", "reverted" (frame indices),
+    "check_psnr_start", "check_psnr"} (the check views' PSNR with the start's skeletons and with the ones kept)."""
     if not m.check_cameras:
         return None
     refine = m.model.refine

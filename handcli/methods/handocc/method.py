@@ -25,6 +25,7 @@ from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.labels import LABELS, hand_pixels
 from handcli.methods.base import Method, RunFolder, sum_losses
+from handcli.methods.handocc import view_fit
 from handcli.methods.handocc.label_align import LabelAlignment
 from handcli.methods.handocc.model import (
     PRESETS,
@@ -261,8 +262,6 @@ class HandOccMethod(Method):
         density calibration and keep, for every later render, whichever fits their images better
         (``density_cal.in_render``). Returns {"cal_render": the choice, "views", "psnr_with", "psnr_without"}, or
         None where there is nothing to choose."""
-        from handcli.methods.handocc.view_fit import frame_errors, pooled_psnr
-
         cal = getattr(self.model, "density_cal", None)
         if cal is None or self.cfg.cal_render != "auto" or self.cfg.stage != "full" or self.frozen_networks:
             return None
@@ -271,7 +270,7 @@ class HandOccMethod(Method):
         fit = {}
         for use in (1, 0):
             cal.in_render.fill_(use)
-            fit[use] = pooled_psnr(frame_errors(self, pick))
+            fit[use] = view_fit.pooled_psnr(view_fit.frame_errors(self, pick))
         chosen = fit[1] > fit[0]
         cal.in_render.fill_(int(chosen))
         log(f"renders {'apply' if chosen else 'leave out'} the density calibration (cal_render auto: {len(pick)} "
