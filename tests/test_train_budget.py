@@ -35,6 +35,9 @@ class Sleeper:
         time.sleep(self.slow_dt if step < self.slow_steps else self.dt)
         return (self.model(torch.ones(1, 2)) ** 2).sum(), {}
 
+    def finish_training(self):
+        return None
+
 
 def test_fit_budget_sizes_the_schedule_to_the_budget(tmp_path):
     m = Sleeper(0.01)
