@@ -107,7 +107,9 @@ def test_adaptation_fits_the_field_the_run_renders(trained, tiny_cache, cal_rend
     with trained.model.sampling(cal_render=cal_render):
         m, _ = prepare_adaptation(trained, tiny_cache, frames=NOVEL_FRAMES, steps=1, lr=1e-2, cameras=CAMERAS)
     assert m.model.cfg.cal_train == (cal_render == "on")
-    assert m.finish_training() is None  # the adapted run keeps the trained run's choice
+    chosen = int(trained.model.density_cal.in_render)
+    assert chosen in (0, 1) and m.finish_training() is None  # no check camera among 3 cameras
+    assert int(m.model.density_cal.in_render) == chosen  # the adapted run keeps the trained run's choice
 
 
 def test_check_cameras_are_held_back_from_the_fit(tiny_cache):
@@ -210,10 +212,10 @@ def test_adapt_cli_on_a_handocc_run(tiny_cache, tmp_path):
     checked = tmp_path / "checked"
     r = handcli("adapt", run, tiny_cache, "-o", checked, "--steps", "2", "--frames", "2", "--check-cameras", "400009")
     assert r.returncode == 0, r.stderr
-    check = json.loads((checked / "complete.json").read_text())["check"]
+    check = json.loads((checked / "complete.json").read_text())["finish"]
     assert check["check_cameras"] == ["400009"] and sorted(check["kept"] + check["reverted"]) == [2]
     assert "400009" not in json.loads((checked / "config.json").read_text())["data"]["cameras"]
-    assert "check" not in json.loads((out / "complete.json").read_text())  # too few cameras to hold one back
+    assert "finish" not in json.loads((out / "complete.json").read_text())  # too few cameras to hold one back
     r = handcli("adapt", run, tiny_cache, "-o", tmp_path / "bad_check", "--steps", "2", "--check-cameras", "499999")
     assert r.returncode == 2 and "check" in r.stderr and not (tmp_path / "bad_check").exists(), r.stderr
     # --depth is HandNeRF's: one line naming the option, exit 2, nothing written

@@ -49,8 +49,8 @@ def adapt_command(
     from handcli.data.selection import parse_selection
     from handcli.data.shards import open_cache
     from handcli.errors import InputError, Interrupted
-    from handcli.methods.base import load_checkpoint, read_run_config, write_run_config
-    from handcli.methods.trainer import plot_curves, read_metrics, save_atomic, seed_everything, train
+    from handcli.methods.base import read_run_config, write_run_config
+    from handcli.methods.trainer import plot_curves, read_metrics, seed_everything, train
     from handcli.outputs import check_writable, clean_stale, owned_temp, swap_into_place
     from handcli.progress import log
     from handcli.registry import method_class
@@ -87,12 +87,6 @@ def adapt_command(
                                  train={"log_every": log_every, "ckpt_every": steps, "snapshot_every": 0})
                 last = train(m, tmp, steps=steps, lr=lr, lr_final=lr, seed=seed, resume=False,
                              log_every=log_every, ckpt_every=steps)
-                checked = m.finish_adaptation()
-                if checked is not None:
-                    state = load_checkpoint(tmp / "checkpoint.pt", "cpu")
-                    state["model"] = m.model.state_dict()  # what the check kept
-                    save_atomic(state, tmp / "checkpoint.pt")
-                    last["check"] = checked
                 plot_curves(read_metrics(tmp), tmp / "curves.png", keys=cls.adapt_curves)
                 (tmp / "complete.json").write_text(json.dumps(last, indent=2))
             except Interrupted:
@@ -101,9 +95,4 @@ def adapt_command(
         swap_into_place(tmp, out)
     losses = ", ".join(f"{k} {last[k]:.5f}" for k in cls.adapt_curves if isinstance(last.get(k), float))
     log(f"adapted {doc['method']} to {len(m.frames)} frames: {losses}")
-    if "check" in last:
-        c = last["check"]
-        log(f"checked on cameras {','.join(c['check_cameras'])}: {len(c['kept'])} frames kept their adapted "
-            f"skeletons, {len(c['reverted'])} went back to the start (check PSNR {c['check_psnr_start']:.2f} -> "
-            f"{c['check_psnr']:.2f} dB)")
     print(out)

@@ -53,7 +53,8 @@ def _as_image_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     return pred, gt
 
 
-def _psnr_from_mse(mse: float) -> float:
+def psnr_from_mse(mse: float) -> float:
+    """PSNR (dB) of a mean squared error of images in [0, 1]; +inf for 0."""
     return math.inf if mse == 0.0 else float(-10.0 * math.log10(mse))
 
 
@@ -63,7 +64,7 @@ def psnr_full(pred, gt) -> float:
     pred, gt: (H, W, C) in [0, 1]. Returns +inf for identical images.
     """
     pred, gt = _as_image_pair(pred, gt)
-    return _psnr_from_mse(float(np.mean((pred - gt) ** 2)))
+    return psnr_from_mse(float(np.mean((pred - gt) ** 2)))
 
 
 def psnr_masked(pred, gt, mask) -> float | None:
@@ -79,7 +80,7 @@ def psnr_masked(pred, gt, mask) -> float | None:
     mask = mask.astype(bool)
     if not mask.any():
         return None
-    return _psnr_from_mse(float(np.mean((pred[mask] - gt[mask]) ** 2)))
+    return psnr_from_mse(float(np.mean((pred[mask] - gt[mask]) ** 2)))
 
 
 def box_mask(height: int, width: int, box_xyxy) -> np.ndarray:

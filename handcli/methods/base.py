@@ -345,14 +345,10 @@ class Method:
         raise NotImplementedError(f"{cls.__name__} has no pose adaptation")
 
     def finish_training(self) -> dict | None:
-        """When training ends (its last step done, not interrupted; rank 0): a method may make a choice from its
-        training data and store it in its model (the trainer then writes the checkpoint again). Returns a summary
-        for the last log record (complete.json), or None (nothing chosen)."""
-        return None
-
-    def finish_adaptation(self) -> dict | None:
-        """After ``handcli adapt``'s steps: a method may check what it adapted and change it in place (the command
-        then writes the checkpoint again). Returns a summary for complete.json, or None (nothing checked)."""
+        """When training (or ``handcli adapt``'s training) ends, its last step done and not interrupted, on rank 0:
+        a method may make a choice from its training data, or check what it adapted, and store the result in its
+        model (the trainer then writes the checkpoint again). Returns a summary for the last log record
+        (``finish`` in complete.json), or None (nothing done)."""
         return None
 
     def setup_training(self, **options) -> None:

@@ -53,6 +53,9 @@ class TrainableMethod(Protocol):
     def snapshot(self, step: int, out_png: Path) -> dict:
         """Render a held-out view to ``out_png``; return metrics to log."""
 
+    def finish_training(self) -> dict | None:
+        """Called once when training ends (rank 0); a summary to log as ``finish``, or None."""
+
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """The batch generator of one step (independent of how the run got there)."""

@@ -29,6 +29,7 @@ from handcli.methods.base import freeze_all_but
 from handcli.methods.handocc.method import HandOccMethod
 from handcli.methods.handocc.refine import SIDES
 from handcli.methods.handocc.view_fit import frame_errors, pooled_psnr
+from handcli.progress import log
 
 ADAPTED_PREFIXES = ("refine.",)  # the per-frame joint offsets of the novel hands
 CHECK_EVERY = 5  # by default every fifth fitting camera is held back to check the fit (none with fewer cameras)
@@ -122,8 +123,12 @@ def keep_checked(m: HandOccMethod) -> dict | None:
             rows = refine.keys[:, 0] == f
             refine.offsets[rows] = m.adapt_start[rows]
     kept = {f: (start if f in reverted else after)[f] for f in after}
-    return {"check_cameras": list(m.check_cameras), "kept": sorted(set(after) - set(reverted)), "reverted": reverted,
-            "check_psnr_start": pooled_psnr(start), "check_psnr": pooled_psnr(kept)}
+    out = {"check_cameras": list(m.check_cameras), "kept": sorted(set(after) - set(reverted)), "reverted": reverted,
+           "check_psnr_start": pooled_psnr(start), "check_psnr": pooled_psnr(kept)}
+    log(f"checked on cameras {','.join(out['check_cameras'])}: {len(out['kept'])} frames kept their adapted "
+        f"skeletons, {len(reverted)} went back to the start (check PSNR {out['check_psnr_start']:.2f} -> "
+        f"{out['check_psnr']:.2f} dB)")
+    return out
 
 
 def start_from_transfer(novel, trained) -> None:

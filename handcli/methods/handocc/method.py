@@ -226,7 +226,7 @@ class HandOccMethod(Method):
 
     migrate_config = staticmethod(migrate_config)  # labels_follow_bones (into labels_pose); occ_anneal "on" when absent
     # adapt (adapt.prepare_adaptation): the networks are frozen; training neither learns the bone thickness nor
-    # chooses cal_render "auto" (finish_training): the adapted run renders as the trained one
+    # chooses cal_render "auto", and its end checks the adaptation instead (finish_training)
     frozen_networks = False
     # adapt (adapt.prepare_adaptation): the cameras fitted and those held back to check the fit
     fit_cameras: list[str] | None = None
@@ -248,7 +248,7 @@ class HandOccMethod(Method):
                    check_cameras: list[str] | None = None) -> tuple["HandOccMethod", list[str]]:
         """Skeleton refinement of the novel frames against their images, networks frozen
         (``handcli.methods.handocc.adapt``; ``depth`` is not used), checked on ``check_cameras`` (None: every
-        fifth camera, []: none) by ``finish_adaptation``."""
+        fifth camera, []: none) when its steps end (``finish_training``)."""
         from handcli.methods.handocc.adapt import prepare_adaptation
 
         if depth is not None:
@@ -258,12 +258,19 @@ class HandOccMethod(Method):
                                   seed=seed, device=device, cameras=cameras, check_cameras=check_cameras)
 
     def finish_training(self) -> dict | None:
-        """``cal_render`` "auto": render ``CHOICE_VIEWS`` of the training views (a fixed pick) with and without the
-        density calibration and keep, for every later render, whichever fits their images better
+        """An adaptation (``frozen_networks``): the novel frames whose adapted skeletons fit the check cameras worse
+        go back to the start (``adapt.keep_checked``); the trained run's ``cal_render`` choice is kept.
+
+        Otherwise, ``cal_render`` "auto": render ``CHOICE_VIEWS`` of the training views (a fixed pick) with and
+        without the density calibration and keep, for every later render, whichever fits their images better
         (``density_cal.in_render``). Returns {"cal_render": the choice, "views", "psnr_with", "psnr_without"}, or
         None where there is nothing to choose."""
+        if self.frozen_networks:
+            from handcli.methods.handocc.adapt import keep_checked
+
+            return keep_checked(self)
         cal = getattr(self.model, "density_cal", None)
-        if cal is None or self.cfg.cal_render != "auto" or self.cfg.stage != "full" or self.frozen_networks:
+        if cal is None or self.cfg.cal_render != "auto" or self.cfg.stage != "full":
             return None
         ids = np.asarray(self.pool.view_ids)
         pick = sorted(np.random.default_rng(0).choice(ids, size=min(CHOICE_VIEWS, len(ids)), replace=False).tolist())
@@ -276,13 +283,6 @@ class HandOccMethod(Method):
         log(f"renders {'apply' if chosen else 'leave out'} the density calibration (cal_render auto: {len(pick)} "
             f"training views, {fit[1]:.2f} dB with it, {fit[0]:.2f} dB without)")
         return {"cal_render": chosen, "views": len(pick), "psnr_with": fit[1], "psnr_without": fit[0]}
-
-    def finish_adaptation(self) -> dict | None:
-        """The novel frames whose adapted skeletons fit the check cameras worse go back to the start
-        (``adapt.keep_checked``)."""
-        from handcli.methods.handocc.adapt import keep_checked
-
-        return keep_checked(self)
 
     def setup_run(self, run: RunFolder, state: dict) -> None:
         """The model (weights, capsule radii and reference crops come from the checkpoint); the cache only

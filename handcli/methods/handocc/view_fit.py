@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from handcli.eval.image_metrics import psnr_from_mse
 from handcli.eval.renders_eval import gt_image
 
 
@@ -30,7 +31,7 @@ def frame_errors(m, views) -> dict[int, tuple[float, int]]:
 
 
 def pooled_psnr(errors: dict[int, tuple[float, int]]) -> float:
-    """PSNR (dB) of the pooled squared errors of ``frame_errors``."""
+    """PSNR (dB) of the pooled squared errors of ``frame_errors`` (finite: the MSE floored at 1e-12)."""
     sq = sum(e[0] for e in errors.values())
     n = sum(e[1] for e in errors.values())
-    return float(-10.0 * np.log10(max(sq / max(n, 1), 1e-12)))
+    return psnr_from_mse(max(sq / max(n, 1), 1e-12))
