@@ -192,6 +192,9 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     "auto16": [*TENTH, "normal_detail=true", "cal_render=off", "bone_thickness=auto", "labels_pose=auto"],
     # + renders with or without the calibration as the training views fit better when training ends (cal_render=auto)
     "auto16b": [*TENTH, "normal_detail=true", "cal_render=auto", "bone_thickness=auto", "labels_pose=auto"],
+    # seventeenth round (the defaults from it): auto16b, but the end of training fits the calibration that renders
+    # apply to the training views (handocc/render_calibration.py) instead of choosing between with and without
+    "fit17": [*TENTH, "normal_detail=true", "cal_render=auto", "bone_thickness=auto", "labels_pose=auto"],
 }
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+import pytest
 import torch
 from test_handocc_fast_render import _scene  # the tiny scene those tests render
 
@@ -14,6 +16,20 @@ from handcli.methods.handocc.method import config_for_state
 from handcli.methods.handocc.model import PRESETS, DensityCalibration, HandOcc, occupancy_grid, render_rays
 
 FAST = PRESETS["fast"]
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tiny_cache, tmp_path_factory):
+    """A full-stage HandOcc trained 6 steps on the tiny cache (``finish_record``: complete.json's ``finish``)."""
+    from handcli.methods.trainer import train
+    from tests.test_handocc import _full
+
+    torch.manual_seed(0)
+    m = _full(tiny_cache, steps=6)
+    m.run_dir = tmp_path_factory.mktemp("run")
+    last = train(m, m.run_dir, steps=6, lr=5e-3, lr_final=1e-3, seed=0, resume=False, ckpt_every=10 ** 6)
+    m.finish_record = last["finish"]
+    return m
 
 
 def test_calibration_is_identity_at_start_and_monotone():
@@ -97,38 +113,67 @@ def test_runs_before_cal_render_render_with_their_calibration():
     assert int(model.density_cal.in_render) == -1 and model.rendered_calibration(train=False) is None
 
 
-def test_end_of_training_chooses_the_render_that_fits_the_training_views(tiny_cache, tmp_path, monkeypatch):
-    """``cal_render`` "auto": training ends by rendering training views with and without the calibration and keeps
-    the better (stored in the checkpoint; complete.json's record says which); a calibration that makes the hands
-    far too thin loses."""
-    from handcli.methods.base import load_checkpoint
-    from handcli.methods.handocc import view_fit
-    from handcli.methods.handocc.method import CHOICE_VIEWS
-    from handcli.methods.trainer import train
-    from tests.test_handocc import _full
+def test_coordinate_search_climbs_to_the_best_grid_point():
+    """From the better start, axis steps to the best neighbour while it gains; every point scored once."""
+    from handcli.methods.handocc.render_calibration import coordinate_search
 
-    torch.manual_seed(0)
-    m = _full(tiny_cache, steps=6)
-    last = train(m, tmp_path, steps=6, lr=5e-3, lr_final=1e-3, seed=0, resume=False, ckpt_every=10 ** 6)
-    chosen = last["finish"]
-    assert chosen["views"] == min(CHOICE_VIEWS, len(m.pool.view_ids))
-    assert chosen["cal_render"] == (chosen["psnr_with"] > chosen["psnr_without"])
-    saved = load_checkpoint(tmp_path / "checkpoint.pt")["model"]["density_cal.in_render"]
-    assert int(saved) == int(chosen["cal_render"]) == int(m.model.density_cal.in_render)
-    with torch.no_grad():
-        m.model.density_cal.p[1] = -1.0  # rendered occupancy far below the network's: thin, faint hands
-    out = m.finish_training()
-    assert out["psnr_with"] < out["psnr_without"] - 0.5 and out["cal_render"] is False
-    assert m.model.rendered_calibration(train=False) is None
     calls = []
 
-    def fits(method, views):  # with the calibration the views fit better
-        calls.append(len(views))
-        return {0: (1.0 if int(method.model.density_cal.in_render) == 1 else 2.0, 10)}
+    def score(p):  # peak at (3 steps, -2 steps) of (0.5, 0.25)
+        calls.append(p)
+        return -((p[0] - 1.5) ** 2) - (p[1] + 0.5) ** 2
 
-    monkeypatch.setattr(view_fit, "frame_errors", fits)
-    assert m.finish_training()["cal_render"] is True and calls == [chosen["views"]] * 2
-    assert m.model.rendered_calibration(train=False) is m.model.density_cal
+    best, seen = coordinate_search(score, [(0.0, 0.0), (5.0, 5.0)], (0.5, 0.25), 50, 0.0)
+    assert best == (1.5, -0.5) and len(calls) == len(set(calls)) == len(seen)
+    assert list(seen)[:2] == [(0.0, 0.0), (5.0, 5.0)] and seen[best] == max(seen.values()) == 0.0
+    # the budget of scored points, and the least gain a move needs
+    best, seen = coordinate_search(score, [(0.0, 0.0)], (0.5, 0.25), 5, 0.0)
+    assert len(seen) == 5 and best == (0.5, 0.0)
+    best, seen = coordinate_search(score, [(0.0, 0.0)], (0.5, 0.25), 50, 10.0)
+    assert best == (0.0, 0.0) and len(seen) == 5
+
+
+def test_view_errors_on_every_second_pixel_are_those_of_the_whole_render(trained_tiny):
+    """``frame_errors(stride=2)`` renders the pixels (2r, 2c) of the view, with its camera (K's rows scaled)."""
+    from handcli.eval.renders_eval import gt_image
+    from handcli.methods.handocc import view_fit
+
+    m = trained_tiny
+    j = int(m.pool.view_ids[0])
+    full = m.render_view(j, frozenset({"rgb"}))["rgb"]
+    v = m.cache.view(j)
+    gt = gt_image(v["rgb"], v["label"])
+    (sq, n), = view_fit.frame_errors(m, [j], stride=2).values()
+    assert n == gt[::2, ::2].size
+    assert abs(sq - float(np.square(full[::2, ::2] - gt[::2, ::2]).sum())) < 1e-4 * max(sq, 1e-3)
+    assert float(np.square(full - gt).sum()) > 0
+
+
+def test_end_of_training_fits_the_rendered_calibration_to_the_training_views(trained_tiny, tmp_path):
+    """``cal_render`` "auto": training ends by fitting the calibration that renders apply to training views (saved
+    in the checkpoint; complete.json's record has the fit); a calibration that makes the hands far too thin is
+    not kept."""
+    from handcli.methods.base import load_checkpoint
+    from handcli.methods.handocc.method import CHOICE_VIEWS
+    from handcli.methods.handocc.render_calibration import FIT_STRIDE, MAX_EVALS
+
+    m, fit = trained_tiny, trained_tiny.finish_record
+    assert fit["views"] == min(CHOICE_VIEWS, len(m.pool.view_ids)) and fit["stride"] == FIT_STRIDE
+    assert 2 <= fit["renders"] <= MAX_EVALS
+    assert fit["psnr"] >= max(fit["psnr_without"], fit["psnr_trained"])
+    saved = load_checkpoint(m.run_dir / "checkpoint.pt")["model"]
+    cal = m.model.density_cal
+    assert int(saved["density_cal.in_render"]) == int(fit["cal_render"]) == int(cal.in_render)
+    if fit["cal_render"]:
+        torch.testing.assert_close(saved["density_cal.p"], cal.p.detach())
+        a, b = cal.slope_offset()
+        assert abs(a - fit["slope"]) < 1e-5 and abs(b - fit["offset"]) < 1e-5
+        assert m.model.rendered_calibration(train=False) is cal
+    with torch.no_grad():
+        cal.p.copy_(torch.tensor([0.0, -1.0]))  # rendered occupancy far below the network's: thin, faint hands
+    out = m.finish_training()
+    assert out["trained_offset"] == -5.0 and out["psnr"] > out["psnr_trained"] + 0.5
+    assert (out["cal_render"], out["offset"]) != (True, -5.0)
     m.cfg = replace(m.cfg, cal_render="off")
     assert m.finish_training() is None
 

@@ -25,7 +25,6 @@ from handcli.data.viewpool import ViewPool, rank_part
 from handcli.errors import InputError
 from handcli.labels import LABELS, hand_pixels
 from handcli.methods.base import Method, RunFolder, sum_losses
-from handcli.methods.handocc import view_fit
 from handcli.methods.handocc.label_align import LabelAlignment
 from handcli.methods.handocc.model import (
     PRESETS,
@@ -41,6 +40,7 @@ from handcli.methods.handocc.model import (
 )
 from handcli.methods.handocc.model import render_rays as render_hand_rays
 from handcli.methods.handocc.refine import SkeletonRefinement, carry_points, detach_hand, detach_sampling
+from handcli.methods.handocc.render_calibration import fit_render_calibration
 from handcli.methods.handocc.sampler import (
     grow_relative_radii,
     inside_capsules,
@@ -54,7 +54,7 @@ from handcli.progress import log, progress
 from handcli.render.driver import OPACITY_THRESHOLD
 
 SIDE_LABEL = {"right": LABELS["right"], "left": LABELS["left"]}
-CHOICE_VIEWS = 12  # training views the end of training renders to choose cal_render "auto" (finish_training)
+CHOICE_VIEWS = 12  # training views the end of training fits the rendered calibration to (cal_render "auto")
 
 
 class LabelledPools:
@@ -261,10 +261,10 @@ class HandOccMethod(Method):
         """An adaptation (``frozen_networks``): the novel frames whose adapted skeletons fit the check cameras worse
         go back to the start (``adapt.keep_checked``); the trained run's ``cal_render`` choice is kept.
 
-        Otherwise, ``cal_render`` "auto": render ``CHOICE_VIEWS`` of the training views (a fixed pick) with and
-        without the density calibration and keep, for every later render, whichever fits their images better
-        (``density_cal.in_render``). Returns {"cal_render": the choice, "views", "psnr_with", "psnr_without"}, or
-        None where there is nothing to choose."""
+        Otherwise, ``cal_render`` "auto": fit the density calibration that every later render applies to
+        ``CHOICE_VIEWS`` of the training views (a fixed pick; ``render_calibration``), or none where the network's own
+        occupancy fits them best. Returns the summary of the fit (``render_calibration.fit_render_calibration``), or
+        None where there is nothing to fit."""
         if self.frozen_networks:
             from handcli.methods.handocc.adapt import keep_checked
 
@@ -274,15 +274,13 @@ class HandOccMethod(Method):
             return None
         ids = np.asarray(self.pool.view_ids)
         pick = sorted(np.random.default_rng(0).choice(ids, size=min(CHOICE_VIEWS, len(ids)), replace=False).tolist())
-        fit = {}
-        for use in (1, 0):
-            cal.in_render.fill_(use)
-            fit[use] = view_fit.pooled_psnr(view_fit.frame_errors(self, pick))
-        chosen = fit[1] > fit[0]
-        cal.in_render.fill_(int(chosen))
-        log(f"renders {'apply' if chosen else 'leave out'} the density calibration (cal_render auto: {len(pick)} "
-            f"training views, {fit[1]:.2f} dB with it, {fit[0]:.2f} dB without)")
-        return {"cal_render": chosen, "views": len(pick), "psnr_with": fit[1], "psnr_without": fit[0]}
+        fit = fit_render_calibration(self, pick)
+        how = (f"apply the density calibration slope {fit['slope']:.2f}, offset {fit['offset']:+.2f}" if fit["cal_render"]
+               else "leave out the density calibration")
+        log(f"renders {how} (cal_render auto, fitted to {fit['views']} training views: {fit['psnr']:.2f} dB; "
+            f"{fit['psnr_without']:.2f} dB without, {fit['psnr_trained']:.2f} dB with the trained slope "
+            f"{fit['trained_slope']:.2f}, offset {fit['trained_offset']:+.2f})")
+        return fit
 
     def setup_run(self, run: RunFolder, state: dict) -> None:
         """The model (weights, capsule radii and reference crops come from the checkpoint); the cache only

@@ -97,13 +97,14 @@ class HandOccConfig:
     density_cal: bool = True
     # whether renders (train=False: render, eval, the viewer, adapt's final renders) apply that calibration too ("on"),
     # or show the network's own occupancy, the field the labels supervise ("off": the calibration only serves
-    # training), or whichever fits the run's own training views better, chosen when training ends ("auto", the
-    # default since the sixteenth realism round; ``HandOccMethod.finish_training``, the choice is the calibration's
-    # ``in_render`` buffer; undecided renders "off"). At 2,000 fast steps the calibration has drifted to a fat, soft
-    # surface (offset +1.1 to +1.8) and "off" gives novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal, +0.87 /
-    # +0.21 / +0.71 / +0.45 dB realistic (seeds 0-3); at 300 steps -0.16 / +0.01 / -0.12 / +0.09 dB ideal, -0.47 /
-    # -0.22 / -0.24 / -0.20 dB realistic; the training views agreed with the held-out ones on the better choice in all
-    # 16 runs measured (docs/benchmarks.md, sixteenth round). Runs saved before the option render with it ("on").
+    # training), or one fitted to the run's own training views when training ends ("auto", the default;
+    # ``HandOccMethod.finish_training``, render_calibration.py: the calibration's (a, b) become the fitted ones and
+    # ``in_render`` 1, or ``in_render`` 0 where the network's occupancy fits best; undecided (-1) renders "off").
+    # At 2,000 fast steps the trained calibration has drifted to a fat, soft surface (offset +1.1 to +1.8) and "off"
+    # gives novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal, +0.87 / +0.21 / +0.71 / +0.45 dB realistic
+    # (seeds 0-3); at 300 steps the trained one is a little better than "off", and the fitted one (a ~1.7, b ~-0.5:
+    # a sharper, thinner surface) +0.75 to +1.06 dB ideal, +0.81 to +1.22 dB realistic over the better of the two
+    # (docs/benchmarks.md, sixteenth and seventeenth rounds). Runs saved before the option render with it ("on").
     cal_render: str = "auto"
     # whether training renders through the calibration. True for training (the labels supervise the network's
     # occupancy, the images the calibrated one); ``adapt`` sets it to whether the run renders through it, so that the

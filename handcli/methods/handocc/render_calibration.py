@@ -1,0 +1,90 @@
+"""The density calibration that HandOcc's renders apply, fitted to training views when training ends
+(``cal_render`` "auto", ``HandOccMethod.finish_training``).
+
+The calibration (``model.DensityCalibration``) maps the network's occupancy o to the rendered one,
+sigmoid(a logit(o) + b). Training learns (a, b) for its own rays and sample spacing; renders sample twice as
+densely, and a short run's surface is still soft there (novel views too fat at the silhouette). When training
+ends, a coordinate search over (log a, b) picks the render that best fits some training views' images, starting
+from the better of the two renders the run already has: without the calibration (a, b) = (1, 0) and with the
+trained one. Every score renders each view at every ``FIT_STRIDE``-th pixel (an unbiased subsample of its squared
+errors, a quarter of the rays).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from handcli.methods.handocc import view_fit
+
+FIT_STRIDE = 2  # the views are scored on every second pixel of every second row
+SLOPE_STEP = math.log(1.5)  # search step of log a
+OFFSET_STEP = 0.5  # search step of b
+MAX_EVALS = 12  # renders of the views, the two start points included
+MIN_GAIN_DB = 0.01  # a move must fit the views better by more than this
+
+Point = tuple[float, float]
+
+
+def coordinate_search(score: Callable[[Point], float], starts: list[Point], steps: Point, max_evals: int,
+                      min_gain: float) -> tuple[Point, dict[Point, float]]:
+    """Maximise ``score`` over the plane: from the best of ``starts``, move to the best of the four points one
+    step away along an axis (``steps`` (dx, dy)) while it beats the current one by more than ``min_gain``, and stop
+    when none does or ``max_evals`` points have been scored (a point is scored once; points are rounded to 1e-9).
+
+    Returns the best point and {point: score} of every point scored, in scoring order."""
+    seen: dict[Point, float] = {}
+
+    def at(p: Point) -> float:
+        p = (round(p[0], 9), round(p[1], 9))
+        if p not in seen:
+            seen[p] = score(p)
+        return seen[p]
+
+    best = max(((round(p[0], 9), round(p[1], 9)) for p in starts), key=at)
+    while len(seen) < max_evals:
+        around = [(best[0] + s * steps[0], best[1]) for s in (1, -1)] + [(best[0], best[1] + s * steps[1])
+                                                                          for s in (1, -1)]
+        around = [(round(p[0], 9), round(p[1], 9)) for p in around]
+        todo = [p for p in around if p not in seen][:max_evals - len(seen)]
+        for p in todo:
+            at(p)
+        step = max((p for p in around if p in seen), key=seen.__getitem__)
+        if seen[step] <= seen[best] + min_gain:
+            break
+        best = step
+    return best, seen
+
+
+def set_render_calibration(cal, point: Point) -> None:
+    """Make renders apply sigmoid(a logit(o) + b) with (log a, b) = ``point``; (0, 0) renders without a calibration
+    (``in_render`` 0, the network's occupancy exactly)."""
+    if point == (0.0, 0.0):
+        cal.in_render.fill_(0)
+        return
+    with torch.no_grad():
+        cal.p.copy_(torch.tensor([point[0], point[1]], dtype=cal.p.dtype) / cal.scale)
+    cal.in_render.fill_(1)
+
+
+def fit_render_calibration(m, views: list[int]) -> dict:
+    """Fit the calibration that the HandOcc method ``m``'s renders apply to the cache views ``views`` (training
+    views) and store it in the model: ``density_cal.p`` becomes the fitted (a, b) (the trained values are
+    ``cal_slope`` / ``cal_offset`` of the run's last log record) and ``in_render`` 1, or ``in_render`` 0 where the
+    network's own occupancy fits best. Returns the summary for complete.json's ``finish``."""
+    cal = m.model.density_cal
+    a, b = cal.slope_offset()
+    trained = (math.log(a), b)
+
+    def score(point: Point) -> float:
+        set_render_calibration(cal, point)
+        return view_fit.pooled_psnr(view_fit.frame_errors(m, views, stride=FIT_STRIDE))
+
+    best, seen = coordinate_search(score, [(0.0, 0.0), trained], (SLOPE_STEP, OFFSET_STEP), MAX_EVALS, MIN_GAIN_DB)
+    set_render_calibration(cal, best)
+    key = (round(trained[0], 9), round(trained[1], 9))
+    return {"cal_render": best != (0.0, 0.0), "slope": math.exp(best[0]), "offset": best[1], "psnr": seen[best],
+            "psnr_without": seen[(0.0, 0.0)], "psnr_trained": seen[key], "trained_slope": a, "trained_offset": b,
+            "views": len(views), "stride": FIT_STRIDE, "renders": len(seen)}
