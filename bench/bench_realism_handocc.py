@@ -195,7 +195,7 @@ VARIANTS = {  # name -> --set overrides of the fast preset (explicit, so that a 
     # seventeenth round (the defaults from it): auto16b, but the end of training fits the calibration that renders
     # apply to the training views (handocc/render_calibration.py) instead of choosing between with and without
     "fit17": [*TENTH, "normal_detail=true", "cal_render=auto", "bone_thickness=auto", "labels_pose=auto"],
-    # fit17 with MIN_GAIN_DB 0.1 (was 0.01): the fit moves only for gains on the training views above 0.1 dB
+    # fit17 with MIN_GAIN_DB 0.2 (was 0.01): the fit moves only for gains on the training views above 0.2 dB
     "fit17b": [*TENTH, "normal_detail=true", "cal_render=auto", "bone_thickness=auto", "labels_pose=auto"],
 }
 
