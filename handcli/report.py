@@ -34,6 +34,8 @@ METRIC_COLUMNS = (
     ("ssim_gaussian", "SSIM", "{:.4f}", "max"),
     ("lpips_alex", "LPIPS (alex)", "{:.4f}", "min"),
     ("depth_error_mm", "depth error (mm)", "{:.2f}", "min"),
+    ("depth_error_shown_mm", "depth error where shown (mm)", "{:.2f}", "min"),
+    ("depth_shown", "GT mask shown", "{:.4f}", "max"),
     ("semantic_iou", "mask IoU (%)", "{:.2f}", "max"),
 )
 

@@ -98,6 +98,8 @@ def test_identical_renders(tmp_path, synth_cache, gt):
         assert all(v[m] is None for v in doc["views"])
     assert doc["mean"]["ssim_gaussian"] == pytest.approx(1.0) and doc["mean"]["ssim_skimage_default"] == pytest.approx(1.0)
     assert doc["mean"]["depth_error_mm"] == 0.0
+    assert doc["mean"]["depth_error_shown_mm"] == 0.0 and doc["mean"]["depth_shown"] == 1.0
+    assert "DE where the renders show a surface: 0.00 mm, on 100.00 % of its pixels" in res.stderr
     assert doc["mean"]["semantic_iou"] == 100.0
     assert doc["mean"]["lpips_alex"] is None and doc["lpips"]["available"] is False
     assert "AlexNet backbone weights not found" in doc["lpips"]["info"]
@@ -107,6 +109,25 @@ def test_identical_renders(tmp_path, synth_cache, gt):
     assert [v["cache_view"] for v in doc["views"]] == [g["j"] for g in gt]
     sheet = cv2.imread(str(tmp_path / "metrics_sheet.png"))
     assert sheet is not None and sheet.shape[0] > 3 * 334  # three rows
+
+
+def test_empty_render_pixels_count_at_full_depth_in_de_only(tmp_path, synth_cache, gt):
+    """A render that leaves part of the GT mask empty (depth 0): DE counts those pixels at their whole depth,
+    depth_error_shown_mm leaves them out and depth_shown is the share it shows."""
+    def holed(g):
+        d = g["depth"].copy()
+        rows = np.nonzero((g["label"] > 0).any(1))[0]
+        d[rows[: len(rows) // 4]] = 0.0  # the top quarter of the hand's rows shows nothing
+        return d
+
+    r = write_renders(tmp_path / "r", synth_cache, gt, depth=holed)
+    doc = evaluate_renders(r, synth_cache).doc
+    for g, v in zip(gt, doc["views"]):
+        valid = (g["label"] > 0) & (g["depth"] > 0)
+        shown = valid & (holed(g) > 0)
+        assert v["depth_shown"] == pytest.approx(shown.sum() / valid.sum()) and 0.5 < v["depth_shown"] < 1.0
+        assert v["depth_error_shown_mm"] == pytest.approx(0.0, abs=1e-6)
+        assert v["depth_error_mm"] == pytest.approx(1000 * g["depth"][valid & ~shown].sum() / valid.sum(), rel=1e-6)
 
 
 def test_noise_psnr_ssim_and_depth_offset(tmp_path, synth_cache, gt):
@@ -140,6 +161,7 @@ def test_noise_psnr_ssim_and_depth_offset(tmp_path, synth_cache, gt):
                                                           abs=1e-9)
         assert v["ssim_gaussian"] < 1.0
         assert v["depth_error_mm"] == pytest.approx(5.0, abs=1e-3)
+        assert v["depth_error_shown_mm"] == pytest.approx(5.0, abs=1e-3) and v["depth_shown"] == 1.0
     for m in ("psnr_full", "psnr_box", "ssim_gaussian", "depth_error_mm"):
         assert doc["mean"][m] == pytest.approx(np.mean([v[m] for v in doc["views"]]))
     assert doc["infinite"] == {} and "semantic_iou" not in doc["mean"]

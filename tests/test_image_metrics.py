@@ -16,6 +16,7 @@ from handcli.eval.image_metrics import (
     _ssim_valid,
     box_mask,
     depth_error_mm,
+    depth_shown,
     gaussian_kernel,
     mask_bbox_slices,
     psnr_full,
@@ -181,6 +182,24 @@ def test_depth_error_mm_hand_values():
         depth_error_mm(pred, gt, mask[:3])
 
 
+def test_depth_shown_splits_de_into_shown_pixels_and_their_share():
+    gt = np.full((4, 4), 0.5)
+    pred = gt + 0.002  # 2 mm off where shown
+    pred[0, :2] = 0.0  # two pixels of the mask left empty: DE counts them at 500 mm
+    pred[3, 3] = 0.5 + 0.006
+    mask = np.ones((4, 4), bool)
+    mask[3, 0] = False
+    gt[2, 2] = np.nan  # not one of DE's pixels
+    # DE's pixels: 16 - 2 = 14; shown: 12 (eleven at 2 mm, one at 6 mm)
+    assert depth_error_mm(pred, gt, mask) == pytest.approx((2 * 500 + 11 * 2 + 6) / 14, abs=1e-9)
+    de, shown = depth_shown(pred, gt, mask)
+    assert de == pytest.approx((11 * 2 + 6) / 12, abs=1e-9) and shown == pytest.approx(12 / 14)
+    assert depth_shown(np.zeros((4, 4)), gt, mask) == (None, 0.0)
+    assert depth_shown(pred, gt, np.zeros((4, 4), bool)) == (None, None)
+    with pytest.raises(InputError):
+        depth_shown(pred, gt, mask[:3])
+
+
 def test_semantic_iou_hand_value():
     gt = np.array([[0, 0, 2], [2, 2, 0]])
     pred = np.array([[0, 2, 2], [2, 0, 0]])
@@ -197,5 +216,5 @@ def test_semantic_iou_hand_value():
 def test_metric_conventions_named():
     for key in ("psnr_full", "psnr_box", "psnr_class", "ssim_gaussian", "ssim_gaussian_pm1", "ssim_skimage_default",
                 "lpips_alex",
-                "depth_error_mm", "semantic_iou"):
+                "depth_error_mm", "depth_error_shown_mm", "depth_shown", "semantic_iou"):
         assert isinstance(METRIC_CONVENTIONS[key], str) and len(METRIC_CONVENTIONS[key]) > 20

@@ -110,7 +110,8 @@ def print_table(doc: dict, console) -> None:
     """Per-view metrics and their mean as a rich table (on the given console, stderr in the CLI)."""
     from rich.table import Table
 
-    metrics = list(doc["mean"])
+    parts = ("depth_error_shown_mm", "depth_shown")  # DE's two parts: a line under the table (80 columns)
+    metrics = [m for m in doc["mean"] if m not in parts]
     from rich import box
 
     short = {"psnr_full": "PSNR-full", "psnr_box": "PSNR-box", "psnr_full_camcal": "PSNR-cal",
@@ -132,6 +133,10 @@ def print_table(doc: dict, console) -> None:
         t.add_row(v["name"], *[fmt(m, v[m], v["index"]) for m in metrics])
     t.add_row("mean", *[fmt(m, doc["mean"][m]) for m in metrics], style="bold")
     console.print(t)
+    de, shown = (doc["mean"].get(m) for m in parts)
+    if de is not None and shown is not None:
+        console.print(f"DE where the renders show a surface: {de:.2f} mm, on {100 * shown:.2f} % of its pixels",
+                      highlight=False)
     for note in doc["notes"][1:]:
         console.print(f"note: {note}", highlight=False)
     if doc["num_skipped"]:

@@ -34,6 +34,10 @@ METRIC_CONVENTIONS: dict[str, str] = {
     "(normalize=True); null when the weights are not available",
     "depth_error_mm": "DE = mean |D_pred - D_gt| in millimetres over pixels inside the GT mask with valid "
     "(finite, > 0) GT depth and finite predicted depth; null when no such pixel exists",
+    "depth_error_shown_mm": "DE over those of its pixels where the prediction shows a surface (depth > 0: opacity "
+    ">= 0.5 for handcli renders); null when there is none",
+    "depth_shown": "the fraction of DE's pixels where the prediction shows a surface (depth > 0); DE counts every "
+    "other one at its whole GT depth",
     "semantic_iou": "per image: IoU = |P n G| / |P u G| per class (1 when the union is empty), mean over "
     "the classes background, object, hand (background included) x 100 (Choi HandNeRF)",
 }
@@ -179,13 +183,9 @@ def ssim_skimage_default(pred, gt) -> float:
     return _ssim_valid(pred, gt, np.full(7, 1.0 / 7.0), 1.0, cov_norm=np_win / (np_win - 1))
 
 
-def depth_error_mm(pred_depth, gt_depth, mask) -> float | None:
-    """Depth error DE: mean |pred - gt| in millimetres (docs/formulas.md#metric-conventions).
-
-    pred_depth, gt_depth: (H, W) in metres; mask: (H, W) bool (GT hand/object mask). Pixels count when the
-    mask is set, the GT depth is finite and > 0 (valid pseudo-depth) and the prediction is finite.
-    None when no pixel is valid.
-    """
+def _depth_pixels(pred_depth, gt_depth, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pred, gt, valid) as float64 / bool (H, W): valid where the mask is set, the GT depth is finite and > 0 and
+    the prediction is finite."""
     pred = np.asarray(pred_depth, dtype=np.float64)
     gt = np.asarray(gt_depth, dtype=np.float64)
     mask = np.asarray(mask)
@@ -194,9 +194,34 @@ def depth_error_mm(pred_depth, gt_depth, mask) -> float | None:
                          f"{mask.shape}", field="depth")
     with np.errstate(invalid="ignore"):
         valid = mask.astype(bool) & np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
+    return pred, gt, valid
+
+
+def depth_error_mm(pred_depth, gt_depth, mask) -> float | None:
+    """Depth error DE: mean |pred - gt| in millimetres (docs/formulas.md#metric-conventions).
+
+    pred_depth, gt_depth: (H, W) in metres; mask: (H, W) bool (GT hand/object mask). Pixels count when the
+    mask is set, the GT depth is finite and > 0 (valid pseudo-depth) and the prediction is finite (a render's
+    0, no surface shown, counts at the full GT depth). None when no pixel is valid.
+    """
+    pred, gt, valid = _depth_pixels(pred_depth, gt_depth, mask)
     if not valid.any():
         return None
     return float(np.mean(np.abs(pred[valid] - gt[valid])) * 1000.0)
+
+
+def depth_shown(pred_depth, gt_depth, mask) -> tuple[float | None, float | None]:
+    """DE's two parts: (the mean |pred - gt| in millimetres over DE's pixels where the prediction shows a surface
+    (depth > 0), the fraction of DE's pixels where it does). Shapes as `depth_error_mm`; None where undefined.
+
+    DE counts each pixel of the GT mask that a render leaves empty at its whole depth (~0.5-1 m), so a few
+    per cent of such pixels outweigh the depth error of the others; these two tell them apart."""
+    pred, gt, valid = _depth_pixels(pred_depth, gt_depth, mask)
+    if not valid.any():
+        return None, None
+    shown = valid & (pred > 0)
+    de = float(np.mean(np.abs(pred[shown] - gt[shown])) * 1000.0) if shown.any() else None
+    return de, float(shown.sum() / valid.sum())
 
 
 def semantic_iou(pred_labels, gt_labels, num_classes: int = 3) -> float:

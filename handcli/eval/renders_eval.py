@@ -5,7 +5,8 @@ For each rendered view with a `cache_view`, the ground truth is the cache view's
 `handcli.eval.image_metrics` (docs/metrics.md): psnr_full, psnr_box (pixels inside the view's `box2d`),
 psnr_full_camcal (the camera's colour
 response fitted on its other views, `handcli.eval.camera_calibration`), ssim_gaussian, ssim_skimage_default,
-lpips_alex, depth_error_mm and, when the render has a semantic map,
+lpips_alex, depth_error_mm with its two parts depth_error_shown_mm and depth_shown (the pixels where the render
+shows a surface) and, when the render has a semantic map,
 semantic_iou. Everything is validated and computed before anything is written; the command writes.
 """
 
@@ -26,6 +27,7 @@ from handcli.eval.image_metrics import (
     METRIC_CONVENTIONS,
     box_mask,
     depth_error_mm,
+    depth_shown,
     psnr_full,
     psnr_masked,
     semantic_iou,
@@ -35,7 +37,7 @@ from handcli.eval.image_metrics import (
 
 SCHEMA = "handcli.metrics.images/1"
 METRICS = ("psnr_full", "psnr_box", "psnr_full_camcal", "ssim_gaussian", "ssim_skimage_default", "lpips_alex",
-           "depth_error_mm", "semantic_iou")
+           "depth_error_mm", "depth_error_shown_mm", "depth_shown", "semantic_iou")
 # Cache labels (0 background, 1 right, 2 left, 3 object) -> Choi's classes (0 background, 1 object, 2 hand).
 CACHE_TO_CHOI = np.array([0, 2, 2, 1], np.uint8)
 GT_IMAGE = "cache view RGB with background pixels (label 0) set to black (HandNeRF mask_bkgd); [0,1]"
@@ -137,6 +139,7 @@ def view_metrics(pred: dict, gt_rgb: np.ndarray, label: np.ndarray, box2d, gt_de
         "depth_error_mm": depth_error_mm(pred["depth"], gt_depth, label > 0),
         "semantic_iou": None,
     }
+    out["depth_error_shown_mm"], out["depth_shown"] = depth_shown(pred["depth"], gt_depth, label > 0)
     if pred.get("semantic") is not None:
         out["semantic_iou"], out["semantic_classes"] = view_semantic_iou(pred["semantic"], label)
     return out
