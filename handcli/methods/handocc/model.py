@@ -102,9 +102,10 @@ class HandOccConfig:
     # ``in_render`` 1, or ``in_render`` 0 where the network's occupancy fits best; undecided (-1) renders "off").
     # At 2,000 fast steps the trained calibration has drifted to a fat, soft surface (offset +1.1 to +1.8) and "off"
     # gives novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal, +0.87 / +0.21 / +0.71 / +0.45 dB realistic
-    # (seeds 0-3); at 300 steps the trained one is a little better than "off", and the fitted one (a ~1.7, b ~-0.5:
-    # a sharper, thinner surface) +0.75 to +1.06 dB ideal, +0.81 to +1.22 dB realistic over the better of the two
-    # (docs/benchmarks.md, sixteenth and seventeenth rounds). Runs saved before the option render with it ("on").
+    # (seeds 0-3); at 300 steps the trained one is a little better than "off", and the fitted one (a 1.5-1.8, b to
+    # -0.56: a sharper, thinner surface) +0.73 to +1.07 dB ideal, +0.70 to +1.22 dB realistic over the better of the
+    # two, with DE up from 4-10 to 13-19 mm (the refined masks' rims left empty; docs/benchmarks.md, sixteenth and
+    # seventeenth rounds). Runs saved before the option render with it ("on").
     cal_render: str = "auto"
     # whether training renders through the calibration. True for training (the labels supervise the network's
     # occupancy, the images the calibrated one); ``adapt`` sets it to whether the run renders through it, so that the
@@ -793,7 +794,8 @@ class DensityCalibration(nn.Module):
         super().__init__()
         self.scale = float(scale)
         self.p = nn.Parameter(torch.zeros(2))
-        # cal_render "auto": whether renders apply it, chosen when training ends (-1 undecided, 0 no, 1 yes)
+        # cal_render "auto": whether renders apply it (-1 undecided, 0 no, 1 yes), set when training ends, with p fitted
+        # to training views then (render_calibration.py)
         self.register_buffer("in_render", torch.tensor(-1, dtype=torch.int8))
         self.register_load_state_dict_pre_hook(self._undecided_before)
 
