@@ -5,6 +5,7 @@ drops, and the adapted run renders those frames with their refined skeletons."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -86,9 +87,13 @@ def test_adaptation_trains_only_the_novel_offsets(trained, tiny_cache, tmp_path)
         torch.testing.assert_close(anchor + m.model.refine.offset_m()[i].detach(), moved, atol=1e-6, rtol=0)
     frozen = sorted(set(params) - set(adapted))
     assert any(n.startswith("occ.") for n in frozen) and any(n.startswith("color.") for n in frozen)
+    expected = dict(trained_state)
+    if int(trained_state["density_cal.in_render"]) == 2:
+        # the calibration the run renders (fitted when training ended) is the one the adaptation trains through
+        expected["density_cal.p"] = trained_state["density_cal.fitted"] / trained.model.density_cal.scale
     for k, v in m.model.state_dict().items():  # the trained networks, copied
         if not k.startswith("refine."):
-            assert torch.equal(v, trained_state[k]), k
+            assert torch.equal(v, expected[k]), k
     before = {n: p.detach().clone() for n, p in params.items()}
     train(m, tmp_path, steps=10, lr=1e-2, lr_final=1e-2, seed=0, resume=False, ckpt_every=10 ** 6)
     changed = [n for n in frozen if not torch.equal(params[n].detach(), before[n])]
@@ -108,8 +113,28 @@ def test_adaptation_fits_the_field_the_run_renders(trained, tiny_cache, cal_rend
         m, _ = prepare_adaptation(trained, tiny_cache, frames=NOVEL_FRAMES, steps=1, lr=1e-2, cameras=CAMERAS)
     assert m.model.cfg.cal_train == (cal_render == "on")
     chosen = int(trained.model.density_cal.in_render)
-    assert chosen in (0, 1) and m.finish_training() is None  # no check camera among 3 cameras
+    assert chosen in (0, 2) and m.finish_training() is None  # no check camera among 3 cameras
     assert int(m.model.density_cal.in_render) == chosen  # the adapted run keeps the trained run's choice
+
+
+def test_adaptation_fits_through_the_calibration_fitted_for_renders(trained, tiny_cache):
+    """``cal_render`` auto with a fitted render calibration: the adaptation's (frozen) calibration is the fitted
+    one, so its training renders the field the run renders; the trained run is not modified."""
+    cal = trained.model.density_cal
+    before = {k: v.clone() for k, v in cal.state_dict().items()}
+    try:
+        with torch.no_grad():
+            cal.fitted.copy_(torch.tensor([0.4, -0.5]))
+            cal.in_render.fill_(2)
+        m, _ = prepare_adaptation(trained, tiny_cache, frames=NOVEL_FRAMES, steps=1, lr=1e-2, cameras=CAMERAS)
+        adapted = m.model.density_cal
+        assert m.model.cfg.cal_train and not adapted.p.requires_grad
+        a, b = adapted.slope_offset()
+        assert abs(a - math.exp(0.4)) < 1e-5 and abs(b + 0.5) < 1e-6
+        assert adapted.render_slope_offset() == pytest.approx((a, b))
+        assert torch.equal(cal.fitted, torch.tensor([0.4, -0.5])) and torch.equal(cal.p, before["p"])
+    finally:
+        cal.load_state_dict(before)
 
 
 def test_check_cameras_are_held_back_from_the_fit(tiny_cache):

@@ -106,11 +106,13 @@ def test_runs_before_cal_render_render_with_their_calibration():
     assert migrate_config({"occ_anneal": "auto", "anneal_missed": 0.005, "cal_render": True})["cal_render"] == "on"
     # a checkpoint saved before the "auto" choice loads undecided
     state = HandOcc(FAST).state_dict()
-    del state["density_cal.in_render"]
+    del state["density_cal.in_render"], state["density_cal.fitted"]
     model = HandOcc(FAST)
     model.density_cal.in_render.fill_(1)
+    model.density_cal.fitted.fill_(1.0)
     model.load_state_dict(state)
     assert int(model.density_cal.in_render) == -1 and model.rendered_calibration(train=False) is None
+    assert not model.density_cal.fitted.any()
 
 
 def test_coordinate_search_climbs_to_the_best_grid_point():
@@ -163,12 +165,28 @@ def test_end_of_training_fits_the_rendered_calibration_to_the_training_views(tra
     assert fit["psnr"] >= max(fit["psnr_without"], fit["psnr_trained"])
     saved = load_checkpoint(m.run_dir / "checkpoint.pt")["model"]
     cal = m.model.density_cal
-    assert int(saved["density_cal.in_render"]) == int(fit["cal_render"]) == int(cal.in_render)
+    assert int(saved["density_cal.in_render"]) == 2 * int(fit["cal_render"]) == int(cal.in_render)
+    assert torch.equal(saved["density_cal.fitted"], cal.fitted)
+    trained = cal.slope_offset()  # the trained calibration is kept (training can go on from the run)
+    assert trained == pytest.approx((fit["trained_slope"], fit["trained_offset"]))
+    torch.testing.assert_close(saved["density_cal.p"], cal.p.detach())
     if fit["cal_render"]:
-        torch.testing.assert_close(saved["density_cal.p"], cal.p.detach())
-        a, b = cal.slope_offset()
-        assert abs(a - fit["slope"]) < 1e-5 and abs(b - fit["offset"]) < 1e-5
+        assert cal.render_slope_offset() == pytest.approx((fit["slope"], fit["offset"]))
+        assert m.model.rendered_calibration(train=False) == cal.rendered
+        assert m.model.rendered_calibration(train=True) is cal
+    else:
+        assert m.model.rendered_calibration(train=False) is None
+    # a fit renders as the calibration with the fitted (a, b); a run that chose the trained one renders that
+    o = torch.linspace(0.0, 1.0, 51)
+    with torch.no_grad():
+        cal.fitted.copy_(torch.tensor([0.3, -0.4]))
+        cal.in_render.fill_(2)
+        ref = DensityCalibration()
+        ref.p.copy_(torch.tensor([0.3, -0.4]) / ref.scale)
+        torch.testing.assert_close(cal.rendered(o), ref(o))
+        cal.in_render.fill_(1)
         assert m.model.rendered_calibration(train=False) is cal
+        torch.testing.assert_close(cal.rendered(o), cal(o))
     with torch.no_grad():
         cal.p.copy_(torch.tensor([0.0, -1.0]))  # rendered occupancy far below the network's: thin, faint hands
     out = m.finish_training()
@@ -176,6 +194,33 @@ def test_end_of_training_fits_the_rendered_calibration_to_the_training_views(tra
     assert (out["cal_render"], out["offset"]) != (True, -5.0)
     m.cfg = replace(m.cfg, cal_render="off")
     assert m.finish_training() is None
+
+
+def test_fit_ends_at_the_views_best_calibration_and_keeps_the_trained_one(trained_tiny, monkeypatch):
+    """With view errors that are least at a = 1.5, b = -0.5 (a stand-in for the renders), the fit ends there, renders
+    apply it, and the trained calibration is untouched."""
+    import math
+
+    from handcli.methods.handocc import view_fit
+    from handcli.methods.handocc.render_calibration import fit_render_calibration
+
+    m = trained_tiny
+    cal = m.model.density_cal
+    with torch.no_grad():
+        cal.p.zero_()  # the trained calibration is the identity: both starts are (0, 0)
+    p = cal.p.detach().clone()
+    calls = []
+
+    def errors(method, views, stride=1):
+        calls.append((len(views), stride))
+        x = (0.0, 0.0) if int(cal.in_render) == 0 else cal.fitted.tolist()
+        return {0: (1.0 + (x[0] - math.log(1.5)) ** 2 + (x[1] + 0.5) ** 2, 1000)}
+
+    monkeypatch.setattr(view_fit, "frame_errors", errors)
+    out = fit_render_calibration(m, [0, 1, 2])
+    assert out["cal_render"] and out["slope"] == pytest.approx(1.5) and out["offset"] == pytest.approx(-0.5)
+    assert cal.render_slope_offset() == pytest.approx((1.5, -0.5)) and torch.equal(cal.p, p)
+    assert set(calls) == {(3, 2)} and len(calls) == out["renders"] <= 12
 
 
 def test_run_loads_with_the_calibration_it_was_trained_with():

@@ -93,6 +93,10 @@ def prepare_adaptation(trained: HandOccMethod, cache: Path, *, frames: list[int]
     if unexpected or any(not k.startswith("refine.") for k in missing):
         raise ValueError(f"trained HandOcc weights do not fit: missing {missing}, unexpected {unexpected}")
     start_from_transfer(m.model.refine, getattr(trained.model, "refine", None))
+    cal = getattr(m.model, "density_cal", None)
+    if cfg.cal_train and cal is not None and cfg.cal_render == "auto" and int(cal.in_render) == 2:
+        with torch.no_grad():  # training renders through p: make it the calibration the run renders (frozen here)
+            cal.p.copy_(cal.fitted / cal.scale)
     m.frozen_networks = True
     m.fit_cameras, m.check_cameras, m.adapt_start = cameras, check, m.model.refine.offsets.detach().clone()
     return m, freeze_all_but(m.model, ADAPTED_PREFIXES)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -98,8 +99,9 @@ class HandOccConfig:
     # whether renders (train=False: render, eval, the viewer, adapt's final renders) apply that calibration too ("on"),
     # or show the network's own occupancy, the field the labels supervise ("off": the calibration only serves
     # training), or one fitted to the run's own training views when training ends ("auto", the default;
-    # ``HandOccMethod.finish_training``, render_calibration.py: the calibration's (a, b) become the fitted ones and
-    # ``in_render`` 1, or ``in_render`` 0 where the network's occupancy fits best; undecided (-1) renders "off").
+    # ``HandOccMethod.finish_training``, render_calibration.py: the calibration's ``fitted`` (a, b) and ``in_render``
+    # 2, or ``in_render`` 0 where the network's occupancy fits best; undecided (-1) renders "off", 1 (a run of the
+    # sixteenth round that chose it) the trained calibration).
     # At 2,000 fast steps the trained calibration has drifted to a fat, soft surface (offset +1.1 to +1.8) and "off"
     # gives novel-view PSNR +1.54 / +1.38 / +1.76 / +2.06 dB ideal, +0.87 / +0.21 / +0.71 / +0.45 dB realistic
     # (seeds 0-3); at 300 steps the trained one is a little better than "off", and the fitted one (a 1.5-1.8, b to
@@ -794,20 +796,40 @@ class DensityCalibration(nn.Module):
         super().__init__()
         self.scale = float(scale)
         self.p = nn.Parameter(torch.zeros(2))
-        # cal_render "auto": whether renders apply it (-1 undecided, 0 no, 1 yes), set when training ends, with p fitted
-        # to training views then (render_calibration.py)
+        # cal_render "auto", set when training ends (render_calibration.py): what renders apply, -1 undecided
+        # (nothing), 0 nothing, 1 the trained calibration (sixteenth round), 2 the one fitted to training views then,
+        # sigmoid(exp(fitted[0]) logit(o) + fitted[1])
         self.register_buffer("in_render", torch.tensor(-1, dtype=torch.int8))
+        self.register_buffer("fitted", torch.zeros(2))
         self.register_load_state_dict_pre_hook(self._undecided_before)
 
     @staticmethod
     def _undecided_before(module, state: dict, prefix: str, *args) -> None:
-        """A checkpoint saved before ``in_render`` loads as undecided."""
+        """A checkpoint saved before ``in_render`` loads as undecided, one saved before ``fitted`` without a fit."""
         state.setdefault(prefix + "in_render", torch.tensor(-1, dtype=torch.int8))
+        state.setdefault(prefix + "fitted", torch.zeros(2))
+
+    @staticmethod
+    def _calibrate(occ: Tensor, log_a: Tensor, b: Tensor) -> Tensor:
+        return torch.where(occ > 0, torch.sigmoid(torch.exp(log_a) * torch.logit(occ.clamp(1e-6, 1.0 - 1e-6)) + b),
+                           occ)
 
     def forward(self, occ: Tensor) -> Tensor:
-        """occ (...) in [0, 1] -> calibrated occupancy (...); 0 stays 0 (empty space stays empty)."""
-        a, b = torch.exp(self.scale * self.p[0]), self.scale * self.p[1]
-        return torch.where(occ > 0, torch.sigmoid(a * torch.logit(occ.clamp(1e-6, 1.0 - 1e-6)) + b), occ)
+        """occ (...) in [0, 1] -> calibrated occupancy (...) with the trained (a, b); 0 stays 0 (empty space stays
+        empty)."""
+        return self._calibrate(occ, self.scale * self.p[0], self.scale * self.p[1])
+
+    def rendered(self, occ: Tensor) -> Tensor:
+        """As ``forward`` with the (a, b) fitted for renders (``in_render`` 2), else the trained ones."""
+        if int(self.in_render) != 2:
+            return self(occ)
+        return self._calibrate(occ, self.fitted[0], self.fitted[1])
+
+    def render_slope_offset(self) -> tuple[float, float]:
+        """(a, b) of ``rendered``."""
+        if int(self.in_render) != 2:
+            return self.slope_offset()
+        return float(torch.exp(self.fitted[0])), float(self.fitted[1])
 
     def slope_offset(self) -> tuple[float, float]:
         p = self.p.detach()
@@ -866,16 +888,21 @@ class HandOcc(nn.Module):
         radial = thick.log_scale(hand.side) if thick is not None and thick.in_use() else None
         return self.occ(hand, x, soft=soft, reference=reference, radial=radial)
 
-    def rendered_calibration(self, train: bool) -> DensityCalibration | None:
-        """The density calibration a render applies: the model's in training (with ``cal_train``, the default),
-        and at inference with ``cal_render`` "on", or "auto" where the end of training chose it (``in_render``)."""
+    def rendered_calibration(self, train: bool) -> Callable[[Tensor], Tensor] | None:
+        """The density calibration a render applies (occupancy (...) -> rendered occupancy (...)), or None: the
+        model's trained one in training (with ``cal_train``, the default), and at inference the trained one with
+        ``cal_render`` "on", or with "auto" the one chosen when training ended (``in_render``: 1 the trained one, 2 the
+        fitted one, ``DensityCalibration.rendered``)."""
         cal = getattr(self, "density_cal", None)
         if cal is None:
             return None
         if train:
             return cal if self.cfg.cal_train else None
         mode = self.cfg.cal_render
-        return cal if mode == "on" or (mode == "auto" and int(cal.in_render) == 1) else None
+        chosen = int(cal.in_render) if mode == "auto" else -1
+        if mode == "on" or chosen == 1:
+            return cal
+        return cal.rendered if chosen == 2 else None
 
     def hand(self, joints: Tensor, side: str) -> HandSkeleton:
         return make_hand(joints.to(self.rel_radii.device), side, self.rel_radii, self.cfg.radius_dilation,

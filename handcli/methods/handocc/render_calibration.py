@@ -2,7 +2,7 @@
 (``cal_render`` "auto", ``HandOccMethod.finish_training``).
 
 The calibration (``model.DensityCalibration``) maps the network's occupancy o to the rendered one,
-sigmoid(a logit(o) + b). Training learns (a, b) for its own rays and sample spacing; renders sample twice as
+sigmoid(a logit(o) + b); training learns its own (a, b), renders apply the fitted one (``DensityCalibration.rendered``). Training learns (a, b) for its own rays and sample spacing; renders sample twice as
 densely, and a short run's surface is still soft there (novel views too fat at the silhouette). When training
 ends, a coordinate search over (log a, b) picks the render that best fits some training views' images, starting
 from the better of the two renders the run already has: without the calibration (a, b) = (1, 0) and with the
@@ -62,21 +62,22 @@ def coordinate_search(score: Callable[[Point], float], starts: list[Point], step
 
 
 def set_render_calibration(cal, point: Point) -> None:
-    """Make renders apply sigmoid(a logit(o) + b) with (log a, b) = ``point``; (0, 0) renders without a calibration
-    (``in_render`` 0, the network's occupancy exactly)."""
+    """Make renders apply sigmoid(a logit(o) + b) with (log a, b) = ``point`` (``cal.fitted``, ``in_render`` 2);
+    (0, 0) renders without a calibration (``in_render`` 0, the network's occupancy exactly). The trained
+    calibration ``cal.p`` is left as it is (training can go on from the run)."""
     if point == (0.0, 0.0):
         cal.in_render.fill_(0)
+        cal.fitted.zero_()
         return
-    with torch.no_grad():
-        cal.p.copy_(torch.tensor([point[0], point[1]], dtype=cal.p.dtype) / cal.scale)
-    cal.in_render.fill_(1)
+    cal.fitted.copy_(torch.tensor(point, dtype=cal.fitted.dtype))
+    cal.in_render.fill_(2)
 
 
 def fit_render_calibration(m, views: list[int]) -> dict:
     """Fit the calibration that the HandOcc method ``m``'s renders apply to the cache views ``views`` (training
-    views) and store it in the model: ``density_cal.p`` becomes the fitted (a, b) (the trained values are
-    ``cal_slope`` / ``cal_offset`` of the run's last log record) and ``in_render`` 1, or ``in_render`` 0 where the
-    network's own occupancy fits best. Returns the summary for complete.json's ``finish``."""
+    views) and store it in the model: ``density_cal.fitted`` holds the fitted (log a, b) and ``in_render`` is 2, or
+    ``in_render`` 0 where the network's own occupancy fits best. Returns the summary for complete.json's
+    ``finish``."""
     cal = m.model.density_cal
     a, b = cal.slope_offset()
     trained = (math.log(a), b)
