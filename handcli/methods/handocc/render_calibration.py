@@ -2,8 +2,9 @@
 (``cal_render`` "auto", ``HandOccMethod.finish_training``).
 
 The calibration (``model.DensityCalibration``) maps the network's occupancy o to the rendered one,
-sigmoid(a logit(o) + b); training learns its own (a, b), renders apply the fitted one (``DensityCalibration.rendered``). Training learns (a, b) for its own rays and sample spacing; renders sample twice as
-densely, and a short run's surface is still soft there (novel views too fat at the silhouette). When training
+sigmoid(a logit(o) + b). Training learns (a, b) for its own rays and sample spacing; renders sample twice as
+densely, and a short run's surface is still soft there (novel views too fat at the silhouette), so renders apply
+(a, b) fitted to training views instead (``DensityCalibration.fitted``, ``rendered``). When training
 ends, a coordinate search over (log a, b) picks the render that best fits some training views' images, starting
 from the better of the two renders the run already has: without the calibration (a, b) = (1, 0) and with the
 trained one. Every score renders each view at every ``FIT_STRIDE``-th pixel (an unbiased subsample of its squared
@@ -13,7 +14,7 @@ errors, a quarter of the rays).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
