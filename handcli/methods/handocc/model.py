@@ -820,16 +820,8 @@ class DensityCalibration(nn.Module):
         return self._calibrate(occ, self.scale * self.p[0], self.scale * self.p[1])
 
     def rendered(self, occ: Tensor) -> Tensor:
-        """As ``forward`` with the (a, b) fitted for renders (``in_render`` 2), else the trained ones."""
-        if int(self.in_render) != 2:
-            return self(occ)
+        """As ``forward`` with the (a, b) fitted for renders (``fitted``; ``in_render`` 2 says renders use it)."""
         return self._calibrate(occ, self.fitted[0], self.fitted[1])
-
-    def render_slope_offset(self) -> tuple[float, float]:
-        """(a, b) of ``rendered``."""
-        if int(self.in_render) != 2:
-            return self.slope_offset()
-        return float(torch.exp(self.fitted[0])), float(self.fitted[1])
 
     def slope_offset(self) -> tuple[float, float]:
         p = self.p.detach()
