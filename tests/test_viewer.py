@@ -116,6 +116,88 @@ def test_flex_fingers_curls_towards_the_palm_and_keeps_bones(side):
     assert canon(flex_fingers(j, [0, -20, 0, 0, 0], side))[8, 2] < canon(j)[8, 2]
 
 
+def _canon_axes(j, side):
+    import torch
+
+    from handcli.hand.skeleton_frames import canonical_frame, mirror_x
+
+    t = torch.from_numpy(np.asarray(j, dtype=np.float64))
+    R, _ = canonical_frame(mirror_x(t) if side == "left" else t)
+    return R.numpy()
+
+
+def _bone_lengths(x):
+    from handcli.hand.skeleton import PARENTS_21
+
+    return np.linalg.norm(x[1:] - x[[PARENTS_21[k] for k in range(1, 21)]], axis=1)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_spread_turns_each_finger_about_the_palm_normal_by_its_angle(side):
+    from handcli.viewer.pose_edit import spread_fingers
+
+    j = _hand_joints(side)
+    assert np.allclose(spread_fingers(j, [0] * 5, side), j)
+    angles = [10.0, 15.0, 20.0, 25.0, 30.0]
+    out = spread_fingers(j, angles, side)
+    assert np.allclose(_bone_lengths(out), _bone_lengths(j), atol=1e-9)
+    assert np.allclose(out[[0, 1, 5, 9, 13, 17]], j[[0, 1, 5, 9, 13, 17]])  # the wrist and every finger's base stay
+    R = _canon_axes(j, side)
+    assert np.allclose(_canon_axes(out, side), R, atol=1e-9)  # the palm is not moved
+    mirror = np.array([-1.0, 1.0, 1.0]) if side == "left" else np.ones(3)
+    for f, deg in enumerate(angles):
+        base, tip = 4 * f + 1, 4 * f + 4
+        before, after = (R @ ((j[tip] - j[base]) * mirror)), (R @ ((out[tip] - out[base]) * mirror))
+        # in the palm plane the finger turned by exactly its angle, away from the middle finger: towards -y
+        # (the thumb's side) for thumb, index and middle, towards +y for ring and pinky; its height is kept
+        turn = np.degrees(np.arctan2(after[1], after[0]) - np.arctan2(before[1], before[0]))
+        assert turn == pytest.approx((-1 if f < 3 else 1) * deg, abs=1e-6)
+        assert after[2] == pytest.approx(before[2], abs=1e-12)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_turn_wrist_moves_the_hand_about_the_wrist_by_hand_computed_axes(side):
+    from handcli.viewer.pose_edit import turn_wrist
+
+    j = _hand_joints(side)
+    assert np.allclose(turn_wrist(j, [0, 0, 0], side), j)
+    ex, ey, ez = _canon_axes(j, side)
+    mirror = np.array([-1.0, 1.0, 1.0]) if side == "left" else np.ones(3)
+
+    def x_axis(x):  # wrist -> middle finger base, in right-hand space
+        d = (x[9] - x[0]) * mirror
+        return d / np.linalg.norm(d)
+
+    for wrist, x_to in (([90, 0, 0], ez), ([0, 90, 0], -ey), ([0, 0, 90], ex)):
+        out = turn_wrist(j, wrist, side)
+        assert np.allclose(out[0], j[0]) and np.allclose(_bone_lengths(out), _bone_lengths(j), atol=1e-9)
+        assert np.allclose(x_axis(out), x_to, atol=1e-9)  # flexion: towards the palm; deviation: towards the thumb
+    # the twist turns the palm normal about the x axis: +90 degrees takes z to -y
+    assert np.allclose(_canon_axes(turn_wrist(j, [0, 0, 90], side), side)[2], -ey, atol=1e-9)
+    # the whole hand moves rigidly: distances between all joints are kept
+    out = turn_wrist(j, [30, -10, 45], side)
+    d = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
+    assert np.allclose(d(out), d(j), atol=1e-9)
+
+
+def test_edit_skeleton_edits_commute_and_mirror_left_hands():
+    import torch
+
+    from handcli.hand.skeleton_frames import mirror_x
+    from handcli.viewer.pose_edit import edit_skeleton, flex_fingers, spread_fingers, turn_wrist
+
+    j = _hand_joints("right")
+    flex, spread, wrist = [10, 40, 20, 0, 60], [5, 10, 0, 10, 15], [20, -10, 30]
+    out = edit_skeleton(j, "right", flex, spread, wrist)
+    assert np.allclose(out, turn_wrist(flex_fingers(spread_fingers(j, spread), flex), wrist), atol=1e-12)
+    # every edit is a rotation in the hand's own frame, so their order does not matter (an edit about a world
+    # axis, or about an axis the previous edit moved without moving the hand's frame, would break this)
+    assert np.allclose(out, spread_fingers(flex_fingers(turn_wrist(j, wrist), flex), spread), atol=1e-9)
+    # a left hand is edited as the mirrored right hand: the same anatomical motion
+    left = mirror_x(torch.from_numpy(j)).numpy()
+    assert np.allclose(edit_skeleton(left, "left", flex, spread, wrist), mirror_x(torch.from_numpy(out)).numpy())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # progressive rendering
 
@@ -272,6 +354,14 @@ def test_method_view_handocc(occ_run, tiny_cache):
     sk = dict(mv.skeletons(st))
     bent = replace_flex(st, {s: [0, 80, 80, 80, 80] for s in sk})
     assert all(not np.allclose(dict(mv.skeletons(bent))[s], sk[s]) for s in sk)
+    from dataclasses import replace
+
+    from handcli.viewer.pose_edit import edit_skeleton
+
+    edited = replace(st, spread={s: [10, 10, 0, 10, 10] for s in sk}, wrist={s: [30, 0, 45] for s in sk})
+    for s, j in mv.skeletons(edited):
+        assert np.allclose(j, edit_skeleton(sk[s], s, None, [10, 10, 0, 10, 10], [30, 0, 45]))
+        assert not np.allclose(j, sk[s])
     meshes = mv.meshes(st, 24)
     assert meshes and all(len(x.faces) > 20 for x in meshes.values())
 
@@ -441,17 +531,28 @@ def test_viewer_in_headless_chromium(occ_run, tiny_cache, tmp_path):
         skin2, _ = _hand_pixels(shot2)
         assert skin2.sum() > 100 and (skin2 ^ skin).sum() > 50  # the hand, seen from elsewhere
 
+        def set_slider(label: str, value: str) -> None:
+            box = driver.find_element("xpath", f"//label[normalize-space()='{label}']"
+                                               "/ancestor::*[.//input[@type='text']][1]//input[@type='text']")
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(value, Keys.ENTER)
+
         # bend four fingers with the skeleton sliders: the hand re-renders with another silhouette
         n = _full_frames(driver)
         for finger in ("index", "middle", "ring", "pinky"):
-            box = driver.find_element("xpath", f"//label[normalize-space()='right {finger}']"
-                                               "/ancestor::*[.//input[@type='text']][1]//input[@type='text']")
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys("80", Keys.ENTER)
+            set_slider(f"right {finger}", "80")
         _wait(lambda: _full_frames(driver) > n, 45, "a full frame after bending the fingers")
         _wait_until_idle(driver)
         skin3, _ = _hand_pixels(canvas.screenshot_as_png)
         assert skin3.sum() > 100 and (skin3 ^ skin2).sum() > 0.1 * skin2.sum()
+
+        # turn the wrist: the bent hand moves as a whole, another silhouette again
+        n = _full_frames(driver)
+        set_slider("right wrist twist", "90")
+        _wait(lambda: _full_frames(driver) > n, 45, "a full frame after turning the wrist")
+        _wait_until_idle(driver)
+        skin4, _ = _hand_pixels(canvas.screenshot_as_png)
+        assert skin4.sum() > 100 and (skin4 ^ skin3).sum() > 0.1 * skin3.sum()
     finally:
         if driver is not None:
             driver.quit()

@@ -1,6 +1,6 @@
 """The viewer's viser server: one render loop and one GUI per connected browser over a ``MethodView``.
 
-Settings (frame, channel, appearance, finger flexion, overlays) belong to each browser; the background
+Settings (frame, channel, appearance, skeleton edits, overlays) belong to each browser; the background
 image is the browser's render (reduced resolution while its camera moves, full at rest), drawn over the
 canvas, with the skeleton and meshes as 3D overlays in the same world coordinates.
 """
@@ -17,6 +17,7 @@ import numpy as np
 from handcli.hand.skeleton import FINGERS
 from handcli.viewer.camera import ViewCamera, vertical_fov, viser_pose
 from handcli.viewer.method_view import MethodView, ViewSettings, colourise, skeleton_segments
+from handcli.viewer.pose_edit import WRIST_MOTIONS, WRIST_RANGE
 from handcli.viewer.progressive import ProgressiveRenderer
 
 MESH_COLOURS = {"hand": (230, 160, 120), "right": (230, 160, 120), "left": (120, 200, 230), "object": (80, 140, 230)}
@@ -83,7 +84,7 @@ class Session:
         self.v = viewer
         self.mv = viewer.mv
         self.client = client
-        self.st = ViewSettings(self.mv.start_frame, flex={s: [0.0] * 5 for s in self.mv.sides})
+        self.st = self._unedited(ViewSettings(self.mv.start_frame))
         self.channel = "rgb"
         self.show_mesh = False
         self.show_skeleton = True
@@ -122,18 +123,28 @@ class Session:
         if mv.has_input_view:
             self.input_text = gui.add_markdown("input view")
             self.input_image = gui.add_image(np.zeros((8, 8, 3), np.uint8), format="jpeg")
-        self.flex_sliders = {}
+        self.pose_sliders = []
         if mv.edits_skeleton and mv.sides:
-            with gui.add_folder("skeleton (finger flexion, degrees per joint)"):
+            with gui.add_folder("skeleton (degrees: finger flexion per joint, spread, wrist)"):
                 cb = gui.add_checkbox("show skeleton", True)
                 cb.on_update(lambda e: self._set_skeleton_visible(bool(e.target.value)))
                 for side in mv.sides:
                     for k, finger in enumerate(FINGERS):
-                        sl = gui.add_slider(f"{side} {finger}", -30.0, 90.0, 1.0, 0.0)
-                        sl.on_update(lambda e, side=side, k=k: self._set_flex(side, k, float(e.target.value)))
-                        self.flex_sliders[(side, k)] = sl
+                        self._pose_slider(f"{side} {finger}", -30.0, 90.0,
+                                          lambda v, side=side, k=k: self._set_edit("flex", side, k, v))
+                    self._pose_slider(f"{side} spread", -15.0, 30.0,
+                                      lambda v, side=side: self._set_edit("spread", side, None, v))
+                    for k, motion in enumerate(WRIST_MOTIONS):
+                        lo, hi = WRIST_RANGE[motion]
+                        self._pose_slider(f"{side} wrist {motion}", lo, hi,
+                                          lambda v, side=side, k=k: self._set_edit("wrist", side, k, v))
                 reset = gui.add_button("reset pose")
                 reset.on_click(lambda _e: self._reset_pose())
+
+    def _pose_slider(self, label: str, lo: float, hi: float, on_value) -> None:
+        sl = self.client.gui.add_slider(label, lo, hi, 1.0, 0.0)
+        sl.on_update(lambda e: on_value(float(e.target.value)))
+        self.pose_sliders.append(sl)
 
     # ---------------------------------------------------------------------------------------------------
     # settings: each copies the settings (a render in flight keeps the ones it started with)
@@ -149,16 +160,26 @@ class Session:
         self.st = replace(self.st, appearance=None if name == "run" else name)
         self.refresh()
 
-    def _set_flex(self, side: str, k: int, deg: float) -> None:
-        flex = {s: list(v) for s, v in self.st.flex.items()}
-        flex[side][k] = deg
-        self.st = replace(self.st, flex=flex)
+    def _unedited(self, st: ViewSettings) -> ViewSettings:
+        sides = self.mv.sides
+        return replace(st, flex={s: [0.0] * 5 for s in sides}, spread={s: [0.0] * 5 for s in sides},
+                       wrist={s: [0.0] * 3 for s in sides})
+
+    def _set_edit(self, kind: str, side: str, k: int | None, deg: float) -> None:
+        """One slider: ``kind`` flex / spread / wrist, angle ``k`` of that side (spread: None, one slider fans
+        every finger but the middle one away from it)."""
+        edits = {s: list(v) for s, v in getattr(self.st, kind).items()}
+        if k is None:
+            edits[side] = [deg, deg, 0.0, deg, deg]
+        else:
+            edits[side][k] = deg
+        self.st = replace(self.st, **{kind: edits})
         self._pose_changed()
 
     def _reset_pose(self) -> None:
-        for sl in self.flex_sliders.values():
+        for sl in self.pose_sliders:
             sl.value = 0.0
-        self.st = replace(self.st, flex={s: [0.0] * 5 for s in self.mv.sides})
+        self.st = self._unedited(self.st)
         self._pose_changed()
 
     def _pose_changed(self) -> None:

@@ -21,7 +21,7 @@ import torch
 from handcli.hand.skeleton import PARENTS_21
 from handcli.labels import LABELS
 from handcli.viewer.camera import ViewCamera, nearest_camera, opencv_camera, render_size
-from handcli.viewer.pose_edit import flex_fingers
+from handcli.viewer.pose_edit import edit_skeleton
 
 CHANNELS = ("rgb", "depth", "opacity", "semantic")
 # semantic render colours by cache label (background, right hand, left hand, object)
@@ -59,11 +59,14 @@ def skeleton_segments(joints: np.ndarray) -> np.ndarray:
 @dataclass
 class ViewSettings:
     """One browser's choices: frame, appearance (a key of ``MethodView.appearances`` or None for the
-    run's own) and finger flexion per side ({side: 5 angles in degrees, thumb..pinky})."""
+    run's own) and skeleton edits per side (``pose_edit.edit_skeleton``): finger flexion and spread
+    ({side: 5 angles in degrees, thumb..pinky}) and the wrist ({side: flexion, deviation, twist in degrees})."""
 
     frame: int
     appearance: str | None = None
     flex: dict[str, list[float]] = field(default_factory=dict)
+    spread: dict[str, list[float]] = field(default_factory=dict)
+    wrist: dict[str, list[float]] = field(default_factory=dict)
 
 
 class MethodView:
@@ -109,17 +112,14 @@ class MethodView:
 
     # ---------------------------------------------------------------------------------------------------
     def skeletons(self, st: ViewSettings) -> list[tuple[str, np.ndarray]] | None:
-        """[(side, joints (21, 3))] of the frame with the browser's finger edits; None when the method
+        """[(side, joints (21, 3))] of the frame with the browser's skeleton edits; None when the method
         takes no skeleton."""
         if not self.edits_skeleton:
             return None
         from handcli.methods.handocc.skeletons import frame_joints
 
-        out = []
-        for s, j in frame_joints(self.cache, st.frame, self.m.cfg.skeleton):
-            flex = st.flex.get(s)
-            out.append((s, flex_fingers(j, flex, s) if flex and any(flex) else j))
-        return out
+        return [(s, edit_skeleton(j, s, st.flex.get(s), st.spread.get(s), st.wrist.get(s)))
+                for s, j in frame_joints(self.cache, st.frame, self.m.cfg.skeleton)]
 
     def _apply(self, st: ViewSettings) -> None:
         """Put a browser's appearance and skeletons into the shared method (caller holds the lock)."""

@@ -1,9 +1,21 @@
-"""Finger flexion of a 21-joint hand skeleton (handcli's joint order): what the viewer's sliders edit.
+"""Edits of a 21-joint hand skeleton (handcli's joint order): what the viewer's skeleton sliders change.
 
-Each finger bends at its three joints (base, middle, distal for the long fingers; CMC, MCP, IP for the
-thumb) by the same angle, about the axis perpendicular to the bone and to the palm normal of
-``skeleton_frames.canonical_frame``; positive angles curl towards the palm (the side of +z there, as a
-fist's fingertips are), negative ones stretch backwards. Left hands are edited as mirrored right hands.
+All edits are rotations in the hand's own frame (``skeleton_frames.canonical_frame``: x from the wrist to the
+middle finger's base, z the palm normal on the palm side, y towards the little finger), so they mean the same
+motion whatever the hand's orientation in the world. Left hands are edited as mirrored right hands, so an angle
+means the same anatomical motion on both sides.
+
+- ``flex_fingers``: each finger bends at its three joints (base, middle, distal for the long fingers; CMC,
+  MCP, IP for the thumb) by the same angle, about the axis perpendicular to the bone and to the palm normal;
+  positive angles curl towards the palm (as a fist's fingertips are), negative ones stretch backwards.
+- ``spread_fingers``: each finger turns about the palm normal through its base joint (the thumb: its CMC joint);
+  positive angles move it away from the middle finger (thumb, index and middle finger towards the thumb's side,
+  ring and little finger towards the little finger's side).
+- ``turn_wrist``: the whole hand turns about the wrist joint: flexion (fingers towards the palm), deviation
+  (towards the thumb) and twist (about the axis from the wrist to the middle finger's base, right-hand rule in
+  right-hand space).
+- ``edit_skeleton``: all three; each leaves the bone lengths unchanged, and since each is a rotation in the
+  hand's own frame, their order does not change the result.
 """
 
 from __future__ import annotations
@@ -13,36 +25,104 @@ import torch
 
 from handcli.hand.skeleton_frames import canonical_frame, mirror_x
 
+SPREAD_SIGN = (-1.0, -1.0, -1.0, 1.0, 1.0)  # thumb..pinky: the turn about the palm normal that moves away from the middle
+WRIST_MOTIONS = ("flexion", "deviation", "twist")  # the order of ``turn_wrist``'s angles
+WRIST_RANGE = {"flexion": (-70.0, 80.0), "deviation": (-30.0, 30.0), "twist": (-90.0, 90.0)}  # the viewer's sliders
 
-def _rotate(points: np.ndarray, pivot: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """(3, 3) rotation by ``angle`` radians about the unit ``axis`` (right-hand rule)."""
     from scipy.spatial.transform import Rotation
 
-    R = Rotation.from_rotvec(axis * angle).as_matrix()
-    return (points - pivot) @ R.T + pivot
+    return Rotation.from_rotvec(np.asarray(axis, dtype=np.float64) * angle).as_matrix()
 
 
-def flex_fingers(joints: np.ndarray, flex_deg, side: str = "right") -> np.ndarray:
-    """Bend each finger of a skeleton: joints (21, 3) world, flex_deg (5,) degrees per joint for thumb, index,
-    middle, ring, pinky -> (21, 3). Bone lengths, the wrist and the palm (finger bases) are unchanged."""
-    flex = np.asarray(flex_deg, dtype=np.float64).reshape(5)
+def _rotate(points: np.ndarray, pivot: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    return (points - pivot) @ _rotation(axis, angle).T + pivot
+
+
+def _right_space(joints: np.ndarray, side: str) -> np.ndarray:
+    """(21, 3) float64 copy, mirrored for a left hand (mirroring is its own inverse)."""
     j = np.asarray(joints, dtype=np.float64).copy()
-    if side == "left":
-        j = mirror_x(torch.from_numpy(j)).numpy()
+    return mirror_x(torch.from_numpy(j)).numpy() if side == "left" else j
+
+
+def _axes(j: np.ndarray) -> np.ndarray:
+    """(3, 3) rows x, y, z of the canonical frame of right-hand-space joints (21, 3)."""
     R, _ = canonical_frame(torch.from_numpy(j))
-    normal = R[2].numpy()
+    return R.numpy()
+
+
+def _chain(finger: int) -> list[int]:
+    """Joint indices of a finger (0 thumb .. 4 pinky), base to tip."""
+    return [4 * finger + 1 + k for k in range(4)]
+
+
+def _spread(j: np.ndarray, spread_deg) -> np.ndarray:
+    spread = np.asarray(spread_deg, dtype=np.float64).reshape(5)
+    normal = _axes(j)[2]
+    for f in range(5):
+        if spread[f] != 0.0:
+            c = _chain(f)
+            j[c[1:]] = _rotate(j[c[1:]], j[c[0]], normal, SPREAD_SIGN[f] * np.radians(spread[f]))
+    return j
+
+
+def _flex(j: np.ndarray, flex_deg) -> np.ndarray:
+    flex = np.asarray(flex_deg, dtype=np.float64).reshape(5)
+    normal = _axes(j)[2]
     for f in range(5):
         if flex[f] == 0.0:
             continue
-        chain = [4 * f + 1 + k for k in range(4)]  # base .. tip
+        chain = _chain(f)
         for k in range(3):
             pivot = j[chain[k]]
-            d = j[chain[k + 1]] - pivot
-            axis = np.cross(d, normal)
+            axis = np.cross(j[chain[k + 1]] - pivot, normal)
             n = np.linalg.norm(axis)
             if n < 1e-9:
                 continue
             tail = chain[k + 1:]
             j[tail] = _rotate(j[tail], pivot, axis / n, np.radians(flex[f]))
-    if side == "left":
-        j = mirror_x(torch.from_numpy(j)).numpy()
+    return j
+
+
+def _wrist(j: np.ndarray, wrist_deg) -> np.ndarray:
+    flexion, deviation, twist = np.radians(np.asarray(wrist_deg, dtype=np.float64).reshape(3))
+    ex, ey, ez = _axes(j)
+    # x towards +z (palm) is a turn about -y; x towards -y (thumb) a turn about -z; applied twist first
+    R = _rotation(-ey, flexion) @ _rotation(-ez, deviation) @ _rotation(ex, twist)
+    return (j - j[0]) @ R.T + j[0]
+
+
+def edit_skeleton(joints: np.ndarray, side: str = "right", flex=None, spread=None, wrist=None) -> np.ndarray:
+    """Edited skeleton: joints (21, 3) world; flex (5,) and spread (5,) degrees for thumb..pinky, wrist (3,)
+    degrees (flexion, deviation, twist); None or all zeros leaves that edit out -> (21, 3), the input's dtype.
+    The edits commute (each is a rotation in the hand's own frame)."""
+    j = _right_space(joints, side)
+    if spread is not None and np.any(spread):
+        j = _spread(j, spread)
+    if flex is not None and np.any(flex):
+        j = _flex(j, flex)
+    if wrist is not None and np.any(wrist):
+        j = _wrist(j, wrist)
+    j = _right_space(j, side)
     return j.astype(np.asarray(joints).dtype)
+
+
+def flex_fingers(joints: np.ndarray, flex_deg, side: str = "right") -> np.ndarray:
+    """Bend each finger of a skeleton: joints (21, 3) world, flex_deg (5,) degrees per joint for thumb, index,
+    middle, ring, pinky -> (21, 3). Bone lengths, the wrist and the palm (finger bases) are unchanged."""
+    return edit_skeleton(joints, side, flex=flex_deg)
+
+
+def spread_fingers(joints: np.ndarray, spread_deg, side: str = "right") -> np.ndarray:
+    """Turn each finger about the palm normal at its base: joints (21, 3) world, spread_deg (5,) degrees for
+    thumb..pinky, positive away from the middle finger -> (21, 3). Bone lengths, the wrist and the finger bases
+    are unchanged."""
+    return edit_skeleton(joints, side, spread=spread_deg)
+
+
+def turn_wrist(joints: np.ndarray, wrist_deg, side: str = "right") -> np.ndarray:
+    """Turn the whole hand about its wrist joint: joints (21, 3) world, wrist_deg (3,) degrees of flexion
+    (towards the palm), deviation (towards the thumb) and twist (about wrist -> middle finger base) -> (21, 3)."""
+    return edit_skeleton(joints, side, wrist=wrist_deg)
