@@ -69,6 +69,24 @@ def dex_cache(tmp_path_factory) -> Path:
 NO_CUDA = "CUDA not available on this machine: the cuda variant runs where a GPU is (make gpu-check)"
 
 
+@pytest.fixture
+def stub_method_run(tmp_path, monkeypatch):
+    """A function (name, "module:Class") -> a run folder of that stub method, registered under ``name`` for this
+    test: for the commands' dispatch on what a method can do, without training one."""
+    from handcli import registry
+    from handcli.methods.base import write_run_config
+    from handcli.methods.handocc.model import PRESETS
+
+    def make(name: str, target: str) -> Path:
+        monkeypatch.setitem(registry.METHODS, name, target)
+        run = tmp_path / f"run_{name}"
+        run.mkdir()
+        write_run_config(run, name, "fast", PRESETS["fast"], {"cache": "x.h5"}, 0, "test")
+        return run
+
+    return make
+
+
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def device(request) -> torch.device:
     """The device a test runs on: "cpu" always, "cuda" when present (skipped with its reason otherwise;

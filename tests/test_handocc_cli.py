@@ -121,19 +121,13 @@ class NoMeshes:
         return cls()
 
 
-def test_mesh_dispatches_on_the_method(tmp_path, monkeypatch):
+def test_mesh_dispatches_on_the_method(tmp_path, stub_method_run):
     from typer.testing import CliRunner
 
-    from handcli import registry
     from handcli.cli import app
     from handcli.errors import InputError
-    from handcli.methods.base import write_run_config
-    from handcli.methods.handocc.model import PRESETS
 
-    monkeypatch.setitem(registry.METHODS, "nomesh", f"{__name__}:NoMeshes")
-    run = tmp_path / "run"
-    run.mkdir()
-    write_run_config(run, "nomesh", "fast", PRESETS["fast"], {"cache": "x.h5"}, 0, "test")
+    run = stub_method_run("nomesh", f"{__name__}:NoMeshes")
     res = CliRunner().invoke(app, ["mesh", str(run), "--frame", "0", "-o", str(tmp_path / "out")])
     assert isinstance(res.exception, InputError) and "no mesh extraction" in str(res.exception)
 

@@ -92,9 +92,9 @@ def _hand_joints(side: str) -> np.ndarray:
 def test_flex_fingers_curls_towards_the_palm_and_keeps_bones(side):
     import torch
 
+    from handcli.hand.pose_edit import flex_fingers
     from handcli.hand.skeleton import PARENTS_21
     from handcli.hand.skeleton_frames import canonicalize, mirror_x
-    from handcli.viewer.pose_edit import flex_fingers
 
     j = _hand_joints(side)
     assert np.allclose(flex_fingers(j, [0] * 5, side), j)
@@ -134,7 +134,7 @@ def _bone_lengths(x):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_spread_turns_each_finger_about_the_palm_normal_by_its_angle(side):
-    from handcli.viewer.pose_edit import spread_fingers
+    from handcli.hand.pose_edit import spread_fingers
 
     j = _hand_joints(side)
     assert np.allclose(spread_fingers(j, [0] * 5, side), j)
@@ -157,7 +157,7 @@ def test_spread_turns_each_finger_about_the_palm_normal_by_its_angle(side):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_turn_wrist_moves_the_hand_about_the_wrist_by_hand_computed_axes(side):
-    from handcli.viewer.pose_edit import turn_wrist
+    from handcli.hand.pose_edit import turn_wrist
 
     j = _hand_joints(side)
     assert np.allclose(turn_wrist(j, [0, 0, 0], side), j)
@@ -183,8 +183,8 @@ def test_turn_wrist_moves_the_hand_about_the_wrist_by_hand_computed_axes(side):
 def test_edit_skeleton_edits_commute_and_mirror_left_hands():
     import torch
 
+    from handcli.hand.pose_edit import edit_skeleton, flex_fingers, spread_fingers, turn_wrist
     from handcli.hand.skeleton_frames import mirror_x
-    from handcli.viewer.pose_edit import edit_skeleton, flex_fingers, spread_fingers, turn_wrist
 
     j = _hand_joints("right")
     flex, spread, wrist = [10, 40, 20, 0, 60], [5, 10, 0, 10, 15], [20, -10, 30]
@@ -277,9 +277,9 @@ def test_colourise_channels():
 def test_handocc_skeleton_and_appearance_hooks(occ_run, tiny_cache):
     import torch
 
+    from handcli.hand.pose_edit import flex_fingers
     from handcli.methods.handocc.method import HandOccMethod, frame_joints
     from handcli.render.orbit import orbit_from_cache
-    from handcli.viewer.pose_edit import flex_fingers
 
     torch.set_num_threads(1)
     m = HandOccMethod.from_run(occ_run, tiny_cache, "cpu")
@@ -356,7 +356,7 @@ def test_method_view_handocc(occ_run, tiny_cache):
     assert all(not np.allclose(dict(mv.skeletons(bent))[s], sk[s]) for s in sk)
     from dataclasses import replace
 
-    from handcli.viewer.pose_edit import edit_skeleton
+    from handcli.hand.pose_edit import edit_skeleton
 
     edited = replace(st, spread={s: [10, 10, 0, 10, 10] for s in sk}, wrist={s: [30, 0, 45] for s in sk})
     for s, j in mv.skeletons(edited):

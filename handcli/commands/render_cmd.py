@@ -29,6 +29,11 @@ def render_command(
     appearance_view: Optional[int] = typer.Option(None, "--appearance-view", help="View index of the "
                                                   "--appearance cache whose hand (masked by the cache's labels) "
                                                   "gives the appearance."),
+    edit: Optional[list[str]] = typer.Option(None, "--edit", help="Edit the skeletons before rendering (methods "
+                                             "driven by a skeleton: handocc), repeatable: SIDE:KIND=ANGLES in "
+                                             "degrees, KIND flex (5 angles thumb..pinky, or one for all), spread (5, "
+                                             "or one: every finger but the middle away from it) or wrist (flexion, "
+                                             "deviation, twist), e.g. right:flex=0,60,60,60,60 right:wrist=30,0,0."),
     force: Force = False,
 ) -> None:
     """Render RGB, depth and opacity (PNG + float depth), a contact sheet and optional orbit/pose videos."""
@@ -41,6 +46,7 @@ def render_command(
     from handcli.data.raybatch import select_views
     from handcli.data.selection import parse_selection
     from handcli.errors import InputError
+    from handcli.hand.pose_edit import edit_skeleton, parse_edits
     from handcli.methods.base import read_run_config
     from handcli.outputs import atomic_path
     from handcli.progress import log, progress
@@ -61,9 +67,12 @@ def render_command(
         if is_cache and appearance_mask is not None:
             raise InputError("--appearance-mask is for images; a cache view is masked by the cache's labels",
                              field="appearance_mask")
+    edits = parse_edits(edit or [])
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     m = method_class(read_run_config(run)["method"]).from_run(run, cache, device)
+    if edits and "skeleton" not in m.capabilities:
+        raise InputError(f"method {m.method} is not driven by a skeleton; --edit is for handocc runs", field="--edit")
     if appearance is not None:
         if "appearance" not in m.capabilities:
             raise InputError(f"method {m.method} has no appearance model", field="appearance")
@@ -81,8 +90,26 @@ def render_command(
                          field="--views" if cams else "--frames")
     vt = c.view_table()
     cam_list = c.cameras()
+    orbit_frames = (sorted(sel_frames) if sel_frames else [int(vt["frame"][view_ids[0]]) if len(view_ids) else 0]
+                    ) if orbit else []
+    vid_frames = (sorted(sel_frames) if sel_frames else list(range(c.num_frames))) if video else []
+    if edits:
+        shown = set(vt["frame"][view_ids].tolist()) | set(orbit_frames) | set(vid_frames)
+        for side in edits:
+            if not any(s == side for f in shown for s, _ in m.skeletons(int(f))):
+                raise InputError(f"no frame to render has a {side} hand", path=c.path, field="--edit")
+    edited: set[int] = set()
+
+    def posed(frame: int) -> int:
+        """``frame``, its skeletons edited once before its first render (edits start from the pose the run renders)."""
+        if edits and frame not in edited:
+            m.set_skeletons(frame, [(s, edit_skeleton(j, s, **edits.get(s, {}))) for s, j in m.skeletons(frame)])
+            edited.add(frame)
+        return frame
+
     written = []
     config = {"views": cams, "frames": sorted(sel_frames) if sel_frames else None, "orbit": orbit, "video": video,
+              "edits": edits or None,
               "appearance": str(appearance.resolve()) if appearance else None,
               "appearance_mask": str(appearance_mask.resolve()) if appearance_mask else None,
               "appearance_view": appearance_view}
@@ -97,7 +124,7 @@ def render_command(
                 cam = cam_list[int(vt["camera"][j])]
                 frame = int(vt["frame"][j])
                 t = time.perf_counter()
-                r = m.render_camera(frame, cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
+                r = m.render_camera(posed(frame), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
                 rec = c.frame(frame)
                 w.add(r["rgb"], r["depth"], r["opacity"], {
                     "name": f"f{frame:04d}_cam{cam['name']}", "cache_view": int(j), "frame": frame,
@@ -112,8 +139,6 @@ def render_command(
                 contact_sheet([s for s, _ in sheet], [lbl for _, lbl in sheet], tmp / "contact_sheet.png")
             w.close()
             if orbit > 0:
-                orbit_frames = sorted(sel_frames) if sel_frames else [int(vt["frame"][view_ids[0]])
-                                                                      if len(view_ids) else 0]
                 task = bar.add_task("render orbit", total=orbit * len(orbit_frames))
                 ow = RendersWriter(tmp / "orbit", m.method, run, c.path, "orbit", config)
                 images = []
@@ -121,7 +146,7 @@ def render_command(
                     ob = orbit_from_cache(c, frame, orbit)
                     for k, (K, M) in enumerate(ob.cameras):
                         t = time.perf_counter()
-                        r = m.render_camera(frame, K, M, ob.height, ob.width)
+                        r = m.render_camera(posed(frame), K, M, ob.height, ob.width)
                         ow.add(r["rgb"], r["depth"], r["opacity"], {"name": f"f{frame:04d}_orbit{k:03d}", "frame": frame,
                                                                     "K": K, "world_to_cam": M,
                                                                     "seconds": time.perf_counter() - t})
@@ -132,13 +157,12 @@ def render_command(
             if video:
                 cam_idx = int(vt["camera"][view_ids[0]]) if len(view_ids) else 0
                 cam = cam_list[cam_idx]
-                vid_frames = sorted(sel_frames) if sel_frames else list(range(c.num_frames))
                 task = bar.add_task("render pose video", total=len(vid_frames))
                 pw = RendersWriter(tmp / "poses", m.method, run, c.path, "poses", config)
                 images = []
                 for frame in vid_frames:
                     t = time.perf_counter()
-                    r = m.render_camera(frame, cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
+                    r = m.render_camera(posed(frame), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
                     pw.add(r["rgb"], r["depth"], r["opacity"], {"name": f"f{frame:04d}_cam{cam['name']}",
                                                                 "frame": frame, "camera": cam["name"], "K": cam["K"],
                                                                 "world_to_cam": cam["world_to_cam"],

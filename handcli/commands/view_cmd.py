@@ -22,7 +22,7 @@ def view_command(
     device: Device = "auto",
 ) -> None:
     """Browser viewer: free orbit with live renders, frame slider, ground truth of the nearest cache camera,
-    mesh overlay, subject appearance and (HandOcc) finger editing. Prints its URL; Ctrl-C stops it."""
+    mesh overlay, subject appearance and (HandOcc) skeleton editing. Prints its URL; Ctrl-C stops it."""
     import time
 
     from handcli.errors import InputError

@@ -2,7 +2,6 @@
 
 - ``camera``: viser camera state <-> handcli's OpenCV ``K`` / ``world_to_cam``; the nearest cache camera.
 - ``progressive``: a background render loop (reduced resolution while the camera moves, full once it rests).
-- ``pose_edit``: finger flexion and spread and wrist turns of a 21-joint skeleton (HandOcc's pose input).
 - ``method_view``: what a browser asks of a trained run (renders under its settings, nearest cache view,
   meshes, skeletons, appearances), written against the method contract (``handcli.methods.base``) so that
   it serves every method; no server code.

@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from handcli.hand.pose_edit import WRIST_MOTIONS, WRIST_RANGE, fanned
 from handcli.hand.skeleton import FINGERS
 from handcli.viewer.camera import ViewCamera, vertical_fov, viser_pose
 from handcli.viewer.method_view import MethodView, ViewSettings, colourise, skeleton_segments
-from handcli.viewer.pose_edit import WRIST_MOTIONS, WRIST_RANGE
 from handcli.viewer.progressive import ProgressiveRenderer
 
 MESH_COLOURS = {"hand": (230, 160, 120), "right": (230, 160, 120), "left": (120, 200, 230), "object": (80, 140, 230)}
@@ -170,7 +170,7 @@ class Session:
         every finger but the middle one away from it)."""
         edits = {s: list(v) for s, v in getattr(self.st, kind).items()}
         if k is None:
-            edits[side] = [deg, deg, 0.0, deg, deg]
+            edits[side] = fanned(deg)
         else:
             edits[side][k] = deg
         self.st = replace(self.st, **{kind: edits})

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from handcli.hand.pose_edit import edit_skeleton
 from handcli.hand.skeleton import PARENTS_21
 from handcli.labels import LABELS
 from handcli.viewer.camera import ViewCamera, nearest_camera, opencv_camera, render_size
-from handcli.viewer.pose_edit import edit_skeleton
 
 CHANNELS = ("rgb", "depth", "opacity", "semantic")
 # semantic render colours by cache label (background, right hand, left hand, object)

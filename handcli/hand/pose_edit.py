@@ -1,4 +1,5 @@
-"""Edits of a 21-joint hand skeleton (handcli's joint order): what the viewer's skeleton sliders change.
+"""Edits of a 21-joint hand skeleton (handcli's joint order): what the viewer's skeleton sliders and
+``handcli render --edit`` change (HandOcc's only hand input is the skeleton).
 
 All edits are rotations in the hand's own frame (``skeleton_frames.canonical_frame``: x from the wrist to the
 middle finger's base, z the palm normal on the palm side, y towards the little finger), so they mean the same
@@ -23,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from handcli.errors import InputError
 from handcli.hand.skeleton_frames import canonical_frame, mirror_x
 
 SPREAD_SIGN = (-1.0, -1.0, -1.0, 1.0, 1.0)  # thumb..pinky: the turn about the palm normal that moves away from the middle
@@ -126,3 +128,46 @@ def turn_wrist(joints: np.ndarray, wrist_deg, side: str = "right") -> np.ndarray
     """Turn the whole hand about its wrist joint: joints (21, 3) world, wrist_deg (3,) degrees of flexion
     (towards the palm), deviation (towards the thumb) and twist (about wrist -> middle finger base) -> (21, 3)."""
     return edit_skeleton(joints, side, wrist=wrist_deg)
+
+
+EDIT_SIZES = {"flex": 5, "spread": 5, "wrist": 3}  # angles per kind of edit
+MAX_EDIT_DEG = 360.0
+
+
+def fanned(spread_deg: float) -> list[float]:
+    """One spread angle -> (5,) per finger: every finger but the middle one away from it by that angle (the
+    viewer's spread slider)."""
+    s = float(spread_deg)
+    return [s, s, 0.0, s, s]
+
+
+def parse_edits(texts: list[str]) -> dict[str, dict[str, list[float]]]:
+    """``render --edit`` values "SIDE:KIND=A,B,..." -> {side: {kind: angles in degrees}}.
+
+    SIDE is right or left; KIND flex (5 angles thumb..pinky, or one for all five), spread (5, or one fanned as
+    the viewer's slider: ``fanned``) or wrist (3: flexion, deviation, twist). A later value of the same side and
+    kind replaces an earlier one. Raises InputError (field ``--edit``) naming the bad value."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for text in texts:
+        side, sep, rest = text.partition(":")
+        kind, eq, values = rest.partition("=")
+        side, kind = side.strip(), kind.strip()
+        if not sep or not eq or side not in ("right", "left") or kind not in EDIT_SIZES:
+            raise InputError(f"{text!r}: expected SIDE:KIND=ANGLES with SIDE right or left and KIND "
+                             f"{', '.join(EDIT_SIZES)} (e.g. right:flex=0,60,60,60,60)", field="--edit")
+        try:
+            angles = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise InputError(f"{text!r}: the angles must be numbers in degrees, comma-separated",
+                             field="--edit") from None
+        if not all(np.isfinite(a) and abs(a) <= MAX_EDIT_DEG for a in angles):
+            raise InputError(f"{text!r}: every angle must be finite and within +-{MAX_EDIT_DEG:g} degrees",
+                             field="--edit")
+        n = EDIT_SIZES[kind]
+        if len(angles) == 1 and kind != "wrist":
+            angles = fanned(angles[0]) if kind == "spread" else angles * n
+        if len(angles) != n:
+            raise InputError(f"{text!r}: {kind} takes {n} angles" + (" (or one)" if kind != "wrist" else ""),
+                             field="--edit")
+        out.setdefault(side, {})[kind] = angles
+    return out
