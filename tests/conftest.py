@@ -69,22 +69,30 @@ def dex_cache(tmp_path_factory) -> Path:
 NO_CUDA = "CUDA not available on this machine: the cuda variant runs where a GPU is (make gpu-check)"
 
 
+class NoCapabilities:
+    """A method that can do nothing beyond the contract's minimum (``stub_method_run``)."""
+
+    method = "stub"
+    capabilities = frozenset()
+
+    @classmethod
+    def from_run(cls, run, cache, device):
+        return cls()
+
+
 @pytest.fixture
 def stub_method_run(tmp_path, monkeypatch):
-    """A function (name, "module:Class") -> a run folder of that stub method, registered under ``name`` for this
-    test: for the commands' dispatch on what a method can do, without training one."""
+    """A run folder of ``NoCapabilities``, registered as the method "stub" for this test: for the commands' dispatch
+    on what a method can do, without training one."""
     from handcli import registry
     from handcli.methods.base import write_run_config
     from handcli.methods.handocc.model import PRESETS
 
-    def make(name: str, target: str) -> Path:
-        monkeypatch.setitem(registry.METHODS, name, target)
-        run = tmp_path / f"run_{name}"
-        run.mkdir()
-        write_run_config(run, name, "fast", PRESETS["fast"], {"cache": "x.h5"}, 0, "test")
-        return run
-
-    return make
+    monkeypatch.setitem(registry.METHODS, "stub", f"{NoCapabilities.__module__}:NoCapabilities")
+    run = tmp_path / "run_stub"
+    run.mkdir()
+    write_run_config(run, "stub", "fast", PRESETS["fast"], {"cache": "x.h5"}, 0, "test")
+    return run
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])

@@ -111,23 +111,13 @@ def test_options_other_methods_do_not_have(tiny_cache, tmp_path):
     assert r.returncode == 2 and "stage" in r.stderr
 
 
-class NoMeshes:
-    """A registered method without mesh extraction."""
-
-    capabilities = frozenset()
-
-    @classmethod
-    def from_run(cls, run, cache, device):
-        return cls()
-
-
 def test_mesh_dispatches_on_the_method(tmp_path, stub_method_run):
     from typer.testing import CliRunner
 
     from handcli.cli import app
     from handcli.errors import InputError
 
-    run = stub_method_run("nomesh", f"{__name__}:NoMeshes")
+    run = stub_method_run
     res = CliRunner().invoke(app, ["mesh", str(run), "--frame", "0", "-o", str(tmp_path / "out")])
     assert isinstance(res.exception, InputError) and "no mesh extraction" in str(res.exception)
 

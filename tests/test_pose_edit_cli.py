@@ -91,24 +91,13 @@ def test_render_edit_bad_input_exits_2_without_output(occ_run, tiny_cache, tmp_p
         assert len(r.stderr.strip().splitlines()) == 1 and not out.exists() and r.stdout == ""
 
 
-class NoSkeleton:
-    """A registered method whose renders are not driven by a skeleton."""
-
-    method = "noskeleton"
-    capabilities = frozenset()
-
-    @classmethod
-    def from_run(cls, run, cache, device):
-        return cls()
-
-
 def test_render_edit_needs_a_skeleton_method(tmp_path, stub_method_run):
     from typer.testing import CliRunner
 
     from handcli.cli import app
     from handcli.errors import InputError
 
-    run = stub_method_run("noskeleton", f"{__name__}:NoSkeleton")
+    run = stub_method_run
     res = CliRunner().invoke(app, ["render", str(run), str(tmp_path / "x.h5"), "-o", str(tmp_path / "out"),
                                    "--edit", "right:flex=30"])
     assert isinstance(res.exception, InputError) and "not driven by a skeleton" in str(res.exception)

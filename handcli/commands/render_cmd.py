@@ -93,19 +93,14 @@ def render_command(
     orbit_frames = (sorted(sel_frames) if sel_frames else [int(vt["frame"][view_ids[0]]) if len(view_ids) else 0]
                     ) if orbit else []
     vid_frames = (sorted(sel_frames) if sel_frames else list(range(c.num_frames))) if video else []
-    if edits:
-        shown = set(vt["frame"][view_ids].tolist()) | set(orbit_frames) | set(vid_frames)
-        for side in edits:
-            if not any(s == side for f in shown for s, _ in m.skeletons(int(f))):
-                raise InputError(f"no frame to render has a {side} hand", path=c.path, field="--edit")
-    edited: set[int] = set()
-
-    def posed(frame: int) -> int:
-        """``frame``, its skeletons edited once before its first render (edits start from the pose the run renders)."""
-        if edits and frame not in edited:
-            m.set_skeletons(frame, [(s, edit_skeleton(j, s, **edits.get(s, {}))) for s, j in m.skeletons(frame)])
-            edited.add(frame)
-        return frame
+    if edits:  # each frame to render gets its edited skeletons once, starting from the pose the run renders
+        present = set()
+        for f in sorted(set(vt["frame"][view_ids].tolist()) | set(orbit_frames) | set(vid_frames)):
+            skeletons = m.skeletons(int(f))
+            present.update(s for s, _ in skeletons)
+            m.set_skeletons(int(f), [(s, edit_skeleton(j, s, **edits.get(s, {}))) for s, j in skeletons])
+        for side in sorted(set(edits) - present):
+            raise InputError(f"no frame to render has a {side} hand", path=c.path, field="--edit")
 
     written = []
     config = {"views": cams, "frames": sorted(sel_frames) if sel_frames else None, "orbit": orbit, "video": video,
@@ -124,7 +119,7 @@ def render_command(
                 cam = cam_list[int(vt["camera"][j])]
                 frame = int(vt["frame"][j])
                 t = time.perf_counter()
-                r = m.render_camera(posed(frame), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
+                r = m.render_camera(frame, cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
                 rec = c.frame(frame)
                 w.add(r["rgb"], r["depth"], r["opacity"], {
                     "name": f"f{frame:04d}_cam{cam['name']}", "cache_view": int(j), "frame": frame,
@@ -146,7 +141,7 @@ def render_command(
                     ob = orbit_from_cache(c, frame, orbit)
                     for k, (K, M) in enumerate(ob.cameras):
                         t = time.perf_counter()
-                        r = m.render_camera(posed(frame), K, M, ob.height, ob.width)
+                        r = m.render_camera(frame, K, M, ob.height, ob.width)
                         ow.add(r["rgb"], r["depth"], r["opacity"], {"name": f"f{frame:04d}_orbit{k:03d}", "frame": frame,
                                                                     "K": K, "world_to_cam": M,
                                                                     "seconds": time.perf_counter() - t})
@@ -162,7 +157,7 @@ def render_command(
                 images = []
                 for frame in vid_frames:
                     t = time.perf_counter()
-                    r = m.render_camera(posed(frame), cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
+                    r = m.render_camera(frame, cam["K"], cam["world_to_cam"], cam["height"], cam["width"])
                     pw.add(r["rgb"], r["depth"], r["opacity"], {"name": f"f{frame:04d}_cam{cam['name']}",
                                                                 "frame": frame, "camera": cam["name"], "K": cam["K"],
                                                                 "world_to_cam": cam["world_to_cam"],
