@@ -113,21 +113,25 @@ def main() -> None:
             try:
                 sys.exit(_run_app() or 0)
             except SystemExit as e:
-                if e.code in (0, None) and pending():
+                if pending() and e.code != 130:
                     print(f"interrupted ({pending()})", file=sys.stderr)
                     sys.exit(130)
                 raise
-    except InputError as e:
-        if _state["debug"]:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # a bug, not bad input
+    except Exception as e:
         if _state["debug"]:
             raise
+        if pending():
+            # the KeyboardInterrupt surfaced as another exception: h5py, for one, turns a signal that lands in
+            # its Cython type conversion into "TypeError: Operation not defined for data type class"
+            print(f"interrupted ({pending()}; it surfaced as {type(e).__name__}: {e})", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(e, InputError):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        # a bug, not bad input
         import traceback
 
         traceback.print_exc()

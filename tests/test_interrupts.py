@@ -271,3 +271,36 @@ def test_a_signal_while_the_temporary_is_made_leaves_nothing(tmp_path, is_dir):
                        capture_output=True, text=True, env=ENV, timeout=120)
     assert r.returncode == 130, r.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+SIGNAL_AS_ANOTHER_ERROR = """
+import os, signal, sys
+from handcli import cli
+from handcli.data import cache
+
+real = cache.CacheWriter.__init__
+
+def signal_turned_into_type_error(self, *args, **kwargs):
+    try:  # what h5py does with a signal landing in its Cython type conversion (seen in CI)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):
+            pass
+    except KeyboardInterrupt:
+        raise TypeError("Operation not defined for data type class") from None
+    real(self, *args, **kwargs)
+
+cache.CacheWriter.__init__ = signal_turned_into_type_error
+sys.argv = ["handcli", "preprocess", "interhand", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_a_signal_that_surfaces_as_another_error_still_exits_130(synth_ih, tmp_path):
+    """A KeyboardInterrupt a library turns into another exception is still the user's Ctrl-C: exit 130 and
+    nothing left behind, not "internal error" and exit 1. In a fresh process (signal handlers, main thread)."""
+    out = tmp_path / "c.h5"
+    r = subprocess.run([sys.executable, "-c", SIGNAL_AS_ANOTHER_ERROR, str(synth_ih), "-o", str(out), "--scale",
+                        "0.25"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "interrupted (SIGINT; it surfaced as TypeError" in r.stderr and "internal error" not in r.stderr
+    assert list(tmp_path.iterdir()) == []
