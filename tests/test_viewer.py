@@ -366,6 +366,42 @@ def test_method_view_handocc(occ_run, tiny_cache):
     assert meshes and all(len(x.faces) > 20 for x in meshes.values())
 
 
+def test_method_view_edits_start_from_the_pose_the_run_renders(occ_run, tiny_cache):
+    """The viewer's edits start from the run's refined skeleton (as ``render --edit`` does), not the cache's:
+    with 2 mm offsets put into the run's refinement, an unedited frame shows the refined joints and an edited
+    one the edit of them; the unedited render is the method's own."""
+    import torch
+
+    from handcli.hand.pose_edit import edit_skeleton
+    from handcli.methods.handocc.method import HandOccMethod, frame_joints
+    from handcli.render.orbit import orbit_from_cache
+    from handcli.viewer.method_view import MethodView, ViewSettings
+
+    torch.set_num_threads(1)
+    m = HandOccMethod.from_run(occ_run, tiny_cache, "cpu")
+    ref = m.model.refine
+    with torch.no_grad():
+        ref.offsets.fill_(0.002 / ref.scale)
+    f = next(f for f in range(m.cache.num_frames) if frame_joints(m.cache, f) and ref.row(f, "right") is not None)
+    ob = orbit_from_cache(m.cache, f, 1)
+    K, M = ob.cameras[0]
+    own = m.render_camera(f, K, M, ob.height, ob.width)["opacity"]
+    cache_pose = dict(frame_joints(m.cache, f))
+    mv = MethodView(m, resolution=40)
+    st = ViewSettings(f)
+    sk = dict(mv.skeletons(st))
+    assert np.allclose(sk["right"], cache_pose["right"] + 0.002, atol=1e-6)
+    wrist = ViewSettings(f, wrist={s: [30, 0, 0] for s in sk})
+    for s, j in mv.skeletons(wrist):
+        assert np.allclose(j, edit_skeleton(sk[s], s, wrist=[30, 0, 0]))
+    with mv.lock:  # the unedited frame after an edited one renders the run's own pose again
+        mv._apply(wrist)
+        bent = m.render_camera(f, K, M, ob.height, ob.width)["opacity"]
+        mv._apply(st)
+        again = m.render_camera(f, K, M, ob.height, ob.width)["opacity"]
+    assert not np.array_equal(bent, own) and np.array_equal(again, own)
+
+
 def replace_flex(st, flex):
     from dataclasses import replace
 

@@ -78,7 +78,8 @@ class MethodView:
 
         self.m = method
         self.cache = method.cache
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered by run_skeletons inside _apply
+        self._run_poses: dict[int, list[tuple[str, np.ndarray]]] = {}
         self.resolution = int(resolution)
         self.cameras = self.cache.cameras()
         self.view_table = self.cache.view_table()
@@ -116,18 +117,28 @@ class MethodView:
         takes no skeleton."""
         if not self.edits_skeleton:
             return None
-        from handcli.methods.handocc.skeletons import frame_joints
-
         return [(s, edit_skeleton(j, s, st.flex.get(s), st.spread.get(s), st.wrist.get(s)))
-                for s, j in frame_joints(self.cache, st.frame, self.m.cfg.skeleton)]
+                for s, j in self.run_skeletons(st.frame)]
+
+    def run_skeletons(self, frame: int) -> list[tuple[str, np.ndarray]]:
+        """[(side, joints (21, 3))] the run itself renders at ``frame`` (a training frame's refined annotation,
+        as ``handcli render`` and ``render --edit`` start from); the base of the browser's edits."""
+        if frame not in self._run_poses:
+            with self.lock:
+                self.m.set_skeletons(frame, None)
+                self._run_poses[frame] = self.m.skeletons(frame)
+        return self._run_poses[frame]
 
     def _apply(self, st: ViewSettings) -> None:
         """Put a browser's appearance and skeletons into the shared method (caller holds the lock)."""
         if "appearance" in self.m.capabilities:
             self.m.set_appearance_crop(self.appearances.get(st.appearance) if st.appearance else None)
-        sk = self.skeletons(st)
-        if sk is not None:
-            self.m.set_skeletons(st.frame, sk)
+        if not self.edits_skeleton:
+            return
+        edited = any(np.any(v) for d in (st.flex, st.spread, st.wrist) for v in d.values())
+        # unedited: the run's own pose through its own path (a refined skeleton given back as an edit would be
+        # rendered as given, which is the same pose, but only to float precision)
+        self.m.set_skeletons(st.frame, self.skeletons(st) if edited else None)
 
     def render(self, st: ViewSettings, cam: ViewCamera, scale: float = 1.0) -> dict:
         """The method's render dict for a browser camera at ``scale`` x full resolution, plus
