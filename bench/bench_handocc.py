@@ -149,6 +149,13 @@ def run_one(method: str, seq: str, data: tuple, budget: float, work: Path, n_fra
     run = work / f"hocc_run_{seq}_{method}"  # names apart from bench_handnerf.py's (same work folder is fine)
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir()
+    # a handcli run folder: `handcli render/view/eval` and bench_render_chunk.py load it
+    from handcli.methods.base import write_run_config
+
+    write_run_config(run, method, "fast", m.cfg, {
+        "cache": str(Path(cache).resolve()), "depth": str(Path(depth).resolve()) if method == "handnerf" else None,
+        "features": str(Path(feats).resolve()) if method == "handnerf" else None, "cameras": list(TRAIN),
+        "eval_cameras": list(TEST), "frames": train_frames}, 0, " ".join(sys.argv))
     t0 = time.perf_counter()
     last = train(m, run, steps=m.cfg.steps, lr=m.cfg.lr, lr_final=m.cfg.lr_final, seed=0, resume=False,
                  log_every=100, ckpt_every=10**9, time_budget=budget)
