@@ -102,7 +102,7 @@ def _run_app():
 
 
 def main() -> None:
-    """Console-script entry: map input errors to exit 2 and bugs to exit 1."""
+    """Console-script entry: map input errors to exit 2, SIGINT/SIGTERM (however they surface) to 130, bugs to 1."""
     from handcli.errors import InputError
     from handcli.interrupts import pending, stage_signals
 
