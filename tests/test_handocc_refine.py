@@ -63,6 +63,11 @@ def test_training_frame_renders_with_its_refined_skeleton(tiny_cache, tmp_path):
     m.set_skeletons(f, None)
     np.testing.assert_allclose(refined["opacity"], explicit["opacity"], atol=1e-5)
     np.testing.assert_allclose(refined["rgb"], explicit["rgb"], atol=1e-5)
+    # set_skeletons renders what it is given: the annotation itself, given explicitly, gets no offsets either
+    m.set_skeletons(f, [(s, j.cpu().numpy()) for s, j in m.joints[f]])
+    assert np.allclose(m.skeletons(f)[0][1], joints.cpu().numpy())
+    m.set_skeletons(f, None)
+    assert np.allclose(m.skeletons(f)[0][1], (joints.cpu() + shift).numpy(), atol=1e-6)
     without = m.model.refine.offsets.detach().clone()
     with torch.no_grad():
         m.model.refine.offsets.zero_()

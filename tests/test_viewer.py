@@ -92,13 +92,13 @@ def _hand_joints(side: str) -> np.ndarray:
 def test_flex_fingers_curls_towards_the_palm_and_keeps_bones(side):
     import torch
 
-    from handcli.hand.pose_edit import flex_fingers
+    from handcli.hand.pose_edit import edit_skeleton
     from handcli.hand.skeleton import PARENTS_21
     from handcli.hand.skeleton_frames import canonicalize, mirror_x
 
     j = _hand_joints(side)
-    assert np.allclose(flex_fingers(j, [0] * 5, side), j)
-    out = flex_fingers(j, [0, 60, 0, 0, 0], side)  # the index finger only
+    assert np.allclose(edit_skeleton(j, side, flex=[0] * 5), j)
+    out = edit_skeleton(j, side, flex=[0, 60, 0, 0, 0])  # the index finger only
 
     def bones(x):
         return np.linalg.norm(x[1:] - x[[PARENTS_21[k] for k in range(1, 21)]], axis=1)
@@ -113,7 +113,7 @@ def test_flex_fingers_curls_towards_the_palm_and_keeps_bones(side):
 
     # the fist's fingertips lie on the palm side (+z of the canonical frame): flexion goes there
     assert canon(out)[8, 2] > canon(j)[8, 2] + 0.02
-    assert canon(flex_fingers(j, [0, -20, 0, 0, 0], side))[8, 2] < canon(j)[8, 2]
+    assert canon(edit_skeleton(j, side, flex=[0, -20, 0, 0, 0]))[8, 2] < canon(j)[8, 2]
 
 
 def _canon_axes(j, side):
@@ -134,12 +134,12 @@ def _bone_lengths(x):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_spread_turns_each_finger_about_the_palm_normal_by_its_angle(side):
-    from handcli.hand.pose_edit import spread_fingers
+    from handcli.hand.pose_edit import edit_skeleton
 
     j = _hand_joints(side)
-    assert np.allclose(spread_fingers(j, [0] * 5, side), j)
+    assert np.allclose(edit_skeleton(j, side, spread=[0] * 5), j)
     angles = [10.0, 15.0, 20.0, 25.0, 30.0]
-    out = spread_fingers(j, angles, side)
+    out = edit_skeleton(j, side, spread=angles)
     assert np.allclose(_bone_lengths(out), _bone_lengths(j), atol=1e-9)
     assert np.allclose(out[[0, 1, 5, 9, 13, 17]], j[[0, 1, 5, 9, 13, 17]])  # the wrist and every finger's base stay
     R = _canon_axes(j, side)
@@ -157,10 +157,10 @@ def test_spread_turns_each_finger_about_the_palm_normal_by_its_angle(side):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_turn_wrist_moves_the_hand_about_the_wrist_by_hand_computed_axes(side):
-    from handcli.hand.pose_edit import turn_wrist
+    from handcli.hand.pose_edit import edit_skeleton
 
     j = _hand_joints(side)
-    assert np.allclose(turn_wrist(j, [0, 0, 0], side), j)
+    assert np.allclose(edit_skeleton(j, side, wrist=[0, 0, 0]), j)
     ex, ey, ez = _canon_axes(j, side)
     mirror = np.array([-1.0, 1.0, 1.0]) if side == "left" else np.ones(3)
 
@@ -169,13 +169,13 @@ def test_turn_wrist_moves_the_hand_about_the_wrist_by_hand_computed_axes(side):
         return d / np.linalg.norm(d)
 
     for wrist, x_to in (([90, 0, 0], ez), ([0, 90, 0], -ey), ([0, 0, 90], ex)):
-        out = turn_wrist(j, wrist, side)
+        out = edit_skeleton(j, side, wrist=wrist)
         assert np.allclose(out[0], j[0]) and np.allclose(_bone_lengths(out), _bone_lengths(j), atol=1e-9)
         assert np.allclose(x_axis(out), x_to, atol=1e-9)  # flexion: towards the palm; deviation: towards the thumb
     # the twist turns the palm normal about the x axis: +90 degrees takes z to -y
-    assert np.allclose(_canon_axes(turn_wrist(j, [0, 0, 90], side), side)[2], -ey, atol=1e-9)
+    assert np.allclose(_canon_axes(edit_skeleton(j, side, wrist=[0, 0, 90]), side)[2], -ey, atol=1e-9)
     # the whole hand moves rigidly: distances between all joints are kept
-    out = turn_wrist(j, [30, -10, 45], side)
+    out = edit_skeleton(j, side, wrist=[30, -10, 45])
     d = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
     assert np.allclose(d(out), d(j), atol=1e-9)
 
@@ -183,19 +183,24 @@ def test_turn_wrist_moves_the_hand_about_the_wrist_by_hand_computed_axes(side):
 def test_edit_skeleton_edits_commute_and_mirror_left_hands():
     import torch
 
-    from handcli.hand.pose_edit import edit_skeleton, flex_fingers, spread_fingers, turn_wrist
+    from handcli.hand.pose_edit import edit_skeleton
     from handcli.hand.skeleton_frames import mirror_x
 
+    def one_by_one(j, order):
+        for kind in order:
+            j = edit_skeleton(j, "right", **{kind: edits[kind]})
+        return j
+
     j = _hand_joints("right")
-    flex, spread, wrist = [10, 40, 20, 0, 60], [5, 10, 0, 10, 15], [20, -10, 30]
-    out = edit_skeleton(j, "right", flex, spread, wrist)
-    assert np.allclose(out, turn_wrist(flex_fingers(spread_fingers(j, spread), flex), wrist), atol=1e-12)
+    edits = {"flex": [10, 40, 20, 0, 60], "spread": [5, 10, 0, 10, 15], "wrist": [20, -10, 30]}
+    out = edit_skeleton(j, "right", **edits)
+    assert np.allclose(out, one_by_one(j, ("spread", "flex", "wrist")), atol=1e-12)
     # every edit is a rotation in the hand's own frame, so their order does not matter (an edit about a world
     # axis, or about an axis the previous edit moved without moving the hand's frame, would break this)
-    assert np.allclose(out, spread_fingers(flex_fingers(turn_wrist(j, wrist), flex), spread), atol=1e-9)
+    assert np.allclose(out, one_by_one(j, ("wrist", "flex", "spread")), atol=1e-9)
     # a left hand is edited as the mirrored right hand: the same anatomical motion
     left = mirror_x(torch.from_numpy(j)).numpy()
-    assert np.allclose(edit_skeleton(left, "left", flex, spread, wrist), mirror_x(torch.from_numpy(out)).numpy())
+    assert np.allclose(edit_skeleton(left, "left", **edits), mirror_x(torch.from_numpy(out)).numpy())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -277,7 +282,7 @@ def test_colourise_channels():
 def test_handocc_skeleton_and_appearance_hooks(occ_run, tiny_cache):
     import torch
 
-    from handcli.hand.pose_edit import flex_fingers
+    from handcli.hand.pose_edit import edit_skeleton
     from handcli.methods.handocc.method import HandOccMethod, frame_joints
     from handcli.render.orbit import orbit_from_cache
 
@@ -288,7 +293,7 @@ def test_handocc_skeleton_and_appearance_hooks(occ_run, tiny_cache):
     K, M = ob.cameras[0]
     base = m.render_camera(f, K, M, ob.height, ob.width)
     (side, j), = m.skeletons(f)
-    m.set_skeletons(f, [(side, flex_fingers(j, [0, 80, 80, 80, 80], side))])
+    m.set_skeletons(f, [(side, edit_skeleton(j, side, flex=[0, 80, 80, 80, 80]))])
     assert not np.allclose(m.skeletons(f)[0][1], j)
     fist = m.render_camera(f, K, M, ob.height, ob.width)
     a, b = base["opacity"] > 0.5, fist["opacity"] > 0.5

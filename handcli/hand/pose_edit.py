@@ -6,17 +6,19 @@ middle finger's base, z the palm normal on the palm side, y towards the little f
 motion whatever the hand's orientation in the world. Left hands are edited as mirrored right hands, so an angle
 means the same anatomical motion on both sides.
 
-- ``flex_fingers``: each finger bends at its three joints (base, middle, distal for the long fingers; CMC,
+``edit_skeleton`` applies any of three edits:
+
+- flexion: each finger bends at its three joints (base, middle, distal for the long fingers; CMC,
   MCP, IP for the thumb) by the same angle, about the axis perpendicular to the bone and to the palm normal;
   positive angles curl towards the palm (as a fist's fingertips are), negative ones stretch backwards.
-- ``spread_fingers``: each finger turns about the palm normal through its base joint (the thumb: its CMC joint);
+- spread: each finger turns about the palm normal through its base joint (the thumb: its CMC joint);
   positive angles move it away from the middle finger (thumb, index and middle finger towards the thumb's side,
   ring and little finger towards the little finger's side).
-- ``turn_wrist``: the whole hand turns about the wrist joint: flexion (fingers towards the palm), deviation
+- wrist: the whole hand turns about the wrist joint: flexion (fingers towards the palm), deviation
   (towards the thumb) and twist (about the axis from the wrist to the middle finger's base, right-hand rule in
   right-hand space).
-- ``edit_skeleton``: all three; each leaves the bone lengths unchanged, and since each is a rotation in the
-  hand's own frame, their order does not change the result.
+Each leaves the bone lengths unchanged, and since each is a rotation in the hand's own frame, their order does
+not change the result.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from handcli.errors import InputError
 from handcli.hand.skeleton_frames import canonical_frame, mirror_x
 
 SPREAD_SIGN = (-1.0, -1.0, -1.0, 1.0, 1.0)  # thumb..pinky: the turn about the palm normal that moves away from the middle
-WRIST_MOTIONS = ("flexion", "deviation", "twist")  # the order of ``turn_wrist``'s angles
+WRIST_MOTIONS = ("flexion", "deviation", "twist")  # the order of the wrist angles
 WRIST_RANGE = {"flexion": (-70.0, 80.0), "deviation": (-30.0, 30.0), "twist": (-90.0, 90.0)}  # the viewer's sliders
 
 
@@ -109,25 +111,6 @@ def edit_skeleton(joints: np.ndarray, side: str = "right", flex=None, spread=Non
         j = _wrist(j, wrist)
     j = _right_space(j, side)
     return j.astype(np.asarray(joints).dtype)
-
-
-def flex_fingers(joints: np.ndarray, flex_deg, side: str = "right") -> np.ndarray:
-    """Bend each finger of a skeleton: joints (21, 3) world, flex_deg (5,) degrees per joint for thumb, index,
-    middle, ring, pinky -> (21, 3). Bone lengths, the wrist and the palm (finger bases) are unchanged."""
-    return edit_skeleton(joints, side, flex=flex_deg)
-
-
-def spread_fingers(joints: np.ndarray, spread_deg, side: str = "right") -> np.ndarray:
-    """Turn each finger about the palm normal at its base: joints (21, 3) world, spread_deg (5,) degrees for
-    thumb..pinky, positive away from the middle finger -> (21, 3). Bone lengths, the wrist and the finger bases
-    are unchanged."""
-    return edit_skeleton(joints, side, spread=spread_deg)
-
-
-def turn_wrist(joints: np.ndarray, wrist_deg, side: str = "right") -> np.ndarray:
-    """Turn the whole hand about its wrist joint: joints (21, 3) world, wrist_deg (3,) degrees of flexion
-    (towards the palm), deviation (towards the thumb) and twist (about wrist -> middle finger base) -> (21, 3)."""
-    return edit_skeleton(joints, side, wrist=wrist_deg)
 
 
 EDIT_SIZES = {"flex": 5, "spread": 5, "wrist": 3}  # angles per kind of edit

@@ -133,12 +133,9 @@ class MethodView:
         """Put a browser's appearance and skeletons into the shared method (caller holds the lock)."""
         if "appearance" in self.m.capabilities:
             self.m.set_appearance_crop(self.appearances.get(st.appearance) if st.appearance else None)
-        if not self.edits_skeleton:
-            return
-        edited = any(np.any(v) for d in (st.flex, st.spread, st.wrist) for v in d.values())
-        # unedited: the run's own pose through its own path (a refined skeleton given back as an edit would be
-        # rendered as given, which is the same pose, but only to float precision)
-        self.m.set_skeletons(st.frame, self.skeletons(st) if edited else None)
+        sk = self.skeletons(st)
+        if sk is not None:
+            self.m.set_skeletons(st.frame, sk)
 
     def render(self, st: ViewSettings, cam: ViewCamera, scale: float = 1.0) -> dict:
         """The method's render dict for a browser camera at ``scale`` x full resolution, plus

@@ -417,9 +417,9 @@ class HandOccMethod(Method):
         cache's joints of a hand it did not train on with the training hands' common offset (``transfer``);
         skeletons set with ``set_skeletons`` as given."""
         ref = getattr(self.model, "refine", None)
-        if ref is None:
+        if ref is None or frame in self.edited:
             return joints
-        if ref.index(frame, side, joints) is None and frame not in self.edited:
+        if ref.index(frame, side, joints) is None:
             return ref.transfer(side, joints)
         return ref.refine(frame, side, joints)
 
@@ -488,8 +488,9 @@ class HandOccMethod(Method):
         return [(s, self._refined(frame, s, j).detach().cpu().numpy()) for s, j in js]
 
     def set_skeletons(self, frame: int, skeletons: list[tuple[str, np.ndarray]] | None) -> None:
-        """Render ``frame`` with other skeletons [(side, joints (21, 3))] (the viewer's pose editing);
-        None restores the cache's."""
+        """Render ``frame`` with other skeletons [(side, joints (21, 3))], as given (no learned offsets added: the
+        viewer's and ``render --edit``'s edits start from ``skeletons(frame)``, which has them); None restores the
+        cache's."""
         if skeletons is None:
             skeletons = frame_joints(self.cache, frame, self.cfg.skeleton)
             self.edited.discard(frame)

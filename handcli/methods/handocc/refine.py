@@ -16,7 +16,8 @@ The offsets are stored as ``offsets * scale`` metres so that an Adam step of the
 a joint by ``lr * scale`` (0.2 mm at the fast preset's initial lr and ``refine_scale`` = 0.1).
 
 A trained run applies the offsets only to a frame whose cache joints equal the annotated joints it was
-trained on (``anchor``): another cache, or a pose edited in the viewer, renders its own skeleton.
+trained on (``anchor``): another cache, or a pose set with ``set_skeletons`` (the viewer's and ``render
+--edit``'s edits), renders its own skeleton.
 """
 
 from __future__ import annotations
