@@ -101,21 +101,24 @@ def render_and_eval(m, cache: Path, depth: Path, views: list[int], out: Path, na
             "render_s_per_view": float(np.mean(secs)), "views": len(views)}
 
 
-def time_full_frames(m, views: list[int], repeats: int = 2) -> float:
-    """Mean best-of-``repeats`` seconds to render a 512x334 frame (intrinsics of the cache scaled x2)."""
+def render_full_frame(m, j: int) -> dict:
+    """Cache view j's frame from its camera with the intrinsics scaled x2 (512x334 for this data)."""
     from handcli.camera import scale_intrinsics
 
-    vt = m.cache.view_table()
+    cam = m.cache.cameras()[int(m.cache.view_table()["camera"][j])]
+    return m.render_camera(int(m.cache.view_table()["frame"][j]), scale_intrinsics(cam["K"], 2.0, 2.0),
+                           cam["world_to_cam"], 2 * cam["height"], 2 * cam["width"])
+
+
+def time_full_frames(m, views: list[int], repeats: int = 2) -> float:
+    """Mean best-of-``repeats`` seconds to render a 512x334 frame (``render_full_frame``)."""
     out = []
     with torch.no_grad():
         for j in views:
-            cam = m.cache.cameras()[int(vt["camera"][j])]
-            K = scale_intrinsics(cam["K"], 2.0, 2.0)
-            H, W = 2 * cam["height"], 2 * cam["width"]
             best = float("inf")
             for _ in range(repeats):
                 t = time.perf_counter()
-                m.render_camera(int(vt["frame"][j]), K, cam["world_to_cam"], H, W)
+                render_full_frame(m, j)
                 best = min(best, time.perf_counter() - t)
             out.append(best)
     return float(np.mean(out))

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_handocc import split_frames, test_views  # noqa: E402
+from bench_handocc import render_full_frame, split_frames, test_views  # noqa: E402
 
 
 def load(run: Path, threads: int):
@@ -45,14 +45,9 @@ def load(run: Path, threads: int):
 
 
 def render_full(m, j: int, chunk: int) -> dict:
-    """The cache view j's camera with its intrinsics scaled x2, rendered with ``chunk`` rays per chunk."""
-    from handcli.camera import scale_intrinsics
-
+    """bench_handocc.py's full frame of cache view j, rendered with ``chunk`` rays per chunk."""
     m.cfg = replace(m.cfg, chunk=chunk)
-    vt = m.cache.view_table()
-    cam = m.cache.cameras()[int(vt["camera"][j])]
-    return m.render_camera(int(vt["frame"][j]), scale_intrinsics(cam["K"], 2.0, 2.0), cam["world_to_cam"],
-                           2 * cam["height"], 2 * cam["width"])
+    return render_full_frame(m, j)
 
 
 def child(run: Path, chunk: int, threads: int) -> None:
