@@ -66,6 +66,18 @@ def dex_cache(tmp_path_factory) -> Path:
     return d / "cache.h5"
 
 
+@pytest.fixture(scope="session")
+def occ_run(tiny_cache, tmp_path_factory) -> Path:
+    """A HandOcc run trained for 40 steps on the tiny cache (about 10 s): coloured, hand-shaped renders."""
+    from tests.cli_run import HANDOCC_SMALL, handcli
+
+    run = tmp_path_factory.mktemp("occ_run") / "run"
+    r = handcli("train", tiny_cache, "-o", run, "--method", "handocc", "--steps", "40", *HANDOCC_SMALL,
+                "--set", "lr=5e-3")
+    assert r.returncode == 0, r.stderr
+    return run
+
+
 NO_CUDA = "CUDA not available on this machine: the cuda variant runs where a GPU is (make gpu-check)"
 
 

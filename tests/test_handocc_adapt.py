@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -24,6 +21,7 @@ from handcli.methods.handocc.adapt import (
 from handcli.methods.handocc.method import HandOccMethod
 from handcli.methods.handocc.model import PRESETS
 from handcli.methods.trainer import train
+from tests.cli_run import handcli
 
 TINY_FULL = dict(rays_per_step=256, occ_points=256, pool_points=2048, occ_hidden=16, occ_layers=2, color_hidden=16,
                  color_layers=1, app_dim=4, enc_channels=(4, 8), crop_size=16, max_samples=16)
@@ -201,10 +199,6 @@ def test_adaptation_repairs_an_annotation_error(tiny_cache, tmp_path):
     assert err_after < 0.8 * err_before, (err_before, err_after)
 
 
-def handcli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "handcli.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env)
 
 
 def test_adapt_cli_on_a_handocc_run(tiny_cache, tmp_path):

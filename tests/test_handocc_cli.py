@@ -11,15 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-SMALL = ["--set", "rays_per_step=128", "--set", "occ_points=512", "--set", "pool_points=2048", "--set",
-         "occ_hidden=16", "--set", "color_hidden=16", "--set", "max_samples=16", "--cameras", "400002,400009"]
-
-
-def handcli(*args, **kw):
-    # one thread: the test machine is shared, and oversubscribed OpenMP threads slow small ops down badly
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "handcli.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, **kw)
+from tests.cli_run import HANDOCC_SMALL, handcli
 
 
 @pytest.mark.slow
@@ -32,7 +24,7 @@ def test_handocc_cli_chain(tiny_cache, tmp_path):
 
     run = tmp_path / "run"
     r = handcli("train", tiny_cache, "-o", run, "--method", "handocc", "--stage", "occupancy", "--steps", "60",
-                "--log-every", "20", *SMALL, "--set", "lr=5e-3")
+                "--log-every", "20", *HANDOCC_SMALL, "--set", "lr=5e-3")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(run)
     doc = json.loads((run / "config.json").read_text())
@@ -132,7 +124,7 @@ def test_handocc_torchrun_two_processes_on_cpu(tiny_cache, tmp_path):
     torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
     run = tmp_path / "ddp"
     r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "handcli.cli", "train", str(tiny_cache), "-o",
-                        str(run), "--method", "handocc", "--steps", "2", "--log-every", "1", *SMALL],
+                        str(run), "--method", "handocc", "--steps", "2", "--log-every", "1", *HANDOCC_SMALL],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines() == [str(run)]

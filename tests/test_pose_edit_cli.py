@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-SMALL = ["--set", "rays_per_step=128", "--set", "occ_points=512", "--set", "pool_points=2048", "--set",
-         "occ_hidden=16", "--set", "color_hidden=16", "--set", "max_samples=16", "--cameras", "400002,400009"]
-
-
-def handcli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "handcli.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env)
+from tests.cli_run import handcli
 
 
 def test_parse_edits_reads_each_kind_and_fills_single_angles():
@@ -40,14 +30,6 @@ def test_parse_edits_names_the_bad_value(text):
     with pytest.raises(InputError) as e:
         parse_edits([text])
     assert e.value.field == "--edit" and repr(text) in str(e.value)
-
-
-@pytest.fixture(scope="module")
-def occ_run(tiny_cache, tmp_path_factory):
-    run = tmp_path_factory.mktemp("edit") / "run"
-    r = handcli("train", tiny_cache, "-o", run, "--method", "handocc", "--steps", "30", *SMALL, "--set", "lr=5e-3")
-    assert r.returncode == 0, r.stderr
-    return run
 
 
 def test_render_edit_renders_the_edited_skeleton(occ_run, tiny_cache, tmp_path):

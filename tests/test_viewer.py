@@ -15,25 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli_run import handcli
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SMALL = ["--set", "rays_per_step=128", "--set", "occ_points=512", "--set", "pool_points=2048", "--set",
-         "occ_hidden=16", "--set", "color_hidden=16", "--set", "max_samples=16", "--cameras", "400002,400009"]
-
-
-def handcli(*args, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "handcli.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, **kw)
-
-
-@pytest.fixture(scope="module")
-def occ_run(tiny_cache, tmp_path_factory) -> Path:
-    """A HandOcc run trained for 40 steps on the tiny cache (about 10 s): coloured, hand-shaped renders."""
-    run = tmp_path_factory.mktemp("viewer") / "run"
-    r = handcli("train", tiny_cache, "-o", run, "--method", "handocc", "--steps", "40", *SMALL, "--set", "lr=5e-3")
-    assert r.returncode == 0, r.stderr
-    return run
 
 
 # ---------------------------------------------------------------------------------------------------------
